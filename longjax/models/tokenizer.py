@@ -1,0 +1,66 @@
+"""A TF-free tokenizer wrapper shared by synthesis, training and evaluation.
+
+Wraps either a Hugging Face tokenizer directory (tokenizer.json, or a GGUF file through
+transformers) or a SentencePiece model file, behind one small interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+
+@dataclasses.dataclass
+class Tokenizer:
+  """encode/decode plus the special ids a Llama-family model needs.
+
+  `encode` never adds BOS/EOS; callers add them explicitly where a recipe says so.
+  """
+  name: str
+  _impl: Any
+  _kind: str  # "hf" or "spm"
+  bos_id: int | None
+  eos_id: int | None
+  pad_id: int
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self._impl) if self._kind == "hf" else self._impl.get_piece_size()
+
+  def encode(self, text: str) -> list[int]:
+    if self._kind == "hf":
+      return self._impl.encode(text, add_special_tokens=False)
+    return self._impl.encode(text)
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    if self._kind == "hf":
+      return self._impl(list(texts), add_special_tokens=False)["input_ids"]
+    return self._impl.encode(list(texts))
+
+  def decode(self, ids: Sequence[int]) -> str:
+    ids = [int(i) for i in ids]
+    if self._kind == "hf":
+      return self._impl.decode(ids, skip_special_tokens=True)
+    return self._impl.decode(ids)
+
+
+def load_tokenizer(path: str | os.PathLike, *, gguf_file: str | None = None) -> Tokenizer:
+  """Loads a tokenizer from an HF directory, a GGUF file's directory, or a `.model` SentencePiece file."""
+  path = Path(path)
+  if path.suffix == ".model":
+    if not path.is_file():
+      raise FileNotFoundError(f"SentencePiece model not found: {path}")
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(path))
+    bos = sp.bos_id() if sp.bos_id() >= 0 else None
+    eos = sp.eos_id() if sp.eos_id() >= 0 else None
+    pad = sp.pad_id() if sp.pad_id() >= 0 else 0
+    return Tokenizer(path.name, sp, "spm", bos, eos, pad)
+  if not path.exists():
+    raise FileNotFoundError(f"tokenizer path not found: {path}")
+  from transformers import AutoTokenizer
+  tok = AutoTokenizer.from_pretrained(str(path), gguf_file=gguf_file)
+  pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+  return Tokenizer(path.name, tok, "hf", tok.bos_token_id, tok.eos_token_id, pad)
