@@ -1,0 +1,120 @@
+"""The protocol every long-context synthesis method implements, and its build context.
+
+A method has two halves (ARCHITECTURE.md, "Synthesis"):
+
+* `build(ctx)`: the corpus-wide, usually sequential work (global groupings, neighbour lists,
+  context boundaries), done once by `python -m longjax.synth build`. It writes under
+  `ctx.method_dir(name)` = `<index_dir>/<name>/`, always with a `manifest.json` that accounts for
+  every document the method saw (used, or skipped with a reason).
+* `examples(index_dir, ...)`: the per-sample work, done while a SeqIO Task (or any numpy
+  consumer) streams. It reads only what `build` wrote plus the corpus store under `index_dir`, and
+  yields examples of exactly `length` tokens. The same seed gives the same examples; shards
+  `0..num_shards-1` are disjoint and together cover the method's samples.
+
+This module is TF-free: `longjax.tasks` wraps `examples` into SeqIO data sources.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar, \
+  runtime_checkable
+
+import numpy as np
+
+from longjax.models.tokenizer import Tokenizer
+
+_T = TypeVar("_T")
+
+
+@runtime_checkable
+class DocStore(Protocol):
+  """What methods need from the corpus store: ids and random access to texts."""
+
+  def __len__(self) -> int: ...
+
+  def doc_ids(self) -> np.ndarray:
+    """All document ids (int64), in store order."""
+    ...
+
+  def text(self, doc_id: int) -> str:
+    """The text of one document."""
+    ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+  """Maps texts to L2-normalised float32 vectors [n, d]; similarity is the dot product."""
+  name: str
+
+  def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def _identity_progress(items: Iterable[_T], **_: Any) -> Iterable[_T]:
+  return items
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildContext:
+  """Everything a method's corpus-wide `build` may use.
+
+  Attributes:
+    store: the (deduplicated) corpus document store.
+    tokenizer: the training tokenizer; methods that fix context boundaries at build time
+      (ICLM, KNN) count tokens with it and record its name in their manifest.
+    embedder: document/chunk embedder, or None when no method being built needs one.
+    config: per-method options, `config[method_name] -> {option: value}`; missing keys take
+      the method's defaults.
+    index_dir: root of the built index; method `m` writes under `index_dir / m`.
+    log: a line logger for progress messages and summaries.
+    progress: wraps an iterable with a progress display (tqdm-compatible keywords `desc`,
+      `total`); the default shows nothing.
+  """
+  store: DocStore
+  tokenizer: Tokenizer
+  embedder: Embedder | None
+  config: Mapping[str, Mapping[str, Any]]
+  index_dir: Path
+  log: Callable[[str], None] = logging.getLogger("longjax.synth").info
+  progress: Callable[..., Iterable[Any]] = _identity_progress
+
+  def __post_init__(self):
+    object.__setattr__(self, "index_dir", Path(self.index_dir))
+
+  def method_dir(self, name: str) -> Path:
+    """The directory method `name` writes its build output to."""
+    return self.index_dir / name
+
+  def method_config(self, name: str) -> Mapping[str, Any]:
+    return dict(self.config.get(name, {}))
+
+
+@runtime_checkable
+class Method(Protocol):
+  """A synthesis method: corpus-wide `build`, then streaming `examples`.
+
+  Each example is `{"targets": np.int32[length], "provenance": str}` where provenance is a JSON
+  object saying which documents / chunks (with token spans) and seeds made the sample.
+  """
+  name: str
+
+  def build(self, ctx: BuildContext) -> None: ...
+
+  def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
+               num_shards: int, seed: int) -> Iterator[dict[str, Any]]: ...
+
+
+def check_shard(shard: int, num_shards: int) -> None:
+  """Raises a clear error for an invalid (shard, num_shards) pair."""
+  if num_shards < 1:
+    raise ValueError(f"num_shards ({num_shards}) must be >= 1")
+  if not 0 <= shard < num_shards:
+    raise ValueError(f"shard ({shard}) must be in [0, num_shards={num_shards})")
+
+
+def shard_range(n: int, shard: int, num_shards: int) -> range:
+  """The contiguous slice [start, stop) of `n` items that `shard` owns (sizes differ by <= 1)."""
+  check_shard(shard, num_shards)
+  return range(n * shard // num_shards, n * (shard + 1) // num_shards)
