@@ -68,6 +68,8 @@ class BuildContext:
     config: per-method options, `config[method_name] -> {option: value}`; missing keys take
       the method's defaults.
     index_dir: root of the built index; method `m` writes under `index_dir / m`.
+    lengths: target sample lengths in tokens. Methods whose grouping depends on the length
+      (KNN, ICLM) plan one set of contexts per length at build time; others ignore it.
     log: a line logger for progress messages and summaries.
     progress: wraps an iterable with a progress display (tqdm-compatible keywords `desc`,
       `total`); the default shows nothing.
@@ -77,11 +79,16 @@ class BuildContext:
   embedder: Embedder | None
   config: Mapping[str, Mapping[str, Any]]
   index_dir: Path
+  lengths: tuple[int, ...] = ()
   log: Callable[[str], None] = logging.getLogger("longjax.synth").info
   progress: Callable[..., Iterable[Any]] = _identity_progress
 
   def __post_init__(self):
     object.__setattr__(self, "index_dir", Path(self.index_dir))
+    object.__setattr__(self, "lengths", tuple(int(n) for n in self.lengths))
+    for n in self.lengths:
+      if n < 2:
+        raise ValueError(f"BuildContext.lengths: every length must be >= 2 tokens, got {n}")
 
   def method_dir(self, name: str) -> Path:
     """The directory method `name` writes its build output to."""
@@ -118,3 +125,25 @@ def shard_range(n: int, shard: int, num_shards: int) -> range:
   """The contiguous slice [start, stop) of `n` items that `shard` owns (sizes differ by <= 1)."""
   check_shard(shard, num_shards)
   return range(n * shard // num_shards, n * (shard + 1) // num_shards)
+
+
+_SUFFIX = {"k": 1024, "m": 1024 ** 2}
+
+
+def parse_length(text: str | int) -> int:
+  """'8k' -> 8192, '1m' -> 1048576, '4096' -> 4096 (task names use the short form)."""
+  if isinstance(text, int):
+    return text
+  t = text.strip().lower()
+  try:
+    return int(t[:-1]) * _SUFFIX[t[-1]] if t and t[-1] in _SUFFIX else int(t)
+  except ValueError:
+    raise ValueError(f"length {text!r}: expected an integer with optional k/m suffix, like 8k")
+
+
+def format_length(n: int) -> str:
+  """8192 -> '8k', 1048576 -> '1m', 1000 -> '1000'; inverse of `parse_length`."""
+  for suffix, unit in (("m", 1024 ** 2), ("k", 1024)):
+    if n % unit == 0:
+      return f"{n // unit}{suffix}"
+  return str(n)
