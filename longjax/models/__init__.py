@@ -1,0 +1,8 @@
+"""Flax Llama models, Hugging Face interop, greedy generation and the tokenizer wrapper."""
+
+from longjax.models.hf import load_hf, save_hf, smollm2_checkpoint
+from longjax.models.llama import Llama, LlamaConfig
+from longjax.models.tokenizer import Tokenizer, load_tokenizer
+
+__all__ = ["Llama", "LlamaConfig", "Tokenizer", "load_hf", "load_tokenizer", "save_hf",
+           "smollm2_checkpoint"]
