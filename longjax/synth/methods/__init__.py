@@ -5,5 +5,6 @@ registers one SeqIO Task per method and length from this registry.
 """
 
 from longjax.synth.methods.base import BuildContext, DocStore, Embedder, Method
+from longjax.synth.methods.standard import StandardMethod
 
-METHODS: dict[str, Method] = {}
+METHODS: dict[str, Method] = {m.name: m for m in (StandardMethod(),)}

@@ -1,0 +1,122 @@
+"""Build-time context plans: fixed context boundaries stored per length, streamed at example time.
+
+KNN and ICLM decide their grouping globally and sequentially at build time (specs/baselines.md
+§2, §3.2); ICLM also fixes its context boundaries there. Both end as a list of contexts, each a
+list of spans `(doc_id, tok_start, tok_end)` from the packer. This module stores such a plan
+(`L<length>.spans.npy` int64 [M, 3] + `L<length>.offsets.npy` int64 [C + 1]) and turns it back
+into examples: the context order is shuffled with the example seed, each shard takes a contiguous
+range of the shuffled ids, and every context is re-tokenized and assembled.
+
+Token counts are computed at build time with the build tokenizer; the manifest records that
+tokenizer (`tokenizer_signature`) and streaming checks that the caller's tokenizer matches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from longjax.models.tokenizer import Tokenizer
+from longjax.synth import artifacts
+from longjax.synth.methods import packer
+from longjax.synth.methods.base import DocStore, shard_range
+
+_BATCH = 256
+
+
+def tokenizer_signature(tokenizer: Tokenizer) -> dict[str, Any]:
+  """What identifies a tokenizer for token-count purposes (recorded in manifests)."""
+  return {"name": tokenizer.name, "vocab_size": int(tokenizer.vocab_size),
+          "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
+
+
+def check_tokenizer(manifest: Mapping[str, Any], tokenizer: Tokenizer, where: Path) -> None:
+  """Raises if `tokenizer` is not the one the plan in `where` was built with."""
+  built = manifest["config"]["tokenizer"]
+  have = tokenizer_signature(tokenizer)
+  if built != have:
+    raise ValueError(f"{where}: built with tokenizer {built}, but streaming with {have}; "
+                     "context boundaries depend on token counts, so rebuild with this tokenizer")
+
+
+def require_eos(tokenizer: Tokenizer) -> int:
+  if tokenizer.eos_id is None:
+    raise ValueError(f"tokenizer {tokenizer.name!r} has no EOS id; the baselines put one EOS "
+                     "after each document")
+  return int(tokenizer.eos_id)
+
+
+def count_tokens(store: DocStore, doc_ids: np.ndarray, tokenizer: Tokenizer,
+                 progress: Callable[..., Iterable[Any]]) -> np.ndarray:
+  """Tokens per document *including its EOS*, int64 aligned with `doc_ids`."""
+  counts = np.empty(len(doc_ids), np.int64)
+  starts = range(0, len(doc_ids), _BATCH)
+  for start in progress(starts, desc="count tokens", total=len(starts)):
+    batch = doc_ids[start:start + _BATCH]
+    encoded = tokenizer.encode_batch([store.text(int(d)) for d in batch])
+    counts[start:start + len(batch)] = [len(t) + 1 for t in encoded]
+  return counts
+
+
+def write_plan(directory: Path, length: int, contexts: Iterable[list[packer.Span]]) -> int:
+  """Stores a list of contexts for `length`; returns the number of contexts."""
+  spans: list[packer.Span] = []
+  offsets = [0]
+  for ctx in contexts:
+    spans.extend(ctx)
+    offsets.append(len(spans))
+  artifacts.write_npy(directory / f"L{length}.spans.npy",
+                      np.asarray(spans, np.int64).reshape(-1, 3))
+  artifacts.write_npy(directory / f"L{length}.offsets.npy", np.asarray(offsets, np.int64))
+  return len(offsets) - 1
+
+
+class Plan:
+  """Random access to the contexts a method planned for one length."""
+
+  def __init__(self, directory: Path, length: int):
+    spans_path = directory / f"L{length}.spans.npy"
+    if not spans_path.exists():
+      built = sorted(int(p.name[1:].split(".")[0]) for p in directory.glob("L*.offsets.npy"))
+      raise FileNotFoundError(
+          f"{directory}: no context plan for length {length} (built lengths: {built}); rebuild "
+          f"the index with this length, e.g. `python -m longjax.synth build --lengths {length}`")
+    self.spans = np.load(spans_path, mmap_mode="r")
+    self.offsets = np.load(directory / f"L{length}.offsets.npy")
+
+  def __len__(self) -> int:
+    return len(self.offsets) - 1
+
+  def context(self, i: int) -> list[packer.Span]:
+    rows = self.spans[self.offsets[i]:self.offsets[i + 1]]
+    return [(int(d), int(s), int(e)) for d, s, e in rows]
+
+
+def stream_plan(directory: Path, *, method: str, store: DocStore, length: int,
+                tokenizer: Tokenizer, shard: int, num_shards: int, seed: int,
+                order: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
+  """Examples for `shard` from the plan in `directory`: shuffled context ids, contiguous ranges.
+
+  `order` overrides the seeded shuffle (used by tests to check the unshuffled plan).
+  """
+  manifest = artifacts.read_manifest(directory)
+  if manifest is None:
+    raise FileNotFoundError(f"{directory}: no manifest.json; run `python -m longjax.synth build` "
+                            f"with method {method!r} first")
+  check_tokenizer(manifest, tokenizer, directory)
+  eos = require_eos(tokenizer)
+  plan = Plan(directory, length)
+  ids = np.random.default_rng(seed).permutation(len(plan)) if order is None else np.asarray(order)
+  for pos in shard_range(len(ids), shard, num_shards):
+    spans = plan.context(int(ids[pos]))
+    tokens = packer.assemble(spans, lambda d: packer.with_eos(tokenizer.encode(store.text(d)), eos))
+    if len(tokens) != length:
+      raise ValueError(f"{directory}: context {int(ids[pos])} assembled to {len(tokens)} tokens, "
+                       f"expected {length}; the corpus store changed since the build")
+    provenance = {"method": method, "context": int(ids[pos]), "seed": seed, "shard": shard,
+                  "num_shards": num_shards, "spans": [list(s) for s in spans]}
+    yield {"targets": tokens, "provenance": json.dumps(provenance)}
+

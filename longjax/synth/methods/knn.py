@@ -1,0 +1,113 @@
+"""KNN (Guu et al. 2020; Levine et al. 2022): each document with its nearest neighbours.
+
+specs/baselines.md §2. Seeds are visited in a seeded random order; each unused seed opens a
+context and pulls in its *unused* neighbours in rank order until the context holds >= L tokens
+(counting one EOS per document); when the list runs out first, the next unused seed joins the same
+context. Every document is used at most once, globally, so the grouping is one sequential pass at
+build time. Each group is cut to exactly L tokens by the packer (`overflow="truncate"`). The last
+group, which may run out of documents before L, is dropped and its documents are reported as
+skipped in the manifest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from longjax.models.tokenizer import Tokenizer
+from longjax.synth import artifacts, corpus
+from longjax.synth.methods import contexts, packer
+from longjax.synth.methods.base import BuildContext
+
+DEFAULTS = {"k_nn": 256, "seed": 0}
+
+
+def knn_groups(neighbours: np.ndarray, counts: np.ndarray, length: int,
+               rng: np.random.Generator) -> tuple[list[list[int]], list[int]]:
+  """Groups document positions into KNN contexts.
+
+  Args:
+    neighbours: int [N, k] positions of each document's neighbours, most similar first; -1 pads
+      a short row. A document's own position is ignored wherever it appears.
+    counts: int [N] tokens per document including its EOS.
+    length: target context length L.
+    rng: source of the seed order.
+
+  Returns:
+    (groups, leftover): each group holds >= `length` tokens; `leftover` is the final group that
+    ran out of documents below `length` (possibly empty).
+  """
+  n = len(counts)
+  if neighbours.shape[0] != n:
+    raise ValueError(f"neighbours has {neighbours.shape[0]} rows for {n} documents")
+  used = np.zeros(n, bool)
+  groups: list[list[int]] = []
+  group: list[int] = []
+  total = 0
+  for seed in rng.permutation(n):
+    if used[seed]:
+      continue
+    used[seed] = True
+    group.append(int(seed))
+    total += int(counts[seed])
+    for nb in neighbours[seed]:
+      if total >= length or nb < 0:
+        break
+      if nb == seed or used[nb]:
+        continue
+      used[nb] = True
+      group.append(int(nb))
+      total += int(counts[nb])
+    if total >= length:
+      groups.append(group)
+      group, total = [], 0
+  return groups, group
+
+
+class KNNMethod:
+  """The KNN baseline (`longjax_<corpus>_knn_<length>`)."""
+  name = "knn"
+
+  def build(self, ctx: BuildContext) -> None:
+    from longjax.synth.methods import neighbours  # embedding + ScaNN; heavy imports
+
+    cfg = {**DEFAULTS, **ctx.method_config(self.name)}
+    if not ctx.lengths:
+      raise ValueError("knn: BuildContext.lengths is empty; KNN groups depend on the length")
+    out = ctx.method_dir(self.name)
+    doc_ids = np.asarray(ctx.store.doc_ids(), np.int64)
+    counts = contexts.count_tokens(ctx.store, doc_ids, ctx.tokenizer, ctx.progress)
+    nbrs, retrieval_info = neighbours.document_neighbours(ctx, int(cfg["k_nn"]), include_self=False)
+    stats: dict[str, Any] = {"documents": len(doc_ids)}
+    skipped = []
+    for length in ctx.lengths:
+      groups, leftover = knn_groups(nbrs, counts, length, np.random.default_rng(cfg["seed"]))
+      # A group holds >= L tokens and truncation drops the rest: exactly one context each.
+      ctxs = [next(packer.pack([(doc_ids[i], counts[i]) for i in g], length, overflow="truncate"))
+              for g in groups]
+      contexts.write_plan(out, length, ctxs)
+      kept = sum(e - s for c in ctxs for _, s, e in c)
+      stats[f"L{length}"] = {
+          "contexts": len(ctxs), "documents_used": sum(len(g) for g in groups),
+          "documents_in_dropped_final_group": len(leftover),
+          "mean_documents_per_context": float(np.mean([len(g) for g in groups])) if groups else 0,
+          "tokens_dropped_by_truncation": int(sum(counts[i] for g in groups for i in g) - kept)}
+      skipped += [{"doc_id": int(doc_ids[i]), "length": length,
+                   "reason": "in the final KNN group, which ran out of documents before L"}
+                  for i in leftover]
+      ctx.log(f"knn L={length}: {stats[f'L{length}']}")
+    artifacts.write_manifest(
+        out, kind=self.name,
+        config={**cfg, "lengths": list(ctx.lengths),
+                "tokenizer": contexts.tokenizer_signature(ctx.tokenizer)},
+        inputs={"doc_ids": artifacts.fingerprint_json(doc_ids.tolist())},
+        counts=stats, skipped=skipped, extra={"retrieval": retrieval_info})
+
+  def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
+               num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
+    index_dir = Path(index_dir)
+    return contexts.stream_plan(index_dir / self.name, method=self.name,
+                                store=corpus.open_store(index_dir), length=length,
+                                tokenizer=tokenizer, shard=shard, num_shards=num_shards, seed=seed)
