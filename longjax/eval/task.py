@@ -1,0 +1,178 @@
+"""Synthetic eval tasks: the example record, the task interface, and length fitting.
+
+A task renders a prompt from a number of haystack *units* (words, lines, list words, JSON pairs)
+and a seeded `random.Random`. `ExampleGenerator` fits each (task, length) to the evaluated
+model's tokenizer, so that BOS + tok(input + answer prefix) + tokens_to_generate <= length:
+
+- a search per (task, length), with a fixed search seed: a tokens-per-unit estimate from a
+  probe, then a binary search below 3x that estimate (RULER's procedure);
+- per example, the searched count shrinks by the task's step until that example fits.
+
+An example is a pure function of (base seed, task, length, index), so any one can be rebuilt.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import random
+from typing import Any, Callable, Sequence
+
+from longjax.eval.values import derive_seed
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+  """What a task renders from (units, rng): prompt parts, gold strings, needle char offsets."""
+  input: str
+  answer_prefix: str
+  outputs: tuple[str, ...]
+  needle_offsets: tuple[int, ...] = ()  # character offsets in `input` (NIAH diagnostic)
+
+
+@dataclasses.dataclass
+class FitContext:
+  """What `Task.render` may use besides its rng: the target length, the token counter of the
+  evaluated model (BOS included) and a per-generator cache (for sub-searches, e.g. VT's 1-shot)."""
+  length: int
+  count_tokens: Callable[[str], int]
+  cache: dict[Any, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """One fitted eval example. The model sees BOS + input + answer_prefix and continues."""
+  task: str
+  length: int
+  index: int
+  seed: int
+  input: str
+  answer_prefix: str
+  outputs: tuple[str, ...]
+  max_new_tokens: int
+  num_units: int
+  num_tokens: int  # prompt tokens, BOS included
+  needle_positions: tuple[int, ...] = ()  # token index of each needle's first token
+
+  @property
+  def prompt(self) -> str:
+    return self.input + self.answer_prefix
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+class Task(abc.ABC):
+  """A synthetic task. Subclasses set the class attributes and implement `render`."""
+  name: str
+  metric: str = "string_match_all"
+  tokens_to_generate: int = 128
+  unit: str = "units"
+  min_units: int = 1
+  probe_units: int = 64
+
+  @abc.abstractmethod
+  def render(self, units: int, rng: random.Random, ctx: FitContext) -> Rendered:
+    """The prompt built from `units` haystack units, every random choice drawn from `rng`."""
+
+  def shrink_step(self, length: int) -> int:
+    """How many units an example gives up per try when it does not fit."""
+    return 25 if length >= 4096 else 5
+
+  def search(self, fits: Callable[[int], bool], count: Callable[[int], int],
+             budget: int, length: int) -> int:
+    """The largest unit count that fits: estimate from a probe, then binary search."""
+    lo = self.min_units
+    if not fits(lo):
+      raise ValueError(f"task {self.name}: even {lo} {self.unit} do not fit {budget} tokens "
+                       f"(+{self.tokens_to_generate} to generate); use a longer length")
+    base, probe = count(lo), count(lo + self.probe_units)
+    per_unit = max((probe - base) / self.probe_units, 1e-3)
+    hi = max(lo + 1, int(3 * (budget - base) / per_unit))
+    while fits(hi):  # the estimate was too low; RULER's 3x bound is a heuristic
+      if hi > 1 << 24:
+        raise ValueError(f"task {self.name}: prompt length does not grow with {self.unit}")
+      lo, hi = hi, 2 * hi
+    while hi - lo > 1:  # invariant: fits(lo), not fits(hi)
+      mid = (lo + hi) // 2
+      lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _needle_token_positions(tokenizer, text: str, offsets: Sequence[int], bos: int) -> tuple:
+  """Index of the token holding character `o` of `text`, for each offset.
+
+  Encoding `text[:o]` alone would count a trailing space that BPE merges into the next word.
+  """
+  return tuple(bos + len(tokenizer.encode(text[:o + 1])) - 1 for o in offsets)
+
+
+class ExampleGenerator:
+  """Builds fitted, reproducible examples for one tokenizer.
+
+  Args:
+    tokenizer: the evaluated model's tokenizer (`longjax.models.tokenizer.Tokenizer`).
+    seed: the base seed (spec: 42); every example seed derives from it.
+  """
+
+  def __init__(self, tokenizer, *, seed: int = 42):
+    self.tokenizer = tokenizer
+    self.seed = seed
+    self._bos = 1 if tokenizer.bos_id is not None else 0
+    self._units: dict[tuple[str, int], int] = {}
+    self._cache: dict[Any, Any] = {}
+
+  def count_tokens(self, text: str) -> int:
+    """Prompt length in model tokens, BOS included."""
+    return self._bos + len(self.tokenizer.encode(text))
+
+  def encode_prompt(self, example: Example) -> list[int]:
+    ids = self.tokenizer.encode(example.prompt)
+    return ([self.tokenizer.bos_id] if self._bos else []) + ids
+
+  def _budget(self, task: Task, length: int) -> int:
+    return length - task.tokens_to_generate
+
+  def _ctx(self, length: int) -> FitContext:
+    return FitContext(length, self.count_tokens, self._cache)
+
+  def units(self, task: Task, length: int) -> int:
+    """The searched unit count for (task, length), computed once per generator."""
+    key = (task.name, length)
+    if key not in self._units:
+      budget = self._budget(task, length)
+      seed = derive_seed(self.seed, task.name, length, "search")
+      ctx = self._ctx(length)
+      count = lambda n: self.count_tokens(_prompt(task.render(n, random.Random(seed), ctx)))
+      self._units[key] = task.search(lambda n: count(n) <= budget, count, budget, length)
+    return self._units[key]
+
+  def example(self, task: Task, length: int, index: int) -> Example:
+    """Example `index` of (task, length): the searched units, shrunk until this one fits."""
+    budget = self._budget(task, length)
+    seed = derive_seed(self.seed, task.name, length, index)
+    n = self.units(task, length)
+    step = task.shrink_step(length)
+    ctx = self._ctx(length)
+    while True:
+      r = task.render(n, random.Random(seed), ctx)
+      num_tokens = self.count_tokens(_prompt(r))
+      if num_tokens <= budget:
+        break
+      if n <= task.min_units:
+        raise ValueError(f"task {task.name} example {index}: even {n} {task.unit} overflow "
+                         f"length {length} ({num_tokens} prompt + {task.tokens_to_generate} "
+                         f"to generate)")
+      n = max(n - step, task.min_units)
+    positions = _needle_token_positions(self.tokenizer, r.input, r.needle_offsets, self._bos)
+    return Example(task=task.name, length=length, index=index, seed=seed, input=r.input,
+                   answer_prefix=r.answer_prefix, outputs=r.outputs,
+                   max_new_tokens=task.tokens_to_generate, num_units=n, num_tokens=num_tokens,
+                   needle_positions=positions)
+
+  def examples(self, task: Task, length: int, num: int) -> list[Example]:
+    return [self.example(task, length, i) for i in range(num)]
+
+
+def _prompt(r: Rendered) -> str:
+  return r.input + r.answer_prefix
