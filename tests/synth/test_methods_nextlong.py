@@ -1,0 +1,158 @@
+"""NExtLong sample assembly against a brute-force reference on a hand-built chunk corpus."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from longjax.synth.methods import nextlong as nl
+from method_helpers import BOS, byte_tokenizer
+
+SEP = "\n\n"
+
+
+@pytest.fixture(scope="module")
+def tok():
+  return byte_tokenizer()
+
+
+def _corpus(seed=0, n_docs=12, dup_of_meta=True):
+  """Doc 0 is the meta-document (3 chunks); chunk 0's text reappears in doc 5 when asked."""
+  rng = np.random.default_rng(seed)
+  words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta", "zeta"]
+  texts, doc_of = [], []
+  for d in range(n_docs):
+    for _ in range(3 if d == 0 else int(rng.integers(2, 6))):
+      texts.append(f"d{d}c{len(texts)} " + " ".join(rng.choice(words, int(rng.integers(4, 9)))))
+      doc_of.append(d)
+  if dup_of_meta:
+    texts[doc_of.index(5)] = "  " + texts[0].upper() + " "  # same normalised text as m_1
+  vecs = rng.normal(size=(len(texts), 5))
+  vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+  if dup_of_meta:
+    vecs[doc_of.index(5)] = vecs[0]  # and the most similar chunk to m_1
+  vecs[1] = vecs[0] * 0.9 + vecs[1] * 0.1  # a same-document chunk close to m_1
+  sims = vecs @ vecs.T
+  doc_of = np.asarray(doc_of)
+
+  def search(c, fetch):
+    return np.argsort(-sims[c], kind="stable")[:fetch]
+
+  return texts, doc_of, sims, nl.ChunkSource(texts.__getitem__, doc_of, search)
+
+
+def _reference_negatives(texts, doc_of, sims, metas, ks, meta_doc=0, dedup=True):
+  """Full sort + the four exclusions, block by block (no fetch sizes involved).
+
+  Text duplicates of any meta-chunk of the sample count as exclusion (d) (see nextlong.py).
+  """
+  norm = lambda t: " ".join(t.split()).lower()
+  used, out = [], []
+  used_text = {norm(texts[m]) for m in metas}
+  ks = [ks] * len(metas) if isinstance(ks, int) else ks
+  for m, k in zip(metas, ks):
+    block = []
+    for c in np.argsort(-sims[m], kind="stable"):
+      if len(block) == k:
+        break
+      if c == m or doc_of[c] == meta_doc or c in used:
+        continue
+      if dedup and norm(texts[c]) in used_text:
+        continue
+      block.append(int(c))
+      used.append(int(c))
+      used_text.add(norm(texts[c]))
+    out.append(block)
+  return out
+
+
+def test_num_negatives_formula():
+  cfg = nl.NExtLongConfig()
+  # ceil((65536*4*1.5 - 6000) / (3*2048)) = ceil(63.02) = 64
+  assert nl.num_negatives(65536, 6000, 3, cfg) == 64
+  assert nl.num_negatives(131072, 6000, 3, cfg) == 128
+  assert nl.num_negatives(1000, 10_000, 2, cfg) == 0  # clipped at 0
+  small = nl.NExtLongConfig(chunk_size=64, chars_per_token=1.0)
+  assert nl.num_negatives(100, 50, 2, small) == 1  # ceil(100 / 128)
+  assert nl.fetch_size(5, 7, 3, cfg) == 5 + 7 + 3 + 32
+  assert nl.fetch_size(4000, 500, 3, cfg) == 4096
+  with pytest.raises(ValueError, match="p = 0"):
+    nl.num_negatives(100, 10, 0, cfg)
+
+
+def _paper(tok, source, length, cfg, metas=(0, 1, 2), doc_chars=None):
+  texts = source.text
+  doc_chars = doc_chars or sum(len(texts(m)) for m in metas) + 2
+  return nl.paper_sample(source, tok, meta_doc=0, metas=list(metas), doc_chars=doc_chars,
+                         length=length, cfg=cfg)
+
+
+def test_paper_sample_block_order_exclusions_and_exact_length(tok):
+  texts, doc_of, sims, source = _corpus()
+  cfg = nl.NExtLongConfig(chunk_size=32, chars_per_token=1.0, overgen=1.5)
+  length = 300
+  tokens, info = _paper(tok, source, length, cfg)
+  k = nl.num_negatives(length, sum(len(texts[m]) for m in (0, 1, 2)) + 2, 3, cfg)
+  assert info["k"] == k > 0
+  assert info["negatives"] == _reference_negatives(texts, doc_of, sims, [0, 1, 2], k)
+  negs = [c for block in info["negatives"] for c in block]
+  assert len(negs) == len(set(negs)) == 3 * k  # no reuse within the sample
+  assert not any(doc_of[c] == 0 for c in negs)  # no chunk of the meta-document (self included)
+  dup = int(np.flatnonzero(doc_of == 5)[0])
+  assert dup not in negs  # text duplicate of m_1, although it is m_1's nearest chunk
+  # Layout: BOS, then m_1 n_11..n_1k m_2 ... joined by SEP, cut to exactly T tokens.
+  pieces = [texts[c] for m, block in zip((0, 1, 2), info["negatives"]) for c in (m, *block)]
+  assert tokens.dtype == np.int32 and tokens.shape == (length,) and tokens[0] == BOS
+  assert tok.decode(tokens[1:]) == SEP.join(pieces)[:length - 1]
+  assert info["tokens_before_truncation"] == 1 + len(SEP.join(pieces)) > length
+
+
+def test_text_dedup_can_be_switched_off(tok):
+  texts, doc_of, sims, source = _corpus()
+  cfg = nl.NExtLongConfig(chunk_size=32, chars_per_token=1.0, dedup_text=False)
+  _, info = _paper(tok, source, 300, cfg)
+  dup = int(np.flatnonzero(doc_of == 5)[0])
+  assert info["negatives"][0][0] == dup
+  assert info["negatives"] == _reference_negatives(texts, doc_of, sims, [0, 1, 2], info["k"],
+                                                   dedup=False)
+
+
+def test_short_samples_are_discarded(tok):
+  _, _, _, source = _corpus()
+  cfg = nl.NExtLongConfig(chunk_size=32, chars_per_token=1.0, fetch_cap=4)
+  tokens, info = _paper(tok, source, 5000, cfg)
+  assert tokens is None and info["tokens_before_truncation"] < 5000
+  assert info["shortfall"] > 0  # the cap left blocks short of k, and that is recorded
+
+
+def test_exact_budget_keeps_every_meta_chunk(tok):
+  texts, doc_of, sims, source = _corpus(dup_of_meta=False)
+  length = 260
+  paper_cfg = nl.NExtLongConfig(chunk_size=16, chars_per_token=1.0, overgen=1.5)
+  _, paper_info = _paper(tok, source, length, paper_cfg)
+  assert paper_info["meta_chunks_complete"] < 3  # the paper's estimate cuts m_3 off here
+  cfg = dataclasses.replace(paper_cfg, exact_budget=True)
+  tokens, info = nl.exact_budget_sample(source, tok, meta_doc=0, metas=[0, 1, 2],
+                                        doc_chars=sum(len(texts[m]) for m in (0, 1, 2)) + 2,
+                                        length=length, cfg=cfg)
+  assert tokens.shape == (length,) and tokens[0] == BOS
+  assert info["meta_chunks_complete"] == 3
+  k = info["k"]
+  ref = _reference_negatives(texts, doc_of, sims, [0, 1, 2], [k, k, 10_000])
+  # Blocks 1..p-1 hold the top-k; the last block continues in rank order until T is reached.
+  assert info["negatives"][:2] == ref[:2]
+  last = info["negatives"][2]
+  assert last == ref[2][:len(last)] and len(last) == info["k_last"]
+
+  def through(kk):  # BOS + blocks 1..2 with kk negatives + SEP + m_3, in tokens (= bytes)
+    blocks = _reference_negatives(texts, doc_of, sims, [0, 1], kk)
+    pieces = [texts[c] for m, b in zip((0, 1), blocks) for c in (m, *b)] + [texts[2]]
+    return 1 + len(SEP.join(pieces))
+
+  assert through(k) <= length < through(k + 1)  # the largest k that keeps m_3 inside T
+  total = through(k) + sum(len(texts[c]) + len(SEP) for c in last)
+  assert total >= length > total - len(texts[last[-1]]) - len(SEP)  # filled just past T
+  assert info["tokens_before_truncation"] == total
+  text = tok.decode(tokens[1:])
+  for m in (0, 1, 2):
+    assert texts[m] in text
