@@ -1,5 +1,8 @@
 """Attention operators: one entry point (`attention`) over reference, blockwise, kernel and ring paths."""
 
-from longjax.ops.attention import attention
+from longjax.ops.attention import IMPLEMENTATIONS, attention
+from longjax.ops.ring import RingOptions, ring_attention, ring_options, sequence_axis_size
+from longjax.ops.zigzag import unzigzag, zigzag
 
-__all__ = ["attention"]
+__all__ = ["IMPLEMENTATIONS", "RingOptions", "attention", "ring_attention", "ring_options",
+           "sequence_axis_size", "unzigzag", "zigzag"]

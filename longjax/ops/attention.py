@@ -2,38 +2,97 @@
 
 q [B, S, N, H], k/v [B, S, K, H] with N a multiple of K (GQA). Causality is `q_pos >= k_pos` within
 equal non-zero segment ids, so permuted (zigzag) or packed sequences keep their meaning.
+
+Under a mesh (jax.set_mesh) whose `sequence` axis is larger than 1, the call runs ring attention
+(ring.py) with the chosen kernel per block; otherwise the kernel runs on the whole sequence.
 """
 
+import jax
 import jax.numpy as jnp
+from jax import lax
 
+from longjax.ops import gpu, ring
+from longjax.ops.blockwise import BLOCKWISE
+from longjax.ops.kernels import BlockKernel, fused_attention
 from longjax.ops.reference import reference_attention
 
-IMPLEMENTATIONS = ("reference",)
+IMPLEMENTATIONS = ("reference", "blockwise", "gpu")
+_FLOATS = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 
-def _check_shapes(q, k, v):
+def _check_inputs(q, k, v, segment_ids, positions):
   if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-    raise ValueError(f"attention expects q [B,S,N,H], k/v [B,S,K,H]; got {q.shape}, {k.shape}, {v.shape}")
+    raise ValueError(f"attention expects q [B,S,N,H], k/v [B,S,K,H]; got {q.shape}, {k.shape}, "
+                     f"{v.shape}")
   if k.shape != v.shape:
     raise ValueError(f"k {k.shape} and v {v.shape} must have the same shape")
   if q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
     raise ValueError(f"q {q.shape} and k {k.shape} must agree on batch, sequence and head dim")
   if q.shape[2] % k.shape[2]:
     raise ValueError(f"query heads ({q.shape[2]}) must be a multiple of kv heads ({k.shape[2]})")
+  for name, x in (("q", q), ("k", k), ("v", v)):
+    if x.dtype not in _FLOATS:
+      raise ValueError(f"attention: {name} must be float32, bfloat16 or float16, got {x.dtype}")
+  if not q.dtype == k.dtype == v.dtype:
+    raise ValueError(f"attention: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+  for name, x in (("segment_ids", segment_ids), ("positions", positions)):
+    if x is None:
+      continue
+    if x.shape != q.shape[:2]:
+      raise ValueError(f"attention: {name} must be [B, S] = {q.shape[:2]}, got {x.shape}")
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+      raise ValueError(f"attention: {name} must be an integer array, got {x.dtype}")
+
+
+def _pick(implementation, q, k, segment_ids) -> str:
+  if implementation is None:
+    if segment_ids is None and gpu.cudnn_supports(q, k):
+      return "gpu"
+    return "blockwise"
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"implementation must be one of {IMPLEMENTATIONS} or None, "
+                     f"got {implementation!r}")
+  if implementation == "gpu":
+    if segment_ids is not None:
+      raise ValueError("implementation='gpu' (cuDNN) cannot apply segment_ids (document masks); "
+                       "use 'blockwise' or None")
+    if not gpu.cudnn_supports(q, k):
+      raise ValueError(f"implementation='gpu' needs a GPU backend, bf16/fp16 inputs and head dim "
+                       f"a multiple of 8 up to 128; got backend {jax.default_backend()}, "
+                       f"{q.dtype}, head dim {q.shape[-1]}")
+  return implementation
+
+
+def _kernel(name: str) -> BlockKernel:
+  return gpu.CUDNN if name == "gpu" else BLOCKWISE
 
 
 def attention(q, k, v, *, segment_ids=None, positions=None, causal: bool = True,
               implementation: str | None = None):
-  """Scaled dot-product attention; returns [B, S, N, H] in q's dtype."""
-  _check_shapes(q, k, v)
-  b, s = q.shape[:2]
-  if segment_ids is None:
-    segment_ids = jnp.ones((b, s), jnp.int32)
-  if positions is None:
-    positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
-  implementation = implementation or "reference"
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+  """Scaled dot-product attention; returns [B, S, N, H] in q's dtype.
+
+  segment_ids [B, S] int (0 = padding, attends nothing); positions [B, S] int (default: the
+  index). implementation: 'reference' (dense oracle), 'blockwise' (pure JAX, any backend),
+  'gpu' (cuDNN), or None for the fastest correct one on this backend for these inputs.
+  """
+  _check_inputs(q, k, v, segment_ids, positions)
+  name = _pick(implementation, q, k, segment_ids)
   scale = q.shape[-1] ** -0.5
-  return reference_attention(q, k, v, segment_ids=segment_ids, positions=positions,
-                             causal=causal, scale=scale)
+  if name == "reference":
+    b, s = q.shape[:2]
+    seg = jnp.ones((b, s), jnp.int32) if segment_ids is None else segment_ids
+    pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s)) if positions is None \
+        else positions
+    return reference_attention(q, k, v, segment_ids=seg, positions=pos, causal=causal,
+                               scale=scale)
+  kernel = _kernel(name)
+  if ring.sequence_axis_size() > 1:
+    return ring.ring_attention(q, k, v, kernel=kernel, segment_ids=segment_ids,
+                               positions=positions, causal=causal, scale=scale)
+  call = lambda kern, pos: fused_attention(kern, q, k, v, segment_ids=segment_ids,
+                                           positions=pos, causal=causal, scale=scale)
+  if kernel.takes_segments or positions is None or not causal:
+    return call(kernel, positions)
+  # cuDNN masks by index: equal to the positions mask exactly when positions strictly increase.
+  ordered = jnp.all(positions[:, 1:] > positions[:, :-1])
+  return lax.cond(ordered, lambda: call(kernel, None), lambda: call(BLOCKWISE, positions))

@@ -1,0 +1,304 @@
+"""Ring attention over the `sequence` mesh axis (spec: shared/specs/ring_attention.md).
+
+Each of the N devices of the `sequence` axis holds c = S/N tokens of Q, K, V. K and V (stacked
+in one buffer, with their segment ids and positions) travel around the ring with one
+`lax.ppermute` per step, issued before that step's compute so the transfer overlaps it. Block
+results are merged in f32 through their logsumexp. The backward is hand-written (custom_vjp):
+it re-rotates K/V and sends the f32 dK/dV accumulators one step behind, so they arrive at their
+owner after N shifts, and every block uses the *global* o and lse (never autodiff through the
+combine: see the spec's pitfall and tests/ops/test_pitfall.py).
+
+Layouts (the token order the caller gave the sequence):
+  zigzag (default): device i holds chunks i and 2N-1-i of 2N (see zigzag.py). Step s > 0 does
+    Q2 x KV1 plus, chosen by `where` on equal-shape halves, Q1 x KV1 (source before us) or
+    Q2 x KV2 (source after us): half a block everywhere, all tiles unmasked.
+  contiguous: device i holds chunk i; step s > 0 is a full unmasked block on devices whose
+    source precedes them and is skipped (lax.cond) on the others (imbalanced: for tests and
+    non-causal use).
+Masks inside blocks come from segment ids and positions when the kernel takes them (blockwise);
+the cuDNN kernel takes none, so it is only used without segment ids and trusts the layout.
+
+Axis letters: B batch, c local length, N query heads, K kv heads, H head dim.
+"""
+
+import contextlib
+import contextvars
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.ad_checkpoint import checkpoint_name
+from jax.sharding import PartitionSpec as P
+
+from longjax.ops.kernels import BlockKernel, BlockMask
+from longjax.ops.zigzag import zigzag
+
+SEQUENCE_AXIS = "sequence"
+BATCH_AXES = ("data", "fsdp")
+HEAD_AXIS = "tensor"
+LAYOUTS = ("zigzag", "contiguous")
+
+
+@dataclasses.dataclass(frozen=True)
+class RingOptions:
+  """How the ring reads the sequence. `layout` must match what the input pipeline did."""
+  layout: str = "zigzag"
+
+  def __post_init__(self):
+    if self.layout not in LAYOUTS:
+      raise ValueError(f"RingOptions.layout must be one of {LAYOUTS}, got {self.layout!r}")
+
+
+_OPTIONS = contextvars.ContextVar("longjax_ring_options", default=RingOptions())
+
+
+@contextlib.contextmanager
+def ring_options(**kwargs):
+  """Set RingOptions for attention calls traced inside the block (e.g. layout='contiguous')."""
+  token = _OPTIONS.set(dataclasses.replace(_OPTIONS.get(), **kwargs))
+  try:
+    yield
+  finally:
+    _OPTIONS.reset(token)
+
+
+def sequence_axis_size(mesh=None) -> int:
+  """Size of the `sequence` axis of the current (abstract) mesh, 1 when there is none."""
+  mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
+  if mesh is None or mesh.empty or SEQUENCE_AXIS not in mesh.axis_names:
+    return 1
+  return mesh.shape[SEQUENCE_AXIS]
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-device ring (runs inside shard_map).
+
+
+def _combine(o, lse, o_s, lse_s):
+  """f32 online merge of a block result; -inf rows contribute nothing and never make NaN."""
+  new = jnp.logaddexp(lse, lse_s)
+  safe = jnp.where(jnp.isfinite(new), new, 0.0)
+  w_old = jnp.exp(lse - safe)[..., None]
+  w_new = jnp.exp(lse_s - safe)[..., None]
+  o_s = jnp.where(jnp.isfinite(lse_s)[..., None], o_s.astype(jnp.float32), 0.0)
+  return w_old * o + w_new * o_s, new
+
+
+def _half(x, i):
+  """First (i=0) or second (i=1) half of the local sequence (axis 1); None stays None."""
+  if x is None:
+    return None
+  c = x.shape[1] // 2
+  return x[:, :c] if i == 0 else x[:, c:]
+
+
+def _pick(cond, a, b):
+  return None if a is None else jnp.where(cond, a, b)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ring:
+  """Static description of one ring: the kernel, mesh axis size, layout, masking."""
+  kernel: BlockKernel
+  n: int
+  layout: str
+  causal: bool
+  scale: float
+
+  def mask(self, qseg, kseg, qpos, kpos, causal):
+    if not self.kernel.takes_segments:
+      return BlockMask(causal=causal)  # index causality on an aligned block (layout-trusted)
+    return BlockMask(qseg, kseg, qpos, kpos, causal)
+
+  def perm(self):
+    return [(i, (i + 1) % self.n) for i in range(self.n)]
+
+
+def _unpack(kv):
+  kvs, seg, pos = kv
+  return kvs[0], kvs[1], seg, pos
+
+
+def _step_fwd(rk: _Ring, s, rank, q, qseg, qpos, kv, o, lse):
+  """Merge step s's block(s) into (o, lse); o/lse are pairs of halves for zigzag."""
+  k, v, kseg, kpos = _unpack(kv)
+  fwd = lambda q_, k_, v_, m: rk.kernel.fwd(q_, k_, v_, m, rk.scale)
+  if s == 0 or not rk.causal:
+    o_s, lse_s = fwd(q, k, v, rk.mask(qseg, kseg, qpos, kpos, rk.causal and s == 0))
+    if rk.layout == "zigzag" and rk.causal:
+      parts = [_combine(o[i], lse[i], _half(o_s, i), _half(lse_s, i)) for i in (0, 1)]
+      return tuple(p[0] for p in parts), tuple(p[1] for p in parts)
+    return _combine(o, lse, o_s, lse_s)
+  early = s <= rank  # the source device (rank - s) mod N comes before us
+  if rk.layout == "contiguous":
+    def compute(_):
+      return fwd(q, k, v, rk.mask(qseg, kseg, qpos, kpos, False))
+    skip = lambda _: (jnp.zeros(q.shape, jnp.float32), jnp.full(q.shape[:3], -jnp.inf))
+    o_s, lse_s = lax.cond(early, compute, skip, None)
+    return _combine(o, lse, o_s, lse_s)
+  h = _half
+  o_c, lse_c = fwd(h(q, 1), h(k, 0), h(v, 0),
+                   rk.mask(h(qseg, 1), h(kseg, 0), h(qpos, 1), h(kpos, 0), False))
+  sel = lambda x: _pick(early, h(x, 0), h(x, 1))
+  o_x, lse_x = fwd(sel(q), sel(k), sel(v),
+                   rk.mask(sel(qseg), sel(kseg), sel(qpos), sel(kpos), False))
+  ninf = jnp.full_like(lse_x, -jnp.inf)
+  o1, lse1 = _combine(o[0], lse[0], o_x, jnp.where(early, lse_x, ninf))
+  o2, lse2 = _combine(o[1], lse[1], o_c, lse_c)
+  o2, lse2 = _combine(o2, lse2, o_x, jnp.where(early, ninf, lse_x))
+  return (o1, o2), (lse1, lse2)
+
+
+def _step_bwd(rk: _Ring, s, rank, q, qseg, qpos, kv, o, lse, do):
+  """(dq [B,c,N,H] f32, dkv [2,B,c,K,H] f32) of step s's block(s) against the global o/lse."""
+  k, v, kseg, kpos = _unpack(kv)
+  f32 = lambda *xs: [x.astype(jnp.float32) for x in xs]
+  bwd = lambda q_, k_, v_, o_, l_, do_, m: f32(*rk.kernel.bwd(q_, k_, v_, o_, l_, do_, m,
+                                                                rk.scale))
+  if s == 0 or not rk.causal:
+    dq, dk, dv = bwd(q, k, v, o, lse, do, rk.mask(qseg, kseg, qpos, kpos, rk.causal and s == 0))
+    return dq, jnp.stack([dk, dv])
+  early = s <= rank
+  if rk.layout == "contiguous":
+    def compute(_):
+      dq, dk, dv = bwd(q, k, v, o, lse, do, rk.mask(qseg, kseg, qpos, kpos, False))
+      return dq, jnp.stack([dk, dv])
+    skip = lambda _: (jnp.zeros(q.shape, jnp.float32), jnp.zeros((2,) + k.shape, jnp.float32))
+    return lax.cond(early, compute, skip, None)
+  h = _half
+  dq2_c, dk1_c, dv1_c = bwd(h(q, 1), h(k, 0), h(v, 0), h(o, 1), h(lse, 1), h(do, 1),
+                            rk.mask(h(qseg, 1), h(kseg, 0), h(qpos, 1), h(kpos, 0), False))
+  sel = lambda x: _pick(early, h(x, 0), h(x, 1))
+  dq_x, dk_x, dv_x = bwd(sel(q), sel(k), sel(v), sel(o), sel(lse), sel(do),
+                         rk.mask(sel(qseg), sel(kseg), sel(qpos), sel(kpos), False))
+  zero = jnp.zeros_like(dq_x)
+  dq = jnp.concatenate([jnp.where(early, dq_x, zero), dq2_c + jnp.where(early, zero, dq_x)], 1)
+  dkv_x = jnp.stack([dk_x, dv_x])
+  zkv = jnp.zeros_like(dkv_x)
+  dkv1 = jnp.stack([dk1_c, dv1_c]) + jnp.where(early, dkv_x, zkv)
+  dkv2 = jnp.where(early, zkv, dkv_x)
+  return dq, jnp.concatenate([dkv1, dkv2], 2)
+
+
+def _ring_forward(rk: _Ring, q, k, v, seg, pos):
+  rank = lax.axis_index(SEQUENCE_AXIS)
+  kv = (jnp.stack([k, v]), seg, pos)
+  o = jnp.zeros(q.shape, jnp.float32)
+  lse = jnp.full(q.shape[:3], -jnp.inf, jnp.float32)
+  if rk.layout == "zigzag" and rk.causal:
+    o, lse = (_half(o, 0), _half(o, 1)), (_half(lse, 0), _half(lse, 1))
+  for s in range(rk.n):
+    nxt = lax.ppermute(kv, SEQUENCE_AXIS, rk.perm()) if s < rk.n - 1 else None  # before compute
+    o, lse = _step_fwd(rk, s, rank, q, seg, pos, kv, o, lse)
+    kv = nxt
+  if isinstance(o, tuple):
+    o, lse = jnp.concatenate(o, 1), jnp.concatenate(lse, 1)
+  return o.astype(q.dtype), lse
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _ring(rk: _Ring, q, k, v, seg, pos):
+  return _ring_forward(rk, q, k, v, seg, pos)[0]
+
+
+def _ring_fwd(rk, q, k, v, seg, pos):
+  o, lse = _ring_forward(rk, q, k, v, seg, pos)
+  o = checkpoint_name(o, "context")
+  lse = checkpoint_name(lse, "context_lse")
+  return o, (q, k, v, seg, pos, o, lse)
+
+
+def _ring_bwd(rk, res, do):
+  q, k, v, seg, pos, o, lse = res
+  rank = lax.axis_index(SEQUENCE_AXIS)
+  kv = (jnp.stack([k, v]), seg, pos)
+  dq = jnp.zeros(q.shape, jnp.float32)
+  acc = jnp.zeros((2,) + k.shape, jnp.float32)
+  pend = None
+  for s in range(rk.n):
+    nxt = lax.ppermute(kv, SEQUENCE_AXIS, rk.perm()) if s < rk.n - 1 else None
+    if s > 0:  # dK/dV of the previous step's KV travel on with it; overlaps this step's compute
+      acc = lax.ppermute(acc + pend, SEQUENCE_AXIS, rk.perm())
+    dq_s, pend = _step_bwd(rk, s, rank, q, seg, pos, kv, o, lse, do)
+    dq = dq + dq_s
+    kv = nxt
+  acc = lax.ppermute(acc + pend, SEQUENCE_AXIS, rk.perm())  # N-th shift: back at the owner
+  return dq.astype(q.dtype), acc[0].astype(k.dtype), acc[1].astype(v.dtype), None, None
+
+
+_ring.defvjp(_ring_fwd, _ring_bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Global entry: specs, checks, shard_map.
+
+
+def _axes_spec(mesh, axes):
+  present = tuple(a for a in axes if a in mesh.axis_names)
+  return present if present else None
+
+
+def _check(mesh, q, k, layout, n):
+  b, s, nh, _ = q.shape
+  kh = k.shape[2]
+  if s % n:
+    raise ValueError(f"ring attention: sequence length ({s}) must be divisible by the "
+                     f"'{SEQUENCE_AXIS}' mesh axis size ({n})")
+  if layout == "zigzag" and s % (2 * n):
+    raise ValueError(f"ring attention with zigzag layout: sequence length ({s}) must be "
+                     f"divisible by 2 * '{SEQUENCE_AXIS}' axis size = {2 * n}")
+  batch = _axes_spec(mesh, BATCH_AXES) or ()
+  nb = 1
+  for a in batch:
+    nb *= mesh.shape[a]
+  if b % nb:
+    raise ValueError(f"ring attention: batch ({b}) must be divisible by the product of mesh "
+                     f"axes {batch} ({nb})")
+  if HEAD_AXIS in mesh.axis_names:
+    tp = mesh.shape[HEAD_AXIS]
+    if nh % tp or kh % tp:
+      raise ValueError(f"ring attention: query heads ({nh}) and kv heads ({kh}) must both be "
+                       f"divisible by the '{HEAD_AXIS}' mesh axis size ({tp})")
+
+
+def ring_attention(q, k, v, *, kernel: BlockKernel, segment_ids=None, positions=None,
+                   causal: bool = True, scale: float | None = None,
+                   options: RingOptions | None = None):
+  """Ring attention on global arrays sharded along S over the current mesh's `sequence` axis.
+
+  q [B,S,N,H], k/v [B,S,K,H], segment_ids/positions [B,S] in the order given by
+  `options.layout` (positions default to the global token index of that order).
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  n = sequence_axis_size(mesh)
+  if mesh is None or mesh.empty or SEQUENCE_AXIS not in mesh.axis_names:
+    axes = () if mesh is None or mesh.empty else mesh.axis_names
+    raise ValueError(f"ring attention needs a mesh with a '{SEQUENCE_AXIS}' axis set with "
+                     f"jax.set_mesh(mesh); the current mesh has axes {axes}")
+  options = options or _OPTIONS.get()
+  _check(mesh, q, k, options.layout, n)
+  if segment_ids is not None and not kernel.takes_segments:
+    raise ValueError(f"the '{kernel.name}' kernel cannot apply segment_ids (document masks); "
+                     "use implementation='blockwise' (or None) for packed sequences")
+  b, s = q.shape[:2]
+  scale = q.shape[-1] ** -0.5 if scale is None else scale
+  if positions is None:
+    positions = jnp.arange(s, dtype=jnp.int32)[None]
+    if options.layout == "zigzag":
+      positions = zigzag(positions, n)
+    positions = jnp.broadcast_to(positions, (b, s))
+  rk = _Ring(kernel=kernel, n=n, layout=options.layout, causal=causal, scale=float(scale))
+  batch = _axes_spec(mesh, BATCH_AXES)
+  heads = HEAD_AXIS if HEAD_AXIS in mesh.axis_names else None
+  qspec = P(batch, SEQUENCE_AXIS, heads, None)
+  tspec = P(batch, SEQUENCE_AXIS)
+  if segment_ids is None:
+    local = lambda q, k, v, pos: _ring(rk, q, k, v, None, pos)
+    args, specs = (q, k, v, positions), (qspec, qspec, qspec, tspec)
+  else:
+    local = functools.partial(_ring, rk)
+    args, specs = (q, k, v, segment_ids, positions), (qspec, qspec, qspec, tspec, tspec)
+  fn = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=qspec, check_vma=False)
+  return fn(*args)
