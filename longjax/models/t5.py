@@ -36,6 +36,7 @@ _ACTIVATIONS = {
   "silu": jax.nn.silu,
 }
 _NEG_INF = -1e9  # additive mask value; finite so fully masked rows stay NaN-free
+_List = getattr(nnx, "List", list)  # flax < 0.12 keeps plain lists of modules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,9 +230,9 @@ class T5(nnx.Module):
     self.embed = _init(rngs, (cfg.vocab_size, cfg.d_model), 1.0, pd)  # VD
     self.enc_rel_bias = _init(rngs, (nb, n), cfg.d_model ** -0.5, pd)
     self.dec_rel_bias = _init(rngs, (nb, n), cfg.d_model ** -0.5, pd)
-    self.encoder = nnx.List([EncoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
+    self.encoder = _List([EncoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
     self.enc_norm = RMSNorm(cfg.d_model, cfg.layer_norm_epsilon, pd)
-    self.decoder = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_decoder_layers)])
+    self.decoder = _List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_decoder_layers)])
     self.dec_norm = RMSNorm(cfg.d_model, cfg.layer_norm_epsilon, pd)
     self.lm_head = (None if cfg.tie_word_embeddings
                     else _init(rngs, (cfg.d_model, cfg.vocab_size), 1.0, pd))  # DV

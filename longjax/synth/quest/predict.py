@@ -1,0 +1,253 @@
+"""Query predictors for Quest stage 1 (specs/quest.md §2): documents -> one query per segment.
+
+Three pluggable predictors share one interface (`QueryPredictor`):
+
+* `T5QueryPredictor`: a doc2query T5 (e.g. doc2query/msmarco-t5-base-v1) in Flax, jit-compiled,
+  batched with length bucketing; top-p sampling keyed by (seed, doc_id, segment).
+* `CausalLMQueryPredictor`: prompts a longjax Llama (e.g. SmolLM2) to write a search query.
+* `ExtractiveQueryPredictor`: no weights; a segment's query is its top RAKE key phrases. For
+  tests and weightless machines, never a silent fallback: the build records `describe()`.
+
+Documents are cut into windows of <= `max_input_tokens` model tokens; with more than
+`max_segments_per_doc` windows, that many evenly spaced ones are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from longjax.synth.quest import rake
+
+
+@runtime_checkable
+class QueryPredictor(Protocol):
+  name: str
+
+  def describe(self) -> dict[str, Any]:
+    """What made the queries (kind, checkpoint, decoding options), for the manifest."""
+    ...
+
+  def predict(self, docs: Sequence[tuple[int, str]], *, seed: int) -> list[list[str]]:
+    """(doc_id, text) pairs -> per document, one query per kept segment (possibly empty)."""
+    ...
+
+
+def select_segments(n_windows: int, max_segments: int) -> list[int]:
+  """Indices of the windows to keep: all, or `max_segments` evenly spaced (first and last kept)."""
+  if n_windows <= max_segments:
+    return list(range(n_windows))
+  if max_segments == 1:
+    return [0]
+  return [round(i * (n_windows - 1) / (max_segments - 1)) for i in range(max_segments)]
+
+
+def segment(ids: Sequence[int], window: int, max_segments: int) -> list[list[int]]:
+  """Consecutive windows of <= `window` ids, thinned to `max_segments` evenly spaced ones."""
+  windows = [list(ids[i:i + window]) for i in range(0, len(ids), window)] or [[]]
+  return [windows[i] for i in select_segments(len(windows), max_segments)]
+
+
+# --- T5 doc2query ------------------------------------------------------------------------------
+
+def _bucket(n: int, buckets: Sequence[int]) -> int:
+  for b in buckets:
+    if n <= b:
+      return b
+  return buckets[-1]
+
+
+class T5QueryPredictor:
+  """doc2query with the Flax T5 of `longjax.models.t5`."""
+  name = "t5"
+
+  def __init__(self, model, tokenizer, *, checkpoint: str = "", batch_size: int = 256,
+               max_input_tokens: int = 320, max_segments_per_doc: int = 8,
+               decode=None, buckets: Sequence[int] = (64, 128, 192, 256, 320)):
+    from longjax.models.t5_generate import DecodeConfig
+    if max_input_tokens < 2:
+      raise ValueError(f"max_input_tokens ({max_input_tokens}) must be >= 2 (text + EOS)")
+    self.model, self.tokenizer, self.checkpoint = model, tokenizer, checkpoint
+    self.batch_size = batch_size
+    self.max_input_tokens = max_input_tokens
+    self.max_segments_per_doc = max_segments_per_doc
+    self.decode = decode or DecodeConfig(max_new_tokens=64, top_p=0.95, temperature=1.0)
+    self.buckets = tuple(sorted({min(b, max_input_tokens) for b in buckets} | {max_input_tokens}))
+    self.eos_id = model.config.eos_token_id
+    self.pad_id = model.config.pad_token_id
+
+  @classmethod
+  def from_checkpoint(cls, path: str, *, dtype: str = "bfloat16", **kwargs) -> "T5QueryPredictor":
+    """Loads an HF T5 checkpoint directory (weights + tokenizer files)."""
+    from longjax.models.t5 import load_hf_t5
+    from longjax.models.tokenizer import load_tokenizer
+    return cls(load_hf_t5(path, dtype=dtype, param_dtype=dtype), load_tokenizer(path),
+               checkpoint=str(path), **kwargs)
+
+  def describe(self) -> dict[str, Any]:
+    return {"kind": self.name, "checkpoint": self.checkpoint,
+            "max_input_tokens": self.max_input_tokens,
+            "max_segments_per_doc": self.max_segments_per_doc,
+            "decode": dataclasses.asdict(self.decode), "dtype": self.model.config.dtype,
+            "rng": "fold_in(key(seed), doc_id_hi, doc_id_lo, segment), then step"}
+
+  def segments(self, text: str) -> list[list[int]]:
+    """Model-token windows of a document, each ending in EOS as the T5 tokenizer would."""
+    ids = self.tokenizer.encode(text)
+    return [w + [self.eos_id] for w in segment(ids, self.max_input_tokens - 1,
+                                               self.max_segments_per_doc)]
+
+  def generate_ids(self, rows: Sequence[tuple[int, int, Sequence[int]]], *,
+                   seed: int) -> list[list[int]]:
+    """(doc_id, segment, input ids) rows -> generated ids per row (EOS and padding removed).
+
+    Rows are grouped by length bucket and run in full batches (padded with dummy rows), so
+    only one program per bucket is compiled. All batches are dispatched before any result is
+    read, which overlaps host work with the device.
+    """
+    from longjax.models.t5_generate import generate, row_keys
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][2]))
+    pending = []
+    for bucket in self.buckets:
+      idx = [i for i in order if _bucket(len(rows[i][2]), self.buckets) == bucket]
+      for start in range(0, len(idx), self.batch_size):
+        chunk = idx[start:start + self.batch_size]
+        ids = np.full((self.batch_size, bucket), self.pad_id, np.int32)
+        mask = np.zeros((self.batch_size, bucket), np.int32)
+        doc_ids = np.zeros(self.batch_size, np.int64)
+        segs = np.zeros(self.batch_size, np.int64)
+        for r, i in enumerate(chunk):
+          doc_id, seg, toks = rows[i]
+          toks = list(toks)[:bucket]
+          ids[r, :len(toks)] = toks
+          mask[r, :len(toks)] = 1
+          doc_ids[r], segs[r] = doc_id, seg
+        mask[len(chunk):, 0] = 1  # dummy rows attend to one pad token
+        out = generate(self.model, ids, mask, row_keys(seed, doc_ids, segs), self.decode)
+        pending.append((chunk, out))
+    result: list[list[int]] = [[] for _ in rows]
+    for chunk, out in pending:
+      out = np.asarray(out)
+      for r, i in enumerate(chunk):
+        toks = out[r].tolist()
+        if self.eos_id in toks:
+          toks = toks[:toks.index(self.eos_id)]
+        result[i] = [t for t in toks if t != self.pad_id]
+    return result
+
+  def predict(self, docs: Sequence[tuple[int, str]], *, seed: int) -> list[list[str]]:
+    rows, owner = [], []
+    for d, (doc_id, text) in enumerate(docs):
+      for s, ids in enumerate(self.segments(text)):
+        rows.append((doc_id, s, ids))
+        owner.append(d)
+    out: list[list[str]] = [[] for _ in docs]
+    for d, ids in zip(owner, self.generate_ids(rows, seed=seed)):
+      out[d].append(self.tokenizer.decode(ids).strip())
+    return out
+
+
+# --- causal LM (longjax Llama) -----------------------------------------------------------------
+
+DEFAULT_PROMPT = ("Write one short web search query that this passage answers.\n\n"
+                  "Passage: {passage}\n\nQuery:")
+
+
+class CausalLMQueryPredictor:
+  """Prompts a longjax Llama for a search query per segment; greedy, first line of the reply."""
+  name = "causal_lm"
+
+  def __init__(self, model, tokenizer, *, checkpoint: str = "", prompt: str = DEFAULT_PROMPT,
+               max_input_tokens: int = 320, max_segments_per_doc: int = 8,
+               max_new_tokens: int = 32):
+    if "{passage}" not in prompt:
+      raise ValueError("prompt must contain '{passage}'")
+    self.model, self.tokenizer, self.checkpoint = model, tokenizer, checkpoint
+    self.prompt = prompt
+    self.max_input_tokens = max_input_tokens
+    self.max_segments_per_doc = max_segments_per_doc
+    self.max_new_tokens = max_new_tokens
+
+  @classmethod
+  def from_checkpoint(cls, path: str, **kwargs) -> "CausalLMQueryPredictor":
+    from longjax.models import load_hf
+    from longjax.models.tokenizer import load_tokenizer
+    return cls(load_hf(path), load_tokenizer(path), checkpoint=str(path), **kwargs)
+
+  def describe(self) -> dict[str, Any]:
+    return {"kind": self.name, "checkpoint": self.checkpoint, "prompt": self.prompt,
+            "max_input_tokens": self.max_input_tokens,
+            "max_segments_per_doc": self.max_segments_per_doc,
+            "max_new_tokens": self.max_new_tokens, "decode": "greedy"}
+
+  def predict(self, docs: Sequence[tuple[int, str]], *, seed: int) -> list[list[str]]:
+    del seed  # greedy decoding: deterministic without a key
+    from longjax.models import generate
+    tok = self.tokenizer
+    out: list[list[str]] = []
+    for _, text in docs:
+      queries = []
+      for window in segment(tok.encode(text), self.max_input_tokens, self.max_segments_per_doc):
+        prompt = self.prompt.format(passage=tok.decode(window).strip())
+        ids = ([tok.bos_id] if tok.bos_id is not None else []) + tok.encode(prompt)
+        new = np.asarray(generate(self.model, np.asarray([ids], np.int32), self.max_new_tokens,
+                                  eos_id=tok.eos_id)).reshape(-1).tolist()
+        if tok.eos_id in new:
+          new = new[:new.index(tok.eos_id)]
+        reply = tok.decode(new).strip()
+        queries.append(reply.splitlines()[0].strip() if reply else "")
+      out.append(queries)
+    return out
+
+
+# --- extractive (no weights) -------------------------------------------------------------------
+
+_WORD = re.compile(r"\S+")
+
+
+class ExtractiveQueryPredictor:
+  """A segment's 'query' is its top RAKE key phrases joined by ', ' (one RAKE unit each)."""
+  name = "extractive"
+
+  def __init__(self, *, window_words: int = 240, max_segments_per_doc: int = 8,
+               phrases_per_query: int = 3):
+    self.window_words = window_words
+    self.max_segments_per_doc = max_segments_per_doc
+    self.phrases_per_query = phrases_per_query
+
+  def describe(self) -> dict[str, Any]:
+    return {"kind": self.name, "window_words": self.window_words,
+            "max_segments_per_doc": self.max_segments_per_doc,
+            "phrases_per_query": self.phrases_per_query,
+            "note": "model-free stand-in: queries are top RAKE phrases of each segment"}
+
+  def predict(self, docs: Sequence[tuple[int, str]], *, seed: int) -> list[list[str]]:
+    del seed  # deterministic
+    out = []
+    for _, text in docs:
+      words = _WORD.findall(text)
+      queries = []
+      for window in segment(words, self.window_words, self.max_segments_per_doc):
+        ranked = sorted(rake.score_phrases(" ".join(window)).items(), key=lambda kv: (-kv[1], kv[0]))
+        queries.append(", ".join(p for p, _ in ranked[:self.phrases_per_query]))
+      out.append(queries)
+    return out
+
+
+PREDICTORS = ("t5", "causal_lm", "extractive")
+
+
+def make_predictor(kind: str, *, checkpoint: str | None = None, **options) -> QueryPredictor:
+  """Builds the predictor a build config names. A model predictor needs its checkpoint."""
+  if kind not in PREDICTORS:
+    raise ValueError(f"quest predictor must be one of {PREDICTORS}, got {kind!r}")
+  if kind == "extractive":
+    return ExtractiveQueryPredictor(**options)
+  if not checkpoint:
+    raise ValueError(f"quest predictor {kind!r} needs `checkpoint` (an HF checkpoint directory); "
+                     "use predictor='extractive' explicitly to run without weights")
+  cls = T5QueryPredictor if kind == "t5" else CausalLMQueryPredictor
+  return cls.from_checkpoint(checkpoint, **options)
