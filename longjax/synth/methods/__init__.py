@@ -5,6 +5,10 @@ registers one SeqIO Task per method and length from this registry.
 """
 
 from longjax.synth.methods.base import BuildContext, DocStore, Embedder, Method
+from longjax.synth.methods.iclm import ICLMMethod
+from longjax.synth.methods.knn import KNNMethod
+from longjax.synth.methods.nextlong import NExtLongMethod
 from longjax.synth.methods.standard import StandardMethod
 
-METHODS: dict[str, Method] = {m.name: m for m in (StandardMethod(),)}
+METHODS: dict[str, Method] = {
+    m.name: m for m in (StandardMethod(), KNNMethod(), ICLMMethod(), NExtLongMethod())}

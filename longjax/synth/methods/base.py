@@ -31,7 +31,8 @@ _T = TypeVar("_T")
 
 @runtime_checkable
 class DocStore(Protocol):
-  """What methods need from the corpus store: ids and random access to texts."""
+  """What methods need from the corpus store: ids, content hashes and random access to texts."""
+  hashes: Sequence[str]  # content hash per document, in store order (input fingerprints)
 
   def __len__(self) -> int: ...
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from longjax.models.tokenizer import Tokenizer
-from longjax.synth import artifacts, corpus
+from longjax.synth import artifacts, chunking, corpus
 from longjax.synth.methods import contexts, packer
 from longjax.synth.methods.base import BuildContext
 
@@ -163,7 +163,7 @@ class ICLMMethod:
         out, kind=self.name,
         config={**cfg, "lengths": list(ctx.lengths),
                 "tokenizer": contexts.tokenizer_signature(ctx.tokenizer)},
-        inputs={"doc_ids": artifacts.fingerprint_json(doc_ids.tolist())},
+        inputs={"store": chunking.store_fingerprint(ctx.store)},
         counts=stats, skipped=skipped, extra={"retrieval": retrieval_info})
 
   def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,

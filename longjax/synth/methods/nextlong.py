@@ -17,19 +17,29 @@ k = max(0, ceil((T·E·w − S) / (p·s))) by default (the paper's estimate from
 reaches T, so truncation only ever cuts the last block's negatives. In that mode each piece is
 tokenized on its own and the pieces' tokens are concatenated, which makes the counts exact.
 
-This module holds the per-sample algorithm; `nextlong_method.py` wires it to the index.
+`NExtLongMethod` wires the algorithm to the index: `build` makes the chunk store, chunk
+embeddings and ScaNN index (optionally precomputed top-K lists), and `examples` walks a seeded
+permutation of the meta-documents (uniform without replacement over documents with at least one
+non-blank chunk), each shard a contiguous range, one sample per meta-document or a discard.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import logging
 import math
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from longjax.models.tokenizer import Tokenizer
+from longjax.synth import artifacts, chunking, corpus
+from longjax.synth.methods.base import BuildContext, shard_range
+
+_log = logging.getLogger(__name__)
 
 # search(chunk_id, fetch) -> chunk ids, most similar first (may include the query itself).
 SearchFn = Callable[[int, int], np.ndarray]
@@ -46,6 +56,7 @@ class NExtLongConfig:
   fetch_cap: int = 4096
   dedup_text: bool = True
   exact_budget: bool = False
+  precompute_k: int = 0  # > 0: build top-K neighbour lists instead of searching while streaming
 
   def __post_init__(self):
     for name in ("chunk_size", "fetch_cap"):
@@ -56,6 +67,8 @@ class NExtLongConfig:
         raise ValueError(f"NExtLongConfig.{name} ({getattr(self, name)}) must be > 0")
     if self.margin < 0:
       raise ValueError(f"NExtLongConfig.margin ({self.margin}) must be >= 0")
+    if self.precompute_k < 0:
+      raise ValueError(f"NExtLongConfig.precompute_k ({self.precompute_k}) must be >= 0")
 
 
 def num_negatives(target_tokens: int, doc_chars: int, p: int, cfg: NExtLongConfig) -> int:
@@ -256,3 +269,98 @@ def _provenance(meta_doc: int, blocks: Sequence[tuple[int, list[int]]], k: int, 
           "negatives": [[int(c) for c in negs] for _, negs in blocks], "k": int(k),
           "p": len(blocks), "chars": int(chars), "tokens_before_truncation": int(tokens),
           "shortfall": int(sel.shortfall)}
+
+
+class NExtLongMethod:
+  """NExtLong (`longjax_<corpus>_nextlong_<length>`)."""
+  name = "nextlong"
+
+  def build(self, ctx: BuildContext) -> None:
+    from longjax.synth.methods import neighbours  # embedding + ScaNN; heavy imports
+
+    cfg = NExtLongConfig(**ctx.method_config(self.name))
+    chunks = chunking.build_chunk_store(
+        ctx.store, chunking.chunk_dir(ctx.index_dir, cfg.chunk_size), size=cfg.chunk_size,
+        progress=ctx.progress)
+    inputs = {"chunks": artifacts.fingerprint_json(chunks.manifest["inputs"]),
+              "chunk_size": cfg.chunk_size}
+    collection = f"chunks-{cfg.chunk_size}"
+    vectors, index = neighbours.embed_and_index(ctx, collection, chunks, inputs)
+    if cfg.precompute_k:
+      from longjax.synth import retrieval
+      retrieval.neighbour_lists(index, vectors, cfg.precompute_k, progress=ctx.progress,
+                                out_dir=_lists_dir(ctx.index_dir, cfg))
+    p = np.diff(chunks.doc_chunk_offsets)
+    meta_docs = np.flatnonzero(p > 0).astype(np.int64)
+    out = ctx.method_dir(self.name)
+    artifacts.write_npy(out / "meta_docs.npy", meta_docs)
+    chars = np.array([len(ctx.store.text(int(d))) for d in meta_docs], np.int64)
+    stats: dict[str, Any] = {
+        "documents": len(p), "meta_documents": len(meta_docs), "chunks": len(chunks),
+        "p": _summary(p[meta_docs])}
+    for length in ctx.lengths:
+      ks = [num_negatives(length, c, int(n), cfg) for c, n in zip(chars, p[meta_docs])]
+      stats[f"k_L{length}"] = _summary(np.asarray(ks))
+    skipped = [{"doc_id": int(d), "reason": "no non-blank meta-chunk: cannot be a meta-document "
+                "(its text is not in the chunk index either)"} for d in np.flatnonzero(p == 0)]
+    artifacts.write_manifest(
+        out, kind=self.name, config={**dataclasses.asdict(cfg), "collection": collection},
+        inputs={"store": chunking.store_fingerprint(ctx.store), **inputs}, counts=stats,
+        skipped=skipped, extra={"embedder": ctx.embedder.name,
+                                "index": index.manifest.get("counts")})
+    ctx.log(f"nextlong: {stats}")
+
+  def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
+               num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
+    index_dir = Path(index_dir)
+    out = index_dir / self.name
+    manifest = artifacts.read_manifest(out)
+    if manifest is None:
+      raise FileNotFoundError(f"{out}: no manifest.json; run `python -m longjax.synth build` "
+                              "with method 'nextlong' first")
+    cfg_dict = {k: v for k, v in manifest["config"].items() if k != "collection"}
+    cfg = NExtLongConfig(**cfg_dict)
+    store = corpus.open_store(index_dir)
+    chunks = chunking.open_chunk_store(index_dir, cfg.chunk_size)
+    search = _search_fn(index_dir, manifest["config"]["collection"], cfg)
+    meta_docs = np.load(out / "meta_docs.npy")
+    order = np.random.default_rng(seed).permutation(meta_docs)
+    make = exact_budget_sample if cfg.exact_budget else paper_sample
+    made = discarded = 0
+    for pos in shard_range(len(order), shard, num_shards):
+      doc = int(order[pos])
+      source = ChunkSource(chunks.text, chunks.doc_of_chunk, cached_search(search))
+      tokens, info = make(source, tokenizer, meta_doc=doc, metas=list(chunks.chunks_of(doc)),
+                          doc_chars=len(store.text(doc)), length=length, cfg=cfg)
+      if tokens is None:
+        discarded += 1
+        continue
+      made += 1
+      info.update(method=self.name, seed=seed, shard=shard, num_shards=num_shards,
+                  exact_budget=cfg.exact_budget)
+      yield {"targets": tokens, "provenance": json.dumps(info)}
+    total = made + discarded
+    _log.info("nextlong shard %d/%d L=%d: %d samples, %d discarded as shorter than T (%.1f%%)",
+              shard, num_shards, length, made, discarded, 100 * discarded / max(1, total))
+
+
+def _lists_dir(index_dir: Path, cfg: NExtLongConfig) -> Path:
+  return Path(index_dir) / "neighbours" / f"chunks-{cfg.chunk_size}-k{cfg.precompute_k}"
+
+
+def _search_fn(index_dir: Path, collection: str, cfg: NExtLongConfig) -> SearchFn:
+  """Chunk neighbours: a slice of the precomputed lists, or a live ScaNN search."""
+  if cfg.precompute_k:
+    table = np.load(_lists_dir(index_dir, cfg) / "neighbours.npy", mmap_mode="r")
+    return lambda chunk, fetch: np.asarray(table[chunk, :fetch], np.int64)
+  from longjax.synth.methods import neighbours
+
+  vectors, index = neighbours.chunk_searcher(index_dir, collection)
+  return lambda chunk, fetch: index.search(np.asarray(vectors[chunk:chunk + 1]), fetch)[0][0]
+
+
+def _summary(values: np.ndarray) -> dict[str, float]:
+  if len(values) == 0:
+    return {"min": 0, "mean": 0.0, "max": 0}
+  return {"min": int(values.min()), "mean": round(float(values.mean()), 3),
+          "max": int(values.max())}

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from longjax.models.tokenizer import Tokenizer
-from longjax.synth import artifacts, corpus
+from longjax.synth import artifacts, chunking, corpus
 from longjax.synth.methods import contexts, packer
 from longjax.synth.methods.base import BuildContext, DocStore, shard_range
 
@@ -47,7 +47,7 @@ class StandardMethod:
     doc_ids = np.asarray(ctx.store.doc_ids(), np.int64)
     artifacts.write_manifest(
         ctx.method_dir(self.name), kind=self.name, config={"overflow": "carry"},
-        inputs={"doc_ids": artifacts.fingerprint_json(doc_ids.tolist())},
+        inputs={"store": chunking.store_fingerprint(ctx.store)},
         counts={"documents": len(doc_ids)},
         extra={"note": "every document is streamed; the permutation comes from the example seed "
                        "and each shard drops its trailing partial context (< L tokens)"})

@@ -1,0 +1,83 @@
+"""Where the methods get their embeddings, ScaNN indexes and neighbour lists.
+
+A thin layer over `synth.embed` (resumable corpus embedding) and `synth.retrieval` (ScaNN build,
+load, search, neighbour lists) that fixes one layout under the index directory, so KNN and ICLM
+share the document index and NExtLong's build and streaming agree on the chunk index:
+
+    <index_dir>/embeddings/<name>/vectors.npy   embed_corpus output (+ manifest)
+    <index_dir>/index/<name>/                   ScaNN index (+ manifest with recall@10)
+    <index_dir>/neighbours/<name>-k<K>/         precomputed top-K lists (self included)
+
+`<name>` is `docs` for documents and `chunks-<size>` for NExtLong chunks. Every stage reuses a
+finished identical artifact, so KNN and ICLM embed the corpus once between them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longjax.synth import chunking, embed, retrieval
+from longjax.synth.methods.base import BuildContext
+
+
+def embed_and_index(ctx: BuildContext, name: str, source: Any,
+                    inputs: dict[str, Any]) -> tuple[np.ndarray, retrieval.Index]:
+  """Embeds `source` (len + text(i)) with `ctx.embedder` and builds its ScaNN index."""
+  if ctx.embedder is None:
+    raise ValueError(f"building {name!r} neighbours needs an embedder; pass one explicitly "
+                     f"(e.g. `--embedder minilm`; `hashing` is for tests only)")
+  vectors = embed.embed_corpus(source, ctx.embedder, ctx.index_dir / "embeddings" / name,
+                               inputs=inputs, progress=ctx.progress)
+  index = retrieval.build_index(vectors, out_dir=ctx.index_dir / "index" / name,
+                                inputs={"embeddings": inputs, "embedder": ctx.embedder.name},
+                                log=ctx.log)
+  return vectors, index
+
+
+def drop_self(ids: np.ndarray, k: int) -> np.ndarray:
+  """Rows of `ids` (row i = neighbours of item i) without i, cut to k; -1 pads short rows."""
+  out = np.full((len(ids), k), -1, np.int64)
+  for i, row in enumerate(ids):
+    rest = row[(row != i) & (row >= 0)][:k]
+    out[i, :len(rest)] = rest
+  return out
+
+
+def document_neighbours(ctx: BuildContext, k: int, *,
+                        include_self: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+  """Top-k neighbour positions of every document (rows aligned with `ctx.store.doc_ids()`).
+
+  Returns (int64 [N, k], -1 where fewer exist; info for the method manifest: embedder, index
+  settings and its measured recall).
+  """
+  inputs = {"store": chunking.store_fingerprint(ctx.store)}
+  vectors, index = embed_and_index(ctx, "docs", _Texts(ctx.store), inputs)
+  ids, _ = retrieval.neighbour_lists(index, vectors, k + 1,
+                                     out_dir=ctx.index_dir / "neighbours" / f"docs-k{k + 1}",
+                                     progress=ctx.progress)
+  table = ids[:, :k] if include_self else drop_self(ids, k)
+  info = {"embedder": ctx.embedder.name, "index": index.manifest.get("config"),
+          "index_counts": index.manifest.get("counts"), "k": k, "include_self": include_self}
+  return table, info
+
+
+class _Texts:
+  """Adapts a DocStore (texts by doc id) to `embed_corpus`'s positional `text(i)`."""
+
+  def __init__(self, store):
+    self.store, self.ids = store, np.asarray(store.doc_ids())
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def text(self, i: int) -> str:
+    return self.store.text(int(self.ids[i]))
+
+
+def chunk_searcher(index_dir: Path, name: str):
+  """(vectors memmap, loaded Index) of a chunk collection built by `embed_and_index`."""
+  vectors = np.load(Path(index_dir) / "embeddings" / name / "vectors.npy", mmap_mode="r")
+  return vectors, retrieval.Index.load(Path(index_dir) / "index" / name)
