@@ -287,7 +287,16 @@ def smollm2_checkpoint(cache_dir: str | os.PathLike | None = None) -> Path:
   try:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                  dtype=torch.float32)
-    model.save_pretrained(tmp)
+    # transformers refuses save_pretrained on a GGUF-loaded ("quantized") model, but its weights
+    # are already dequantised fp32: write them and the config (minus the quantisation entry).
+    weights = {k: v.numpy() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+      weights.pop("lm_head.weight", None)
+    _write_safetensors(tmp / "model.safetensors", weights)
+    del model.config.quantization_config
+    model.config.architectures = ["LlamaForCausalLM"]
+    model.config.save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
     try:
       os.rename(tmp, target)

@@ -1,0 +1,153 @@
+"""Greedy generation with a KV cache and chunked prefill, jit-compiled with static shapes.
+
+Axis letters: B batch, C prefill chunk, T cache length, L layers, K kv heads, H head dim.
+
+Shapes are bucketed so that one compiled program serves many prompts: the longest prompt is
+right-padded to P = chunk x (power of two) tokens and the cache holds T = P + max_new_tokens
+slots. Prefill runs `Llama.run` on one [B, C] chunk at a time: its K/V go into the cache, then its
+queries attend to the whole cache. Every cache slot carries a position and a segment id (1 =
+filled, 0 = empty or padding), so "causal within the prompt, nothing unfilled" is the ordinary
+mask `q_pos >= k_pos` within equal non-zero segments, and a 32K prompt needs C x T attention
+scores at a time instead of S x S.
+
+Why not `longjax.ops.attention`: its contract is self-attention over one sequence (q and k of the
+same length). Attending C queries to T cache slots is the same mask and math with separate key
+positions/segments, which the dense reference already takes (`kv_positions`, `kv_segment_ids`),
+so the cache path calls `longjax.ops.reference.reference_attention` rather than a copy of it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from longjax.models.llama import Llama
+from longjax.ops.reference import reference_attention
+
+
+def _bucket(n: int, chunk: int) -> int:
+  """Smallest chunk * 2^k >= n."""
+  chunks = 1
+  while chunks * chunk < n:
+    chunks *= 2
+  return chunks * chunk
+
+
+def _cache_attend(q, k, v, layer_cache, *, start, q_pos, q_seg, kv_pos, kv_seg):
+  """Writes this step's k/v [B, C, K, H] at `start`, then attends q to all T cache slots."""
+  k_cache, v_cache = layer_cache
+  k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, start, 0, 0))
+  v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, start, 0, 0))
+  out = reference_attention(q, k_cache, v_cache, segment_ids=q_seg, positions=q_pos,
+                            kv_segment_ids=kv_seg, kv_positions=kv_pos, causal=True,
+                            scale=q.shape[-1] ** -0.5)
+  return out, (k_cache, v_cache)
+
+
+def _step(model: Llama, cache, tokens, start, q_pos, q_seg, kv_pos, kv_seg):
+  """Runs tokens [B, C] written at cache slot `start`; -> (hidden [B, C, D], cache, kv_pos, kv_seg)."""
+  kv_pos = jax.lax.dynamic_update_slice(kv_pos, q_pos, (0, start))
+  kv_seg = jax.lax.dynamic_update_slice(kv_seg, q_seg, (0, start))
+  attend = functools.partial(_cache_attend, start=start, q_pos=q_pos, q_seg=q_seg,
+                             kv_pos=kv_pos, kv_seg=kv_seg)
+  hidden, cache = model.run(tokens, q_pos, attend, cache)
+  return hidden, cache, kv_pos, kv_seg
+
+
+def _logits(model: Llama, hidden):
+  return jnp.einsum("bd,dv->bv", hidden, model.unembedding().astype(hidden.dtype),
+                    preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("max_new_tokens", "chunk"))
+def _generate(graphdef, state, prompts, lengths, eos_ids, *, max_new_tokens: int, chunk: int):
+  """prompts [B, P] right-padded, lengths [B] -> new tokens [B, max_new_tokens] (-1 after EOS)."""
+  model = nnx.merge(graphdef, state)
+  cfg = model.config
+  b, p = prompts.shape
+  t = p + max_new_tokens
+  dtype = jnp.dtype(cfg.dtype)
+  kv_shape = (cfg.num_hidden_layers, b, t, cfg.num_key_value_heads, cfg.head_dim)
+  cache = (jnp.zeros(kv_shape, dtype), jnp.zeros(kv_shape, dtype))
+  kv_pos = jnp.zeros((b, t), jnp.int32)
+  kv_seg = jnp.zeros((b, t), jnp.int32)
+
+  def prefill(carry, i):
+    cache, kv_pos, kv_seg, last = carry
+    start = i * chunk
+    tokens = jax.lax.dynamic_slice_in_dim(prompts, start, chunk, axis=1)
+    q_pos = jnp.broadcast_to(start + jnp.arange(chunk, dtype=jnp.int32), (b, chunk))
+    q_seg = (q_pos < lengths[:, None]).astype(jnp.int32)
+    hidden, cache, kv_pos, kv_seg = _step(model, cache, tokens, start, q_pos, q_seg, kv_pos,
+                                          kv_seg)
+    # Keep the hidden state of each row's last prompt token when it falls in this chunk.
+    idx = jnp.clip(lengths - 1 - start, 0, chunk - 1)
+    here = (lengths - 1 >= start) & (lengths - 1 < start + chunk)
+    picked = jnp.take_along_axis(hidden, idx[:, None, None], axis=1)[:, 0]
+    return (cache, kv_pos, kv_seg, jnp.where(here[:, None], picked, last)), None
+
+  last = jnp.zeros((b, cfg.hidden_size), dtype)
+  (cache, kv_pos, kv_seg, last), _ = jax.lax.scan(
+      prefill, (cache, kv_pos, kv_seg, last), jnp.arange(p // chunk))
+  token = jnp.argmax(_logits(model, last), axis=-1).astype(jnp.int32)
+  done = jnp.isin(token, eos_ids)
+  out = jnp.full((b, max_new_tokens), -1, jnp.int32).at[:, 0].set(token)
+
+  def cond(carry):
+    i, _, _, _, _, done, _ = carry
+    return (i < max_new_tokens) & ~jnp.all(done)
+
+  def decode(carry):
+    i, cache, kv_pos, kv_seg, token, done, out = carry
+    q_pos = (lengths + i - 1)[:, None]
+    hidden, cache, kv_pos, kv_seg = _step(model, cache, token[:, None], p + i - 1, q_pos,
+                                          jnp.ones((b, 1), jnp.int32), kv_pos, kv_seg)
+    token = jnp.argmax(_logits(model, hidden[:, 0]), axis=-1).astype(jnp.int32)
+    out = out.at[:, i].set(jnp.where(done, -1, token))
+    return i + 1, cache, kv_pos, kv_seg, token, done | jnp.isin(token, eos_ids), out
+
+  carry = (jnp.int32(1), cache, kv_pos, kv_seg, token, done, out)
+  return jax.lax.while_loop(cond, decode, carry)[-1]
+
+
+def generate(model: Llama, prompt_ids: Sequence[int] | Sequence[Sequence[int]] | np.ndarray,
+             max_new_tokens: int, *, eos_id: int | Sequence[int] | None = None,
+             prefill_chunk: int = 512) -> list[int] | list[list[int]]:
+  """Greedy continuation of one prompt (1-D) or a batch of prompts (list of lists, ragged ok).
+
+  Returns the new token ids per prompt, up to and including the first EOS. `eos_id` None means
+  the model config's EOS ids; `()` never stops early. Prompts are used as given (add BOS
+  yourself). A prompt of n tokens needs n + max_new_tokens <= the positions the model was
+  trained for to make sense, but nothing here enforces it.
+  """
+  single = len(prompt_ids) > 0 and np.ndim(prompt_ids[0]) == 0
+  rows = [list(map(int, r)) for r in ([prompt_ids] if single else prompt_ids)]
+  if not rows or any(len(r) == 0 for r in rows):
+    raise ValueError("generate needs at least one non-empty prompt")
+  if max_new_tokens < 1:
+    raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+  if prefill_chunk < 1:
+    raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
+  vocab = model.config.vocab_size
+  bad = [t for r in rows for t in r if not 0 <= t < vocab]
+  if bad:
+    raise ValueError(f"prompt token ids must be in [0, {vocab}); got {bad[:5]}")
+  chunk = min(prefill_chunk, _bucket(max(map(len, rows)), 1))
+  p = _bucket(max(map(len, rows)), chunk)
+  prompts = np.zeros((len(rows), p), np.int32)
+  for i, r in enumerate(rows):
+    prompts[i, :len(r)] = r
+  eos = model.config.eos_ids if eos_id is None else (
+      (eos_id,) if np.ndim(eos_id) == 0 else tuple(eos_id))
+  eos_ids = jnp.asarray(eos if eos else (-2,), jnp.int32)
+  graphdef, state = nnx.split(model)
+  out = np.asarray(_generate(graphdef, state, jnp.asarray(prompts),
+                             jnp.asarray([len(r) for r in rows], jnp.int32), eos_ids,
+                             max_new_tokens=max_new_tokens, chunk=chunk))
+  result = [[int(t) for t in row if t >= 0] for row in out]
+  return result[0] if single else result
