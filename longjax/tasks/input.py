@@ -1,0 +1,58 @@
+"""SeqIO Mixture/Task -> packed LM features -> this host's numpy batches (a trainer BatchSource).
+
+The one TensorFlow-side piece of training input: `seqio.get_dataset` with the decoder-only
+`LMFeatureConverter` (packing gives decoder_segment_ids and decoder_positions; labels are the
+targets and inputs the targets shifted right within each packed document), this host's shard of
+the examples, batching, and `skip(start)` for an exact resume. The pipeline is deterministic for
+a seed (tf.data is deterministic by default and seqio seeds its shuffles), so skipping `start`
+batches lands on exactly the batch an uninterrupted run would read next. The cost is re-reading
+`start` batches on restart, paid once.
+"""
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+
+class SeqioBatches:
+  """A `longjax.train.data.BatchSource` over a registered SeqIO Mixture or Task."""
+
+  def __init__(self, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int], *,
+               split: str = "train", shuffle: bool = True, seed: int = 0, pack: bool = True,
+               use_cached: bool = False):
+    import longjax.tasks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    names = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+    if mixture_or_task_name not in names:
+      close = sorted(n for n in names if n.split("_")[:2] == mixture_or_task_name.split("_")[:2])
+      raise ValueError(f"MIXTURE_OR_TASK_NAME {mixture_or_task_name!r} is not a registered SeqIO "
+                       f"Task or Mixture" + (f"; similar: {close[:10]}" if close else ""))
+    if "targets" not in task_feature_lengths:
+      raise ValueError("TASK_FEATURE_LENGTHS needs a 'targets' length for a decoder-only LM, got "
+                       f"{dict(task_feature_lengths)}")
+    self.name = mixture_or_task_name
+    self.lengths = dict(task_feature_lengths)
+    self.split, self.shuffle, self.seed, self.pack = split, shuffle, seed, pack
+    self.use_cached = use_cached
+
+  def dataset(self, *, shard: int, num_shards: int) -> tf.data.Dataset:
+    """The endless, packed, converted example stream of one shard (unbatched)."""
+    return seqio.get_dataset(
+        self.name, self.lengths, seqio.LMFeatureConverter(pack=self.pack),
+        dataset_split=self.split, use_cached=self.use_cached, shuffle=self.shuffle,
+        num_epochs=None, shard_info=seqio.ShardInfo(index=shard, num_shards=num_shards),
+        seed=self.seed, verbose=False)
+
+  def batches(self, *, start: int, rows: slice, global_batch: int) -> Iterator[dict[str, np.ndarray]]:
+    """This host's rows of global batches `start`, `start + 1`, ...
+
+    Host rows [r0, r1) read shard r0 / (r1 - r0) of global_batch / (r1 - r0) example shards.
+    """
+    n = rows.stop - rows.start
+    if global_batch % n or rows.start % n:
+      raise ValueError(f"host rows {rows.start}:{rows.stop} do not split the global batch "
+                       f"({global_batch}) into equal shards")
+    ds = self.dataset(shard=rows.start // n, num_shards=global_batch // n)
+    ds = ds.batch(n, drop_remainder=True).skip(start).prefetch(tf.data.AUTOTUNE)
+    yield from ds.as_numpy_iterator()

@@ -1,0 +1,249 @@
+"""The trainer: setup in named blocks, then a loop of (next batch, jitted step, hooks every n).
+
+`train(config, source, model_config)` is what `python -m longjax.train` calls after gin has built
+its arguments; tests and benchmarks call it directly with any `BatchSource`. Everything that can
+be wrong with the configuration (mesh, batch, sequence, microbatches, loss chunk, the first
+batch's shape) is checked before anything compiles.
+"""
+
+import dataclasses
+import logging
+import math
+import queue
+import signal
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from longjax.models import Llama, LlamaConfig, load_hf
+from longjax.train import checkpoint as ckpt_lib
+from longjax.train import sharding
+from longjax.train.data import BatchSource, complete, zigzag_batch
+from longjax.train.loss import chunk_size
+from longjax.train.mesh import MeshConfig, make_mesh, maybe_initialize_distributed
+from longjax.train.metrics import MetricWriter, Throughput, console_line, training_flops_per_token
+from longjax.train.optimizer import OptimizerConfig, decay_mask, make_optimizer, make_schedule
+from longjax.train.step import FEATURES, StepConfig, TrainState, make_train_step
+
+log = logging.getLogger("longjax.train")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """One training run. `task_feature_lengths['targets']` is the packed sequence length S."""
+  model_dir: str
+  train_steps: int
+  batch_size: int
+  task_feature_lengths: Mapping[str, int]
+  seed: int = 0
+  log_every: int = 10
+  zigzag: bool = True
+  init_from_hf: str | None = None     # an HF checkpoint dir; its config (+ hf_overrides) is used
+  hf_overrides: Mapping[str, object] = dataclasses.field(default_factory=dict)
+  export_hf: bool = False             # write MODEL_DIR/hf with save_hf at the end
+  mesh: MeshConfig = MeshConfig()
+  optimizer: OptimizerConfig = OptimizerConfig()
+  step: StepConfig = StepConfig()
+  checkpoint: ckpt_lib.CheckpointConfig = ckpt_lib.CheckpointConfig()
+
+  def __post_init__(self):
+    for name in ("train_steps", "batch_size", "log_every"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if "targets" not in self.task_feature_lengths:
+      raise ValueError("TASK_FEATURE_LENGTHS must have a 'targets' length (decoder-only LM), got "
+                       f"{dict(self.task_feature_lengths)}")
+
+  @property
+  def seq_len(self) -> int:
+    return int(self.task_feature_lengths["targets"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+  """Runs `fn(step, state, metrics)` after every `every`-th step and after the last one."""
+  every: int
+  fn: Callable[[int, TrainState, dict], None]
+
+
+def _check(config: TrainConfig, mesh: jax.sharding.Mesh) -> None:
+  """Every shape constraint, with the value that breaks it, before anything is compiled."""
+  seq_shards = mesh.shape["sequence"]
+  sharding.check_batch_shape(config.batch_size, config.seq_len, mesh, config.zigzag)
+  per_shard = config.batch_size // (mesh.shape["data"] * mesh.shape["fsdp"])
+  if per_shard % config.step.microbatches:
+    raise ValueError(f"the batch per data shard ({per_shard}) must be divisible by "
+                     f"microbatches ({config.step.microbatches})")
+  chunk_size(config.seq_len, seq_shards, config.step.loss_chunk)
+
+
+def _host_batches(source: BatchSource, start: int, config: TrainConfig,
+                  mesh: jax.sharding.Mesh) -> Iterator[tuple[dict, int]]:
+  """Global batches (+ a CRC of this host's targets) from `start`, zigzagged when sharded."""
+  shape = (config.batch_size, config.seq_len)
+  rows, cols = sharding.host_slices(mesh, shape)
+  n_rows = rows.stop - rows.start
+  shards = mesh.shape["sequence"] if config.zigzag else 1
+  for i, raw in enumerate(source.batches(start=start, rows=rows, global_batch=shape[0])):
+    batch = complete(raw)
+    got = batch["decoder_target_tokens"].shape
+    if got != (n_rows, shape[1]):
+      raise ValueError(f"batch {start + i} from {type(source).__name__} has shape {got}; expected "
+                       f"({n_rows}, {shape[1]}): this host's rows of BATCH_SIZE={shape[0]} and "
+                       f"TASK_FEATURE_LENGTHS['targets']={shape[1]}")
+    crc = zlib.crc32(np.ascontiguousarray(batch["decoder_target_tokens"]).tobytes())
+    batch = zigzag_batch(batch, shards)
+    yield sharding.global_batch({k: v[:, cols] for k, v in batch.items()}, mesh, shape), crc
+
+
+def _prefetch(it: Iterator, size: int = 2) -> Iterator:
+  """Runs `it` in a background thread, `size` items ahead (host input overlaps device work)."""
+  q: queue.Queue = queue.Queue(size)
+  done = object()
+
+  def work():
+    try:
+      for item in it:
+        q.put(item)
+      q.put(done)
+    except BaseException as e:  # pylint: disable=broad-except  (re-raised in the consumer)
+      q.put(e)
+  threading.Thread(target=work, daemon=True).start()
+  while (item := q.get()) is not done:
+    if isinstance(item, BaseException):
+      raise item
+    yield item
+
+
+def _init_model(config: TrainConfig, model_config: LlamaConfig | None):
+  """(model or its abstract twin, params initializer: shardings -> pure dict of arrays)."""
+  if config.init_from_hf:
+    model = load_hf(config.init_from_hf, **dict(config.hf_overrides))
+    pure = nnx.state(model, nnx.Param).to_pure_dict()
+    return model, lambda shardings: jax.device_put(pure, shardings)
+  if model_config is None:
+    raise ValueError("no model: bind a model preset (include gin/models/<name>.gin) or set "
+                     "TrainConfig.init_from_hf")
+  make = lambda: Llama(model_config, rngs=nnx.Rngs(config.seed))  # noqa: E731
+  return nnx.eval_shape(make), lambda shardings: jax.jit(
+      lambda: nnx.state(make(), nnx.Param).to_pure_dict(), out_shardings=shardings)()
+
+
+def train(config: TrainConfig, source: BatchSource,
+          model_config: LlamaConfig | None = None) -> dict[str, float]:
+  """Trains (or resumes) per `config`; returns the last logged metrics. Exits early, after a
+  checkpoint, on SIGTERM or a cluster preemption notice."""
+  # ---------------------------------------------------------------- mesh and checks
+  maybe_initialize_distributed()
+  mesh = make_mesh(config.mesh)
+  rules = sharding.logical_axis_rules(config.mesh.params_on_sequence)
+  _check(config, mesh)
+  step_config = dataclasses.replace(config.step, sequence_shards=mesh.shape["sequence"])
+  log.info("mesh %s on %d %s devices", dict(mesh.shape), jax.device_count(),
+           jax.devices()[0].device_kind)
+
+  # ---------------------------------------------------------------- model, optimizer, state
+  abstract_model, init_params = _init_model(config, model_config)
+  graphdef, abs_params, *rest = nnx.split(abstract_model, nnx.Param, ...)
+  if any(jax.tree.leaves(r) for r in rest):
+    raise ValueError("the model has non-parameter state, which the trainer does not carry")
+  param_sh = sharding.state_shardings(abs_params, mesh, rules)
+  pure_abs = abs_params.to_pure_dict()
+  tx = make_optimizer(config.optimizer, config.train_steps, decay_mask(abs_params))
+  schedule = make_schedule(config.optimizer, config.train_steps)
+  opt_abs = jax.eval_shape(tx.init, pure_abs)
+  replicated = NamedSharding(mesh, P())
+  state_sh = TrainState(step=replicated, params=param_sh,
+                        opt_state=sharding.mirror_shardings(opt_abs, pure_abs, param_sh, mesh))
+  state_abs = ckpt_lib.abstract(TrainState(jax.ShapeDtypeStruct((), jnp.int32), pure_abs, opt_abs),
+                                state_sh)
+  model_dir = Path(config.model_dir)
+  ckpt = ckpt_lib.Checkpointer(model_dir / "checkpoints", config.checkpoint)
+  with sharding.activate(mesh, rules):
+    if ckpt.latest_step() is not None:
+      state, position = ckpt.restore(state_abs)
+      log.info("resumed from step %d (data position %d)", int(state.step), position)
+    else:
+      new_state = jax.jit(lambda p: TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)),
+                          out_shardings=state_sh)
+      state, position = new_state(init_params(param_sh)), 0
+  start = int(state.step)
+  log.info("model: %.1fM parameters; %d steps of %d x %d tokens", sum(
+      math.prod(x.shape) for x in jax.tree.leaves(pure_abs)) / 1e6, config.train_steps,
+      config.batch_size, config.seq_len)
+
+  # ---------------------------------------------------------------- step, data, metrics
+  batch_sh = {k: NamedSharding(mesh, sharding.batch_spec()) for k in FEATURES}
+  train_step = jax.jit(make_train_step(graphdef, nnx.State({}), tx, schedule, step_config),
+                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
+                       donate_argnums=0)
+  batches = _prefetch(_host_batches(source, position, config, mesh))
+  tokens = config.batch_size * config.seq_len
+  flops = training_flops_per_token(abstract_model.config, config.seq_len) * tokens
+  throughput = Throughput(tokens, flops)
+  writer = MetricWriter(model_dir)
+  last: dict[str, float] = {}
+  crc = 0
+  finite_at = start
+
+  def log_hook(n: int, state: TrainState, metrics: dict) -> None:
+    nonlocal finite_at
+    scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if not math.isfinite(scalars["loss"]):
+      raise FloatingPointError(f"loss is {scalars['loss']} at step {n}: it became non-finite "
+                               f"between steps {finite_at + 1} and {n}")
+    finite_at = n
+    scalars.update(throughput.measure(n), batch_crc=crc)
+    writer.write(n, scalars)
+    last.clear()
+    last.update(scalars)
+    if jax.process_index() == 0:
+      eta = scalars.get("step_time_s")
+      log.info(console_line(n, config.train_steps, scalars,
+                            None if eta is None else (config.train_steps - n) * eta))
+
+  hooks = [Hook(config.log_every, log_hook),
+           Hook(config.checkpoint.every or config.train_steps,
+                lambda n, state, _: ckpt.save(n, state, position,
+                                              force=n == config.train_steps))]
+
+  # ---------------------------------------------------------------- loop
+  stop = threading.Event()
+  main_thread = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main_thread else None
+  try:
+    with sharding.activate(mesh, rules):
+      t0 = time.perf_counter()
+      for n in range(start + 1, config.train_steps + 1):
+        batch, crc = next(batches)
+        state, metrics = train_step(state, batch)
+        position += 1
+        if n == start + 1:  # keep compilation out of the throughput numbers
+          jax.block_until_ready(metrics)
+          log.info("first step done (compilation included) after %.1f s", time.perf_counter() - t0)
+          throughput.reset(n)
+        for hook in hooks:
+          if n % hook.every == 0 or n == config.train_steps:
+            hook.fn(n, state, metrics)
+        if stop.is_set() or ckpt.reached_preemption(n):
+          log.warning("preempted at step %d: saving a checkpoint and exiting", n)
+          ckpt.save(n, state, position, force=True)
+          break
+    ckpt.wait()
+  finally:
+    if main_thread:
+      signal.signal(signal.SIGTERM, previous)
+    writer.close()
+  if config.export_hf and not stop.is_set():
+    model = nnx.merge(graphdef, state.params)
+    ckpt_lib.export_hf(model, model_dir / "hf")
+  ckpt.close()
+  return last
