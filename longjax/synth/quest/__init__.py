@@ -1,0 +1,5 @@
+"""Quest: query-centric long-context synthesis (specs/quest.md). See `method.QuestMethod`."""
+
+from longjax.synth.quest.method import QuestConfig, QuestMethod
+
+__all__ = ["QuestConfig", "QuestMethod"]

@@ -1,0 +1,115 @@
+"""Quest stage 2: queries -> RAKE keywords -> one representative keyword per document.
+
+Per document: RAKE runs on each predicted query separately (the spec's default text unit);
+phrases scoring >= `min_score` (3.0: only multi-word phrases survive) are normalised, the
+blacklist (a seed list file plus, optionally, the `auto_top_n` keywords of highest document
+frequency) is removed, and one of the sorted unique survivors is chosen uniformly at random
+with an RNG keyed by (seed, doc_id), so the choice does not depend on corpus order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from longjax.synth.quest import rake
+
+BLACKLIST_FILE = "blacklist.txt"
+
+
+def _blacklist_text(path: str | os.PathLike | None) -> str:
+  if path is None:
+    return resources.files(__package__).joinpath("data", BLACKLIST_FILE).read_text("utf-8")
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"quest blacklist file not found: {path} (expected one keyword "
+                            "per line, '#' comments)")
+  return path.read_text("utf-8")
+
+
+def load_blacklist(path: str | os.PathLike | None = None) -> frozenset[str]:
+  """Normalised keywords of a blacklist file (default: the bundled seed list)."""
+  words = set()
+  for line in _blacklist_text(path).splitlines():
+    line = line.split("#", 1)[0]
+    if line.strip():
+      words.add(rake.normalize(line))
+  return frozenset(words)
+
+
+def blacklist_sha256(path: str | os.PathLike | None = None) -> str:
+  return hashlib.sha256(_blacklist_text(path).encode("utf-8")).hexdigest()
+
+
+def doc_candidates(queries: Sequence[str], *, min_score: float = 3.0) -> list[str]:
+  """Sorted unique keywords (score >= min_score) over a document's queries, each scored alone."""
+  out: set[str] = set()
+  for q in queries:
+    if q and q.strip():
+      out.update(rake.keywords(q, min_score=min_score))
+  return sorted(out)
+
+
+def choose(candidates: Sequence[str], *, seed: int, doc_id: int) -> str:
+  """One of `candidates` (sorted, non-empty) uniformly at random, keyed by (seed, doc_id)."""
+  doc_id = int(doc_id)
+  rng = np.random.default_rng([seed, doc_id & 0xFFFFFFFF, (doc_id >> 32) & 0xFFFFFFFF])
+  return candidates[int(rng.integers(len(candidates)))]
+
+
+@dataclasses.dataclass
+class KeywordAssignment:
+  """Per-document outcome of stage 2 (lists aligned with the input doc ids)."""
+  keywords: list[str | None]       # the representative keyword, None when dropped
+  reasons: list[str | None]        # why a document has no keyword (None when it has one)
+  auto_blacklist: list[str]        # keywords dropped by `auto_top_n`
+  df_top: list[tuple[str, int]]    # highest document-frequency keywords (after the seed list)
+
+  @property
+  def no_keyword(self) -> np.ndarray:
+    return np.array([k is None for k in self.keywords], bool)
+
+  def reason_counts(self) -> dict[str, int]:
+    return dict(Counter(r for r in self.reasons if r is not None))
+
+
+def assign_keywords(doc_ids: Sequence[int], candidates: Sequence[Sequence[str]], *, seed: int,
+                    blacklist: frozenset[str], auto_top_n: int = 0, report_top: int = 200,
+                    queries: Sequence[Sequence[str]] | None = None) -> KeywordAssignment:
+  """Applies the blacklists and picks each document's representative keyword.
+
+  `queries` (optional, aligned) only refines the reason of a keyword-less document:
+  `no_queries` (every predicted query empty), `no_keyword_above_threshold`, `all_blacklisted`.
+  """
+  if len(doc_ids) != len(candidates):
+    raise ValueError(f"doc_ids ({len(doc_ids)}) and candidates ({len(candidates)}) must align")
+  if auto_top_n < 0:
+    raise ValueError(f"blacklist_auto_top_n ({auto_top_n}) must be >= 0")
+  kept = [[c for c in cands if c not in blacklist] for cands in candidates]
+  df = Counter(c for cands in kept for c in cands)
+  ranked = sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))
+  auto = [k for k, _ in ranked[:auto_top_n]]
+  auto_set = set(auto)
+  keywords: list[str | None] = []
+  reasons: list[str | None] = []
+  for i, (doc_id, cands) in enumerate(zip(doc_ids, kept)):
+    survivors = [c for c in cands if c not in auto_set]
+    if survivors:
+      keywords.append(choose(survivors, seed=seed, doc_id=int(doc_id)))
+      reasons.append(None)
+      continue
+    keywords.append(None)
+    if queries is not None and not any(q and q.strip() for q in queries[i]):
+      reasons.append("no_queries")
+    elif not candidates[i]:
+      reasons.append("no_keyword_above_threshold")
+    else:
+      reasons.append("all_blacklisted")
+  return KeywordAssignment(keywords, reasons, auto, ranked[:report_top])

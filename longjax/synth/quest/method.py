@@ -1,0 +1,257 @@
+"""`QuestMethod`: the Quest synthesis method (specs/quest.md) behind the synthesis protocol.
+
+`build(ctx)` runs stages 1-4 and writes under `<index_dir>/quest/`: `queries/` (resumable
+predictions), `doc_keywords.jsonl` (per document: candidates and the chosen keyword, or the
+reason it has none), `index.jsonl` (inverted index with short flags and weights),
+`doc_tokens.npy` (tokens + EOS per doc id, -1 for documents left out), `keyword_df_top200.json`
+(for blacklist review) and `manifest.json`. The manifest also carries a dry run of the sampler
+for each `ctx.lengths` (one shard, the build seed): samples, keywords per sample, short token
+share and how many documents are used 0, 1, 2... times.
+
+`examples(...)` plans the samples of its shard (keywords assigned by stable hash) from token
+counts, shuffles their order with the seed, and materialises each from the corpus store.
+Sampling options are build options (read back from the manifest), so one config governs both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from longjax.models.tokenizer import Tokenizer
+from longjax.synth import artifacts, corpus
+from longjax.synth.methods import contexts, packer
+from longjax.synth.methods.base import BuildContext, check_shard
+from longjax.synth.quest import index as qindex
+from longjax.synth.quest import keywords as qkw
+from longjax.synth.quest import rake
+from longjax.synth.quest.predict import PREDICTORS, make_predictor
+from longjax.synth.quest.queries import predict_queries, query_counts, read_queries
+from longjax.synth.quest.sampler import FILL_POLICIES, LONG_DOC_POLICIES, SampleOptions, \
+  plan_samples
+
+NO_KEYWORD = "<no-keyword>"  # the pool keyword-less documents join with keywordless="pool"
+
+
+@dataclasses.dataclass(frozen=True)
+class QuestConfig:
+  """Options of `synth build` for quest (`config["quest"]`); defaults are specs/quest.md §10."""
+  # Stage 1: query prediction. A model predictor needs `checkpoint`; "extractive" needs none.
+  predictor: str = "t5"
+  checkpoint: str | None = None
+  predictor_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  query_part_size: int = 4096
+  seed: int = 0
+  # Stage 2: keywords.
+  min_score: float = 3.0
+  blacklist_file: str | None = None
+  blacklist_auto_top_n: int = 0
+  df_report_top: int = 200
+  keywordless: str = "drop"          # or "pool": one Standard-style pool of their own
+  # Stage 3-4: index and split ratio.
+  split_ratio: float = 0.2
+  size_metric: str = "n_docs"
+  oversample_mode: str = "target_share"
+  target_share: float | None = None
+  oversample_factor: float = 2.0
+  # Stage 5: sampling.
+  max_epochs_short: int = 4
+  fill_policy: str = "next_keyword"
+  long_doc_policy: str = "split"
+  carry_remainder: bool = False
+  num_samples: int | None = None
+  token_budget: int | None = None
+
+  def __post_init__(self):
+    if self.predictor not in PREDICTORS:
+      raise ValueError(f"quest.predictor must be one of {PREDICTORS}, got {self.predictor!r}")
+    if self.keywordless not in ("drop", "pool"):
+      raise ValueError(f"quest.keywordless must be 'drop' or 'pool', got {self.keywordless!r}")
+    if self.fill_policy not in FILL_POLICIES:
+      raise ValueError(f"quest.fill_policy must be one of {FILL_POLICIES}, got {self.fill_policy!r}")
+    if self.long_doc_policy not in LONG_DOC_POLICIES:
+      raise ValueError(f"quest.long_doc_policy must be one of {LONG_DOC_POLICIES}, "
+                       f"got {self.long_doc_policy!r}")
+    if self.blacklist_auto_top_n < 0:
+      raise ValueError(f"quest.blacklist_auto_top_n ({self.blacklist_auto_top_n}) must be >= 0")
+
+  @classmethod
+  def from_mapping(cls, options: Mapping[str, Any]) -> "QuestConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+      raise ValueError(f"unknown quest options {unknown}; known: {sorted(names)}")
+    return cls(**options)
+
+  def sample_options(self, length: int) -> SampleOptions:
+    return SampleOptions(length=length, fill_policy=self.fill_policy,
+                         long_doc_policy=self.long_doc_policy,
+                         max_epochs_short=self.max_epochs_short,
+                         carry_remainder=self.carry_remainder, num_samples=self.num_samples,
+                         token_budget=self.token_budget)
+
+
+def _shard_quota(total: int | None, shard: int, num_shards: int) -> int | None:
+  if total is None:
+    return None
+  return total // num_shards + (1 if shard < total % num_shards else 0)
+
+
+def plan_shard(directory: Path, cfg: QuestConfig, doc_tokens: np.ndarray, *, length: int,
+               shard: int, num_shards: int, seed: int):
+  """The seeded, shuffled sample plans of one shard (and the planner's statistics)."""
+  entries = list(qindex.read_index(directory, shard=shard, num_shards=num_shards))
+  opts = dataclasses.replace(cfg.sample_options(length),
+                             num_samples=_shard_quota(cfg.num_samples, shard, num_shards),
+                             token_budget=_shard_quota(cfg.token_budget, shard, num_shards))
+  rng = np.random.default_rng([seed, shard, num_shards])
+  plans, stats = plan_samples([e.keyword for e in entries], [e.doc_ids for e in entries],
+                              np.array([e.weight for e in entries]),
+                              np.array([e.short for e in entries], bool),
+                              lambda d: int(doc_tokens[d]), opts, rng)
+  order = rng.permutation(len(plans))
+  return [plans[i] for i in order], stats
+
+
+class QuestMethod:
+  """Quest (`longjax_<corpus>_quest_<length>`): keyword-grouped, split-ratio oversampled."""
+  name = "quest"
+
+  def build(self, ctx: BuildContext) -> None:
+    cfg = QuestConfig.from_mapping(ctx.method_config(self.name))
+    out = ctx.method_dir(self.name)
+    out.mkdir(parents=True, exist_ok=True)
+    doc_ids = np.asarray(ctx.store.doc_ids(), np.int64)
+    if len(doc_ids) == 0:
+      raise ValueError("quest: the corpus store is empty; nothing to index")
+    if not np.array_equal(doc_ids, np.arange(len(doc_ids))):
+      raise ValueError("quest: store doc ids must be row numbers 0..n-1 (doc_tokens.npy is "
+                       "indexed by them)")
+    predictor = make_predictor(cfg.predictor, checkpoint=cfg.checkpoint, **cfg.predictor_options)
+    ctx.log(f"quest: predicting queries with {predictor.describe()}")
+    q_counts = predict_queries(ctx.store, predictor, out / "queries", seed=cfg.seed,
+                               part_size=cfg.query_part_size, log=ctx.log,
+                               progress=ctx.progress)
+    queries = read_queries(out / "queries", doc_ids)
+
+    candidates = [qkw.doc_candidates(q, min_score=cfg.min_score)
+                  for q in ctx.progress(queries, desc="quest: RAKE", total=len(queries))]
+    blacklist = qkw.load_blacklist(cfg.blacklist_file)
+    chosen = qkw.assign_keywords(doc_ids, candidates, seed=cfg.seed, blacklist=blacklist,
+                                 auto_top_n=cfg.blacklist_auto_top_n,
+                                 report_top=cfg.df_report_top, queries=queries)
+    keywords = list(chosen.keywords)
+    if cfg.keywordless == "pool":
+      keywords = [NO_KEYWORD if k is None else k for k in keywords]
+    kept = np.array([k is not None for k in keywords], bool)
+
+    doc_tokens = np.full(len(doc_ids), -1, np.int64)
+    doc_tokens[kept] = contexts.count_tokens(ctx.store, doc_ids[kept], ctx.tokenizer,
+                                             ctx.progress)
+    inv = qindex.build_index(doc_ids[kept], [k for k in keywords if k is not None],
+                             doc_tokens[kept])
+    weights = qindex.split_weights(inv, split_ratio=cfg.split_ratio, size_metric=cfg.size_metric,
+                                   oversample_mode=cfg.oversample_mode,
+                                   target_share=cfg.target_share,
+                                   oversample_factor=cfg.oversample_factor)
+    lines = "".join(json.dumps({"doc_id": int(d), "keyword": k, "candidates": c, "reason": r},
+                               ensure_ascii=False) + "\n"
+                    for d, k, c, r in zip(doc_ids, keywords, candidates, chosen.reasons))
+    artifacts.write_text(out / "doc_keywords.jsonl", lines)
+    artifacts.write_json(out / f"keyword_df_top{cfg.df_report_top}.json",
+                         [{"keyword": k, "df": n} for k, n in chosen.df_top])
+    artifacts.write_npy(out / "doc_tokens.npy", doc_tokens)
+    qindex.write_index(out, inv, weights)
+
+    simulations = {}
+    for length in ctx.lengths:
+      _, stats = plan_shard(out, cfg, doc_tokens, length=length, shard=0, num_shards=1,
+                            seed=cfg.seed)
+      simulations[str(length)] = stats.summary(int(kept.sum()))
+      if stats.samples == 0:
+        ctx.log(f"quest: WARNING L={length}: no sample can be filled ({int(inv.n_tokens.sum())} "
+                "indexed tokens); this length yields no examples")
+      ctx.log(f"quest: L={length}: {stats.samples} samples, keywords/sample "
+              f"{dict(stats.keywords_per_sample)}, short token share "
+              f"{simulations[str(length)]['short_token_share']:.3f}")
+    reasons = chosen.reason_counts()
+    skipped = [{"doc_id": int(d), "reason": r} for d, r in zip(doc_ids, chosen.reasons)
+               if r is not None and cfg.keywordless == "drop"]
+    sizes = np.sort(inv.n_docs)
+    counts = {
+        **q_counts, **query_counts(queries),
+        "documents": len(doc_ids), "documents_indexed": int(kept.sum()),
+        "documents_without_keyword": int(sum(reasons.values())),
+        "documents_without_keyword_share": float(sum(reasons.values()) / len(doc_ids)),
+        "without_keyword_reasons": reasons,
+        "keywords": len(inv.keywords), "short_keywords": int(weights.short.sum()),
+        "index_tokens": int(inv.n_tokens.sum()),
+        "natural_short_share": weights.natural_short_share,
+        "short_weight_share": weights.short_share, "short_weight_factor": weights.factor,
+        "docs_per_keyword": {"min": int(sizes[0]) if len(sizes) else 0,
+                             "median": float(np.median(sizes)) if len(sizes) else 0.0,
+                             "max": int(sizes[-1]) if len(sizes) else 0},
+        "auto_blacklisted": chosen.auto_blacklist,
+    }
+    ctx.log(f"quest: {counts['documents_indexed']}/{len(doc_ids)} documents indexed under "
+            f"{counts['keywords']} keywords; without keyword: {reasons or 0} "
+            f"({counts['documents_without_keyword_share']:.1%}, keywordless={cfg.keywordless})")
+    artifacts.write_manifest(
+        out, kind=self.name,
+        config={**dataclasses.asdict(cfg), "predictor_options": dict(cfg.predictor_options),
+                "lengths": list(ctx.lengths),
+                "tokenizer": contexts.tokenizer_signature(ctx.tokenizer)},
+        inputs={"doc_ids": artifacts.fingerprint_json(doc_ids.tolist()),
+                "stopwords_sha256": rake.stopwords_sha256(),
+                "blacklist_sha256": qkw.blacklist_sha256(cfg.blacklist_file)},
+        counts=counts, skipped=skipped,
+        extra={"predictor": predictor.describe(), "sampler_dry_run": simulations})
+
+  def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
+               num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
+    check_shard(shard, num_shards)
+    directory = Path(index_dir) / self.name
+    manifest = artifacts.read_manifest(directory)
+    if manifest is None:
+      raise FileNotFoundError(f"{directory}: no manifest.json; run `python -m longjax.synth "
+                              "build` with the quest method first")
+    contexts.check_tokenizer(manifest, tokenizer, directory)
+    eos = contexts.require_eos(tokenizer)
+    options = {k: v for k, v in manifest["config"].items() if k not in ("lengths", "tokenizer")}
+    cfg = QuestConfig.from_mapping(options)
+    doc_tokens = np.load(directory / "doc_tokens.npy")
+    store = corpus.open_store(index_dir)
+    return self._stream(directory, cfg, doc_tokens, store, length=length, tokenizer=tokenizer,
+                        eos=eos, shard=shard, num_shards=num_shards, seed=seed)
+
+  def _stream(self, directory, cfg, doc_tokens, store, *, length, tokenizer, eos, shard,
+              num_shards, seed) -> Iterator[dict[str, Any]]:
+    plans, stats = plan_shard(directory, cfg, doc_tokens, length=length, shard=shard,
+                              num_shards=num_shards, seed=seed)
+    if not plans:
+      logging.getLogger("longjax.synth").warning(
+          "quest: shard %d/%d yields no examples of length %d (%s)", shard, num_shards, length,
+          stats.summary(0))
+    for i, spans in enumerate(plans):
+      cache: dict[int, np.ndarray] = {}
+
+      def tokens_of(d: int) -> np.ndarray:
+        if d not in cache:
+          cache[d] = packer.with_eos(tokenizer.encode(store.text(d)), eos)
+          if len(cache[d]) != doc_tokens[d]:
+            raise ValueError(f"{directory}: document {d} has {len(cache[d])} tokens with EOS, "
+                             f"the build counted {int(doc_tokens[d])}; the store or tokenizer "
+                             "changed since the build")
+        return cache[d]
+
+      targets = packer.assemble([(d, s, e) for _, d, s, e in spans], tokens_of)
+      kws = list(dict.fromkeys(k for k, *_ in spans))
+      provenance = {"method": self.name, "sample_id": f"{shard}/{num_shards}:{i}", "seed": seed,
+                    "shard": shard, "num_shards": num_shards, "keywords": kws,
+                    "spans": [[k, d, s, e] for k, d, s, e in spans]}
+      yield {"targets": targets, "provenance": json.dumps(provenance, ensure_ascii=False)}

@@ -1,0 +1,88 @@
+"""Quest stage 1 storage: predicted queries per document, written in resumable parts.
+
+`<index_dir>/quest/queries/` holds `config.json` (the predictor's description, seed, part size)
+and `part-NNNNN.jsonl` files, each the records `{"doc_id", "queries": [...]}` of one slice of
+the store's doc ids, written atomically. A re-run with the same config skips finished parts,
+so an interrupted prediction resumes where it stopped; a different config starts over (logged).
+This is the expensive stage (specs/quest.md §9), hence the parts and the progress display.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from longjax.synth import artifacts
+from longjax.synth.methods.base import DocStore
+from longjax.synth.quest.predict import QueryPredictor
+
+CONFIG_FILE = "config.json"
+
+
+def _part_path(directory: Path, i: int) -> Path:
+  return directory / f"part-{i:05d}.jsonl"
+
+
+def predict_queries(store: DocStore, predictor: QueryPredictor, directory: str | Path, *,
+                    seed: int, part_size: int = 4096,
+                    log: Callable[[str], None] = print,
+                    progress: Callable[..., Iterable[Any]] = lambda x, **_: x) -> dict[str, Any]:
+  """Predicts queries for every document of `store` into `directory`; returns counts."""
+  if part_size < 1:
+    raise ValueError(f"part_size ({part_size}) must be >= 1")
+  directory = Path(directory)
+  doc_ids = np.asarray(store.doc_ids(), np.int64)
+  config = {"predictor": predictor.describe(), "seed": seed, "part_size": part_size,
+            "doc_ids": artifacts.fingerprint_json(doc_ids.tolist())}
+  cfg_path = directory / CONFIG_FILE
+  if cfg_path.exists():
+    old = json.loads(cfg_path.read_text())
+    if artifacts.fingerprint_json(old) != artifacts.fingerprint_json(config):
+      log(f"quest: query config changed; discarding the predictions in {directory}")
+      shutil.rmtree(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  artifacts.write_json(cfg_path, config)
+  n_parts = (len(doc_ids) + part_size - 1) // part_size
+  todo = [i for i in range(n_parts) if not _part_path(directory, i).exists()]
+  if len(todo) < n_parts:
+    log(f"quest: resuming query prediction, {n_parts - len(todo)}/{n_parts} parts already done")
+  for i in progress(todo, desc="quest: predicting queries", total=len(todo)):
+    ids = doc_ids[i * part_size:(i + 1) * part_size]
+    preds = predictor.predict([(int(d), store.text(int(d))) for d in ids], seed=seed)
+    if len(preds) != len(ids):
+      raise RuntimeError(f"predictor {predictor.name!r} returned {len(preds)} query lists for "
+                         f"{len(ids)} documents")
+    text = "".join(json.dumps({"doc_id": int(d), "queries": list(q)}, ensure_ascii=False) + "\n"
+                   for d, q in zip(ids, preds))
+    artifacts.write_text(_part_path(directory, i), text)
+  return {"parts": n_parts, "parts_predicted_now": len(todo), "documents": len(doc_ids)}
+
+
+def read_queries(directory: str | Path, doc_ids: Sequence[int]) -> list[list[str]]:
+  """Queries per document, aligned with `doc_ids` (every id must have been predicted)."""
+  directory = Path(directory)
+  found: dict[int, list[str]] = {}
+  for path in sorted(directory.glob("part-*.jsonl")):
+    with open(path, encoding="utf-8") as f:
+      for line_no, line in enumerate(f, 1):
+        try:
+          r = json.loads(line)
+          found[int(r["doc_id"])] = [str(q) for q in r["queries"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+          raise ValueError(f"{path}:{line_no}: malformed query record ({e})") from e
+  missing = [int(d) for d in doc_ids if int(d) not in found]
+  if missing:
+    raise ValueError(f"{directory}: no predicted queries for {len(missing)} documents "
+                     f"(e.g. {missing[:5]}); re-run the quest build to finish prediction")
+  return [found[int(d)] for d in doc_ids]
+
+
+def query_counts(queries: Sequence[Sequence[str]]) -> Mapping[str, int]:
+  """Totals for the manifest: queries, empty queries, documents whose queries are all empty."""
+  flat = [q for qs in queries for q in qs]
+  return {"queries": len(flat), "empty_queries": sum(1 for q in flat if not q.strip()),
+          "docs_without_queries": sum(1 for qs in queries if not any(q.strip() for q in qs))}
