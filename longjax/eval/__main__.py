@@ -1,0 +1,165 @@
+"""`python -m longjax.eval`: evaluate a model on the synthetic long-context suite.
+
+Example (SmolLM2-135M-Instruct, NIAH at 1K-8K, loss by position at 8K):
+  python -m longjax.eval --model .cache/smollm2 --lengths 1k,2k,4k,8k --tasks niah_single_1 \
+      --samples 20 --loss-sequences 1 --out runs/eval_smollm2
+
+Writes OUT/results.json, OUT/results.md, OUT/predictions.jsonl, OUT/*.png and OUT/manifest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Sequence
+
+from longjax.eval.model_dir import EvalInputError
+
+log = logging.getLogger("longjax.eval")
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m longjax.eval", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--model", required=True,
+                 help="HF checkpoint dir (config.json + safetensors) or a training MODEL_DIR "
+                      "with an exported hf/ subdir")
+  p.add_argument("--tokenizer", default=None,
+                 help="tokenizer dir (default: the model dir's own tokenizer files)")
+  p.add_argument("--lengths", default="4k", help="comma list, e.g. 4k,8k,16k (default 4k)")
+  p.add_argument("--tasks", default="all",
+                 help="comma list of task names or groups all, ruler, recall; 'none' to skip")
+  p.add_argument("--samples", type=int, default=100, help="examples per task and length")
+  p.add_argument("--out", required=True, help="results directory")
+  p.add_argument("--seed", type=int, default=42, help="base seed of every example (default 42)")
+  p.add_argument("--batch-size", type=int, default=1, help="prompts generated together")
+  p.add_argument("--max-new-tokens", type=int, default=None,
+                 help="cap on generated tokens below each task's own length (recorded)")
+  p.add_argument("--prefill-chunk", type=int, default=512)
+  p.add_argument("--dtype", default=None,
+                 help="compute dtype (default float32 on CPU, bfloat16 on accelerators)")
+  p.add_argument("--allow-extrapolation", action="store_true",
+                 help="allow lengths above the model's max_position_embeddings")
+  p.add_argument("--loss-sequences", type=int, default=0,
+                 help="held-out sequences per source (sotu, shakespeare) for loss by position; "
+                      "0 skips it")
+  p.add_argument("--loss-length", default=None, help="their length (default: the largest length)")
+  p.add_argument("--loss-windows", default="512,2k",
+                 help="truncated-context windows w (add the training length here)")
+  return p
+
+
+def _lengths(text: str, flag: str) -> list[int]:
+  from longjax.synth.methods.base import parse_length
+  try:
+    out = sorted({parse_length(t) for t in text.split(",") if t.strip()})
+  except ValueError as e:
+    raise EvalInputError(f"{flag}: {e}") from None
+  if not out or out[0] < 1:
+    raise EvalInputError(f"{flag}: expected positive lengths like 4k,8k, got {text!r}")
+  return out
+
+
+def _progress(desc: str):
+  from tqdm import tqdm
+  return lambda items: tqdm(items, desc=desc, unit="batch", leave=False, file=sys.stderr)
+
+
+def run(argv: Sequence[str] | None = None) -> dict:
+  """Parses `argv`, evaluates, writes the results directory; returns the results dict."""
+  args = _parser().parse_args(argv)
+  from longjax.eval import model_dir, suite
+  lengths = _lengths(args.lengths, "--lengths")
+  loss_length = _lengths(args.loss_length, "--loss-length")[0] if args.loss_length else lengths[-1]
+  windows = _lengths(args.loss_windows, "--loss-windows")
+  if args.samples < 1:
+    raise EvalInputError(f"--samples must be >= 1, got {args.samples}")
+  try:
+    task_names = [] if args.tasks == "none" else suite.expand_task_names(args.tasks)
+  except ValueError as e:
+    raise EvalInputError(f"--tasks: {e}") from None
+  info = model_dir.resolve_model(args.model, args.tokenizer)
+  checked = lengths + ([loss_length] if args.loss_sequences else [])
+  model_dir.check_lengths(info, checked, allow_extrapolation=args.allow_extrapolation)
+
+  import jax
+  from longjax.models import load_hf, load_tokenizer
+  tokenizer = load_tokenizer(info.tokenizer_dir)
+  model_dir.check_tokenizer(info, tokenizer)
+  dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+  log.info("loading %s (%s) on %s", info.hf_dir, dtype, jax.default_backend())
+  model = load_hf(info.hf_dir, dtype=dtype)
+
+  from longjax.eval.runner import run_task, task_scores
+  from longjax.eval.scoring import depth_table, summarize
+  from longjax.eval.task import ExampleGenerator
+  started = time.time()
+  tasks = suite.make_tasks() if task_names else {}
+  generator = ExampleGenerator(tokenizer, seed=args.seed)
+  records: list[dict] = []
+  for length in lengths:
+    for name in task_names:
+      recs = run_task(model, generator, tasks[name], length, args.samples,
+                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                      prefill_chunk=args.prefill_chunk,
+                      progress=_progress(f"{name} @ {length}"))
+      records += recs
+      log.info("%s @ %d: %.1f (%d samples, %.1f s/sample)", name, length,
+               100 * sum(r["score"] for r in recs) / len(recs), len(recs),
+               sum(r["seconds"] for r in recs) / len(recs))
+  scores = task_scores(records)
+  scores = {t: scores[t] for t in task_names if t in scores}
+
+  loss = None
+  if args.loss_sequences:
+    from longjax.eval.position_loss import heldout_sequences, loss_by_position
+    from longjax.synth.default_corpus import heldout_documents
+    seqs = heldout_sequences(heldout_documents(), tokenizer, loss_length, args.loss_sequences)
+    loss = loss_by_position(model, seqs, windows, progress=_progress("loss by position"))
+
+  results = {
+      "model": str(info.hf_dir), "tokenizer": str(info.tokenizer_dir), "lengths": lengths,
+      "tasks": task_names, "samples": args.samples, "seed": args.seed, "dtype": dtype,
+      "backend": jax.default_backend(), "max_new_tokens_cap": args.max_new_tokens,
+      "scores": scores, "summary": summarize(scores, lengths, suite.CATEGORIES),
+      "niah_depth": {t: depth_table(r for r in records if r["task"] == t)
+                     for t in task_names if t.startswith("niah") or t == "json_kv"},
+      "loss": loss, "seconds": round(time.time() - started, 1)}
+  _write(args, results, records, info)
+  return results
+
+
+def _write(args, results: dict, records: list[dict], info) -> None:
+  import json
+  from pathlib import Path
+  from longjax.eval.report import markdown, write_report
+  from longjax.synth import artifacts
+  out = Path(args.out)
+  paths = write_report(out, results)
+  artifacts.write_text(out / "predictions.jsonl",
+                       "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+  artifacts.write_manifest(
+      out, kind="eval", config={k: v for k, v in vars(args).items() if k != "out"},
+      inputs={"model_config": artifacts.fingerprint_files([info.hf_dir / "config.json"])},
+      counts={"samples": len(records), "tasks": len(results["tasks"]),
+              "lengths": len(results["lengths"])},
+      extra={"files": sorted(p.name for p in paths.values()) + ["predictions.jsonl"]})
+  print(markdown(results))
+  print(f"wrote {out}/ ({', '.join(sorted(p.name for p in paths.values()))}, predictions.jsonl)",
+        file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  try:
+    run(argv)
+  except (EvalInputError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

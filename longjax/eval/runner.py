@@ -1,0 +1,56 @@
+"""Runs a model over the synthetic tasks: build examples, generate greedily, score each sample.
+
+Base-model protocol: no chat template; the model sees BOS + task input + answer prefix and
+continues greedily until EOS or the task's generation length (optionally capped lower).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Mapping, Sequence
+
+from longjax.eval.scoring import sample_score
+from longjax.eval.task import ExampleGenerator, Task
+
+
+def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
+  for i in range(0, len(items), size):
+    yield items[i:i + size]
+
+
+def run_task(model, generator: ExampleGenerator, task: Task, length: int, num_samples: int, *,
+             batch_size: int = 1, max_new_tokens: int | None = None, prefill_chunk: int = 512,
+             progress: Callable[[Iterable], Iterable] = lambda x: x) -> list[dict]:
+  """Generates and scores `num_samples` examples of (task, length); one record per sample.
+
+  Each record holds the example's identity (task, length, index, seed), prompt size, gold
+  outputs, the decoded prediction, its score (0..1) and the needle token positions.
+  """
+  from longjax.models import generate
+  tok = generator.tokenizer
+  examples = generator.examples(task, length, num_samples)
+  new_tokens = min(task.tokens_to_generate, max_new_tokens or task.tokens_to_generate)
+  records = []
+  for batch in progress(list(_batches(examples, batch_size))):
+    start = time.perf_counter()
+    outs = generate(model, [generator.encode_prompt(e) for e in batch], new_tokens,
+                    eos_id=tok.eos_id, prefill_chunk=prefill_chunk)
+    seconds = (time.perf_counter() - start) / len(batch)
+    for ex, ids in zip(batch, outs):
+      pred = tok.decode([i for i in ids if i != tok.eos_id])
+      records.append({
+          "task": ex.task, "length": ex.length, "index": ex.index, "seed": ex.seed,
+          "num_tokens": ex.num_tokens, "num_units": ex.num_units, "outputs": list(ex.outputs),
+          "prediction": pred, "generated_tokens": len(ids), "max_new_tokens": new_tokens,
+          "score": sample_score(task.metric, pred, ex.outputs),
+          "needle_positions": list(ex.needle_positions), "seconds": round(seconds, 3)})
+  return records
+
+
+def task_scores(records: Iterable[Mapping]) -> dict[str, dict[int, float]]:
+  """Mean score x 100 per task and length from per-sample records."""
+  acc: dict[str, dict[int, list[float]]] = {}
+  for r in records:
+    acc.setdefault(r["task"], {}).setdefault(r["length"], []).append(r["score"])
+  return {t: {n: 100.0 * sum(v) / len(v) for n, v in sorted(by.items())}
+          for t, by in acc.items()}
