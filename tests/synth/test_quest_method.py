@@ -1,0 +1,197 @@
+"""QuestMethod end to end on a hand-built corpus: build accounting, examples, seeds, shards."""
+
+import json
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from longjax.models.t5 import T5, T5Config
+from longjax.synth import artifacts
+from longjax.synth.methods.base import BuildContext
+from longjax.synth.quest import QuestMethod
+from longjax.synth.quest.predict import T5QueryPredictor
+from longjax.synth.quest.queries import predict_queries, read_queries
+from method_helpers import EOS, byte_tokenizer, make_store
+
+L = 128
+TOPICS = ["solar panel", "rice cooker", "wind turbine", "coral reef", "jazz piano",
+          "mountain bike", "tax return", "black hole", "sourdough bread", "chess opening"]
+SIZES = [2, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
+def _corpus():
+  texts, topic_of = [], []
+  for topic, n in zip(TOPICS, SIZES):
+    for _ in range(n):
+      i = len(texts)
+      texts.append(f"The {topic} of item{i} and thing{i}.")  # one multi-word phrase: the topic
+      topic_of.append(topic)
+  for i in range(3):  # single words only: no phrase scores >= 3
+    texts.append(f"The item{100 + i} of it.")
+    topic_of.append(None)
+  for t in ("the of and", "it is the"):  # stopwords only: the predicted query is empty
+    texts.append(t)
+    topic_of.append(None)
+  return texts, topic_of
+
+
+def _build(index_dir, lengths=(L,), **quest):
+  texts, topic_of = _corpus()
+  store = make_store(index_dir, texts)
+  logs = []
+  ctx = BuildContext(store, byte_tokenizer(), None,
+                     {"quest": {"predictor": "extractive", **quest}}, index_dir,
+                     log=logs.append, lengths=lengths)
+  QuestMethod().build(ctx)
+  return texts, topic_of, logs
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+  index_dir = tmp_path_factory.mktemp("quest")
+  texts, topic_of, logs = _build(index_dir)
+  return index_dir, texts, topic_of, logs
+
+
+def _examples(index_dir, **kw):
+  args = dict(length=L, tokenizer=byte_tokenizer(), shard=0, num_shards=1, seed=3) | kw
+  return list(QuestMethod().examples(index_dir, **args))
+
+
+def test_build_accounts_for_every_document(built):
+  index_dir, texts, topic_of, logs = built
+  m = artifacts.read_manifest(index_dir / "quest")
+  c = m["counts"]
+  assert c["documents"] == len(texts) == 61
+  assert c["documents_indexed"] == 56 and c["keywords"] == 10
+  assert c["without_keyword_reasons"] == {"no_keyword_above_threshold": 3, "no_queries": 2}
+  assert c["documents_indexed"] + c["documents_without_keyword"] == c["documents"]
+  assert sorted(s["doc_id"] for s in m["skipped"]) == list(range(56, 61))
+  assert c["empty_queries"] == 2 and c["docs_without_queries"] == 2
+  assert c["short_keywords"] == 2  # ceil(0.2 * 10)
+  assert m["predictor"]["kind"] == "extractive"
+  assert m["inputs"]["stopwords_sha256"] and m["inputs"]["blacklist_sha256"]
+  dry = m["sampler_dry_run"][str(L)]
+  assert dry["samples"] > 0 and sum(dry["docs_by_use_count"].values()) == 56
+  lines = [json.loads(l) for l in (index_dir / "quest" / "doc_keywords.jsonl").open()]
+  assert [r["keyword"] for r in lines] == topic_of
+  assert any("without keyword" in line for line in logs)
+  top = json.loads((index_dir / "quest" / "keyword_df_top200.json").read_text())
+  assert top[0] == {"keyword": "chess opening", "df": 10}
+
+
+def test_examples_share_keywords_and_never_repeat_a_document(built):
+  index_dir, texts, topic_of, _ = built
+  out = _examples(index_dir)
+  assert out
+  tok = byte_tokenizer()
+  for ex in out:
+    assert ex["targets"].shape == (L,) and ex["targets"].dtype == np.int32
+    prov = json.loads(ex["provenance"])
+    docs = [d for _, d, _, _ in prov["spans"]]
+    assert len(docs) == len(set(docs))
+    for kw, d, s, e in prov["spans"]:
+      assert topic_of[d] == kw and kw in texts[d].lower()
+    want = np.concatenate([(tok.encode(texts[d]) + [EOS])[s:e] for _, d, s, e in prov["spans"]])
+    np.testing.assert_array_equal(ex["targets"], want)
+    assert prov["keywords"] == list(dict.fromkeys(k for k, *_ in prov["spans"]))
+
+
+def test_drop_fill_policy_gives_one_keyword_per_example(tmp_path):
+  _build(tmp_path, fill_policy="drop")
+  out = _examples(tmp_path)
+  assert out and all(len(json.loads(ex["provenance"])["keywords"]) == 1 for ex in out)
+
+
+def test_same_seed_same_examples(built):
+  index_dir = built[0]
+  a, b, c = _examples(index_dir), _examples(index_dir), _examples(index_dir, seed=4)
+  assert [e["provenance"] for e in a] == [e["provenance"] for e in b]
+  assert [e["targets"].tolist() for e in a] == [e["targets"].tolist() for e in b]
+  assert [e["provenance"] for e in a] != [e["provenance"] for e in c]
+
+
+def test_shards_are_disjoint(built):
+  index_dir = built[0]
+  kws, docs = [], []
+  for shard in range(3):
+    spans = [s for ex in _examples(index_dir, shard=shard, num_shards=3)
+             for s in json.loads(ex["provenance"])["spans"]]
+    kws.append({k for k, *_ in spans})
+    docs.append({d for _, d, _, _ in spans})
+  for i in range(3):
+    for j in range(i + 1, 3):
+      assert not kws[i] & kws[j] and not docs[i] & docs[j]
+  with pytest.raises(ValueError, match="shard"):
+    _examples(index_dir, shard=3, num_shards=3)
+
+
+def test_corpus_smaller_than_one_sample(tmp_path):
+  _, _, logs = _build(tmp_path, lengths=(100_000,))
+  m = artifacts.read_manifest(tmp_path / "quest")
+  assert m["sampler_dry_run"]["100000"]["samples"] == 0
+  assert any("no sample can be filled" in line for line in logs)
+  assert _examples(tmp_path, length=100_000) == []
+
+
+def test_keywordless_pool_option(tmp_path):
+  _build(tmp_path, keywordless="pool")
+  m = artifacts.read_manifest(tmp_path / "quest")
+  assert m["counts"]["documents_indexed"] == 61 and m["skipped"] == []
+  lines = (tmp_path / "quest" / "index.jsonl").read_text().splitlines()
+  pool = [json.loads(l) for l in lines if json.loads(l)["keyword"] == "<no-keyword>"]
+  assert pool[0]["doc_ids"] == list(range(56, 61))
+
+
+def test_bad_config_and_missing_build(tmp_path):
+  store = make_store(tmp_path, ["a b c", "d e f"])
+  with pytest.raises(ValueError, match="checkpoint"):
+    QuestMethod().build(BuildContext(store, byte_tokenizer(), None, {}, tmp_path))
+  with pytest.raises(ValueError, match="unknown quest options"):
+    QuestMethod().build(BuildContext(store, byte_tokenizer(), None,
+                                     {"quest": {"predictor": "extractive", "split": 1}}, tmp_path))
+  with pytest.raises(FileNotFoundError, match="synth build"):
+    _examples(tmp_path / "nowhere")
+
+
+class _Flaky:
+  """A predictor that fails on its second call, to interrupt a run."""
+  name = "flaky"
+
+  def __init__(self, fail_at):
+    self.calls, self.fail_at = 0, fail_at
+
+  def describe(self):
+    return {"kind": "flaky"}
+
+  def predict(self, docs, *, seed):
+    self.calls += 1
+    if self.calls == self.fail_at:
+      raise RuntimeError("interrupted")
+    return [[f"query {d}", ""] for d, _ in docs]
+
+
+def test_query_prediction_resumes(tmp_path):
+  store = make_store(tmp_path, [f"text {i}" for i in range(10)])
+  with pytest.raises(RuntimeError, match="interrupted"):
+    predict_queries(store, _Flaky(fail_at=2), tmp_path / "q", seed=0, part_size=3)
+  again = _Flaky(fail_at=0)
+  counts = predict_queries(store, again, tmp_path / "q", seed=0, part_size=3, log=lambda _: None)
+  assert counts["parts"] == 4 and counts["parts_predicted_now"] == 3 and again.calls == 3
+  assert read_queries(tmp_path / "q", [9, 0]) == [["query 9", ""], ["query 0", ""]]
+
+
+def test_t5_predictor_segments_and_keys_queries(tmp_path):
+  tok = byte_tokenizer()
+  cfg = T5Config(vocab_size=tok.vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=1,
+                 num_heads=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                 eos_token_id=EOS)
+  model = T5(cfg, rngs=nnx.Rngs(0))
+  pred = T5QueryPredictor(model, tok, batch_size=4, max_input_tokens=16, max_segments_per_doc=3)
+  docs = [(7, "short doc"), (8, "x" * 100), (9, "")]
+  out = pred.predict(docs, seed=1)
+  assert [len(q) for q in out] == [1, 3, 1]  # 100 bytes -> 7 windows of 15 -> 3 kept
+  assert all(isinstance(q, str) for qs in out for q in qs)
+  assert pred.predict(docs[::-1], seed=1) == out[::-1]  # keyed by (seed, doc, segment)
+  assert pred.describe()["decode"]["top_p"] == 0.95
