@@ -1,0 +1,225 @@
+"""Attention benchmark: forward+backward TFLOP/s and memory of each implementation vs cuDNN.
+
+Run on one GPU (through the device tool):
+  PYTHONUNBUFFERED=1 PYTHONPATH=. python3 experiments/bench/attention.py --out $OUT
+Expect: `gpu` within a few % of `cudnn` (same kernels), `blockwise` far below (pure-JAX loops).
+Re-plot a saved run on any machine: python experiments/bench/attention.py --plot results.json
+
+Shapes: B=1, 32 query heads, 8 kv heads (GQA), head dim 128, bf16, causal, S in {8K, 32K, 128K}.
+FLOP convention (stated in every output): forward = 4·B·S²·N·H / 2 (causal counted at half),
+backward = 2.5 × forward, so forward+backward = 3.5 × 4·B·S²·N·H / 2. Memory is XLA's compiled
+memory analysis of the forward+backward program (temporaries + arguments + outputs).
+
+Before timing, a parity check at S=2048 compares o and dq/dk/dv of every implementation, and a
+two-block lse combine through the cuDNN backward fed the global o/lse (the ring's contract),
+with the dense f32 reference.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from longjax import ops
+from longjax.ops import gpu, ring
+from longjax.ops.blockwise import BLOCKWISE
+from longjax.ops.kernels import BlockMask
+from longjax.ops.reference import reference_attention
+
+FLOP_CONVENTION = ("fwd = 4*B*S^2*N*H/2 (causal at half); fwd+bwd = 3.5 x fwd "
+                   "(backward = 2.5 x forward)")
+B, N, K, H = 1, 32, 8, 128
+
+
+def _inputs(s, n=N, kh=K, seed=0):
+  ks = jax.random.split(jax.random.key(seed), 4)
+  q = jax.random.normal(ks[0], (B, s, n, H), jnp.bfloat16)
+  k = jax.random.normal(ks[1], (B, s, kh, H), jnp.bfloat16)
+  v = jax.random.normal(ks[2], (B, s, kh, H), jnp.bfloat16)
+  do = jax.random.normal(ks[3], (B, s, n, H), jnp.bfloat16)
+  return q, k, v, do
+
+
+def _fns():
+  """name -> attention function (q, k, v) -> o, all causal."""
+  mesh1 = jax.make_mesh((1,), ("sequence",), axis_types=(jax.sharding.AxisType.Auto,))
+
+  def ring1(q, k, v):
+    return ring.ring_attention(q, k, v, kernel=gpu.CUDNN)
+
+  return {
+      "cudnn": lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                                            implementation="cudnn"),
+      "gpu": lambda q, k, v: ops.attention(q, k, v, implementation="gpu"),
+      "ring1(gpu)": ring1,
+      "blockwise": lambda q, k, v: ops.attention(q, k, v, implementation="blockwise"),
+  }, mesh1
+
+
+def _fwd_bwd(fn):
+  def loss(q, k, v, do):
+    return jnp.sum(fn(q, k, v).astype(jnp.float32) * do.astype(jnp.float32))
+  return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+
+
+def _rel(a, b):
+  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+  return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def parity(fns, mesh1, s=2048):
+  """Relative errors of o, dq, dk, dv vs the f32 dense reference, plus the 2-block combine."""
+  q, k, v, do = _inputs(s, seed=1)
+  f32 = lambda *xs: [x.astype(jnp.float32) for x in xs]
+  ref = lambda q, k, v: ops.attention(q, k, v, implementation="reference")
+  o_ref, vjp = jax.vjp(ref, *f32(q, k, v))
+  g_ref = vjp(do.astype(jnp.float32))
+  out = {}
+  for name, fn in fns.items():
+    try:
+      with jax.set_mesh(mesh1):
+        o, vjp = jax.vjp(jax.jit(fn), q, k, v)
+        g = vjp(do)
+      out[name] = {"o": _rel(o, o_ref), **{d: _rel(a, b) for d, a, b in zip(("dq", "dk", "dv"),
+                                                                             g, g_ref)}}
+    except Exception as e:  # keep going: the table reports what failed
+      out[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+  if jax.default_backend() != "gpu":
+    return out
+  # Ring contract: non-causal attention as two KV halves merged through lse, then each half's
+  # cuDNN backward fed the global (o, lse). Autodiff through this merge would be wrong (T2).
+  half = s // 2
+  parts = [(k[:, :half], v[:, :half]), (k[:, half:], v[:, half:])]
+  res = [gpu.cudnn_fwd(q, kk, vv, BlockMask(causal=False), H ** -0.5) for kk, vv in parts]
+  lse = jnp.logaddexp(res[0][1], res[1][1])
+  o = sum(jnp.exp(l - lse)[..., None] * oo.astype(jnp.float32) for oo, l in res)
+  o = o.astype(jnp.bfloat16)
+  grads = [gpu.cudnn_bwd(q, kk, vv, o, lse, do, BlockMask(causal=False), H ** -0.5)
+           for kk, vv in parts]
+  dq = sum(g[0].astype(jnp.float32) for g in grads)
+  dk = jnp.concatenate([g[1] for g in grads], 1)
+  dv = jnp.concatenate([g[2] for g in grads], 1)
+  full = lambda q, k, v: ops.attention(q, k, v, causal=False, implementation="reference")
+  o_full, vjp = jax.vjp(full, *f32(q, k, v))
+  g_full = vjp(do.astype(jnp.float32))
+  _, lse_full = reference_attention(*f32(q, k, v), segment_ids=jnp.ones((B, s), jnp.int32),
+                                    positions=jnp.zeros((B, s), jnp.int32), causal=False,
+                                    scale=H ** -0.5, return_lse=True)
+  out["cudnn 2-block combine"] = {"o": _rel(o, o_full), "lse": _rel(lse, lse_full),
+                                  **{d: _rel(a, b) for d, a, b in zip(("dq", "dk", "dv"),
+                                                                      (dq, dk, dv), g_full)}}
+  return out
+
+
+def bench_one(fn, mesh1, s, budget_s):
+  q, k, v, do = _inputs(s)
+  step = _fwd_bwd(fn)
+  with jax.set_mesh(mesh1):
+    compiled = step.lower(q, k, v, do).compile()
+    mem = compiled.memory_analysis()
+    mem_bytes = None if mem is None else int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                                             + mem.output_size_in_bytes)
+    jax.block_until_ready(compiled(q, k, v, do))  # warm-up
+    times = []
+    t_end = time.perf_counter() + budget_s
+    while len(times) < 3 or (time.perf_counter() < t_end and len(times) < 20):
+      t0 = time.perf_counter()
+      jax.block_until_ready(compiled(q, k, v, do))
+      times.append(time.perf_counter() - t0)
+  t = statistics.median(times)
+  flops = 3.5 * 4 * B * s * s * N * H / 2
+  return {"seconds": t, "tflops": flops / t / 1e12, "memory_bytes": mem_bytes,
+          "temp_bytes": None if mem is None else int(mem.temp_size_in_bytes), "reps": len(times)}
+
+
+def plot(results, path):
+  try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+  except ImportError:
+    print("matplotlib missing: no PNG (re-plot with --plot)")
+    return
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for name in results["implementations"]:
+    rows = [r for r in results["rows"] if r["impl"] == name and "tflops" in r]
+    xs = [r["seq"] for r in rows]
+    axes[0].plot(xs, [r["tflops"] for r in rows], "o-", label=name)
+    axes[1].plot(xs, [r["memory_bytes"] / 2**30 for r in rows], "o-", label=name)
+  for ax, title in zip(axes, ("fwd+bwd TFLOP/s (" + FLOP_CONVENTION[:30] + "...)",
+                              "compiled memory, GiB")):
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sequence length")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+  fig.suptitle(f"attention B={B} N={N} K={K} H={H} bf16 causal on {results['device']}")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  print("wrote", path)
+
+
+def table(results):
+  lines = [f"device: {results['device']}  jax {results['jax']}", f"FLOPs: {FLOP_CONVENTION}",
+           f"{'impl':<12}{'S':>8}{'ms':>10}{'TFLOP/s':>10}{'vs cudnn':>10}{'mem GiB':>10}"]
+  base = {r["seq"]: r["tflops"] for r in results["rows"] if r["impl"] == "cudnn" and "tflops" in r}
+  for r in results["rows"]:
+    if "tflops" not in r:
+      lines.append(f"{r['impl']:<12}{r['seq']:>8}  {r['error'][:70]}")
+      continue
+    ratio = r["tflops"] / base[r["seq"]] if r["seq"] in base else float("nan")
+    mem = r["memory_bytes"] / 2**30 if r["memory_bytes"] is not None else float("nan")
+    lines.append(f"{r['impl']:<12}{r['seq']:>8}{r['seconds'] * 1e3:>10.1f}{r['tflops']:>10.1f}"
+                 f"{ratio:>10.1%}{mem:>10.2f}")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--out", default="bench_out")
+  ap.add_argument("--sizes", default="8192,32768,131072")
+  ap.add_argument("--impls", default="cudnn,gpu,ring1(gpu),blockwise")
+  ap.add_argument("--budget", type=float, default=4.0, help="seconds of timing per cell")
+  ap.add_argument("--plot", help="re-plot a results JSON and exit")
+  args = ap.parse_args(argv)
+  if args.plot:
+    results = json.load(open(args.plot))
+    print(table(results))
+    plot(results, os.path.splitext(args.plot)[0] + ".png")
+    return
+  os.makedirs(args.out, exist_ok=True)
+  fns, mesh1 = _fns()
+  names = args.impls.split(",")
+  results = {"device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
+             "flop_convention": FLOP_CONVENTION, "shape": {"B": B, "N": N, "K": K, "H": H},
+             "implementations": names, "rows": []}
+  try:
+    results["parity"] = parity({n: fns[n] for n in names}, mesh1)
+  except Exception as e:
+    results["parity"] = {"combine": {"error": f"{type(e).__name__}: {str(e)[:300]}"}}
+  print("parity (relative error vs f32 reference):", flush=True)
+  for name, errs in results["parity"].items():
+    print(f"  {name:<24}" + " ".join(f"{k}={v:.2e}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in errs.items()), flush=True)
+  for s in [int(x) for x in args.sizes.split(",")]:
+    for name in names:
+      t0 = time.perf_counter()
+      try:
+        row = {"impl": name, "seq": s, **bench_one(fns[name], mesh1, s, args.budget)}
+      except Exception as e:  # report OOM / unsupported cells in the table instead of dying
+        row = {"impl": name, "seq": s, "error": f"{type(e).__name__}: {e}"}
+      results["rows"].append(row)
+      print(f"[{time.perf_counter() - t0:6.1f}s] {row}", flush=True)
+      with open(os.path.join(args.out, "attention_bench.json"), "w") as f:
+        json.dump(results, f, indent=1)
+  print(table(results))
+  plot(results, os.path.join(args.out, "attention_bench.png"))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
