@@ -1,0 +1,171 @@
+"""`python -m longjax.synth build`: corpus store, then each method's corpus-wide `build(ctx)`.
+
+Output layout (`<out>/`, the `index_dir` every method and SeqIO Task reads):
+
+    corpus/              document store + manifest (every input document: kept or skipped)
+    chunks/<size>/       NExtLong chunk store          (made by the methods that need it)
+    embeddings/<name>/   vectors.npy                   (methods/neighbours.py)
+    index/<name>/        ScaNN index, recall@10 in its manifest
+    neighbours/<name>/   precomputed top-K lists
+    <method>/            the method's own build output + manifest
+    manifest.json        this build: options, corpus counts, one fingerprint per finished stage
+
+Resumable: the store reuses a finished identical build, embeddings resume per block, and a
+method whose stage fingerprint (corpus content, tokenizer, embedder, its options, lengths) is
+recorded here with a finished `<method>/manifest.json` is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from longjax.synth import artifacts
+from longjax.synth.corpus import DEFAULT_MAX_CHARS, STORE_DIRNAME, DocumentStore, ingest_corpus
+
+log = logging.getLogger("longjax.synth")
+
+# Methods that need document/chunk embeddings unless they say otherwise (`needs_embedder`).
+_EMBEDDING_METHODS = frozenset({"knn", "iclm", "nextlong"})
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+  """What `synth build` does. `corpus` is a path or `"default"` (the bundled BBC corpus)."""
+  corpus: str
+  out: Path
+  methods: tuple[str, ...] = ()
+  embedder: str | None = None
+  tokenizer: str = "smollm2"
+  lengths: tuple[int, ...] = (8192,)
+  max_chars: int = DEFAULT_MAX_CHARS
+  text_field: str = "text"
+  config: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    object.__setattr__(self, "out", Path(self.out))
+    if self.corpus != "default" and not Path(self.corpus).exists():
+      raise FileNotFoundError(f"--corpus {self.corpus}: no such file or directory "
+                              "(or pass 'default' for the bundled corpus)")
+    if self.max_chars < 1:
+      raise ValueError(f"max_chars ({self.max_chars}) must be >= 1")
+    if any(n < 2 for n in self.lengths):
+      raise ValueError(f"lengths {self.lengths}: every length must be >= 2 tokens")
+    unknown = set(self.config) - set(self.methods)
+    if unknown:
+      raise ValueError(f"config has options for {sorted(unknown)}, which are not being built "
+                       f"(methods: {list(self.methods)})")
+
+
+def needs_embedder(method: Any) -> bool:
+  return bool(getattr(method, "needs_embedder", method.name in _EMBEDDING_METHODS))
+
+
+def resolve_methods(names: Iterable[str]) -> list[Any]:
+  """The registered method objects for `names` (in order); clear error for unknown names."""
+  from longjax.synth.methods import METHODS  # pylint: disable=import-outside-toplevel
+  out = []
+  for name in names:
+    if name not in METHODS:
+      raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
+    out.append(METHODS[name])
+  return out
+
+
+def load_tokenizer_spec(spec: str):
+  """`smollm2` (the bundled SmolLM2 tokenizer), an HF tokenizer dir, a .gguf or a .model file."""
+  from longjax.models.tokenizer import load_tokenizer  # pylint: disable=import-outside-toplevel
+  if spec == "smollm2":
+    from longjax.models.hf import smollm2_checkpoint  # pylint: disable=import-outside-toplevel
+    return load_tokenizer(smollm2_checkpoint())
+  path = Path(spec)
+  if path.suffix == ".gguf":
+    return load_tokenizer(path.parent, gguf_file=path.name)
+  return load_tokenizer(path)
+
+
+def open_corpus(opts: BuildOptions, progress: Callable[..., Iterable[Any]]) -> DocumentStore:
+  """Builds or reopens `<out>/corpus` from `opts.corpus`."""
+  out = opts.out / STORE_DIRNAME
+  if opts.corpus == "default":
+    from longjax.synth import default_corpus  # pylint: disable=import-outside-toplevel
+    return default_corpus.build_default_corpus(out, progress=progress)
+  return ingest_corpus(opts.corpus, out, max_chars=opts.max_chars, text_field=opts.text_field,
+                       progress=progress)
+
+
+def _tqdm_progress(items: Iterable[Any], **kwargs: Any) -> Iterable[Any]:
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  return tqdm(items, mininterval=0.5 if sys.stderr.isatty() else 10.0, **kwargs)
+
+
+def run_build(opts: BuildOptions, *,
+              progress: Callable[..., Iterable[Any]] = _tqdm_progress,
+              log_fn: Callable[[str], None] = log.info) -> dict[str, Any]:
+  """Runs the build; returns the top-level manifest it wrote."""
+  from longjax.synth.chunking import store_fingerprint  # pylint: disable=import-outside-toplevel
+  from longjax.synth.methods.base import BuildContext  # pylint: disable=import-outside-toplevel
+
+  methods = resolve_methods(opts.methods)
+  wanting = [m.name for m in methods if needs_embedder(m)]
+  if wanting and opts.embedder is None:
+    raise ValueError(f"methods {wanting} need an embedder: pass --embedder minilm "
+                     "(`hashing` is a test-only stand-in and is never chosen silently)")
+  embedder = None
+  if opts.embedder is not None:  # fail fast on a bad name, before any corpus work
+    from longjax.synth.embed import make_embedder  # pylint: disable=import-outside-toplevel
+    embedder = make_embedder(opts.embedder)
+  opts.out.mkdir(parents=True, exist_ok=True)
+  store = open_corpus(opts, progress)
+  counts = store.manifest["counts"]
+  log_fn(f"corpus: {counts['kept']} documents kept of {counts['read']} read; "
+         f"skipped {counts['skipped'] or 'none'} -> {store.directory}")
+  if len(store) == 0:
+    raise ValueError(f"corpus {opts.corpus}: no usable documents "
+                     f"(see {store.directory / artifacts.MANIFEST})")
+  previous = artifacts.read_manifest(opts.out) or {}
+  stages: dict[str, str] = dict(previous.get("stages", {})) if previous.get("kind") == "build" \
+      else {}
+  top = {"corpus": opts.corpus, "methods": list(opts.methods), "embedder": opts.embedder,
+         "tokenizer": opts.tokenizer, "lengths": list(opts.lengths), "max_chars": opts.max_chars,
+         "text_field": opts.text_field, "config": {k: dict(v) for k, v in opts.config.items()}}
+  done: list[str] = []
+  if methods:
+    tokenizer = load_tokenizer_spec(opts.tokenizer)
+    ctx = BuildContext(store=store, tokenizer=tokenizer, embedder=embedder, config=opts.config,
+                       index_dir=opts.out, lengths=opts.lengths, log=log_fn, progress=progress)
+    for method in methods:
+      key = artifacts.fingerprint_json({
+          "store": store_fingerprint(store), "tokenizer": opts.tokenizer,
+          "vocab_size": tokenizer.vocab_size,
+          "embedder": embedder.name if embedder and needs_embedder(method) else None,
+          "config": dict(opts.config.get(method.name, {})), "lengths": list(opts.lengths)})
+      finished = artifacts.read_manifest(ctx.method_dir(method.name))
+      if stages.get(method.name) == key and finished and finished.get("complete"):
+        log_fn(f"{method.name}: up to date, skipped ({ctx.method_dir(method.name)})")
+      else:
+        log_fn(f"{method.name}: building")
+        method.build(ctx)
+        stages[method.name] = key
+        _write_top(opts.out, top, store, stages, done + [method.name])
+      done.append(method.name)
+  return _write_top(opts.out, top, store, stages, done)
+
+
+def _write_top(out: Path, config: dict[str, Any], store: DocumentStore, stages: dict[str, str],
+               done: list[str]) -> dict[str, Any]:
+  from longjax.synth.chunking import store_fingerprint  # pylint: disable=import-outside-toplevel
+  return artifacts.write_manifest(
+      out, kind="build", config=config, inputs={"store": store_fingerprint(store)},
+      counts={"corpus": store.manifest["counts"], "methods_done": done},
+      extra={"stages": stages})
+
+
+def default_log_setup() -> None:
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                      datefmt="%H:%M:%S")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

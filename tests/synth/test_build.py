@@ -1,0 +1,107 @@
+"""`python -m longjax.synth build` end to end on a hostile corpus; resumption; CLI errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from longjax.synth import artifacts
+from longjax.synth.__main__ import main
+from longjax.synth.chunking import open_chunk_store
+from longjax.synth.corpus import open_store
+from method_helpers import byte_tokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("tok")
+  byte_tokenizer()._impl.save_pretrained(str(path))
+  return path
+
+
+def _hostile_corpus(root):
+  """Text files: normal, empty, whitespace, binary, NUL, duplicate, enormous single lines."""
+  d = root / "texts"
+  d.mkdir()
+  normal = [f"Article {i}.\n" + " ".join(f"word{(i * 7 + j) % 50}" for j in range(300))
+            for i in range(30)]
+  for i, text in enumerate(normal):
+    (d / f"n{i:02d}.txt").write_text(text)
+  (d / "empty.txt").write_text("")
+  (d / "blank.txt").write_text(" \n\t\n")
+  (d / "binary.bin").write_bytes(bytes(range(256)) * 40)  # not UTF-8
+  (d / "nul.txt").write_text("looks like text\x00but has NUL")
+  (d / "zz_dup.txt").write_text(normal[3])
+  (d / "huge.txt").write_text("x" * 1_200_000)  # one line, over the default max_chars
+  (d / "long_line.txt").write_text("y " * 150_000)  # one 300K-char line: kept, one big chunk
+  return d, {"empty.txt": "empty", "blank.txt": "empty", "binary.bin": "not_utf8",
+             "nul.txt": "binary", "zz_dup.txt": "duplicate", "huge.txt": "too_long"}
+
+
+def test_hostile_corpus_builds_and_accounts_for_every_document(tmp_path, tokenizer_dir, caplog):
+  corpus, expected_skips = _hostile_corpus(tmp_path)
+  out = tmp_path / "idx"
+  argv = ["build", "--corpus", str(corpus), "--out", str(out), "--methods",
+          "standard,knn,nextlong", "--embedder", "hashing-64", "--tokenizer", str(tokenizer_dir),
+          "--lengths", "2048"]
+  assert main(argv) == 0
+  store = open_store(out)
+  m = store.manifest
+  files = sorted(p.name for p in corpus.iterdir())
+  assert m["counts"]["read"] == len(files) == m["counts"]["kept"] + len(m["skipped"])
+  assert {s["key"]: s["reason"] for s in m["skipped"]} == expected_skips
+  assert sorted(store.key(i) for i in range(len(store))) == sorted(
+      set(files) - set(expected_skips))
+  top = artifacts.read_manifest(out)
+  assert top["counts"]["methods_done"] == ["standard", "knn", "nextlong"]
+  for name in ("standard", "knn", "nextlong"):
+    assert artifacts.read_manifest(out / name)["complete"]
+  chunks = open_chunk_store(out)
+  long_doc = store.index_of("long_line.txt")
+  (only,) = chunks.chunks_of(long_doc)  # the 300K-character line is one chunk, never split
+  assert chunks.text(only) == store.text(long_doc)
+  # Second run: every stage is up to date; no method rebuilds.
+  created = {n: artifacts.read_manifest(out / n)["created"] for n in ("knn", "nextlong")}
+  caplog.clear()
+  with caplog.at_level("INFO", logger="longjax.synth"):
+    assert main(argv) == 0
+  assert sum("up to date" in r.message for r in caplog.records) == 3
+  assert {n: artifacts.read_manifest(out / n)["created"] for n in created} == created
+
+
+def test_store_only_build(tmp_path):
+  path = tmp_path / "c.jsonl"
+  path.write_text("\n".join(json.dumps({"id": i, "text": f"doc {i}"}) for i in range(5)) + "\n")
+  assert main(["build", "--corpus", str(path), "--out", str(tmp_path / "o"),
+               "--methods", "none"]) == 0
+  assert len(open_store(tmp_path / "o")) == 5
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--methods", "knn"], "need an embedder"),
+    (["--methods", "nope"], "unknown method 'nope'"),
+    (["--methods", "standard", "--embedder", "word2vec"], "unknown embedder 'word2vec'"),
+])
+def test_bad_options_exit_2(tmp_path, capsys, argv, message):
+  path = tmp_path / "c.jsonl"
+  path.write_text(json.dumps({"text": "a document"}) + "\n")
+  assert main(["build", "--corpus", str(path), "--out", str(tmp_path / "o")] + argv) == 2
+  assert message in capsys.readouterr().err
+
+
+def test_cli_help_and_malformed_input_subprocess(tmp_path):
+  env = {**os.environ, "PYTHONPATH": REPO}
+  run = lambda *a: subprocess.run([sys.executable, "-m", "longjax.synth", *a], cwd=REPO,
+                                  env=env, capture_output=True, text=True)
+  r = run("build", "--help")
+  assert r.returncode == 0 and "--corpus" in r.stdout and "--embedder" in r.stdout
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text('{"text": "ok"}\n{"text": broken}\n')
+  r = run("build", "--corpus", str(bad), "--out", str(tmp_path / "o"), "--methods", "none")
+  assert r.returncode == 2
+  assert f"error: {bad}:2: not valid JSON" in r.stderr
+  assert "Traceback" not in r.stderr
