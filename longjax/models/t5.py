@@ -160,17 +160,17 @@ class Attention(nnx.Module):
     self.o = _init(rngs, (n, h, d), (n * h) ** -0.5, pd)  # NHD
 
   def project_kv(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """x [B,S,D] -> k, v [B,S,N,H]."""
-    return (jnp.einsum("bsd,dnh->bsnh", x, self.k[...].astype(x.dtype)),
-            jnp.einsum("bsd,dnh->bsnh", x, self.v[...].astype(x.dtype)))
+    """x [B,S,D] -> k, v [B,N,S,H] (head-major, so cached K/V need no transpose per step)."""
+    return (jnp.einsum("bsd,dnh->bnsh", x, self.k[...].astype(x.dtype)),
+            jnp.einsum("bsd,dnh->bnsh", x, self.v[...].astype(x.dtype)))
 
   def attend(self, x: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
-    """x [B,T,D] queries over k/v [B,S,N,H]; bias broadcastable to [B,N,T,S]; returns [B,T,D]."""
-    q = jnp.einsum("btd,dnh->btnh", x, self.q[...].astype(x.dtype))
-    scores = jnp.einsum("btnh,bsnh->bnts", q, k).astype(jnp.float32) + bias
+    """x [B,T,D] queries over k/v [B,N,S,H]; bias broadcastable to [B,N,T,S]; returns [B,T,D]."""
+    q = jnp.einsum("btd,dnh->bnth", x, self.q[...].astype(x.dtype))
+    scores = jnp.einsum("bnth,bnsh->bnts", q, k, preferred_element_type=jnp.float32) + bias
     probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-    out = jnp.einsum("bnts,bsnh->btnh", probs, v)
-    return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(x.dtype))
+    out = jnp.einsum("bnts,bnsh->bnth", probs, v)
+    return jnp.einsum("bnth,nhd->btd", out, self.o[...].astype(x.dtype))
 
   def __call__(self, x: jax.Array, kv_input: jax.Array, bias: jax.Array) -> jax.Array:
     k, v = self.project_kv(kv_input)

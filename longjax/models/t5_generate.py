@@ -77,7 +77,7 @@ def _pick(logits: jax.Array, keys: jax.Array, step: jax.Array, cfg: DecodeConfig
 
 def _decode_step(model: T5, token, t, self_k, self_v, cross_k, cross_v, cross_bias):
   """One decoder position for every row. token [B] at position t -> logits [B,V], new caches."""
-  max_t = self_k[0].shape[1]
+  max_t = self_k[0].shape[2]
   k_pos = jnp.arange(max_t)
   bias = (model.position_bias(t[None], k_pos, decoder=True)
           + jnp.where(k_pos <= t, 0.0, _NEG_INF)[None, None, None, :])  # [1,N,1,T]
@@ -86,8 +86,8 @@ def _decode_step(model: T5, token, t, self_k, self_v, cross_k, cross_v, cross_bi
   for i, layer in enumerate(model.decoder):
     h = layer.self_norm(x)
     k, v = layer.self_attn.project_kv(h)
-    ck = jax.lax.dynamic_update_slice(self_k[i], k.astype(self_k[i].dtype), (0, t, 0, 0))
-    cv = jax.lax.dynamic_update_slice(self_v[i], v.astype(self_v[i].dtype), (0, t, 0, 0))
+    ck = jax.lax.dynamic_update_slice(self_k[i], k.astype(self_k[i].dtype), (0, 0, t, 0))
+    cv = jax.lax.dynamic_update_slice(self_v[i], v.astype(self_v[i].dtype), (0, 0, t, 0))
     new_k.append(ck)
     new_v.append(cv)
     x = x + layer.self_attn.attend(h, ck, cv, bias)
@@ -106,7 +106,7 @@ def _generate(graphdef, state, input_ids, attention_mask, keys, *, cfg: DecodeCo
   cross_k = [k for k, _ in cross]
   cross_v = [v for _, v in cross]
   cross_bias = padding_bias(attention_mask)
-  cache_shape = (b, cfg.max_new_tokens, mc.num_heads, mc.d_kv)
+  cache_shape = (b, mc.num_heads, cfg.max_new_tokens, mc.d_kv)  # BNTH
   zeros = [jnp.zeros(cache_shape, model.dtype) for _ in model.decoder]
   out = jnp.full((b, cfg.max_new_tokens), mc.pad_token_id, jnp.int32)
   start = jnp.full((b,), mc.decoder_start_token_id, jnp.int32)

@@ -195,3 +195,21 @@ def test_t5_predictor_segments_and_keys_queries(tmp_path):
   assert all(isinstance(q, str) for qs in out for q in qs)
   assert pred.predict(docs[::-1], seed=1) == out[::-1]  # keyed by (seed, doc, segment)
   assert pred.describe()["decode"]["top_p"] == 0.95
+
+
+def test_causal_lm_predictor_prompts_a_llama():
+  from longjax.models import Llama, LlamaConfig, generate
+  from longjax.synth.quest.predict import CausalLMQueryPredictor
+  tok = byte_tokenizer()
+  model = Llama(LlamaConfig.preset("tiny", vocab_size=tok.vocab_size), rngs=nnx.Rngs(0))
+  pred = CausalLMQueryPredictor(model, tok, max_input_tokens=24, max_segments_per_doc=2,
+                                max_new_tokens=6, batch_size=2)
+  docs = [(0, "solar panels on roofs"), (1, "y" * 60), (2, "wind")]
+  out = pred.predict(docs, seed=0)
+  assert [len(q) for q in out] == [1, 2, 1]
+  prompts = pred.prompt_ids(docs[1][1])
+  assert prompts[0][0] == tok.bos_id and "Passage: " + "y" * 24 in tok.decode(prompts[0])
+  # Batched, padded prediction equals one-prompt-at-a-time greedy generation.
+  want = pred.reply(generate(model, prompts[1], 6, eos_id=tok.eos_id))
+  assert out[1][1] == want
+  assert pred.describe()["kind"] == "causal_lm"

@@ -58,10 +58,13 @@ def doc_candidates(queries: Sequence[str], *, min_score: float = 3.0) -> list[st
 
 
 def choose(candidates: Sequence[str], *, seed: int, doc_id: int) -> str:
-  """One of `candidates` (sorted, non-empty) uniformly at random, keyed by (seed, doc_id)."""
-  doc_id = int(doc_id)
-  rng = np.random.default_rng([seed, doc_id & 0xFFFFFFFF, (doc_id >> 32) & 0xFFFFFFFF])
-  return candidates[int(rng.integers(len(candidates)))]
+  """One of `candidates` (sorted, non-empty) uniformly at random, keyed by (seed, doc_id).
+
+  A counter-based draw: blake2b of (seed, doc_id) as a 64-bit integer, modulo the number of
+  candidates (bias < 2**-50). Independent of corpus order and ~30x cheaper than a Generator.
+  """
+  digest = hashlib.blake2b(f"{int(seed)}:{int(doc_id)}".encode(), digest_size=8).digest()
+  return candidates[int.from_bytes(digest, "little") % len(candidates)]
 
 
 @dataclasses.dataclass

@@ -162,7 +162,7 @@ class CausalLMQueryPredictor:
 
   def __init__(self, model, tokenizer, *, checkpoint: str = "", prompt: str = DEFAULT_PROMPT,
                max_input_tokens: int = 320, max_segments_per_doc: int = 8,
-               max_new_tokens: int = 32):
+               max_new_tokens: int = 32, batch_size: int = 64):
     if "{passage}" not in prompt:
       raise ValueError("prompt must contain '{passage}'")
     self.model, self.tokenizer, self.checkpoint = model, tokenizer, checkpoint
@@ -170,6 +170,7 @@ class CausalLMQueryPredictor:
     self.max_input_tokens = max_input_tokens
     self.max_segments_per_doc = max_segments_per_doc
     self.max_new_tokens = max_new_tokens
+    self.batch_size = batch_size
 
   @classmethod
   def from_checkpoint(cls, path: str, **kwargs) -> "CausalLMQueryPredictor":
@@ -183,23 +184,35 @@ class CausalLMQueryPredictor:
             "max_segments_per_doc": self.max_segments_per_doc,
             "max_new_tokens": self.max_new_tokens, "decode": "greedy"}
 
+  def prompt_ids(self, text: str) -> list[list[int]]:
+    """One prompt (BOS + instruction + passage window) per kept segment of a document."""
+    tok = self.tokenizer
+    bos = [tok.bos_id] if tok.bos_id is not None else []
+    return [bos + tok.encode(self.prompt.format(passage=tok.decode(w).strip()))
+            for w in segment(tok.encode(text), self.max_input_tokens, self.max_segments_per_doc)]
+
+  def reply(self, new_ids: Sequence[int]) -> str:
+    """The first line of the generated text, without EOS."""
+    ids = list(new_ids)
+    if self.tokenizer.eos_id in ids:
+      ids = ids[:ids.index(self.tokenizer.eos_id)]
+    text = self.tokenizer.decode(ids).strip()
+    return text.splitlines()[0].strip() if text else ""
+
   def predict(self, docs: Sequence[tuple[int, str]], *, seed: int) -> list[list[str]]:
     del seed  # greedy decoding: deterministic without a key
     from longjax.models import generate
-    tok = self.tokenizer
-    out: list[list[str]] = []
-    for _, text in docs:
-      queries = []
-      for window in segment(tok.encode(text), self.max_input_tokens, self.max_segments_per_doc):
-        prompt = self.prompt.format(passage=tok.decode(window).strip())
-        ids = ([tok.bos_id] if tok.bos_id is not None else []) + tok.encode(prompt)
-        new = np.asarray(generate(self.model, np.asarray([ids], np.int32), self.max_new_tokens,
-                                  eos_id=tok.eos_id)).reshape(-1).tolist()
-        if tok.eos_id in new:
-          new = new[:new.index(tok.eos_id)]
-        reply = tok.decode(new).strip()
-        queries.append(reply.splitlines()[0].strip() if reply else "")
-      out.append(queries)
+    prompts, owner = [], []
+    for d, (_, text) in enumerate(docs):
+      for p in self.prompt_ids(text):
+        prompts.append(p)
+        owner.append(d)
+    out: list[list[str]] = [[] for _ in docs]
+    for start in range(0, len(prompts), self.batch_size):
+      batch = prompts[start:start + self.batch_size]
+      new = generate(self.model, batch, self.max_new_tokens, eos_id=self.tokenizer.eos_id)
+      for d, ids in zip(owner[start:start + self.batch_size], new):
+        out[d].append(self.reply(ids))
     return out
 
 
