@@ -212,26 +212,39 @@ def neighbour_lists(index: Index, vectors: np.ndarray, k: int, *, batch_size: in
                     out_dir: str | os.PathLike | None = None,
                     progress: Callable[..., Iterable[Any]] = lambda x, **_: x
                     ) -> tuple[np.ndarray, np.ndarray]:
-  """Top-k neighbours of every row of `vectors` (self included when it is in the index).
+  """Top-k neighbours of every row of `vectors`, most similar first (self included if indexed).
 
-  Returns (ids int64 [n, k'], scores float32 [n, k']); with `out_dir`, also writes
-  `neighbours.npy` (int32 ids) and `scores.npy` (float16) with a manifest.
+  Returns (ids int32 [n, k'], scores [n, k']), k' = min(k, index.n). Without `out_dir` they
+  are in memory (scores float32). With `out_dir` they stream batch by batch into
+  `neighbours.npy` (int32) and `scores.npy` (float16), so lists larger than RAM work; the
+  return values are then read-only memory maps, and a finished identical run is reused.
   """
   n = len(vectors)
   k = min(k, index.n)
   config, inputs = {"k": k}, {"index": index.manifest.get("inputs", {}), "rows": n}
-  if out_dir is not None and artifacts.is_complete(out_dir, config=config, inputs=inputs):
-    return (np.load(Path(out_dir) / "neighbours.npy").astype(np.int64),
-            np.load(Path(out_dir) / "scores.npy").astype(np.float32))
-  ids = np.zeros((n, k), np.int64)
-  scores = np.zeros((n, k), np.float32)
-  for s in progress(range(0, n, batch_size), desc="neighbours", unit="batch",
-                    total=-(-n // batch_size)):
-    ids[s:s + batch_size], scores[s:s + batch_size] = index.search(
-        vectors[s:s + batch_size], k, batch_size=batch_size)
-  if out_dir is not None:
-    artifacts.write_npy(Path(out_dir) / "neighbours.npy", ids.astype(np.int32))
-    artifacts.write_npy(Path(out_dir) / "scores.npy", scores.astype(np.float16))
+  batches = progress(range(0, n, batch_size), desc="neighbours", unit="batch",
+                     total=-(-n // batch_size))
+  if out_dir is None:
+    ids, scores = np.zeros((n, k), np.int32), np.zeros((n, k), np.float32)
+    _fill(index, vectors, k, batch_size, batches, ids, scores)
+    return ids, scores
+  out_dir = Path(out_dir)
+  paths = out_dir / "neighbours.npy", out_dir / "scores.npy"
+  if not artifacts.is_complete(out_dir, config=config, inputs=inputs):
+    with artifacts.atomic_path(paths[0]) as tmp_ids, artifacts.atomic_path(paths[1]) as tmp_sc:
+      ids = np.lib.format.open_memmap(tmp_ids, mode="w+", dtype=np.int32, shape=(n, k))
+      scores = np.lib.format.open_memmap(tmp_sc, mode="w+", dtype=np.float16, shape=(n, k))
+      _fill(index, vectors, k, batch_size, batches, ids, scores)
+      ids.flush()
+      scores.flush()
+      del ids, scores
     artifacts.write_manifest(out_dir, kind="neighbours", config=config, inputs=inputs,
                              counts={"rows": n, "k": k})
-  return ids, scores
+  return np.load(paths[0], mmap_mode="r"), np.load(paths[1], mmap_mode="r")
+
+
+def _fill(index: Index, vectors: np.ndarray, k: int, batch_size: int, batches: Iterable[int],
+          ids: np.ndarray, scores: np.ndarray) -> None:
+  for s in batches:
+    ids[s:s + batch_size], scores[s:s + batch_size] = index.search(
+        vectors[s:s + batch_size], k, batch_size=batch_size)
