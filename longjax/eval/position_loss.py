@@ -128,7 +128,7 @@ def heldout_sequences(documents: Iterable, tokenizer, length: int, per_source: i
   """`per_source` sequences of `length` tokens from each source, documents in natural order.
 
   Documents at least `length` tokens long come first (their first tokens); if a source has
-  too few, consecutive documents are concatenated (`concatenated` is then True). `documents`
+  too few, consecutive other documents are concatenated (`concatenated` is then True). `documents`
   are objects with `key` ("<source>/<name>") and `text`, as `heldout_documents()` returns.
   """
   by_source: dict[str, list] = {s: [] for s in sources}
@@ -144,12 +144,13 @@ def heldout_sequences(documents: Iterable, tokenizer, length: int, per_source: i
     encoded = [(d.key, tokenizer.encode(d.text)) for d in docs]
     picked = [LossSequence(src, (k,), np.asarray(bos + ids[:length - len(bos)], np.int32))
               for k, ids in encoded if len(bos) + len(ids) >= length][:per_source]
+    rest = [(k, ids) for k, ids in encoded if k not in {s.keys[0] for s in picked}]
     i = 0
-    while len(picked) < per_source and i < len(encoded):
+    while len(picked) < per_source and i < len(rest):
       keys, ids = [], list(bos)
-      while len(ids) < length and i < len(encoded):
-        keys.append(encoded[i][0])
-        ids += encoded[i][1]
+      while len(ids) < length and i < len(rest):
+        keys.append(rest[i][0])
+        ids += rest[i][1]
         i += 1
       if len(ids) >= length and len(keys) > 1:
         picked.append(LossSequence(src, tuple(keys), np.asarray(ids[:length], np.int32)))

@@ -1,0 +1,92 @@
+"""Loss by position against the model's own full logits and brute-force truncated contexts."""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from longjax.eval import position_loss as pl
+from longjax.models import Llama, LlamaConfig
+
+
+@pytest.fixture(scope="module")
+def model():
+  return Llama(LlamaConfig.preset("tiny", dtype="float32"), rngs=nnx.Rngs(0))
+
+
+@nnx.jit
+def _logits(model, tokens):
+  return model(tokens)
+
+
+def _reference_nll(model, tokens):
+  """NLL of tokens[1:] from log_softmax of the full [S, V] logits (no chunking)."""
+  logits = _logits(model, jnp.asarray(tokens)[None])[0, :-1]
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  return -np.asarray(jnp.take_along_axis(logp, jnp.asarray(tokens)[1:, None], axis=-1)[:, 0])
+
+
+def test_token_nll_matches_full_logits(model):
+  toks = np.random.default_rng(0).integers(0, 49152, size=(2, 37))
+  got = pl.token_nll(model, toks, chunk=8)  # 36 targets: exercises the padded last chunk
+  for b in range(2):
+    np.testing.assert_allclose(got[b], _reference_nll(model, toks[b]), rtol=1e-5, atol=1e-5)
+
+
+def test_windowed_nll_uses_only_the_last_w_tokens(model):
+  s, w, stride = 24, 8, 2
+  toks = np.random.default_rng(1).integers(0, 49152, size=(1, s))
+  got = pl.windowed_nll(model, toks, w, stride=stride)[0]
+  full = _reference_nll(model, toks[0])
+  np.testing.assert_allclose(got[:w - 1], full[:w - 1], rtol=1e-5, atol=1e-5)  # exact below w
+  # Brute force: target t scored from exactly c preceding tokens, for each allowed c.
+  by_c = {}
+  for c in range(w - stride, w):
+    rows = jnp.asarray(np.stack([toks[0, t - c:t + 1] for t in range(w, s)]))
+    logp = jax.nn.log_softmax(_logits(model, rows)[:, -2], axis=-1)
+    by_c[c] = -np.asarray(jnp.take_along_axis(logp, rows[:, -1:], axis=-1)[:, 0])
+  for t in range(w, s):  # the windowed score is one of them: w - stride <= context <= w - 1
+    assert min(abs(got[t - 1] - by_c[c][t - w]) for c in by_c) < 1e-4, t
+    assert abs(got[t - 1] - full[t - 1]) > 1e-6  # truncation changed the score
+
+
+def test_buckets_and_means():
+  assert pl.log_buckets(1000) == [(0, 128), (128, 256), (256, 512), (512, 1000)]
+  assert pl.linear_buckets(2500) == [(0, 1024), (1024, 2048), (2048, 2500)]
+  nll = np.arange(1, 10, dtype=np.float32)[None]  # targets at positions 1..9
+  assert pl.bucket_means(nll, [(0, 4), (4, 10)]) == [2.0, 6.5]
+  assert pl.window_starts(20, 8, 4) == [0, 4, 8, 12]
+  assert pl.window_starts(21, 8, 4) == [0, 4, 8, 12, 13]
+
+
+class _CharTokenizer:
+  bos_id = 1
+
+  def encode(self, text):
+    return [ord(c) % 200 + 2 for c in text]
+
+
+def test_heldout_sequences_single_then_concatenated():
+  doc = lambda key, n: types.SimpleNamespace(key=key, text="x" * n)
+  docs = [doc("sotu/a", 5), doc("sotu/b", 30), doc("sotu/c", 6), doc("sotu/d", 7),
+          doc("shakespeare/p", 40), doc("shakespeare/q", 50), doc("bbc/z", 100)]
+  seqs = pl.heldout_sequences(docs, _CharTokenizer(), 12, 2)
+  assert [s.keys for s in seqs] == [("sotu/b",), ("sotu/a", "sotu/c"),
+                                    ("shakespeare/p",), ("shakespeare/q",)]
+  assert [s.concatenated for s in seqs] == [False, True, False, False]
+  assert all(len(s.tokens) == 12 and s.tokens[0] == 1 for s in seqs)
+  with pytest.raises(ValueError, match="'sotu': only 1 sequences of 45 tokens, 3 asked"):
+    pl.heldout_sequences(docs, _CharTokenizer(), 45, 3)
+
+
+def test_loss_by_position_reports_gain(model):
+  toks = np.random.default_rng(2).integers(0, 49152, size=(64,)).astype(np.int32)
+  seqs = [pl.LossSequence("sotu", ("sotu/x",), toks)]
+  r = pl.loss_by_position(model, seqs, [16, 512])
+  assert r["windows"] == [16]  # windows >= the length are dropped
+  t = r["log"]
+  assert t["buckets"] == [(0, 64)]
+  assert t["gain_w16"][0] == pytest.approx(t["nll_w16"][0] - t["nll_full"][0])
