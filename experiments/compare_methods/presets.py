@@ -1,0 +1,71 @@
+"""Comparison presets: which corpus, tokenizer, model and budgets one method comparison uses.
+
+Every method gets the same documents, tokenizer, sequence length, token budget, model and
+optimizer; only the arrangement of documents differs (specs/baselines.md §0).
+"""
+
+import dataclasses
+from typing import Any, Mapping
+
+METHODS = ("standard", "knn", "iclm", "quest", "nextlong")
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+  """One method comparison.
+
+  Attributes:
+    corpus: 'default' (bundled BBC news), a corpus path `synth build` reads, or a glob of files
+      (linked into one directory named `corpus_name`, which then names the Tasks).
+    corpus_name: the `<corpus>` part of the Task names when `corpus` is a glob.
+    methods: the arms, in table order.
+    length: training sequence length in tokens (the Tasks' `<length>`).
+    embedder: embedder for knn/iclm/nextlong ('minilm' is the real one here).
+    tokenizer: 'spm:<vocab>' trains a SentencePiece model on the corpus (small models), or a
+      tokenizer spec `synth build` accepts ('smollm2', an HF dir).
+    synth_config: per-method build options ({method: {option: value}}).
+    train_gin: the gin experiment file (model, mesh, optimizer, steps, batch).
+    train_bindings: extra gin bindings applied to every arm.
+    eval_lengths / eval_tasks / eval_samples: the eval suite run on every trained arm.
+    loss_sequences: held-out sequences for the loss-by-position diagnostic.
+    cpu_devices: simulated CPU devices (None: use the real accelerators).
+  """
+  corpus: str
+  length: int
+  embedder: str
+  tokenizer: str
+  train_gin: str
+  corpus_name: str | None = None
+  methods: tuple[str, ...] = METHODS
+  synth_config: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  train_bindings: tuple[str, ...] = ()
+  eval_lengths: str = "4k"
+  eval_tasks: str = "all"
+  eval_samples: int = 100
+  loss_sequences: int = 4
+  cpu_devices: int | None = None
+
+  def __post_init__(self):
+    unknown = set(self.methods) - set(METHODS)
+    if unknown:
+      raise ValueError(f"methods {sorted(unknown)} unknown; expected a subset of {METHODS}")
+    if self.tokenizer.startswith("spm:") and not self.tokenizer[4:].isdigit():
+      raise ValueError(f"tokenizer {self.tokenizer!r}: expected spm:<vocab size>, e.g. spm:4096")
+
+
+PRESETS = {
+    # `make demo`: the whole comparison in miniature on 2 CPU cores, 8 simulated devices.
+    "demo": Comparison(
+        corpus="default", length=2048, embedder="minilm", tokenizer="spm:2048",
+        synth_config={"quest": {"predictor": "extractive"}},
+        train_gin="gin/experiments/compare_demo.gin",
+        eval_lengths="1k,2k", eval_tasks="niah_single_1,niah_multikey_1,vt,json_kv",
+        eval_samples=8, loss_sequences=4, cpu_devices=8),
+    # One GPU/TPU host: SmolLM2-135M continued pretraining to 8K on the Wikipedia pool
+    # (../shared/corpora), doc2query queries predicted by a causal LM.
+    "wiki_smollm2_8k": Comparison(
+        corpus="../shared/corpora/wiki_en_2019-*.jsonl.gz", corpus_name="wiki", length=8192, embedder="minilm", tokenizer="smollm2",
+        synth_config={"quest": {"predictor": "causal_lm"}},
+        train_gin="gin/experiments/compare_smollm2_8k.gin",
+        eval_lengths="2k,4k,8k,16k", eval_samples=100, loss_sequences=16),
+}

@@ -1,0 +1,160 @@
+"""Compare the synthesis methods end to end: build -> train each arm -> evaluate -> one table.
+
+    python experiments/compare_methods/run.py --preset demo --out demo_out      # `make demo`
+    python experiments/compare_methods/run.py --preset wiki_smollm2_8k --out runs/cmp8k
+
+Each stage runs the project's own entry points (`longjax.synth build`, `longjax.tasks.train_spm`,
+`longjax.train`, `longjax.eval`) with the preset's arguments, in this process, and is skipped when
+its output already exists, so an interrupted comparison resumes. Output:
+OUT/index (synthesis), OUT/runs/<method> (MODEL_DIR), OUT/eval/<method> (eval results), and
+OUT/comparison.{md,json,png}: methods x task categories x lengths, plus loss by position.
+Expect for `demo`: about 10 minutes on 2 CPU cores; tiny models trained for a few dozen steps
+score near zero on retrieval tasks, so the loss columns carry the signal there.
+"""
+
+import argparse
+import glob
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "experiments" / "compare_methods"))
+from presets import PRESETS, Comparison  # pylint: disable=wrong-import-position
+
+
+def _stage(title: str) -> float:
+  print(f"\n=== {title} ===", flush=True)
+  return time.time()
+
+
+def _done(t0: float) -> None:
+  print(f"--- done in {time.time() - t0:.0f}s", flush=True)
+
+
+def _call(main, argv: list[str], what: str) -> None:
+  """Runs an entry point's `main(argv)`; a non-zero status stops the comparison with its name."""
+  print("$ python -m " + what + " " + " ".join(argv), flush=True)
+  status = main(argv)
+  if status:
+    raise SystemExit(f"compare_methods: `{what}` failed with status {status}")
+
+
+def _corpus_arg(cmp: Comparison, out: Path) -> str:
+  """The corpus as `synth build` takes it; a glob becomes a directory of links to its files."""
+  if cmp.corpus == "default" or not any(c in cmp.corpus for c in "*?["):
+    return cmp.corpus
+  files = sorted(glob.glob(os.path.expanduser(cmp.corpus)))
+  if not files:
+    raise SystemExit(f"compare_methods: corpus glob {cmp.corpus!r} matches no file")
+  link_dir = out / (cmp.corpus_name or "corpus")
+  link_dir.mkdir(parents=True, exist_ok=True)
+  for f in files:
+    link = link_dir / Path(f).name
+    if not link.exists():
+      link.symlink_to(Path(f).resolve())
+  return str(link_dir)
+
+
+def build_index(cmp: Comparison, out: Path) -> tuple[Path, str]:
+  """Corpus store, tokenizer (trained if `spm:`), then every method's corpus-wide index."""
+  from longjax.synth.__main__ import main as synth_main  # pylint: disable=import-outside-toplevel
+  from longjax.tasks.train_spm import main as spm_main  # pylint: disable=import-outside-toplevel
+  index, corpus = out / "index", _corpus_arg(cmp, out)
+  tokenizer = cmp.tokenizer
+  if tokenizer.startswith("spm:"):
+    tokenizer = str(out / f"spm{tokenizer[4:]}.model")
+    if not Path(tokenizer).exists():
+      _call(synth_main, ["build", "--corpus", corpus, "--out", str(index), "--methods", "none"],
+            "longjax.synth")
+      _call(spm_main, ["--index-dir", str(index), "--out", tokenizer,
+                       "--vocab-size", cmp.tokenizer[4:]], "longjax.tasks.train_spm")
+  import json  # pylint: disable=import-outside-toplevel
+  _call(synth_main, ["build", "--corpus", corpus, "--out", str(index),
+                     "--methods", ",".join(cmp.methods), "--embedder", cmp.embedder,
+                     "--tokenizer", tokenizer, "--lengths", str(cmp.length),
+                     "--config", json.dumps(cmp.synth_config)], "longjax.synth")
+  return index, tokenizer
+
+
+def train_arm(cmp: Comparison, method: str, index: Path, tokenizer: str, out: Path) -> Path:
+  """Trains one arm on its Mixture `longjax_<corpus>_<method>_<length>_mix`; returns MODEL_DIR."""
+  from longjax.models.tokenizer import load_tokenizer_spec  # pylint: disable=import-outside-toplevel
+  from longjax.synth.methods.base import format_length  # pylint: disable=import-outside-toplevel
+  from longjax.synth.methods.task_names import IndexInfo  # pylint: disable=import-outside-toplevel
+  from longjax.train.__main__ import main as train_main  # pylint: disable=import-outside-toplevel
+  model_dir = out / "runs" / method
+  if (model_dir / "hf" / "config.json").exists():
+    print(f"{model_dir}: already trained", flush=True)
+    return model_dir
+  corpus = IndexInfo.read(index).corpus
+  mixture = f"longjax_{corpus}_{method}_{format_length(cmp.length)}_mix"
+  vocab = load_tokenizer_spec(tokenizer).vocab_size
+  _call(train_main, [f"--gin_file={cmp.train_gin}",
+                     f"--gin.MIXTURE_OR_TASK_NAME='{mixture}'",
+                     f"--gin.TASK_FEATURE_LENGTHS={{'targets': {cmp.length}}}",
+                     f"--gin.MODEL_DIR='{model_dir}'",
+                     f"--gin.VOCAB_SIZE={vocab}",
+                     *(f"--gin.{b}" for b in cmp.train_bindings)], "longjax.train")
+  return model_dir
+
+
+def evaluate_arm(cmp: Comparison, method: str, model_dir: Path, tokenizer: str,
+                 out: Path) -> Path:
+  """Runs the eval suite on one trained arm; returns its results directory."""
+  from longjax.eval.__main__ import main as eval_main  # pylint: disable=import-outside-toplevel
+  eval_dir = out / "eval" / method
+  if (eval_dir / "results.json").exists():
+    print(f"{eval_dir}: already evaluated", flush=True)
+    return eval_dir
+  _call(eval_main, ["--model", str(model_dir), "--tokenizer", tokenizer,
+                    "--lengths", cmp.eval_lengths, "--tasks", cmp.eval_tasks,
+                    "--samples", str(cmp.eval_samples),
+                    "--loss-sequences", str(cmp.loss_sequences), "--out", str(eval_dir)],
+        "longjax.eval")
+  return eval_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+  parser.add_argument("--out", type=Path, required=True, help="output directory")
+  parser.add_argument("--methods", default=None, help="comma list: a subset of the preset's arms")
+  args = parser.parse_args(argv)
+  cmp = PRESETS[args.preset]
+  methods = tuple(args.methods.split(",")) if args.methods else cmp.methods
+  if cmp.cpu_devices:  # before jax is imported anywhere
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={cmp.cpu_devices}")
+  os.environ.setdefault("HF_HUB_OFFLINE", "1")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  out = args.out.resolve()
+  os.environ["LONGJAX_INDEX_DIRS"] = str(out / "index")
+  start = time.time()
+
+  t = _stage(f"1/4 synthesis index ({', '.join(methods)})")
+  index, tokenizer = build_index(cmp, out)
+  _done(t)
+  import longjax.tasks  # pylint: disable=import-outside-toplevel,unused-import  (registers Tasks)
+  model_dirs, eval_dirs = {}, {}
+  for i, method in enumerate(methods):
+    t = _stage(f"2/4 train arm {i + 1}/{len(methods)}: {method}")
+    model_dirs[method] = train_arm(cmp, method, index, tokenizer, out)
+    _done(t)
+  for i, method in enumerate(methods):
+    t = _stage(f"3/4 evaluate arm {i + 1}/{len(methods)}: {method}")
+    eval_dirs[method] = evaluate_arm(cmp, method, model_dirs[method], tokenizer, out)
+    _done(t)
+  t = _stage("4/4 comparison")
+  from comparison import write_comparison  # pylint: disable=import-outside-toplevel
+  table = write_comparison(eval_dirs, out, title=f"{args.preset}: methods at {cmp.length} tokens")
+  print(table)
+  print(f"\nall outputs under {out} (comparison.md, comparison.png); total "
+        f"{(time.time() - start) / 60:.1f} min")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
