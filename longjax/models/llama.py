@@ -17,7 +17,7 @@ Sharding: logical names only, through Flax's own mechanism.
     layers.*_layernorm.scale      [L, D]        ('layers', 'embed')
     norm.scale                    [D]           ('embed',)
     lm_head.kernel (untied only)  [D, V]        ('embed', 'vocab')
-  (each leaf is the `.value` of the named Param, e.g. `layers.mlp.up_proj.kernel`). Params are
+  (the paths of `nnx.state(model)`, which are also the keys of `hf.py`'s name table). Params are
   created with `eager_sharding=False`, so building a model never needs a mesh; a trainer gets
   PartitionSpecs with
     with nnx.logical_axis_rules(RULES): specs = nnx.get_partition_spec(nnx.state(model))
