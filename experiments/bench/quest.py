@@ -35,8 +35,9 @@ def bench_predict(args) -> list[dict]:
   rows = [(i, 0, list(rng.integers(2, cfg.vocab_size, size=args.input_tokens - 1)) + [1])
           for i in range(args.docs)]
   results = []
-  for decode_name, decode in (("top_p", DecodeConfig(max_new_tokens=args.new_tokens, top_p=0.95)),
-                              ("greedy", DecodeConfig(max_new_tokens=args.new_tokens, greedy=True))):
+  modes = (("top_p", DecodeConfig(max_new_tokens=args.new_tokens, top_p=0.95)),
+           ("greedy", DecodeConfig(max_new_tokens=args.new_tokens, greedy=True)))
+  for decode_name, decode in modes:
     if decode_name not in args.decode:
       continue
     for batch in args.batch:

@@ -78,7 +78,8 @@ class T5Config:
                        " must be even (half are used per direction in the encoder)")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"{name} must be float32, bfloat16 or float16, got {getattr(self, name)!r}")
+        raise ValueError(f"{name} must be float32, bfloat16 or float16, "
+                         f"got {getattr(self, name)!r}")
 
   @property
   def is_gated(self) -> bool:
@@ -115,7 +116,7 @@ class T5Config:
 
 def relative_position_bucket(relative_position: jax.Array, *, bidirectional: bool,
                              num_buckets: int, max_distance: int) -> jax.Array:
-  """Maps `key_pos - query_pos` to T5's bucket ids: exact below half the buckets, log-spaced above."""
+  """Maps `key_pos - query_pos` to T5 bucket ids: exact below half the buckets, then log-spaced."""
   buckets = jnp.zeros_like(relative_position)
   if bidirectional:
     num_buckets //= 2
@@ -361,7 +362,8 @@ def _assign_hf(model: T5, tensors: Mapping[str, np.ndarray], path: Path) -> None
 
   def get(key: str) -> np.ndarray:
     if key not in tensors:
-      raise KeyError(f"{path}: checkpoint lacks tensor {key!r} needed by {cfg.feed_forward_proj} T5")
+      raise KeyError(f"{path}: checkpoint lacks tensor {key!r} "
+                     f"(needed by a {cfg.feed_forward_proj} T5)")
     used.add(key)
     return np.asarray(tensors[key], np.float32)
 
@@ -388,8 +390,9 @@ def _assign_hf(model: T5, tensors: Mapping[str, np.ndarray], path: Path) -> None
   used.update(k for k in ("shared.weight", "encoder.embed_tokens.weight",
                           "decoder.embed_tokens.weight") if k in tensors)
   put(model.embed, np.asarray(shared, np.float32))
-  put(model.enc_rel_bias, get("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"))
-  put(model.dec_rel_bias, get("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"))
+  rel = "block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+  put(model.enc_rel_bias, get(f"encoder.{rel}"))
+  put(model.dec_rel_bias, get(f"decoder.{rel}"))
   for i, layer in enumerate(model.encoder):
     p = f"encoder.block.{i}.layer"
     put(layer.attn_norm.weight, get(f"{p}.0.layer_norm.weight"))

@@ -73,7 +73,8 @@ class QuestConfig:
     if self.keywordless not in ("drop", "pool"):
       raise ValueError(f"quest.keywordless must be 'drop' or 'pool', got {self.keywordless!r}")
     if self.fill_policy not in FILL_POLICIES:
-      raise ValueError(f"quest.fill_policy must be one of {FILL_POLICIES}, got {self.fill_policy!r}")
+      raise ValueError(f"quest.fill_policy must be one of {FILL_POLICIES}, "
+                       f"got {self.fill_policy!r}")
     if self.long_doc_policy not in LONG_DOC_POLICIES:
       raise ValueError(f"quest.long_doc_policy must be one of {LONG_DOC_POLICIES}, "
                        f"got {self.long_doc_policy!r}")
@@ -177,7 +178,7 @@ class QuestMethod:
         ctx.log(f"quest: WARNING L={length}: no sample can be filled ({int(inv.n_tokens.sum())} "
                 "indexed tokens); this length yields no examples")
       ctx.log(f"quest: L={length}: {stats.samples} samples, keywords/sample "
-              f"{dict(stats.keywords_per_sample)}, short token share "
+              f"{dict(sorted(stats.keywords_per_sample.items()))}, short token share "
               f"{simulations[str(length)]['short_token_share']:.3f}")
     reasons = chosen.reason_counts()
     skipped = [{"doc_id": int(d), "reason": r} for d, r in zip(doc_ids, chosen.reasons)

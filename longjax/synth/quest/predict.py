@@ -244,7 +244,8 @@ class ExtractiveQueryPredictor:
       words = _WORD.findall(text)
       queries = []
       for window in segment(words, self.window_words, self.max_segments_per_doc):
-        ranked = sorted(rake.score_phrases(" ".join(window)).items(), key=lambda kv: (-kv[1], kv[0]))
+        scores = rake.score_phrases(" ".join(window))
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         queries.append(", ".join(p for p, _ in ranked[:self.phrases_per_query]))
       out.append(queries)
     return out
