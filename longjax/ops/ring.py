@@ -28,6 +28,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import PartitionSpec as P
@@ -116,14 +117,35 @@ class _Ring:
     return [(i, (i + 1) % self.n) for i in range(self.n)]
 
 
-def _unpack(kv):
-  kvs, seg, pos = kv
-  return kvs[0], kvs[1], seg, pos
+def _pack(rk: _Ring, k, v, seg, pos):
+  """K, V (and, for kernels that mask by data, segment ids and positions) as ONE buffer.
+
+  The int32 arrays are bit-cast to K's dtype and appended, so each ring step is a single
+  collective-permute (R4) whatever travels with the KV.
+  """
+  kv = jnp.stack([k, v])
+  ints = [x for x in (seg, pos) if x is not None] if rk.kernel.takes_segments else []
+  if not ints:
+    return kv
+  ints = lax.bitcast_convert_type(jnp.stack(ints, -1), kv.dtype)
+  return jnp.concatenate([kv.reshape(-1), ints.reshape(-1)])
+
+
+def _unpack(buf, k_shape, has_seg):
+  """Inverse of `_pack`: (k, v, seg | None, pos | None)."""
+  if buf.ndim > 1:
+    return buf[0], buf[1], None, None
+  size = 2 * int(np.prod(k_shape))
+  kv = buf[:size].reshape((2,) + tuple(k_shape))
+  width = 4 // buf.dtype.itemsize  # int32 words per element of K's dtype
+  shape = tuple(k_shape[:2]) + (2 if has_seg else 1,) + ((width,) if width > 1 else ())
+  ints = lax.bitcast_convert_type(buf[size:].reshape(shape), jnp.int32)
+  return kv[0], kv[1], ints[..., 0] if has_seg else None, ints[..., -1]
 
 
 def _step_fwd(rk: _Ring, s, rank, q, qseg, qpos, kv, o, lse):
   """Merge step s's block(s) into (o, lse); o/lse are pairs of halves for zigzag."""
-  k, v, kseg, kpos = _unpack(kv)
+  k, v, kseg, kpos = kv
   fwd = lambda q_, k_, v_, m: rk.kernel.fwd(q_, k_, v_, m, rk.scale)
   if s == 0 or not rk.causal:
     o_s, lse_s = fwd(q, k, v, rk.mask(qseg, kseg, qpos, kpos, rk.causal and s == 0))
@@ -153,7 +175,7 @@ def _step_fwd(rk: _Ring, s, rank, q, qseg, qpos, kv, o, lse):
 
 def _step_bwd(rk: _Ring, s, rank, q, qseg, qpos, kv, o, lse, do):
   """(dq [B,c,N,H] f32, dkv [2,B,c,K,H] f32) of step s's block(s) against the global o/lse."""
-  k, v, kseg, kpos = _unpack(kv)
+  k, v, kseg, kpos = kv
   f32 = lambda *xs: [x.astype(jnp.float32) for x in xs]
   bwd = lambda q_, k_, v_, o_, l_, do_, m: f32(*rk.kernel.bwd(q_, k_, v_, o_, l_, do_, m,
                                                                 rk.scale))
@@ -184,15 +206,17 @@ def _step_bwd(rk: _Ring, s, rank, q, qseg, qpos, kv, o, lse, do):
 
 def _ring_forward(rk: _Ring, q, k, v, seg, pos):
   rank = lax.axis_index(SEQUENCE_AXIS)
-  kv = (jnp.stack([k, v]), seg, pos)
+  buf = _pack(rk, k, v, seg, pos)
+  kv = (k, v, seg, pos)
   o = jnp.zeros(q.shape, jnp.float32)
   lse = jnp.full(q.shape[:3], -jnp.inf, jnp.float32)
   if rk.layout == "zigzag" and rk.causal:
     o, lse = (_half(o, 0), _half(o, 1)), (_half(lse, 0), _half(lse, 1))
   for s in range(rk.n):
-    nxt = lax.ppermute(kv, SEQUENCE_AXIS, rk.perm()) if s < rk.n - 1 else None  # before compute
+    if s < rk.n - 1:  # issued before this step's compute, which does not depend on it
+      buf = lax.ppermute(buf, SEQUENCE_AXIS, rk.perm())
     o, lse = _step_fwd(rk, s, rank, q, seg, pos, kv, o, lse)
-    kv = nxt
+    kv = _unpack(buf, k.shape, seg is not None)
   if isinstance(o, tuple):
     o, lse = jnp.concatenate(o, 1), jnp.concatenate(lse, 1)
   return o.astype(q.dtype), lse
@@ -213,17 +237,19 @@ def _ring_fwd(rk, q, k, v, seg, pos):
 def _ring_bwd(rk, res, do):
   q, k, v, seg, pos, o, lse = res
   rank = lax.axis_index(SEQUENCE_AXIS)
-  kv = (jnp.stack([k, v]), seg, pos)
+  buf = _pack(rk, k, v, seg, pos)
+  kv = (k, v, seg, pos)
   dq = jnp.zeros(q.shape, jnp.float32)
   acc = jnp.zeros((2,) + k.shape, jnp.float32)
   pend = None
   for s in range(rk.n):
-    nxt = lax.ppermute(kv, SEQUENCE_AXIS, rk.perm()) if s < rk.n - 1 else None
+    if s < rk.n - 1:
+      buf = lax.ppermute(buf, SEQUENCE_AXIS, rk.perm())
     if s > 0:  # dK/dV of the previous step's KV travel on with it; overlaps this step's compute
       acc = lax.ppermute(acc + pend, SEQUENCE_AXIS, rk.perm())
     dq_s, pend = _step_bwd(rk, s, rank, q, seg, pos, kv, o, lse, do)
     dq = dq + dq_s
-    kv = nxt
+    kv = _unpack(buf, k.shape, seg is not None)
   acc = lax.ppermute(acc + pend, SEQUENCE_AXIS, rk.perm())  # N-th shift: back at the owner
   return dq.astype(q.dtype), acc[0].astype(k.dtype), acc[1].astype(v.dtype), None, None
 
