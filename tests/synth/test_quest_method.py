@@ -213,3 +213,31 @@ def test_causal_lm_predictor_prompts_a_llama():
   want = pred.reply(generate(model, prompts[1], 6, eos_id=tok.eos_id))
   assert out[1][1] == want
   assert pred.describe()["kind"] == "causal_lm"
+
+
+def test_build_with_a_t5_checkpoint(tmp_path):
+  """The real-run path: predictor='t5' loads an HF checkpoint dir (weights + tokenizer)."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  tok = byte_tokenizer()
+  ckpt = tmp_path / "t5"
+  torch.manual_seed(0)
+  hf = transformers.T5Config(vocab_size=tok.vocab_size, d_model=32, d_kv=8, d_ff=48,
+                             num_layers=1, num_heads=2, feed_forward_proj="gated-gelu",
+                             eos_token_id=EOS, pad_token_id=0, decoder_start_token_id=0)
+  transformers.T5ForConditionalGeneration(hf).save_pretrained(ckpt)
+  tok._impl.save_pretrained(ckpt)
+  texts, _ = _corpus()
+  index_dir = tmp_path / "idx"
+  store = make_store(index_dir, texts[:12])
+  options = {"predictor": "t5", "checkpoint": str(ckpt),
+             "predictor_options": {"batch_size": 8, "dtype": "float32", "max_input_tokens": 24}}
+  QuestMethod().build(BuildContext(store, tok, None, {"quest": options}, index_dir,
+                                   lengths=(64,)))
+  m = artifacts.read_manifest(index_dir / "quest")
+  assert m["predictor"]["kind"] == "t5" and m["predictor"]["checkpoint"] == str(ckpt)
+  c = m["counts"]
+  assert c["documents"] == 12 == c["documents_indexed"] + c["documents_without_keyword"]
+  # 24 model tokens per window (23 text + EOS): every test text fits one or two windows.
+  want = sum(len(range(0, len(tok.encode(t)), 23)) for t in texts[:12])
+  assert c["queries"] == want
