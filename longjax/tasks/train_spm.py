@@ -48,10 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="lines sampled for training (default 2,000,000)")
   args = parser.parse_args(argv)
   from longjax.synth.corpus import CorpusError  # pylint: disable=import-outside-toplevel
-  from longjax.tasks.vocabularies import train_sentencepiece  # pylint: disable=import-outside-toplevel
+  from longjax.tasks import vocabularies  # pylint: disable=import-outside-toplevel
   try:
-    out = train_sentencepiece(_texts(args), args.out, vocab_size=args.vocab_size,
-                              model_type=args.model_type, max_sentences=args.max_sentences)
+    out = vocabularies.train_sentencepiece(
+        _texts(args), args.out, vocab_size=args.vocab_size, model_type=args.model_type,
+        max_sentences=args.max_sentences)
   except (CorpusError, FileNotFoundError, ValueError, RuntimeError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -29,14 +29,14 @@ import seqio
 import tensorflow as tf
 
 from longjax.models.tokenizer import Tokenizer, load_tokenizer
+from longjax.synth import build as synth_build
 
 SPM_PAD, SPM_EOS, SPM_UNK, SPM_BOS = 0, 1, 2, 3
 
 
 def load_tokenizer_spec(spec: str) -> Tokenizer:
   """The Tokenizer for a spec string (same forms as `synth build --tokenizer`)."""
-  from longjax.synth.build import load_tokenizer_spec as load  # pylint: disable=import-outside-toplevel
-  return load(spec)
+  return synth_build.load_tokenizer_spec(spec)
 
 
 class HFVocabulary(seqio.Vocabulary):

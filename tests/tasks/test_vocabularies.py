@@ -36,7 +36,8 @@ def test_hf_vocabulary_equality_and_pickling(byte_tokenizer_dir, tmp_path):
   a, b = HFVocabulary(byte_tokenizer_dir), HFVocabulary(str(byte_tokenizer_dir))
   assert a == b
   copy_dir = tmp_path / "copy"
-  load_tokenizer(byte_tokenizer_dir)._impl.save_pretrained(copy_dir)  # pylint: disable=protected-access
+  impl = load_tokenizer(byte_tokenizer_dir)._impl  # pylint: disable=protected-access
+  impl.save_pretrained(copy_dir)
   assert HFVocabulary(copy_dir) == a  # same content under another path
   assert HFVocabulary(byte_tokenizer_dir, extra_ids=2) != a
   restored = pickle.loads(pickle.dumps(a))
