@@ -80,6 +80,11 @@ class KNNMethod:
     doc_ids = np.asarray(ctx.store.doc_ids(), np.int64)
     counts = contexts.count_tokens(ctx.store, doc_ids, ctx.tokenizer, ctx.progress)
     nbrs, retrieval_info = neighbours.document_neighbours(ctx, int(cfg["k_nn"]), include_self=False)
+    for length in ctx.lengths:
+      need = length / max(1.0, float(counts.mean()))
+      if cfg["k_nn"] < need:
+        ctx.log(f"knn: warning: k_nn ({cfg['k_nn']}) is below L / mean document tokens "
+                f"({need:.0f}) for L={length}; contexts will often need several seeds")
     stats: dict[str, Any] = {"documents": len(doc_ids)}
     skipped = []
     for length in ctx.lengths:

@@ -326,12 +326,13 @@ class NExtLongMethod:
     meta_docs = np.load(out / "meta_docs.npy")
     order = np.random.default_rng(seed).permutation(meta_docs)
     make = exact_budget_sample if cfg.exact_budget else paper_sample
-    made = discarded = 0
+    made = discarded = shortfall = 0
     for pos in shard_range(len(order), shard, num_shards):
       doc = int(order[pos])
       source = ChunkSource(chunks.text, chunks.doc_of_chunk, cached_search(search))
       tokens, info = make(source, tokenizer, meta_doc=doc, metas=list(chunks.chunks_of(doc)),
                           doc_chars=len(store.text(doc)), length=length, cfg=cfg)
+      shortfall += info["shortfall"]
       if tokens is None:
         discarded += 1
         continue
@@ -339,9 +340,12 @@ class NExtLongMethod:
       info.update(method=self.name, seed=seed, shard=shard, num_shards=num_shards,
                   exact_budget=cfg.exact_budget)
       yield {"targets": tokens, "provenance": json.dumps(info)}
-    total = made + discarded
-    _log.info("nextlong shard %d/%d L=%d: %d samples, %d discarded as shorter than T (%.1f%%)",
-              shard, num_shards, length, made, discarded, 100 * discarded / max(1, total))
+    rate = discarded / max(1, made + discarded)
+    _log.log(logging.WARNING if rate > 0.05 else logging.INFO,
+             "nextlong shard %d/%d L=%d: %d samples, %d discarded as shorter than T (%.1f%%%s); "
+             "%d negatives short of k (fetch cap or index size)", shard, num_shards, length, made,
+             discarded, 100 * rate, "; above 5%: raise overgen (w)" if rate > 0.05 else "",
+             shortfall)
 
 
 def _lists_dir(index_dir: Path, cfg: NExtLongConfig) -> Path:
