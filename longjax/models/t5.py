@@ -310,9 +310,9 @@ def _read_hf_tensors(path: Path) -> dict[str, np.ndarray]:
     for f in files:
       try:
         out.update(load_file(str(f)))
-      except TypeError:  # bf16 tensors: numpy has no bfloat16, go through torch
-        from safetensors.torch import load_file as load_torch
-        out.update({k: v.float().numpy() for k, v in load_torch(str(f)).items()})
+      except TypeError:  # bf16 tensors: numpy has no bfloat16; read them as JAX arrays
+        from safetensors.flax import load_file as load_jax
+        out.update({k: np.asarray(v.astype(jnp.float32)) for k, v in load_jax(str(f)).items()})
     return out
   bins = sorted(path.glob("pytorch_model*.bin"))
   if bins:

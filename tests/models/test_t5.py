@@ -159,3 +159,12 @@ def test_config_validation_and_bad_checkpoint(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 8}))
   with pytest.raises(FileNotFoundError, match="safetensors"):
     load_hf_t5(tmp_path)
+
+
+def test_loads_bf16_safetensors(tmp_path):
+  path, ref = _make_checkpoint(tmp_path, "v1.1", seed=9)
+  ref.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+  model = load_hf_t5(tmp_path / "bf16")
+  want = ref.encoder.block[1].layer[1].DenseReluDense.wi_1.weight.detach().float().numpy().T
+  np.testing.assert_array_equal(np.asarray(model.encoder[1].mlp.wi_1[...]), want)
+  assert model.lm_head is not None  # the untied v1.1 head survives the bf16 round trip
