@@ -94,9 +94,8 @@ class T5QueryPredictor:
             "decode": dataclasses.asdict(self.decode), "dtype": self.model.config.dtype,
             "rng": "fold_in(key(seed), doc_id_hi, doc_id_lo, segment), then step"}
 
-  def segments(self, text: str) -> list[list[int]]:
-    """Model-token windows of a document, each ending in EOS as the T5 tokenizer would."""
-    ids = self.tokenizer.encode(text)
+  def segments(self, ids: Sequence[int]) -> list[list[int]]:
+    """A document's model-token windows, each ending in EOS as the T5 tokenizer would."""
     return [w + [self.eos_id] for w in segment(ids, self.max_input_tokens - 1,
                                                self.max_segments_per_doc)]
 
@@ -140,8 +139,9 @@ class T5QueryPredictor:
 
   def predict(self, docs: Sequence[tuple[int, str]], *, seed: int) -> list[list[str]]:
     rows, owner = [], []
-    for d, (doc_id, text) in enumerate(docs):
-      for s, ids in enumerate(self.segments(text)):
+    encoded = self.tokenizer.encode_batch([text for _, text in docs]) if docs else []
+    for d, ((doc_id, _), doc_ids) in enumerate(zip(docs, encoded)):
+      for s, ids in enumerate(self.segments(doc_ids)):
         rows.append((doc_id, s, ids))
         owner.append(d)
     out: list[list[str]] = [[] for _ in docs]
