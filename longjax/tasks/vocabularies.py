@@ -28,15 +28,9 @@ from typing import Any, Iterable, Optional, Sequence
 import seqio
 import tensorflow as tf
 
-from longjax.models.tokenizer import Tokenizer, load_tokenizer
-from longjax.synth import build as synth_build
+from longjax.models.tokenizer import Tokenizer, load_tokenizer, load_tokenizer_spec
 
 SPM_PAD, SPM_EOS, SPM_UNK, SPM_BOS = 0, 1, 2, 3
-
-
-def load_tokenizer_spec(spec: str) -> Tokenizer:
-  """The Tokenizer for a spec string (same forms as `synth build --tokenizer`)."""
-  return synth_build.load_tokenizer_spec(spec)
 
 
 class HFVocabulary(seqio.Vocabulary):
