@@ -82,6 +82,8 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--tokenizer", default="smollm2", help="as for build (default: smollm2)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--num", type=int, default=1, help="number of samples to show")
+  p.add_argument("--shard", type=int, default=0)
+  p.add_argument("--num-shards", type=int, default=1)
   return parser
 
 
@@ -110,7 +112,8 @@ def _preview(args: argparse.Namespace) -> int:
   from longjax.synth import build, preview  # pylint: disable=import-outside-toplevel
   tokenizer = build.load_tokenizer_spec(args.tokenizer)
   print(preview.preview(args.task, index_dir=args.index_dir, tokenizer=tokenizer,
-                        seed=args.seed, num=args.num))
+                        seed=args.seed, num=args.num, shard=args.shard,
+                        num_shards=args.num_shards))
   return 0
 
 

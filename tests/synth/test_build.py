@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -71,6 +72,24 @@ def test_hostile_corpus_builds_and_accounts_for_every_document(tmp_path, tokeniz
     assert main(argv) == 0
   assert sum("up to date" in r.message for r in caplog.records) == 3
   assert {n: artifacts.read_manifest(out / n)["created"] for n in created} == created
+
+
+def test_preview_after_build(tmp_path, tokenizer_dir, capsys):
+  path = tmp_path / "c.jsonl"
+  path.write_text("\n".join(json.dumps({"id": f"d{i}", "text": f"document {i} " * 20})
+                            for i in range(12)) + "\n")
+  out = str(tmp_path / "o")
+  assert main(["build", "--corpus", str(path), "--out", out, "--methods", "standard",
+               "--tokenizer", str(tokenizer_dir), "--lengths", "300"]) == 0
+  capsys.readouterr()
+  assert main(["preview", "longjax_c_standard_300", "--index-dir", out,
+               "--tokenizer", str(tokenizer_dir), "--num", "2"]) == 0
+  shown = capsys.readouterr().out
+  assert shown.count("\nsample ") == 2 and "method standard, length 300" in shown
+  assert re.search(r"\s0-\d+\s+\d+\s+d\d+\s", shown)  # first piece: sample range, doc, key
+  assert main(["preview", "longjax_c_bogus_300", "--index-dir", out,
+               "--tokenizer", str(tokenizer_dir)]) == 2
+  assert "unknown method 'bogus'" in capsys.readouterr().err
 
 
 def test_store_only_build(tmp_path):
