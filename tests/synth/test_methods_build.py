@@ -118,3 +118,13 @@ def test_nextlong_samples(built):
     negs = [c for block in info["negatives"] for c in block]
     assert len(negs) == len(set(negs)) and not set(negs) & set(info["meta_chunks"])
     assert info["tokens_before_truncation"] >= L
+
+
+@pytest.mark.parametrize("method", ["knn", "iclm", "nextlong"])
+def test_unknown_options_are_named(built, tmp_path, method):
+  index_dir, _, tok = built
+  from longjax.synth import corpus
+  ctx = BuildContext(corpus.open_store(index_dir), tok, embed.HashingEmbedder(8),
+                     {method: {"w": 2.0}}, tmp_path, lengths=(L,))
+  with pytest.raises(ValueError, match=r"unknown options \['w'\]"):
+    METHODS[method].build(ctx)

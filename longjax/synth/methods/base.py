@@ -114,6 +114,15 @@ class Method(Protocol):
                num_shards: int, seed: int) -> Iterator[dict[str, Any]]: ...
 
 
+def resolve_options(method: str, given: Mapping[str, Any],
+                    defaults: Mapping[str, Any]) -> dict[str, Any]:
+  """`defaults` updated with `given`; unknown option names raise a ValueError naming them."""
+  unknown = sorted(set(given) - set(defaults))
+  if unknown:
+    raise ValueError(f"{method}: unknown options {unknown}; valid options: {sorted(defaults)}")
+  return {**defaults, **given}
+
+
 def check_shard(shard: int, num_shards: int) -> None:
   """Raises a clear error for an invalid (shard, num_shards) pair."""
   if num_shards < 1:

@@ -20,7 +20,7 @@ import numpy as np
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import artifacts, chunking, corpus
 from longjax.synth.methods import contexts, packer
-from longjax.synth.methods.base import BuildContext
+from longjax.synth.methods.base import BuildContext, resolve_options
 
 DEFAULTS = {"k_nn": 50, "window": 9, "cluster_size": 21, "dedup_chars": 100,
             "dedup_threshold": 0.85, "seed": 0}
@@ -125,7 +125,7 @@ class ICLMMethod:
   def build(self, ctx: BuildContext) -> None:
     from longjax.synth.methods import neighbours  # embedding + ScaNN; heavy imports
 
-    cfg = {**DEFAULTS, **ctx.method_config(self.name)}
+    cfg = resolve_options(self.name, ctx.method_config(self.name), DEFAULTS)
     if not ctx.lengths:
       raise ValueError("iclm: BuildContext.lengths is empty; context boundaries need a length")
     if not 1 <= cfg["window"] <= cfg["k_nn"]:

@@ -19,7 +19,7 @@ import numpy as np
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import artifacts, chunking, corpus
 from longjax.synth.methods import contexts, packer
-from longjax.synth.methods.base import BuildContext
+from longjax.synth.methods.base import BuildContext, resolve_options
 
 DEFAULTS = {"k_nn": 256, "seed": 0}
 
@@ -73,7 +73,7 @@ class KNNMethod:
   def build(self, ctx: BuildContext) -> None:
     from longjax.synth.methods import neighbours  # embedding + ScaNN; heavy imports
 
-    cfg = {**DEFAULTS, **ctx.method_config(self.name)}
+    cfg = resolve_options(self.name, ctx.method_config(self.name), DEFAULTS)
     if not ctx.lengths:
       raise ValueError("knn: BuildContext.lengths is empty; KNN groups depend on the length")
     out = ctx.method_dir(self.name)

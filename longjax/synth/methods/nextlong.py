@@ -37,7 +37,7 @@ import numpy as np
 
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import artifacts, chunking, corpus
-from longjax.synth.methods.base import BuildContext, shard_range
+from longjax.synth.methods.base import BuildContext, resolve_options, shard_range
 
 _log = logging.getLogger(__name__)
 
@@ -278,7 +278,8 @@ class NExtLongMethod:
   def build(self, ctx: BuildContext) -> None:
     from longjax.synth.methods import neighbours  # embedding + ScaNN; heavy imports
 
-    cfg = NExtLongConfig(**ctx.method_config(self.name))
+    defaults = dataclasses.asdict(NExtLongConfig())
+    cfg = NExtLongConfig(**resolve_options(self.name, ctx.method_config(self.name), defaults))
     chunks = chunking.build_chunk_store(
         ctx.store, chunking.chunk_dir(ctx.index_dir, cfg.chunk_size), size=cfg.chunk_size,
         progress=ctx.progress)
