@@ -12,6 +12,7 @@ through transformers (which dequantises and undoes llama.cpp's Q/K permutation),
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import mmap
@@ -271,18 +272,27 @@ def smollm2_gguf() -> Path:
 def smollm2_checkpoint(cache_dir: str | os.PathLike | None = None) -> Path:
   """HF safetensors dir (config, fp32 weights, tokenizer) of SmolLM2-135M-Instruct, built once.
 
-  Conversion goes through transformers + gguf + accelerate offline and takes ~10-20 s. Concurrent
-  callers (pytest-xdist workers) each build into a private temporary directory; the first rename
-  wins and the others discard their copy.
+  Conversion goes through transformers + gguf + accelerate offline (~30 s of CPU). Concurrent
+  callers (pytest-xdist workers) serialise on a lock file so only one converts; the result is
+  built in a temporary directory and renamed into place, so a crash never leaves a directory
+  that looks complete.
   """
   target = Path(cache_dir) if cache_dir is not None else REPO_ROOT / ".cache" / "smollm2"
   if (target / "config.json").is_file():
     return target
+  target.parent.mkdir(parents=True, exist_ok=True)
+  with open(target.parent / f".{target.name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (target / "config.json").is_file():
+      _convert_smollm2(target)
+  return target
+
+
+def _convert_smollm2(target: Path) -> None:
   gguf = smollm2_gguf()
   import torch  # local: only this converter needs torch
   from transformers import AutoModelForCausalLM, AutoTokenizer
 
-  target.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
   try:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
@@ -298,11 +308,9 @@ def smollm2_checkpoint(cache_dir: str | os.PathLike | None = None) -> Path:
     model.config.save_pretrained(tmp)
     model.generation_config.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
-    try:
-      os.rename(tmp, target)
-    except OSError:
-      if not (target / "config.json").is_file():
-        raise
+    tmp.chmod(0o755)
+    if target.exists():  # a stale, incomplete directory (no config.json)
+      shutil.rmtree(target)
+    os.rename(tmp, target)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
-  return target
