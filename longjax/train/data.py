@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from longjax.ops import zigzag
 from longjax.train.step import FEATURES
 
 Batch = Mapping[str, np.ndarray]
@@ -101,5 +102,4 @@ def zigzag_batch(batch: Batch, shards: int) -> dict[str, np.ndarray]:
   """
   if shards == 1:
     return dict(batch)
-  from longjax.ops import zigzag  # pylint: disable=import-outside-toplevel
   return {k: np.asarray(zigzag(v, shards, axis=1)) for k, v in batch.items()}

@@ -34,6 +34,10 @@ class StepConfig:
   loss_chunk: int = 4096
   z_loss: float = 0.0
   sequence_shards: int = 1   # the mesh's `sequence` size: the loss chunks within each shard
+  # True: attention stays within packed documents (segment ids) and RoPE positions restart per
+  # document. False: plain causal attention over the whole row with global positions, the
+  # mask cuDNN's fused kernel supports (packed documents then see earlier ones in the row).
+  document_masking: bool = True
 
   def __post_init__(self):
     if self.microbatches < 1:
@@ -48,9 +52,9 @@ def make_loss_fn(graphdef: nnx.GraphDef, rest: Any, config: StepConfig) -> Calla
   """(params, batch) -> (objective sum, (ce sum, weight sum)) for one (micro)batch."""
   def loss_fn(params, batch):
     model = nnx.merge(graphdef, params, rest)
+    segment_ids = batch["decoder_segment_ids"] if config.document_masking else None
     hidden = model.hidden_states(batch["decoder_input_tokens"],
-                                 positions=batch["decoder_positions"],
-                                 segment_ids=batch["decoder_segment_ids"])
+                                 positions=batch["decoder_positions"], segment_ids=segment_ids)
     ce, zz, w = chunked_cross_entropy(
         hidden, model.unembedding(), batch["decoder_target_tokens"],
         batch["decoder_loss_weights"], shards=config.sequence_shards, chunk=config.loss_chunk)

@@ -7,6 +7,7 @@ batch's shape) is checked before anything compiles.
 """
 
 import dataclasses
+import json
 import logging
 import math
 import queue
@@ -100,6 +101,9 @@ def _host_batches(source: BatchSource, start: int, config: TrainConfig,
                        f"({n_rows}, {shape[1]}): this host's rows of BATCH_SIZE={shape[0]} and "
                        f"TASK_FEATURE_LENGTHS['targets']={shape[1]}")
     crc = zlib.crc32(np.ascontiguousarray(batch["decoder_target_tokens"]).tobytes())
+    if not config.step.document_masking:  # global positions: the row is one causal sequence
+      batch["decoder_positions"] = np.broadcast_to(
+          np.arange(shape[1], dtype=np.int32), batch["decoder_positions"].shape)
     batch = zigzag_batch(batch, shards)
     yield sharding.global_batch({k: v[:, cols] for k, v in batch.items()}, mesh, shape), crc
 
@@ -126,7 +130,12 @@ def _prefetch(it: Iterator, size: int = 2) -> Iterator:
 def _init_model(config: TrainConfig, model_config: LlamaConfig | None):
   """(model or its abstract twin, params initializer: shardings -> pure dict of arrays)."""
   if config.init_from_hf:
-    model = load_hf(config.init_from_hf, **dict(config.hf_overrides))
+    overrides = dict(config.hf_overrides)
+    hf_config = Path(config.init_from_hf) / "config.json"
+    if hf_config.is_file() and json.loads(hf_config.read_text()).get(
+        "max_position_embeddings", 0) < config.seq_len:
+      overrides.setdefault("max_position_embeddings", config.seq_len)  # the new context length
+    model = load_hf(config.init_from_hf, **overrides)
     pure = nnx.state(model, nnx.Param).to_pure_dict()
     return model, lambda shardings: jax.device_put(pure, shardings)
   if model_config is None:
@@ -137,20 +146,27 @@ def _init_model(config: TrainConfig, model_config: LlamaConfig | None):
       lambda: nnx.state(make(), nnx.Param).to_pure_dict(), out_shardings=shardings)()
 
 
-def train(config: TrainConfig, source: BatchSource,
-          model_config: LlamaConfig | None = None) -> dict[str, float]:
-  """Trains (or resumes) per `config`; returns the last logged metrics. Exits early, after a
-  checkpoint, on SIGTERM or a cluster preemption notice."""
-  # ---------------------------------------------------------------- mesh and checks
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """Everything built before the first step: the mesh, shardings and the jitted functions."""
+  mesh: jax.sharding.Mesh
+  rules: sharding.LogicalRules
+  model_config: LlamaConfig
+  graphdef: nnx.GraphDef
+  state_shardings: TrainState
+  abstract_state: TrainState          # ShapeDtypeStructs with shardings (checkpoint restore)
+  init_state: Callable[[], TrainState]
+  train_step: Callable                # jitted (state, batch) -> (state, metrics), donates state
+  flops_per_step: float               # model FLOPs, the MFU convention in metrics.py
+
+
+def prepare(config: TrainConfig, model_config: LlamaConfig | None = None) -> Prepared:
+  """Mesh, checks, model, optimizer and the jitted step; nothing is compiled or run yet."""
   maybe_initialize_distributed()
   mesh = make_mesh(config.mesh)
   rules = sharding.logical_axis_rules(config.mesh.params_on_sequence)
   _check(config, mesh)
   step_config = dataclasses.replace(config.step, sequence_shards=mesh.shape["sequence"])
-  log.info("mesh %s on %d %s devices", dict(mesh.shape), jax.device_count(),
-           jax.devices()[0].device_kind)
-
-  # ---------------------------------------------------------------- model, optimizer, state
   abstract_model, init_params = _init_model(config, model_config)
   graphdef, abs_params, *rest = nnx.split(abstract_model, nnx.Param, ...)
   if any(jax.tree.leaves(r) for r in rest):
@@ -160,35 +176,47 @@ def train(config: TrainConfig, source: BatchSource,
   tx = make_optimizer(config.optimizer, config.train_steps, decay_mask(abs_params))
   schedule = make_schedule(config.optimizer, config.train_steps)
   opt_abs = jax.eval_shape(tx.init, pure_abs)
-  replicated = NamedSharding(mesh, P())
-  state_sh = TrainState(step=replicated, params=param_sh,
+  state_sh = TrainState(step=NamedSharding(mesh, P()), params=param_sh,
                         opt_state=sharding.mirror_shardings(opt_abs, pure_abs, param_sh, mesh))
   state_abs = ckpt_lib.abstract(TrainState(jax.ShapeDtypeStruct((), jnp.int32), pure_abs, opt_abs),
                                 state_sh)
-  model_dir = Path(config.model_dir)
-  ckpt = ckpt_lib.Checkpointer(model_dir / "checkpoints", config.checkpoint)
-  with sharding.activate(mesh, rules):
-    if ckpt.latest_step() is not None:
-      state, position = ckpt.restore(state_abs)
-      log.info("resumed from step %d (data position %d)", int(state.step), position)
-    else:
-      new_state = jax.jit(lambda p: TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)),
-                          out_shardings=state_sh)
-      state, position = new_state(init_params(param_sh)), 0
-  start = int(state.step)
-  log.info("model: %.1fM parameters; %d steps of %d x %d tokens", sum(
-      math.prod(x.shape) for x in jax.tree.leaves(pure_abs)) / 1e6, config.train_steps,
-      config.batch_size, config.seq_len)
-
-  # ---------------------------------------------------------------- step, data, metrics
+  new_state = jax.jit(lambda p: TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)),
+                      out_shardings=state_sh)
   batch_sh = {k: NamedSharding(mesh, sharding.batch_spec()) for k in FEATURES}
   train_step = jax.jit(make_train_step(graphdef, nnx.State({}), tx, schedule, step_config),
                        in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
                        donate_argnums=0)
-  batches = _prefetch(_host_batches(source, position, config, mesh))
   tokens = config.batch_size * config.seq_len
-  flops = training_flops_per_token(abstract_model.config, config.seq_len) * tokens
-  throughput = Throughput(tokens, flops)
+  log.info("mesh %s on %d %s devices; model %.1fM parameters; %d steps of %d x %d tokens",
+           dict(mesh.shape), jax.device_count(), jax.devices()[0].device_kind,
+           sum(math.prod(x.shape) for x in jax.tree.leaves(pure_abs)) / 1e6,
+           config.train_steps, config.batch_size, config.seq_len)
+  return Prepared(
+      mesh=mesh, rules=rules, model_config=abstract_model.config, graphdef=graphdef,
+      state_shardings=state_sh, abstract_state=state_abs,
+      init_state=lambda: new_state(init_params(param_sh)), train_step=train_step,
+      flops_per_step=training_flops_per_token(abstract_model.config, config.seq_len) * tokens)
+
+
+def train(config: TrainConfig, source: BatchSource,
+          model_config: LlamaConfig | None = None) -> dict[str, float]:
+  """Trains (or resumes) per `config`; returns the last logged metrics. Exits early, after a
+  checkpoint, on SIGTERM or a cluster preemption notice."""
+  # ---------------------------------------------------------------- setup and state
+  run = prepare(config, model_config)
+  model_dir = Path(config.model_dir)
+  ckpt = ckpt_lib.Checkpointer(model_dir / "checkpoints", config.checkpoint)
+  with sharding.activate(run.mesh, run.rules):
+    if ckpt.latest_step() is not None:
+      state, position = ckpt.restore(run.abstract_state)
+      log.info("resumed from step %d (data position %d)", int(state.step), position)
+    else:
+      state, position = run.init_state(), 0
+  start = int(state.step)
+
+  # ---------------------------------------------------------------- data, metrics, hooks
+  batches = _prefetch(_host_batches(source, position, config, run.mesh))
+  throughput = Throughput(config.batch_size * config.seq_len, run.flops_per_step)
   writer = MetricWriter(model_dir)
   last: dict[str, float] = {}
   crc = 0
@@ -220,11 +248,11 @@ def train(config: TrainConfig, source: BatchSource,
   main_thread = threading.current_thread() is threading.main_thread()
   previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main_thread else None
   try:
-    with sharding.activate(mesh, rules):
+    with sharding.activate(run.mesh, run.rules):
       t0 = time.perf_counter()
       for n in range(start + 1, config.train_steps + 1):
         batch, crc = next(batches)
-        state, metrics = train_step(state, batch)
+        state, metrics = run.train_step(state, batch)
         position += 1
         if n == start + 1:  # keep compilation out of the throughput numbers
           jax.block_until_ready(metrics)
@@ -243,7 +271,6 @@ def train(config: TrainConfig, source: BatchSource,
       signal.signal(signal.SIGTERM, previous)
     writer.close()
   if config.export_hf and not stop.is_set():
-    model = nnx.merge(graphdef, state.params)
-    ckpt_lib.export_hf(model, model_dir / "hf")
+    ckpt_lib.export_hf(nnx.merge(run.graphdef, state.params), model_dir / "hf")
   ckpt.close()
   return last
