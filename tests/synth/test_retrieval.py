@@ -72,6 +72,22 @@ def test_approximate_index_recall(tmp_path, kind):
   assert recall >= 0.9 and recall_at_k(found, exact) >= 0.9
 
 
+def test_low_recall_widens_search_until_target(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((20_000, 32)).astype(np.float32)  # no structure: a hard case
+  x /= np.linalg.norm(x, axis=1, keepdims=True)
+  config = IndexConfig("tree_ah", num_leaves=100, num_leaves_to_search=2,
+                       training_sample_size=20_000, reorder=20)
+  index = build_index(x, config=config, k=10, out_dir=tmp_path / "idx", recall_queries=200)
+  counts = index.manifest["counts"]
+  assert counts["recall@10_default_search"] < 0.9 <= 0.95 <= counts["recall@10"]
+  assert index.leaves_to_search > 2
+  loaded = Index.load(tmp_path / "idx")  # the widened settings travel with the index
+  assert (loaded.leaves_to_search, loaded.reorder) == (index.leaves_to_search, index.reorder)
+  q = x[:300]
+  assert recall_at_k(loaded.search(q, 10)[0], brute_force_search(x, q, 10)[0]) >= 0.93
+
+
 def test_neighbour_lists(tmp_path):
   x = _clustered(3000, 16)
   index = build_index(x, k=10)
