@@ -77,6 +77,7 @@ def test_build_accounts_for_every_document(built):
   lines = [json.loads(l) for l in (index_dir / "quest" / "doc_keywords.jsonl").open()]
   assert [r["keyword"] for r in lines] == topic_of
   assert any("without keyword" in line for line in logs)
+  assert (index_dir / "quest" / "index_stats.png").read_bytes()[:4] == b"\x89PNG"
   top = json.loads((index_dir / "quest" / "keyword_df_top200.json").read_text())
   assert top[0] == {"keyword": "chess opening", "df": 10}
 

@@ -4,9 +4,10 @@
 predictions), `doc_keywords.jsonl` (per document: candidates and the chosen keyword, or the
 reason it has none), `index.jsonl` (inverted index with short flags and weights),
 `doc_tokens.npy` (tokens + EOS per doc id, -1 for documents left out), `keyword_df_top200.json`
-(for blacklist review) and `manifest.json`. The manifest also carries a dry run of the sampler
-for each `ctx.lengths` (one shard, the build seed): samples, keywords per sample, short token
-share and how many documents are used 0, 1, 2... times.
+(for blacklist review), `index_stats.png` (index sizes, document reuse) and `manifest.json`.
+The manifest also carries a dry run of the sampler for each `ctx.lengths` (one shard, the
+build seed): samples, keywords per sample, short token share and how many documents are used
+0, 1, 2... times.
 
 `examples(...)` plans the samples of its shard (keywords assigned by stable hash) from token
 counts, shuffles their order with the seed, and materialises each from the corpus store.
@@ -32,6 +33,7 @@ from longjax.synth.quest import keywords as qkw
 from longjax.synth.quest import rake
 from longjax.synth.quest.predict import PREDICTORS, make_predictor
 from longjax.synth.quest.queries import predict_queries, query_counts, read_queries
+from longjax.synth.quest.report import plot_index_stats
 from longjax.synth.quest.sampler import FILL_POLICIES, LONG_DOC_POLICIES, SampleOptions, \
   plan_samples
 
@@ -202,6 +204,7 @@ class QuestMethod:
     ctx.log(f"quest: {counts['documents_indexed']}/{len(doc_ids)} documents indexed under "
             f"{counts['keywords']} keywords; without keyword: {reasons or 0} "
             f"({counts['documents_without_keyword_share']:.1%}, keywordless={cfg.keywordless})")
+    plot_index_stats(out / "index_stats.png", inv.n_docs, weights.short, simulations)
     artifacts.write_manifest(
         out, kind=self.name,
         config={**dataclasses.asdict(cfg), "predictor_options": dict(cfg.predictor_options),
