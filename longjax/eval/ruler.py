@@ -103,7 +103,7 @@ class CommonWords(Task):
 
   def _list(self, num_words: int, common_rep: int, uncommon_rep: int,
             rng: random.Random) -> tuple[str, list[str]]:
-    vocab = V.common_words_vocab(VOCAB_SEED)
+    vocab = V.common_words_vocab(VOCAB_SEED, num_words)
     if num_words > len(vocab):
       raise ValueError(f"cwe: {num_words} distinct words asked for, vocabulary has {len(vocab)}")
     words = rng.sample(vocab, num_words)

@@ -46,16 +46,29 @@ def verbs() -> tuple[str, ...]:
 
 
 @functools.cache
-def common_words_vocab(seed: int) -> tuple[str, ...]:
-  """The CWE vocabulary: wonderwords nouns+adjectives+verbs (8,166 unique), seed-shuffled,
-  then the lower-case `english-words` web2 list (sorted, seed-shuffled) for long contexts."""
-  first = sorted(set(nouns()) | set(adjectives()) | set(verbs()))
-  random.Random(seed).shuffle(first)
+def _common_words(seed: int) -> tuple[str, ...]:
+  words = sorted(set(nouns()) | set(adjectives()) | set(verbs()))
+  random.Random(seed).shuffle(words)
+  return tuple(words)
+
+
+@functools.cache
+def _web2_words(seed: int) -> tuple[str, ...]:
   from english_words import get_english_words_set
-  seen = set(first)
+  seen = set(_common_words(seed))
   rest = sorted(w for w in get_english_words_set(["web2"], lower=True) if w not in seen)
   random.Random(seed + 1).shuffle(rest)
-  return tuple(first + rest)
+  return tuple(rest)
+
+
+def common_words_vocab(seed: int, size: int) -> tuple[str, ...]:
+  """The CWE vocabulary for `size` distinct words: the wonderwords nouns+adjectives+verbs
+  (8,166 unique, seed-shuffled), extended by the lower-case `english-words` web2 list (sorted,
+  seed-shuffled) only when `size` exceeds them, as RULER extends its list."""
+  first = _common_words(seed)
+  if size <= len(first):
+    return first
+  return first + _web2_words(seed)[:size - len(first)]
 
 
 def random_number(rng: random.Random) -> str:
