@@ -7,6 +7,8 @@ Each document is one 320-token segment; decoding is top-p 0.95 sampling for up t
 
 RAKE + keywords + inverted index + split-ratio weights (this machine, no accelerator):
   .venv/bin/python experiments/bench/quest.py rake --docs 200000
+Plot: python experiments/bench/quest.py plot experiments/bench/results/quest_predict_h100_*.json \
+        --png experiments/bench/results/quest_predict_h100.png
 Expect: predict >= 1,000 docs/s on an H100 (the paper's group reports ~79 docs/s overall);
 RAKE + indexing tens of thousands of docs/s per core.
 """
@@ -102,6 +104,31 @@ def bench_rake(args) -> dict:
   return r
 
 
+def plot_results(args) -> None:
+  """docs/s by batch size and decoding from `predict --out` JSON files, as a PNG."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  rows = [r for path in args.results for r in json.load(open(path))]
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for path in args.results:
+    for decode in ("top_p", "greedy"):
+      pts = sorted((r["batch"], r["docs_per_s"]) for r in json.load(open(path))
+                   if r["decode"] == decode)
+      if pts:
+        ax.plot(*zip(*pts), marker="o", label=f"{decode} ({path.split('/')[-1]})")
+  ax.axhline(1000, color="gray", ls="--", label="target 1,000 docs/s")
+  ax.set_xscale("log", base=2)
+  ax.set_ylim(bottom=0)
+  ax.set_xlabel("batch (segments)")
+  ax.set_ylabel("documents / s")
+  ax.set_title(f"T5-v1.1-base query prediction, {rows[0]['device'] if rows else ''}")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(args.png, dpi=100)
+  print(f"wrote {args.png}")
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   sub = p.add_subparsers(dest="part", required=True)
@@ -117,7 +144,13 @@ def main() -> None:
   pr = sub.add_parser("rake")
   pr.add_argument("--docs", type=int, default=200000)
   pr.add_argument("--out", default=None)
+  pl = sub.add_parser("plot")
+  pl.add_argument("results", nargs="+", help="JSON files written by `predict --out`")
+  pl.add_argument("--png", default="quest_predict.png")
   args = p.parse_args()
+  if args.part == "plot":
+    plot_results(args)
+    return
   res = bench_predict(args) if args.part == "predict" else bench_rake(args)
   if args.out:
     with open(args.out, "w") as f:
