@@ -50,7 +50,7 @@ def _cache_attend(q, k, v, layer_cache, *, start, q_pos, q_seg, kv_pos, kv_seg):
 
 
 def _step(model: Llama, cache, tokens, start, q_pos, q_seg, kv_pos, kv_seg):
-  """Runs tokens [B, C] written at cache slot `start`; -> (hidden [B, C, D], cache, kv_pos, kv_seg)."""
+  """Runs tokens [B, C] at cache slot `start` -> (hidden [B, C, D], cache, kv_pos, kv_seg)."""
   kv_pos = jax.lax.dynamic_update_slice(kv_pos, q_pos, (0, start))
   kv_seg = jax.lax.dynamic_update_slice(kv_seg, q_seg, (0, start))
   attend = functools.partial(_cache_attend, start=start, q_pos=q_pos, q_seg=q_seg,

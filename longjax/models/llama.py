@@ -86,7 +86,7 @@ def _remat_policies() -> dict[str, Any]:
   }
 
 
-REMAT_POLICIES = ("none", "full", "save_context", "save_dots", "offload_context")
+REMAT_POLICIES = tuple(_remat_policies())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +159,8 @@ class LlamaConfig:
       raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
     if self.mlp_chunk_size is not None and (
         not isinstance(self.mlp_chunk_size, int) or self.mlp_chunk_size <= 0):
-      raise ValueError(f"mlp_chunk_size must be None or a positive int, got {self.mlp_chunk_size!r}")
+      raise ValueError(
+          f"mlp_chunk_size must be None or a positive int, got {self.mlp_chunk_size!r}")
 
   def _check_rope_scaling(self):
     rs = self.rope_scaling
@@ -461,6 +462,7 @@ class Llama(nnx.Module):
   def hidden_states(self, tokens: jax.Array, positions: jax.Array | None = None,
                     segment_ids: jax.Array | None = None) -> jax.Array:
     """tokens [B, S] -> final-norm hidden states [B, S, D] in the compute dtype."""
+    _check_inputs(tokens, positions, segment_ids)
     positions = _default_positions(tokens) if positions is None else positions
     attend = functools.partial(_attend, segment_ids=segment_ids, positions=positions,
                                implementation=self.config.attention_impl)
@@ -473,6 +475,14 @@ class Llama(nnx.Module):
     logits = jnp.einsum("bsd,dv->bsv", h, self.unembedding().astype(h.dtype),
                         preferred_element_type=jnp.float32)
     return _constrain(logits, ("batch", "sequence", "vocab"))
+
+
+def _check_inputs(tokens, positions, segment_ids) -> None:
+  if tokens.ndim != 2:
+    raise ValueError(f"tokens must be [B, S], got shape {tokens.shape}")
+  for name, x in (("positions", positions), ("segment_ids", segment_ids)):
+    if x is not None and x.shape != tokens.shape:
+      raise ValueError(f"{name} shape {x.shape} must equal tokens shape {tokens.shape}")
 
 
 def _default_positions(tokens: jax.Array) -> jax.Array:

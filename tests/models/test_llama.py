@@ -1,4 +1,4 @@
-"""Llama model: config validation, presets, packing, scan/remat/chunked-MLP equivalence, sharding."""
+"""Llama: config validation, presets, packing, scan/remat/chunked-MLP equivalence, sharding."""
 
 import dataclasses
 import json
@@ -188,3 +188,11 @@ def test_sharded_forward_matches_unsharded():
     out = fn(state, jax.device_put(tokens, jax.NamedSharding(mesh, jax.P("data"))))
     assert out.sharding.spec == jax.P("data", None, "tensor")
   np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_input_shape_errors():
+  model = _model()
+  with pytest.raises(ValueError, match=r"tokens must be \[B, S\], got shape \(5,\)"):
+    model(jnp.zeros(5, jnp.int32))
+  with pytest.raises(ValueError, match=r"segment_ids shape \(1, 4\) must equal tokens shape"):
+    model(jnp.zeros((1, 5), jnp.int32), segment_ids=jnp.ones((1, 4), jnp.int32))
