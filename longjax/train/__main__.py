@@ -20,11 +20,13 @@ import sys
 from pathlib import Path
 
 import gin
+import jax
+from etils import epath
 
 from longjax.models import LlamaConfig
 from longjax.train.checkpoint import CheckpointConfig
 from longjax.train.data import SyntheticSource
-from longjax.train.mesh import MeshConfig
+from longjax.train.mesh import MeshConfig, maybe_initialize_distributed
 from longjax.train.optimizer import OptimizerConfig
 from longjax.train.step import StepConfig
 from longjax.train.trainer import TrainConfig, train
@@ -119,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
   logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter
   try:
     parse(gin_files, bindings)
-    model_dir = Path(gin.query_parameter("MODEL_DIR/macro.value"))
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "config.gin").write_text(gin.config_str())
+    model_dir = epath.Path(gin.query_parameter("MODEL_DIR/macro.value"))
+    maybe_initialize_distributed()  # before anything asks JAX about devices or processes
+    if jax.process_index() == 0:
+      model_dir.mkdir(parents=True, exist_ok=True)
+      (model_dir / "config.gin").write_text(gin.config_str())
     run()  # pylint: disable=no-value-for-parameter  (gin supplies the arguments)
   except ValueError as e:  # configuration problems found before compiling (ConfigError too)
     logging.debug("configuration error", exc_info=True)

@@ -8,15 +8,19 @@ thread while training goes on) and atomic (orbax finalizes a step directory only
 
 import dataclasses
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
 from longjax.models import save_hf
+
+log = logging.getLogger("longjax.train")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,12 +40,15 @@ class CheckpointConfig:
 class Checkpointer:
   """Saves every `config.every` steps into `directory/<step>`, keeping the newest `keep`."""
 
-  def __init__(self, directory: str | Path, config: CheckpointConfig):
+  def __init__(self, directory: str | epath.PathLike, config: CheckpointConfig):
     self.config = config
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=max(config.every, 1), max_to_keep=config.keep,
         enable_async_checkpointing=config.asynchronous, create=True)
-    self._manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+    directory = epath.Path(directory)
+    if "://" not in str(directory):
+      directory = directory.absolute()
+    self._manager = ocp.CheckpointManager(directory, options=options)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -57,7 +64,7 @@ class Checkpointer:
                                       data=ocp.args.JsonSave({"position": int(data_position)})),
         force=force)
     if saved:
-      logging.info("checkpoint: saving step %d (data position %d)", step, data_position)
+      log.info("checkpoint: saving step %d (data position %d)", step, data_position)
     return saved
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, int]:
@@ -89,11 +96,23 @@ def abstract(tree: Any, shardings: Any) -> Any:
                       tree, shardings)
 
 
-def export_hf(model: nnx.Module, path: str | Path) -> None:
-  """Writes `model` (parameters gathered to every host) as an HF checkpoint from process 0."""
+def export_hf(model: nnx.Module, path: str | epath.PathLike) -> None:
+  """Writes `model` (parameters gathered to every host) as an HF checkpoint from process 0.
+
+  A remote `path` (gs://) is written locally first, then copied file by file.
+  """
   if jax.process_count() > 1:
     params = nnx.state(model, nnx.Param)
     nnx.update(model, multihost_utils.process_allgather(params, tiled=True))
-  if jax.process_index() == 0:
-    save_hf(model, path)
-    logging.info("exported HF checkpoint to %s", path)
+  if jax.process_index() != 0:
+    return
+  path = epath.Path(path)
+  if "://" not in str(path):
+    save_hf(model, Path(path))
+  else:
+    with tempfile.TemporaryDirectory() as tmp:
+      local = save_hf(model, Path(tmp) / "hf")
+      path.mkdir(parents=True, exist_ok=True)
+      for f in sorted(local.iterdir()):
+        (path / f.name).write_bytes(f.read_bytes())
+  log.info("exported HF checkpoint to %s", path)

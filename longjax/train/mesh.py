@@ -54,21 +54,27 @@ class MeshConfig:
     return dict(zip(AXES, sizes))
 
 
-def maybe_initialize_distributed() -> None:
-  """Calls `jax.distributed.initialize()` on multi-host TPU/GPU jobs, once, before any device use.
+_initialized = False
 
-  TPU VM pods and SLURM/Open MPI GPU jobs are detected by JAX's cluster plugins; a plain
+
+def maybe_initialize_distributed() -> None:
+  """Calls `jax.distributed.initialize()` on multi-host jobs, once, before any device use.
+
+  LONGJAX_DISTRIBUTED=1 (set by experiments/tpu/launch.py on every TPU VM worker) lets JAX's
+  cluster detection find the coordinator; so do SLURM and Open MPI launches; a plain
   multi-process GPU launch sets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
   Single-host runs (and CPU tests) skip it.
   """
-  if os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
+  global _initialized
+  if _initialized or os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
     return
   explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
-  tpu_pod = "TPU_WORKER_HOSTNAMES" in os.environ and "," in os.environ["TPU_WORKER_HOSTNAMES"]
+  asked = os.environ.get("LONGJAX_DISTRIBUTED", "0") == "1"
   slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
   mpi = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-  if not (explicit or tpu_pod or slurm or mpi):
+  if not (explicit or asked or slurm or mpi):
     return
+  _initialized = True
   if explicit:
     jax.distributed.initialize(
         coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import jax
+from etils import epath
 
 # Dense bf16 peak FLOP/s per device (no 2:4 sparsity), by `device_kind` substring.
 PEAK_FLOPS = (
@@ -56,22 +57,27 @@ class MetricWriter:
   """Writes scalars to TensorBoard (clu, if importable) and to `metrics.jsonl` on process 0.
 
   The JSONL file is what tests and scripts read back; clu (and with it TensorFlow) is imported
-  only here and only when present, so the trainer also runs on boxes without either.
+  only here and only when present, so the trainer also runs on boxes without either. Object
+  stores (gs://) have no append, so there the JSONL goes to ./metrics-<run name>.jsonl locally.
   """
 
-  def __init__(self, logdir: str | Path):
-    self.logdir = Path(logdir)
+  def __init__(self, logdir: str | epath.PathLike):
+    self.logdir = epath.Path(logdir)
     self._main = jax.process_index() == 0
     self._tb = None
     if self._main:
       self.logdir.mkdir(parents=True, exist_ok=True)
+      jsonl = self.logdir / "metrics.jsonl"
+      if "://" in str(self.logdir):
+        jsonl = Path(f"metrics-{self.logdir.name}.jsonl").absolute()
+        logging.info("metrics.jsonl goes to %s (the model dir is remote)", jsonl)
       try:
         from clu import metric_writers  # pylint: disable=import-outside-toplevel
         self._tb = metric_writers.AsyncWriter(metric_writers.SummaryWriter(str(self.logdir)))
       except ImportError:
         logging.warning("clu is not installed: no TensorBoard events, only %s/metrics.jsonl",
                         self.logdir)
-      self._jsonl = open(self.logdir / "metrics.jsonl", "a", encoding="utf-8")
+      self._jsonl = open(jsonl, "a", encoding="utf-8")
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self._main:

@@ -21,6 +21,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -40,7 +41,7 @@ log = logging.getLogger("longjax.train")
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """One training run. `task_feature_lengths['targets']` is the packed sequence length S."""
-  model_dir: str
+  model_dir: str                      # local path or gs://bucket/...
   train_steps: int
   batch_size: int
   task_feature_lengths: Mapping[str, int]
@@ -204,7 +205,7 @@ def train(config: TrainConfig, source: BatchSource,
   checkpoint, on SIGTERM or a cluster preemption notice."""
   # ---------------------------------------------------------------- setup and state
   run = prepare(config, model_config)
-  model_dir = Path(config.model_dir)
+  model_dir = epath.Path(config.model_dir)  # local or gs://
   ckpt = ckpt_lib.Checkpointer(model_dir / "checkpoints", config.checkpoint)
   with sharding.activate(run.mesh, run.rules):
     if ckpt.latest_step() is not None:

@@ -1,0 +1,161 @@
+"""Training-step benchmark: step time, tokens/s, MFU and memory of the real trainer step.
+
+Runs `longjax.train.trainer.prepare` (the same jitted step `python -m longjax.train` runs: chunked
+loss, AdamW, remat policy from the model config) on synthetic numpy batches; needs no gin,
+TensorFlow or SeqIO, so it runs on the GPU box as is. One device by default (mesh data=-1).
+
+On one GPU, through the device tool:
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 PYTHONUNBUFFERED=1 PYTHONPATH=. \\
+    python3 experiments/bench/train.py --cases 1b_64k,smollm2_1m --out $OUT
+On CPU (a smoke test of the script): python experiments/bench/train.py --cases tiny
+
+MFU convention (longjax/train/metrics.py): model FLOPs per token = 6 * matmul params (the
+unembedding included, the embedding lookup not) + 6 * L * S * N * H (causal attention counted
+at half, backward = 2x forward); rematerialisation is not counted. Peak: 989 TFLOP/s dense bf16
+per H100/H200. The attention is cuDNN's fused kernel, which needs plain causal masking
+(StepConfig.document_masking=False: one document per row, global positions).
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from longjax.models import LlamaConfig
+from longjax.train.data import SyntheticSource, complete
+from longjax.train.mesh import MeshConfig
+from longjax.train.metrics import peak_flops
+from longjax.train.sharding import activate, global_batch
+from longjax.train.step import StepConfig
+from longjax.train.trainer import TrainConfig, prepare
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  preset: str
+  seq_len: int
+  remat: str
+  steps: int                      # timed steps (after one untimed warm-up step when > 1)
+  mlp_chunk: int | None = None
+  loss_chunk: int = 4096
+  fallback_remat: str | None = None  # tried if `remat` fails to compile (e.g. no host offload)
+
+
+CASES = {
+    "1b_64k": Case("llama3.2-1b", 65536, "save_context", steps=3),
+    "1b_64k_full": Case("llama3.2-1b", 65536, "full", steps=3),
+    "smollm2_128k": Case("smollm2-135m", 131072, "save_context", steps=2, mlp_chunk=65536),
+    "smollm2_1m": Case("smollm2-135m", 1 << 20, "offload_context", steps=1, mlp_chunk=65536,
+                       fallback_remat="full"),
+    "tiny": Case("tiny", 512, "save_context", steps=2, loss_chunk=128),
+}
+
+
+def _memory_gib(compiled) -> float | None:
+  m = compiled.memory_analysis()
+  if m is None:
+    return None
+  return (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+          - m.alias_size_in_bytes) / 2**30
+
+
+def _compile(case: Case, remat: str):
+  model = LlamaConfig.preset(case.preset, remat_policy=remat, mlp_chunk_size=case.mlp_chunk,
+                             dtype="bfloat16")
+  config = TrainConfig(model_dir="/tmp/longjax_bench_unused", train_steps=1000, batch_size=1,
+                       task_feature_lengths={"targets": case.seq_len}, mesh=MeshConfig(data=-1),
+                       step=StepConfig(loss_chunk=case.loss_chunk, document_masking=False))
+  run = prepare(config, model)
+  raw = next(SyntheticSource(model.vocab_size, case.seq_len).batches(
+      start=0, rows=slice(0, 1), global_batch=1))
+  host = complete(raw)
+  with activate(run.mesh, run.rules):
+    state = run.init_state()
+    batch = global_batch(host, run.mesh, (1, case.seq_len))
+    t0 = time.perf_counter()
+    compiled = run.train_step.lower(state, batch).compile()
+    return run, state, batch, compiled, time.perf_counter() - t0
+
+
+def bench(name: str, case: Case) -> dict:
+  """Compiles and times one case; returns the record (also when a step could not run)."""
+  remat = case.remat
+  try:
+    run, state, batch, compiled, compile_s = _compile(case, remat)
+  except Exception as e:  # pylint: disable=broad-except
+    if not case.fallback_remat:
+      raise
+    print(f"[{name}] remat {remat!r} failed to compile ({type(e).__name__}: {str(e)[:300]}); "
+          f"falling back to {case.fallback_remat!r}", flush=True)
+    remat = case.fallback_remat
+    run, state, batch, compiled, compile_s = _compile(case, remat)
+  record = {"case": name, "preset": case.preset, "seq_len": case.seq_len, "remat": remat,
+            "mlp_chunk": case.mlp_chunk, "compile_s": round(compile_s, 1),
+            "compiled_memory_gib": _memory_gib(compiled),
+            "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+            "flops_per_step": run.flops_per_step}
+  print(f"[{name}] compiled in {compile_s:.1f} s, program memory "
+        f"{record['compiled_memory_gib']} GiB", flush=True)
+  times, losses = [], []
+  warmup = 1 if case.steps > 1 else 0
+  with activate(run.mesh, run.rules):
+    for i in range(warmup + case.steps):
+      t0 = time.perf_counter()
+      state, metrics = compiled(state, batch)
+      losses.append(float(metrics["loss"]))  # blocks until the step is done
+      dt = time.perf_counter() - t0
+      print(f"[{name}] step {i + 1}: {dt:.3f} s, loss {losses[-1]:.4f}", flush=True)
+      if i >= warmup:
+        times.append(dt)
+  step_s = statistics.median(times)
+  peak = peak_flops(jax.devices()[0].device_kind)
+  stats = jax.devices()[0].memory_stats() or {}
+  record.update(step_s=step_s, step_times=times, losses=losses,
+                tokens_per_s=case.seq_len / step_s,
+                model_tflops_per_s=run.flops_per_step / step_s / 1e12,
+                mfu=run.flops_per_step / step_s / peak if peak else None,
+                peak_memory_gib=stats.get("peak_bytes_in_use", 0) / 2**30 or None)
+  if not all(np.isfinite(losses)):
+    raise FloatingPointError(f"[{name}] non-finite loss {losses}")
+  return record
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--cases", default="1b_64k,smollm2_1m",
+                      help=f"comma-separated, from {sorted(CASES)}")
+  parser.add_argument("--out", default=os.environ.get("OUT"), help="directory for results.json")
+  args = parser.parse_args()
+  names = args.cases.split(",")
+  unknown = [n for n in names if n not in CASES]
+  if unknown:
+    parser.error(f"unknown cases {unknown}; known: {sorted(CASES)}")
+  print(f"devices: {jax.devices()}  jax {jax.__version__}", flush=True)
+  records = []
+  for name in names:
+    records.append(bench(name, CASES[name]))
+    print(json.dumps(records[-1]), flush=True)
+    if args.out:
+      Path(args.out).mkdir(parents=True, exist_ok=True)
+      (Path(args.out) / "train_bench.json").write_text(json.dumps(records, indent=1))
+  print("MFU: 6*matmul params + 6*L*S*N*H per token (causal attention at half, bwd = 2x fwd)")
+  print(f"{'case':14} {'S':>8} {'remat':>16} {'step s':>8} {'tok/s':>9} {'TFLOP/s':>8} "
+        f"{'MFU':>6} {'peak GiB':>8}")
+  for r in records:
+    mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
+    peak = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] else "n/a"
+    print(f"{r['case']:14} {r['seq_len']:>8} {r['remat']:>16} {r['step_s']:>8.3f} "
+          f"{r['tokens_per_s']:>9.0f} {r['model_tflops_per_s']:>8.1f} {mfu:>6} {peak:>8}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
