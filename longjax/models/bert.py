@@ -64,8 +64,8 @@ class BertConfig:
 
   @classmethod
   def from_hf(cls, hf: Mapping[str, Any], **overrides) -> "BertConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in hf.items() if k in names}, **overrides)
+    names = {f.name for f in dataclasses.fields(cls)} - {"dtype"}  # HF's dtype = storage dtype
+    return cls(**{**{k: v for k, v in hf.items() if k in names}, **overrides})
 
 
 class LayerNorm(nnx.Module):

@@ -71,6 +71,27 @@ def test_pool_hand_computed():
   np.testing.assert_allclose(pool(h, mask, "mean_sqrt_len"), [[4 / 2**0.5, 8 / 2**0.5]])
 
 
+@pytest.mark.parametrize("act", ["gelu", "gelu_new"])
+def test_random_tiny_bert_matches_pytorch(tmp_path, act):
+  cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=4, intermediate_size=48, hidden_act=act,
+                                max_position_embeddings=40, layer_norm_eps=1e-7)
+  torch.manual_seed(0)
+  ref_model = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+  ref_model.save_pretrained(str(tmp_path))
+  rng = np.random.default_rng(0)
+  ids = rng.integers(1, 99, (3, 17))
+  mask = (np.arange(17)[None] < np.asarray([[17], [9], [1]])).astype(np.int64)
+  types = rng.integers(0, 2, (3, 17))
+  with torch.no_grad():
+    ref = ref_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                    token_type_ids=torch.tensor(types)).last_hidden_state.numpy()
+  got = np.asarray(load_hf_bert(tmp_path)(jnp.asarray(ids), jnp.asarray(mask),
+                                          jnp.asarray(types)))
+  real = mask.astype(bool)
+  np.testing.assert_allclose(got[real], ref[real], atol=2e-5, rtol=0)
+
+
 def test_config_validation():
   with pytest.raises(ValueError, match=r"hidden_size \(384\) must be a multiple"):
     BertConfig(hidden_size=384, num_attention_heads=5)
