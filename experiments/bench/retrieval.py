@@ -65,6 +65,7 @@ def bench_size(n: int, args, rng) -> dict:
   build_s = time.perf_counter() - t0
   found, qps = timed_search(lambda b: index.search(b, k)[0], q, args.batch)
   row = {"n": n, "dim": args.dim, "data": args.data, "config": config.__dict__,
+         "search": index.manifest["search"],
          "build_seconds": round(build_s, 1), "brute_force_qps": round(bf_qps, 1),
          "scann_qps": round(qps, 1), "speedup": round(qps / bf_qps, 2),
          f"recall@{k}": round(retrieval.recall_at_k(found, exact), 4), "sweep": []}
