@@ -8,8 +8,8 @@ m_1..m_p from `synth.chunking`), the sample text is
 where n_i1..n_ik are the most similar chunks of the whole chunk index, in rank order, excluding
 m_i itself, every chunk of the meta-document's source document, chunks already accepted for this
 sample, and (optionally) chunks whose normalised text equals a meta-chunk of the sample or an
-accepted chunk. The text is
-tokenized with one BOS at position 0, discarded when shorter than T tokens, else cut to exactly T.
+accepted chunk. The text is tokenized with one BOS at position 0, discarded when shorter than T
+tokens, else cut to exactly T.
 
 k = max(0, ceil((T·E·w − S) / (p·s))) by default (the paper's estimate from characters). With
 `exact_budget=True`, k comes from real token counts instead: the largest uniform k for blocks
