@@ -42,7 +42,8 @@ class Case:
   preset: str
   seq_len: int
   remat: str
-  steps: int                      # timed steps (after one untimed warm-up step when > 1)
+  steps: int                      # timed steps (after one untimed warm-up step when > 1);
+                                  # 0 = compile only (program memory, no step run)
   mlp_chunk: int | None = None
   loss_chunk: int = 4096
   fallback_remat: str | None = None  # tried if `remat` fails to compile (e.g. no host offload)
@@ -52,8 +53,12 @@ CASES = {
     "1b_64k": Case("llama3.2-1b", 65536, "save_context", steps=2),
     "1b_64k_full": Case("llama3.2-1b", 65536, "full", steps=3),
     "smollm2_128k": Case("smollm2-135m", 131072, "save_context", steps=2, mlp_chunk=65536),
+    "smollm2_256k": Case("smollm2-135m", 1 << 18, "offload_context", steps=1, mlp_chunk=65536,
+                         fallback_remat="full"),
     "smollm2_1m": Case("smollm2-135m", 1 << 20, "offload_context", steps=1, mlp_chunk=65536,
                        fallback_remat="full"),
+    "smollm2_1m_compile": Case("smollm2-135m", 1 << 20, "offload_context", steps=0,
+                               mlp_chunk=65536, fallback_remat="full"),
     "tiny": Case("tiny", 512, "save_context", steps=2, loss_chunk=128),
 }
 
@@ -103,6 +108,8 @@ def bench(name: str, case: Case) -> dict:
             "flops_per_step": run.flops_per_step}
   print(f"[{name}] compiled in {compile_s:.1f} s, program memory "
         f"{record['compiled_memory_gib']} GiB", flush=True)
+  if case.steps == 0:
+    return record
   times, losses = [], []
   warmup = 1 if case.steps > 1 else 0
   with activate(run.mesh, run.rules):
@@ -154,6 +161,10 @@ def main() -> int:
   print(f"{'case':14} {'S':>8} {'remat':>16} {'step s':>8} {'tok/s':>9} {'TFLOP/s':>8} "
         f"{'MFU':>6} {'peak GiB':>8}")
   for r in records:
+    if "step_s" not in r:
+      print(f"{r['case']:14} {r['seq_len']:>8} {r['remat']:>16} compiled only: program memory "
+            f"{r['compiled_memory_gib']:.1f} GiB")
+      continue
     mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
     peak = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] else "n/a"
     print(f"{r['case']:14} {r['seq_len']:>8} {r['remat']:>16} {r['step_s']:>8.3f} "
