@@ -103,8 +103,10 @@ class Layer(nnx.Module):
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     b, s, d = x.shape
     split = lambda t: t.reshape(b, s, self.heads, d // self.heads)  # BSD -> BSNH
+    # Dense attention: S <= 512 here, where it is exact and fastest; the padding mask needs
+    # segment ids, which the cuDNN path does not take.
     a = attention(split(self.query(x)), split(self.key(x)), split(self.value(x)),
-                  segment_ids=mask, causal=False)
+                  segment_ids=mask, causal=False, implementation="reference")
     x = self.attn_norm(x + self.attn_out(a.reshape(b, s, d)))
     return self.out_norm(x + self.output(self.act(self.intermediate(x))))
 
@@ -212,12 +214,12 @@ class SentenceEncoder:
   """Texts -> pooled (and, per the checkpoint, L2-normalised) float32 vectors [n, D]."""
 
   def __init__(self, path: str | os.PathLike, *, tokens_per_batch: int = 8192,
-               buckets: Sequence[int] = (32, 64, 128, 256, 512)):
+               buckets: Sequence[int] = (32, 64, 128, 256, 512), dtype: str = "float32"):
     from tokenizers import Tokenizer  # pylint: disable=import-outside-toplevel
 
     path = Path(path)
     self.path = path
-    self.model = load_hf_bert(path)
+    self.model = load_hf_bert(path, dtype=dtype)
     st = _read_json(path / "sentence_bert_config.json", {})
     self.max_length = min(int(st.get("max_seq_length", 512)),
                           self.model.config.max_position_embeddings)
