@@ -4,9 +4,11 @@ Input formats (`iter_raw_documents`):
 - JSON lines, optionally gzipped (`.jsonl`, `.jsonl.gz`, `.ndjson`): one object per line with a
   string `text`, optional `id` (string or integer) and `title`.
 - Parquet (`.parquet`) and Arrow (`.arrow`, IPC stream or file) tables with the same columns.
-- A directory: if it holds any of the files above (an HF-datasets `save_to_disk` or TFDS/parquet
-  dump), every such file in sorted path order; otherwise every non-hidden file is one plain-text
-  document whose id is its relative path.
+- A directory: if it holds any of the files above (an HF-datasets `save_to_disk` dump of one
+  split, a TFDS parquet export with shard names like `x-train.parquet-00000-of-00004`), every
+  such file in sorted path order; otherwise every non-hidden file is one plain-text document
+  whose id is its relative path. TFDS tfrecord/array_record shards are refused with a clear
+  error (decoding tf.train.Example needs TensorFlow).
 - A single other file: one plain-text document.
 
 Malformed structure (invalid JSON, no `text` column, a non-string text) raises `CorpusError`
@@ -28,6 +30,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -37,8 +40,12 @@ from longjax.synth import artifacts
 
 STORE_DIRNAME = "corpus"
 DEFAULT_MAX_CHARS = 1_000_000
-_JSONL = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
-_TABLE = (".parquet", ".arrow")
+# File kinds by name; TFDS shards carry their format before a `-NNNNN-of-NNNNN` suffix.
+_KINDS = {"jsonl": "jsonl", "jsonl.gz": "jsonl", "ndjson": "jsonl", "ndjson.gz": "jsonl",
+          "parquet": "parquet", "arrow": "arrow", "tfrecord": "tf", "array_record": "tf"}
+_KIND_RE = re.compile(
+    r"\.(" + "|".join(re.escape(k) for k in sorted(_KINDS, key=len, reverse=True))
+    + r")(-\d+-of-\d+)?$")
 
 
 class CorpusError(ValueError):
@@ -115,7 +122,7 @@ def _table_documents(path: Path, text_field: str) -> Iterator[RawDocument]:
   import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
 
   try:
-    if path.suffix == ".parquet":
+    if _data_kind(path) == "parquet":
       batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
     else:
       try:
@@ -136,8 +143,10 @@ def _table_documents(path: Path, text_field: str) -> Iterator[RawDocument]:
       row += 1
 
 
-def _is_data_file(path: Path) -> bool:
-  return path.name.endswith(_JSONL) or path.suffix in _TABLE
+def _data_kind(path: Path) -> str | None:
+  """'jsonl', 'parquet', 'arrow', 'tf' (TFDS tfrecord/array_record shards) or None (text)."""
+  m = _KIND_RE.search(path.name)
+  return _KINDS[m.group(1)] if m else None
 
 
 def iter_raw_documents(source: str | os.PathLike, *,
@@ -147,12 +156,12 @@ def iter_raw_documents(source: str | os.PathLike, *,
   if not source.exists():
     raise CorpusError(f"corpus {source}: no such file or directory")
   if source.is_file():
-    files, text_mode = [source], not _is_data_file(source)
+    files, text_mode = [source], _data_kind(source) is None
   else:
     all_files = sorted(p for p in source.rglob("*")
                        if p.is_file() and not any(part.startswith(".")
                                                   for part in p.relative_to(source).parts))
-    data_files = [p for p in all_files if _is_data_file(p)]
+    data_files = [p for p in all_files if _data_kind(p) is not None]
     files, text_mode = (data_files, False) if data_files else (all_files, True)
     if not files:
       raise CorpusError(f"corpus directory {source} holds no files")
@@ -160,7 +169,11 @@ def iter_raw_documents(source: str | os.PathLike, *,
     if text_mode:
       key = str(path.relative_to(source)) if source.is_dir() else path.name
       yield RawDocument(f"{path}", path.read_bytes(), key=key)
-    elif path.name.endswith(_JSONL):
+    elif _data_kind(path) == "tf":
+      raise CorpusError(f"{path}: TFDS tfrecord/array_record shards hold tf.train.Example "
+                        "protos, which need TensorFlow to decode; re-export the dataset as "
+                        "parquet (tfds file_format='parquet') or jsonl")
+    elif _data_kind(path) == "jsonl":
       yield from _jsonl_documents(path, text_field)
     else:
       yield from _table_documents(path, text_field)

@@ -54,6 +54,20 @@ def test_hf_datasets_dump_directory(tmp_path):
   assert [store.text(i) for i in range(3)] == [r["text"] for r in ROWS]
 
 
+def test_tfds_parquet_shards_and_tfrecord_refusal(tmp_path):
+  d = tmp_path / "tfds" / "1.0.0"
+  d.mkdir(parents=True)
+  (d / "dataset_info.json").write_text("{}")
+  for i, part in enumerate([ROWS[:2], ROWS[2:]]):
+    pq.write_table(pa.Table.from_pylist([{"text": r["text"]} for r in part]),
+                   d / f"my_ds-train.parquet-0000{i}-of-00002")
+  store = ingest_corpus(tmp_path / "tfds", tmp_path / "store")
+  assert [store.text(i) for i in range(3)] == [r["text"] for r in ROWS]
+  (d / "my_ds-test.tfrecord-00000-of-00001").write_bytes(b"\x00" * 16)
+  with pytest.raises(CorpusError, match=r"tfrecord-00000-of-00001: TFDS .* need TensorFlow"):
+    list(iter_raw_documents(tmp_path / "tfds"))
+
+
 def test_text_directory(tmp_path):
   d = tmp_path / "texts"
   (d / "sub").mkdir(parents=True)
