@@ -149,9 +149,13 @@ def _data_kind(path: Path) -> str | None:
   return _KINDS[m.group(1)] if m else None
 
 
-def iter_raw_documents(source: str | os.PathLike, *,
-                       text_field: str = "text") -> Iterator[RawDocument]:
-  """Yields every input item of a corpus file or directory (see the module docstring)."""
+def iter_raw_documents(source: str | os.PathLike, *, text_field: str = "text",
+                       max_bytes: int | None = None) -> Iterator[RawDocument]:
+  """Yields every input item of a corpus file or directory (see the module docstring).
+
+  Plain-text files are read up to `max_bytes + 1` bytes: a longer file is too long anyway,
+  and a multi-GB log file is then never loaded whole.
+  """
   source = Path(source)
   if not source.exists():
     raise CorpusError(f"corpus {source}: no such file or directory")
@@ -168,7 +172,9 @@ def iter_raw_documents(source: str | os.PathLike, *,
   for path in files:
     if text_mode:
       key = str(path.relative_to(source)) if source.is_dir() else path.name
-      yield RawDocument(f"{path}", path.read_bytes(), key=key)
+      with open(path, "rb") as f:
+        data = f.read(-1 if max_bytes is None else max_bytes + 1)
+      yield RawDocument(f"{path}", data, key=key)
     elif _data_kind(path) == "tf":
       raise CorpusError(f"{path}: TFDS tfrecord/array_record shards hold tf.train.Example "
                         "protos, which need TensorFlow to decode; re-export the dataset as "
@@ -196,7 +202,7 @@ def _validate(raw: RawDocument, max_chars: int) -> tuple[str | None, str, str]:
     return None, "empty", "text is null"
   if isinstance(data, bytes):
     if len(data) > 4 * max_chars:  # cannot decode to <= max_chars characters; don't decode
-      return None, "too_long", f"{len(data)} bytes > 4 * max_chars ({max_chars})"
+      return None, "too_long", f"more than 4 * max_chars = {4 * max_chars} bytes"
     try:
       data = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -275,7 +281,8 @@ def ingest_corpus(source: str | os.PathLike, out_dir: str | os.PathLike, *,
   inputs = {"files": artifacts.fingerprint_files(corpus_files(source))}
   if artifacts.is_complete(out_dir, config=config, inputs=inputs):
     return DocumentStore(out_dir)
-  return build_store(iter_raw_documents(source, text_field=text_field), out_dir,
+  raws = iter_raw_documents(source, text_field=text_field, max_bytes=4 * max_chars)
+  return build_store(raws, out_dir,
                      max_chars=max_chars, config=config, inputs=inputs,
                      heldout_hashes=heldout, progress=progress)
 

@@ -85,6 +85,19 @@ def test_text_directory(tmp_path):
     ('{"body": "x"}', "missing field 'text'"),
     ('{"text": 5}', "must be a string"),
 ])
+def test_oversized_text_file_is_not_read_whole(tmp_path):
+  d = tmp_path / "texts"
+  d.mkdir()
+  (d / "big.log").write_bytes(b"\xff" * 5000)  # would also fail UTF-8: size is checked first
+  (d / "ok.txt").write_text("fine")
+  raw = {r.key: r for r in iter_raw_documents(d, max_bytes=400)}
+  assert len(raw["big.log"].text) == 401
+  store = ingest_corpus(d, tmp_path / "s", max_chars=100)
+  (skip,) = store.manifest["skipped"]
+  assert (skip["key"], skip["reason"]) == ("big.log", "too_long")
+  assert "400 bytes" in skip["detail"]
+
+
 def test_malformed_jsonl_names_file_and_line(tmp_path, line, message):
   path = tmp_path / "bad.jsonl"
   path.write_text('{"text": "fine"}\n' + line + "\n")
