@@ -79,12 +79,6 @@ def test_text_directory(tmp_path):
                                                                          ("sub/b.md", "beta")]
 
 
-@pytest.mark.parametrize("line,message", [
-    ('{"text": "ok"', "not valid JSON"),
-    ('["a list"]', "expected a JSON object"),
-    ('{"body": "x"}', "missing field 'text'"),
-    ('{"text": 5}', "must be a string"),
-])
 def test_oversized_text_file_is_not_read_whole(tmp_path):
   d = tmp_path / "texts"
   d.mkdir()
@@ -98,6 +92,12 @@ def test_oversized_text_file_is_not_read_whole(tmp_path):
   assert "400 bytes" in skip["detail"]
 
 
+@pytest.mark.parametrize("line,message", [
+    ('{"text": "ok"', "not valid JSON"),
+    ('["a list"]', "expected a JSON object"),
+    ('{"body": "x"}', "missing field 'text'"),
+    ('{"text": 5}', "must be a string"),
+])
 def test_malformed_jsonl_names_file_and_line(tmp_path, line, message):
   path = tmp_path / "bad.jsonl"
   path.write_text('{"text": "fine"}\n' + line + "\n")
