@@ -16,6 +16,7 @@ import time
 from typing import Sequence
 
 from longjax.eval.model_dir import EvalInputError
+from longjax.eval.task import TaskFitError
 
 log = logging.getLogger("longjax.eval")
 
@@ -88,16 +89,19 @@ def run(argv: Sequence[str] | None = None) -> dict:
   from longjax.models import load_hf, load_tokenizer
   tokenizer = load_tokenizer(info.tokenizer_dir)
   model_dir.check_tokenizer(info, tokenizer)
-  dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
-  log.info("loading %s (%s) on %s", info.hf_dir, dtype, jax.default_backend())
-  model = load_hf(info.hf_dir, dtype=dtype)
-
   from longjax.eval.runner import run_task, task_scores
   from longjax.eval.scoring import depth_table, summarize
   from longjax.eval.task import ExampleGenerator
   started = time.time()
   tasks = suite.make_tasks() if task_names else {}
   generator = ExampleGenerator(tokenizer, seed=args.seed)
+  for length in lengths:  # fit every (task, length) first: a too-short length fails fast
+    for name in task_names:
+      generator.units(tasks[name], length)
+
+  dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+  log.info("loading %s (%s) on %s", info.hf_dir, dtype, jax.default_backend())
+  model = load_hf(info.hf_dir, dtype=dtype)
   records: list[dict] = []
   for length in lengths:
     for name in task_names:
@@ -155,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   try:
     run(argv)
-  except (EvalInputError, FileNotFoundError) as e:
+  except (EvalInputError, TaskFitError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0

@@ -6,6 +6,7 @@ HELMET Recall), their mean over lengths, RULER's effective length, and `lite_avg
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -132,6 +133,15 @@ def plot_loss(loss: Mapping[str, Any], path: Path, title: str) -> None:
   b.set_title("gain from context beyond w")
   _save(fig, path)
   plt.close(fig)
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+  """Reads results.json back with integer length keys (JSON stores them as strings)."""
+  results = json.loads(Path(path).read_text())
+  results["scores"] = {t: {int(n): v for n, v in s.items()} for t, s in results["scores"].items()}
+  for cat in results["summary"]["categories"].values():
+    cat["by_length"] = {int(n): v for n, v in cat["by_length"].items()}
+  return results
 
 
 def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict[str, Path]:

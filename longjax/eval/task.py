@@ -21,6 +21,10 @@ from typing import Any, Callable, Sequence
 from longjax.eval.values import derive_seed
 
 
+class TaskFitError(ValueError):
+  """A task cannot be fitted to a length (too short for its fixed parts)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Rendered:
   """What a task renders from (units, rng): prompt parts, gold strings, needle char offsets."""
@@ -84,7 +88,7 @@ class Task(abc.ABC):
     """The largest unit count that fits: estimate from a probe, then binary search."""
     lo = self.min_units
     if not fits(lo):
-      raise ValueError(f"task {self.name}: even {lo} {self.unit} do not fit {budget} tokens "
+      raise TaskFitError(f"task {self.name}: even {lo} {self.unit} do not fit {budget} tokens "
                        f"(+{self.tokens_to_generate} to generate); use a longer length")
     base, probe = count(lo), count(lo + self.probe_units)
     per_unit = max((probe - base) / self.probe_units, 1e-3)
@@ -160,7 +164,7 @@ class ExampleGenerator:
       if num_tokens <= budget:
         break
       if n <= task.min_units:
-        raise ValueError(f"task {task.name} example {index}: even {n} {task.unit} overflow "
+        raise TaskFitError(f"task {task.name} example {index}: even {n} {task.unit} overflow "
                          f"length {length} ({num_tokens} prompt + {task.tokens_to_generate} "
                          f"to generate)")
       n = max(n - step, task.min_units)

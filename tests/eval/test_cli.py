@@ -1,0 +1,107 @@
+"""`python -m longjax.eval`: clear errors for bad input, and a tiny random model end to end."""
+
+import json
+import shutil
+
+import pytest
+from flax import nnx
+
+from longjax.eval.__main__ import main
+from longjax.eval.report import load_results
+from longjax.models import Llama, LlamaConfig, save_hf
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def _copy_tokenizer(src, dst):
+  for name in TOKENIZER_FILES:
+    shutil.copy(src / name, dst / name)
+
+
+def _config_only(path, **fields):
+  """A model dir holding just config.json (the checks run before any weights are read)."""
+  path.mkdir(parents=True)
+  cfg = LlamaConfig.preset("tiny").to_hf_dict()
+  cfg.update(fields)
+  (path / "config.json").write_text(json.dumps(cfg))
+  return path
+
+
+def _fails(capsys, argv, message):
+  assert main(argv) == 2
+  err = capsys.readouterr().err
+  assert message in err, err
+
+
+def test_missing_model_dir(tmp_path, capsys):
+  _fails(capsys, ["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
+         f"model directory not found: {tmp_path / 'nope'}")
+
+
+def test_dir_without_config(tmp_path, capsys):
+  (tmp_path / "run").mkdir()
+  _fails(capsys, ["--model", str(tmp_path / "run"), "--out", str(tmp_path / "o")],
+         "no config.json")
+
+
+def test_length_beyond_max_positions(tmp_path, capsys, smol_dir):
+  model = _config_only(tmp_path / "m", max_position_embeddings=2048)
+  _copy_tokenizer(smol_dir, model)
+  _fails(capsys, ["--model", str(model), "--lengths", "1k,4k", "--out", str(tmp_path / "o")],
+         "length 4k (4096 tokens) exceeds the model's max_position_embeddings (2048)")
+
+
+def test_tokenizer_mismatch(tmp_path, capsys, smol_dir):
+  model = _config_only(tmp_path / "m", vocab_size=1000)
+  _copy_tokenizer(smol_dir, model)
+  _fails(capsys, ["--model", str(model), "--lengths", "1k", "--out", str(tmp_path / "o")],
+         "tokenizer mismatch: tokenizer")
+
+
+def test_length_too_short_for_a_task(tmp_path, capsys, smol_dir):
+  model = _config_only(tmp_path / "m")
+  _copy_tokenizer(smol_dir, model)
+  _fails(capsys, ["--model", str(model), "--lengths", "512", "--tasks", "json_kv",
+                  "--out", str(tmp_path / "o")],
+         "task json_kv: even 6 pairs do not fit 412 tokens")
+
+
+def test_missing_tokenizer_and_bad_flags(tmp_path, capsys):
+  model = _config_only(tmp_path / "m")
+  _fails(capsys, ["--model", str(model), "--out", str(tmp_path / "o")], "pass --tokenizer DIR")
+  _fails(capsys, ["--model", str(model), "--lengths", "4q", "--out", str(tmp_path / "o")],
+         "--lengths: length '4q'")
+  _fails(capsys, ["--model", str(model), "--tasks", "niah_x", "--out", str(tmp_path / "o")],
+         "--tasks: unknown task 'niah_x'")
+
+
+def test_tiny_model_end_to_end_from_training_model_dir(tmp_path, capsys, smol_dir):
+  """A MODEL_DIR with the trainer's hf/ export and the tokenizer passed separately."""
+  model_dir = tmp_path / "run"
+  save_hf(Llama(LlamaConfig.preset("tiny", dtype="float32"), rngs=nnx.Rngs(0)),
+          model_dir / "hf")
+  out = tmp_path / "eval"
+  argv = ["--model", str(model_dir), "--tokenizer", str(smol_dir), "--lengths", "1k",
+          "--tasks", "niah_single_1,json_kv", "--samples", "2", "--batch-size", "2",
+          "--max-new-tokens", "8", "--loss-sequences", "1", "--loss-length", "512",
+          "--loss-windows", "128",
+          "--out", str(out)]
+  assert main(argv) == 0
+  stdout = capsys.readouterr().out
+  assert "| niah_single_1 | " in stdout and "Loss by position" in stdout
+  names = {p.name for p in out.iterdir()}
+  assert {"results.json", "results.md", "predictions.jsonl", "manifest.json",
+          "scores_vs_length.png", "loss_by_position.png"} <= names
+  results = load_results(out / "results.json")
+  assert results["model"] == str(model_dir / "hf")
+  assert set(results["scores"]) == {"niah_single_1", "json_kv"}
+  preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+  assert len(preds) == 4 and all(p["generated_tokens"] <= 8 for p in preds)
+  # The per-task score is the mean of the per-sample scores the scorer gave.
+  for task in ("niah_single_1", "json_kv"):
+    mine = [p["score"] for p in preds if p["task"] == task]
+    assert results["scores"][task][1024] == pytest.approx(100 * sum(mine) / len(mine))
+  loss = results["loss"]
+  assert loss["length"] == 512 and loss["windows"] == [128]
+  assert {s["source"] for s in loss["sequences"]} == {"sotu", "shakespeare"}
+  assert json.loads((out / "manifest.json").read_text())["complete"] is True
