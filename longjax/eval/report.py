@@ -54,10 +54,29 @@ def markdown(results: Mapping[str, Any]) -> str:
       lines.append(f"- lite_avg (mean of {', '.join(summary['lite_avg_of'])}): "
                    f"{_fmt(summary['lite_avg'], 2)}")
     lines += ["", DROPPED_NOTE, ""]
+  if results.get("niah_depth"):
+    lines += _depth_markdown(results["niah_depth"])
   loss = results.get("loss")
   if loss:
     lines += _loss_markdown(loss)
   return "\n".join(lines) + "\n"
+
+
+def _depth_markdown(depth: Mapping[str, Mapping]) -> list[str]:
+  """NIAH diagnostic: accuracy by needle depth (token position / prompt length) per length."""
+  lines = ["## Needle depth diagnostic (accuracy by depth decile of the prompt)", ""]
+  for task, by_len in depth.items():
+    if not by_len:
+      continue
+    bins = len(next(iter(by_len.values())))
+    lines += [f"**{task}**", "", "| length | " + " | ".join(
+        f"{100 * i // bins}–{100 * (i + 1) // bins}%" for i in range(bins)) + " |",
+              "|---|" + "---:|" * bins]
+    for length, accs in sorted(by_len.items(), key=lambda kv: int(kv[0])):
+      lines.append(f"| {format_length(int(length))} | " + " | ".join(_fmt(a, 0) for a in accs)
+                   + " |")
+    lines.append("")
+  return lines
 
 
 def _loss_markdown(loss: Mapping[str, Any]) -> list[str]:
