@@ -88,14 +88,27 @@ def load_tokenizer_spec(spec: str):
   return load_tokenizer(path)
 
 
-def open_corpus(opts: BuildOptions, progress: Callable[..., Iterable[Any]]) -> DocumentStore:
-  """Builds or reopens `<out>/corpus` from `opts.corpus`."""
+def open_corpus(opts: BuildOptions, progress: Callable[..., Iterable[Any]],
+                log_fn: Callable[[str], None] = log.info) -> DocumentStore:
+  """Builds or reopens `<out>/corpus` from `opts.corpus`, disjoint from evaluation texts.
+
+  Any corpus, not only the default one, is kept apart from the held-out evaluation documents
+  (SOTU, Shakespeare, the reserved BBC items): exact copies are skipped as `heldout`.
+  """
+  from longjax.synth import default_corpus  # pylint: disable=import-outside-toplevel
   out = opts.out / STORE_DIRNAME
   if opts.corpus == "default":
-    from longjax.synth import default_corpus  # pylint: disable=import-outside-toplevel
     return default_corpus.build_default_corpus(out, progress=progress)
-  return ingest_corpus(opts.corpus, out, max_chars=opts.max_chars, text_field=opts.text_field,
-                       progress=progress)
+  try:
+    held = default_corpus.heldout_hashes()
+  except FileNotFoundError as e:  # packages absent (e.g. a GPU image): say so, don't hide it
+    log_fn(f"WARNING: held-out evaluation texts unavailable ({e}); "
+           "the corpus is not checked against them")
+    held = set()
+  store = ingest_corpus(opts.corpus, out, max_chars=opts.max_chars, text_field=opts.text_field,
+                        heldout_hashes=held, progress=progress)
+  store.assert_disjoint(held)
+  return store
 
 
 def _tqdm_progress(items: Iterable[Any], **kwargs: Any) -> Iterable[Any]:
@@ -120,7 +133,7 @@ def run_build(opts: BuildOptions, *,
     from longjax.synth.embed import make_embedder  # pylint: disable=import-outside-toplevel
     embedder = make_embedder(opts.embedder)
   opts.out.mkdir(parents=True, exist_ok=True)
-  store = open_corpus(opts, progress)
+  store = open_corpus(opts, progress, log_fn)
   counts = store.manifest["counts"]
   log_fn(f"corpus: {counts['kept']} documents kept of {counts['read']} read; "
          f"skipped {counts['skipped'] or 'none'} -> {store.directory}")
