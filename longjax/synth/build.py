@@ -179,6 +179,7 @@ def _write_top(out: Path, config: dict[str, Any], store: DocumentStore, stages: 
 
 
 def default_log_setup() -> None:
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s",
                       datefmt="%H:%M:%S")
+  logging.getLogger("longjax").setLevel(logging.INFO)  # ours at INFO; libraries' chatter not
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
