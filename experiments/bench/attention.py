@@ -57,6 +57,10 @@ def _fns():
       "cudnn": lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True,
                                                             implementation="cudnn"),
       "gpu": lambda q, k, v: ops.attention(q, k, v, implementation="gpu"),
+      # what the Llama calls: positions given, checked on device, cuDNN taken by lax.cond
+      "gpu(positions)": lambda q, k, v: ops.attention(
+          q, k, v, positions=jnp.broadcast_to(jnp.arange(q.shape[1]), q.shape[:2]),
+          implementation="gpu"),
       "ring1(gpu)": ring1,
       "blockwise": lambda q, k, v: ops.attention(q, k, v, implementation="blockwise"),
   }, mesh1
@@ -166,15 +170,15 @@ def plot(results, path):
 
 def table(results):
   lines = [f"device: {results['device']}  jax {results['jax']}", f"FLOPs: {FLOP_CONVENTION}",
-           f"{'impl':<12}{'S':>8}{'ms':>10}{'TFLOP/s':>10}{'vs cudnn':>10}{'mem GiB':>10}"]
+           f"{'impl':<16}{'S':>8}{'ms':>10}{'TFLOP/s':>10}{'vs cudnn':>10}{'mem GiB':>10}"]
   base = {r["seq"]: r["tflops"] for r in results["rows"] if r["impl"] == "cudnn" and "tflops" in r}
   for r in results["rows"]:
     if "tflops" not in r:
-      lines.append(f"{r['impl']:<12}{r['seq']:>8}  {r['error'][:70]}")
+      lines.append(f"{r['impl']:<16}{r['seq']:>8}  {r['error'][:70]}")
       continue
     ratio = r["tflops"] / base[r["seq"]] if r["seq"] in base else float("nan")
     mem = r["memory_bytes"] / 2**30 if r["memory_bytes"] is not None else float("nan")
-    lines.append(f"{r['impl']:<12}{r['seq']:>8}{r['seconds'] * 1e3:>10.1f}{r['tflops']:>10.1f}"
+    lines.append(f"{r['impl']:<16}{r['seq']:>8}{r['seconds'] * 1e3:>10.1f}{r['tflops']:>10.1f}"
                  f"{ratio:>10.1%}{mem:>10.2f}")
   return "\n".join(lines)
 
@@ -183,7 +187,7 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--out", default="bench_out")
   ap.add_argument("--sizes", default="8192,32768,131072")
-  ap.add_argument("--impls", default="cudnn,gpu,ring1(gpu),blockwise")
+  ap.add_argument("--impls", default="cudnn,gpu,gpu(positions),ring1(gpu),blockwise")
   ap.add_argument("--budget", type=float, default=4.0, help="seconds of timing per cell")
   ap.add_argument("--plot", help="re-plot a results JSON and exit")
   args = ap.parse_args(argv)

@@ -11,12 +11,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from longjax.ops import gpu, ring
+from longjax.ops import gpu, ring, tpu
 from longjax.ops.blockwise import BLOCKWISE
 from longjax.ops.kernels import BlockKernel, fused_attention
 from longjax.ops.reference import reference_attention
 
-IMPLEMENTATIONS = ("reference", "blockwise", "gpu")
+IMPLEMENTATIONS = ("reference", "blockwise", "gpu", "tpu")
 _FLOATS = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 
@@ -48,6 +48,8 @@ def _pick(implementation, q, k, segment_ids) -> str:
   if implementation is None:
     if segment_ids is None and gpu.cudnn_supports(q, k):
       return "gpu"
+    if tpu.tpu_supports(q, k):
+      return "tpu"
     return "blockwise"
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"implementation must be one of {IMPLEMENTATIONS} or None, "
@@ -64,7 +66,7 @@ def _pick(implementation, q, k, segment_ids) -> str:
 
 
 def _kernel(name: str) -> BlockKernel:
-  return gpu.CUDNN if name == "gpu" else BLOCKWISE
+  return {"gpu": gpu.CUDNN, "tpu": tpu.PALLAS_TPU}.get(name, BLOCKWISE)
 
 
 def attention(q, k, v, *, segment_ids=None, positions=None, causal: bool = True,
@@ -73,7 +75,8 @@ def attention(q, k, v, *, segment_ids=None, positions=None, causal: bool = True,
 
   segment_ids [B, S] int (0 = padding, attends nothing); positions [B, S] int (default: the
   index). implementation: 'reference' (dense oracle), 'blockwise' (pure JAX, any backend),
-  'gpu' (cuDNN), or None for the fastest correct one on this backend for these inputs.
+  'gpu' (cuDNN), 'tpu' (Pallas TPU flash attention; interpret mode elsewhere), or None for the
+  fastest correct one on this backend for these inputs.
   """
   _check_inputs(q, k, v, segment_ids, positions)
   name = _pick(implementation, q, k, segment_ids)
@@ -91,8 +94,8 @@ def attention(q, k, v, *, segment_ids=None, positions=None, causal: bool = True,
                                positions=positions, causal=causal, scale=scale)
   call = lambda kern, pos: fused_attention(kern, q, k, v, segment_ids=segment_ids,
                                            positions=pos, causal=causal, scale=scale)
-  if kernel.takes_segments or positions is None or not causal:
+  if kernel.takes_positions or positions is None or not causal:
     return call(kernel, positions)
-  # cuDNN masks by index: equal to the positions mask exactly when positions strictly increase.
+  # Kernels that mask by index equal the positions mask exactly when positions strictly increase.
   ordered = jnp.all(positions[:, 1:] > positions[:, :-1])
   return lax.cond(ordered, lambda: call(kernel, None), lambda: call(BLOCKWISE, positions))

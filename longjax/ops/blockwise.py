@@ -179,7 +179,7 @@ def make_blockwise_kernel(block_q: int = DEFAULT_BLOCK, block_k: int = DEFAULT_B
       name="blockwise",
       fwd=functools.partial(blockwise_fwd, block_q=block_q, block_k=block_k),
       bwd=functools.partial(blockwise_bwd, block_q=block_q, block_k=block_k),
-      takes_segments=True)
+      takes_segments=True, takes_positions=True)
 
 
 BLOCKWISE = make_blockwise_kernel()

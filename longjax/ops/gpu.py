@@ -68,4 +68,5 @@ def cudnn_supports(q, k) -> bool:
           and k.dtype == q.dtype and h % 8 == 0 and h <= 128)
 
 
-CUDNN = BlockKernel(name="gpu", fwd=cudnn_fwd, bwd=cudnn_bwd, takes_segments=False)
+CUDNN = BlockKernel(name="gpu", fwd=cudnn_fwd, bwd=cudnn_bwd, takes_segments=False,
+                    takes_positions=False)

@@ -50,7 +50,8 @@ class BlockKernel:
   name: str
   fwd: Callable
   bwd: Callable
-  takes_segments: bool  # False: the kernel only does index causal / no mask (cuDNN).
+  takes_segments: bool  # False: no document masks (cuDNN).
+  takes_positions: bool  # False: causality by local index only (trust the token order).
 
 
 def dense_mask(mask: BlockMask, t: int, s: int) -> jax.Array | None:

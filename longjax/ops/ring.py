@@ -15,8 +15,11 @@ Layouts (the token order the caller gave the sequence):
   contiguous: device i holds chunk i; step s > 0 is a full unmasked block on devices whose
     source precedes them and is skipped (lax.cond) on the others (imbalanced: for tests and
     non-causal use).
-Masks inside blocks come from segment ids and positions when the kernel takes them (blockwise);
-the cuDNN kernel takes none, so it is only used without segment ids and trusts the layout.
+Masks inside blocks come from segment ids and positions when the kernel takes them (blockwise
+takes both, the Pallas TPU kernel segment ids only); kernels without positions use the aligned
+causal triangle on step 0 and trust the layout. cuDNN takes neither, so with segment ids the
+ring uses another kernel. `ring_options(layout=..., loop=...)` sets the layout and the loop form
+(static unrolled loop by default, or lax.scan over steps 1..N-2: spec R5).
 
 Axis letters: B batch, c local length, N query heads, K kv heads, H head dim.
 """
@@ -40,16 +43,20 @@ SEQUENCE_AXIS = "sequence"
 BATCH_AXES = ("data", "fsdp")
 HEAD_AXIS = "tensor"
 LAYOUTS = ("zigzag", "contiguous")
+LOOPS = ("unroll", "scan")
 
 
 @dataclasses.dataclass(frozen=True)
 class RingOptions:
   """How the ring reads the sequence. `layout` must match what the input pipeline did."""
   layout: str = "zigzag"
+  loop: str = "unroll"  # 'unroll': static Python loop; 'scan': lax.scan over the middle steps
 
   def __post_init__(self):
     if self.layout not in LAYOUTS:
       raise ValueError(f"RingOptions.layout must be one of {LAYOUTS}, got {self.layout!r}")
+    if self.loop not in LOOPS:
+      raise ValueError(f"RingOptions.loop must be one of {LOOPS}, got {self.loop!r}")
 
 
 _OPTIONS = contextvars.ContextVar("longjax_ring_options", default=RingOptions())
@@ -107,14 +114,39 @@ class _Ring:
   layout: str
   causal: bool
   scale: float
+  loop: str = "unroll"
 
   def mask(self, qseg, kseg, qpos, kpos, causal):
-    if not self.kernel.takes_segments:
-      return BlockMask(causal=causal)  # index causality on an aligned block (layout-trusted)
+    kern = self.kernel
+    if not kern.takes_positions:  # index causality on an aligned block (layout-trusted)
+      qpos = kpos = None
+    if not kern.takes_segments:
+      qseg = kseg = None
     return BlockMask(qseg, kseg, qpos, kpos, causal)
 
-  def perm(self):
-    return [(i, (i + 1) % self.n) for i in range(self.n)]
+  def shift(self, x):
+    """One step around the ring: device i sends to i + 1."""
+    return lax.ppermute(x, SEQUENCE_AXIS, [(i, (i + 1) % self.n) for i in range(self.n)])
+
+  def steps(self, step, state):
+    """Runs step(s, state, send_next) for s = 0..N-1; send_next is False on the last step.
+
+    With loop='scan' the steps 1..N-2 run in a lax.scan (s traced); the first and last are
+    peeled, so the scan issues exactly the N-1 (forward) shifts the unrolled loop does.
+    """
+    if self.loop == "unroll" or self.n <= 2:
+      for s in range(self.n):
+        state = step(s, state, s < self.n - 1)
+      return state
+    state = step(0, state, True)
+    state, _ = lax.scan(lambda st, s: (step(s, st, True), None), state,
+                        jnp.arange(1, self.n - 1))
+    return step(self.n - 1, state, False)
+
+
+def _first(s) -> bool:
+  """Step 0 (local KV, causal block) is always a static Python int."""
+  return isinstance(s, int) and s == 0
 
 
 def _pack(rk: _Ring, k, v, seg, pos):
@@ -124,31 +156,34 @@ def _pack(rk: _Ring, k, v, seg, pos):
   collective-permute (R4) whatever travels with the KV.
   """
   kv = jnp.stack([k, v])
-  ints = [x for x in (seg, pos) if x is not None] if rk.kernel.takes_segments else []
+  ints = [x for x, used in ((seg, rk.kernel.takes_segments), (pos, rk.kernel.takes_positions))
+          if x is not None and used]
   if not ints:
     return kv
   ints = lax.bitcast_convert_type(jnp.stack(ints, -1), kv.dtype)
   return jnp.concatenate([kv.reshape(-1), ints.reshape(-1)])
 
 
-def _unpack(buf, k_shape, has_seg):
+def _unpack(rk: _Ring, buf, k_shape, has_seg):
   """Inverse of `_pack`: (k, v, seg | None, pos | None)."""
-  if buf.ndim > 1:
+  has_seg = has_seg and rk.kernel.takes_segments
+  has_pos = rk.kernel.takes_positions
+  if not (has_seg or has_pos):
     return buf[0], buf[1], None, None
   size = 2 * int(np.prod(k_shape))
   kv = buf[:size].reshape((2,) + tuple(k_shape))
   width = 4 // buf.dtype.itemsize  # int32 words per element of K's dtype
-  shape = tuple(k_shape[:2]) + (2 if has_seg else 1,) + ((width,) if width > 1 else ())
+  shape = tuple(k_shape[:2]) + (has_seg + has_pos,) + ((width,) if width > 1 else ())
   ints = lax.bitcast_convert_type(buf[size:].reshape(shape), jnp.int32)
-  return kv[0], kv[1], ints[..., 0] if has_seg else None, ints[..., -1]
+  return kv[0], kv[1], ints[..., 0] if has_seg else None, ints[..., -1] if has_pos else None
 
 
 def _step_fwd(rk: _Ring, s, rank, q, qseg, qpos, kv, o, lse):
   """Merge step s's block(s) into (o, lse); o/lse are pairs of halves for zigzag."""
   k, v, kseg, kpos = kv
   fwd = lambda q_, k_, v_, m: rk.kernel.fwd(q_, k_, v_, m, rk.scale)
-  if s == 0 or not rk.causal:
-    o_s, lse_s = fwd(q, k, v, rk.mask(qseg, kseg, qpos, kpos, rk.causal and s == 0))
+  if _first(s) or not rk.causal:
+    o_s, lse_s = fwd(q, k, v, rk.mask(qseg, kseg, qpos, kpos, rk.causal and _first(s)))
     if rk.layout == "zigzag" and rk.causal:
       parts = [_combine(o[i], lse[i], _half(o_s, i), _half(lse_s, i)) for i in (0, 1)]
       return tuple(p[0] for p in parts), tuple(p[1] for p in parts)
@@ -179,8 +214,9 @@ def _step_bwd(rk: _Ring, s, rank, q, qseg, qpos, kv, o, lse, do):
   f32 = lambda *xs: [x.astype(jnp.float32) for x in xs]
   bwd = lambda q_, k_, v_, o_, l_, do_, m: f32(*rk.kernel.bwd(q_, k_, v_, o_, l_, do_, m,
                                                                 rk.scale))
-  if s == 0 or not rk.causal:
-    dq, dk, dv = bwd(q, k, v, o, lse, do, rk.mask(qseg, kseg, qpos, kpos, rk.causal and s == 0))
+  if _first(s) or not rk.causal:
+    dq, dk, dv = bwd(q, k, v, o, lse, do,
+                     rk.mask(qseg, kseg, qpos, kpos, rk.causal and _first(s)))
     return dq, jnp.stack([dk, dv])
   early = s <= rank
   if rk.layout == "contiguous":
@@ -206,17 +242,20 @@ def _step_bwd(rk: _Ring, s, rank, q, qseg, qpos, kv, o, lse, do):
 
 def _ring_forward(rk: _Ring, q, k, v, seg, pos):
   rank = lax.axis_index(SEQUENCE_AXIS)
-  buf = _pack(rk, k, v, seg, pos)
-  kv = (k, v, seg, pos)
+  own = (k, v, seg, pos)
   o = jnp.zeros(q.shape, jnp.float32)
   lse = jnp.full(q.shape[:3], -jnp.inf, jnp.float32)
   if rk.layout == "zigzag" and rk.causal:
     o, lse = (_half(o, 0), _half(o, 1)), (_half(lse, 0), _half(lse, 1))
-  for s in range(rk.n):
-    if s < rk.n - 1:  # issued before this step's compute, which does not depend on it
-      buf = lax.ppermute(buf, SEQUENCE_AXIS, rk.perm())
+
+  def step(s, state, send_next):
+    cur, o, lse = state
+    nxt = rk.shift(cur) if send_next else cur  # issued before this step's compute
+    kv = own if _first(s) else _unpack(rk, cur, k.shape, seg is not None)
     o, lse = _step_fwd(rk, s, rank, q, seg, pos, kv, o, lse)
-    kv = _unpack(buf, k.shape, seg is not None)
+    return nxt, o, lse
+
+  _, o, lse = rk.steps(step, (_pack(rk, k, v, seg, pos), o, lse))
   if isinstance(o, tuple):
     o, lse = jnp.concatenate(o, 1), jnp.concatenate(lse, 1)
   return o.astype(q.dtype), lse
@@ -237,20 +276,21 @@ def _ring_fwd(rk, q, k, v, seg, pos):
 def _ring_bwd(rk, res, do):
   q, k, v, seg, pos, o, lse = res
   rank = lax.axis_index(SEQUENCE_AXIS)
-  buf = _pack(rk, k, v, seg, pos)
-  kv = (k, v, seg, pos)
-  dq = jnp.zeros(q.shape, jnp.float32)
-  acc = jnp.zeros((2,) + k.shape, jnp.float32)
-  pend = None
-  for s in range(rk.n):
-    if s < rk.n - 1:
-      buf = lax.ppermute(buf, SEQUENCE_AXIS, rk.perm())
-    if s > 0:  # dK/dV of the previous step's KV travel on with it; overlaps this step's compute
-      acc = lax.ppermute(acc + pend, SEQUENCE_AXIS, rk.perm())
+  own = (k, v, seg, pos)
+  zeros_kv = jnp.zeros((2,) + k.shape, jnp.float32)
+
+  def step(s, state, send_next):
+    cur, acc, pend, dq = state
+    nxt = rk.shift(cur) if send_next else cur
+    if not _first(s):  # dK/dV of the previous step's KV travel on with it, overlapping compute
+      acc = rk.shift(acc + pend)
+    kv = own if _first(s) else _unpack(rk, cur, k.shape, seg is not None)
     dq_s, pend = _step_bwd(rk, s, rank, q, seg, pos, kv, o, lse, do)
-    dq = dq + dq_s
-    kv = _unpack(buf, k.shape, seg is not None)
-  acc = lax.ppermute(acc + pend, SEQUENCE_AXIS, rk.perm())  # N-th shift: back at the owner
+    return nxt, acc, pend, dq + dq_s
+
+  state = (_pack(rk, k, v, seg, pos), zeros_kv, zeros_kv, jnp.zeros(q.shape, jnp.float32))
+  _, acc, pend, dq = rk.steps(step, state)
+  acc = rk.shift(acc + pend)  # N-th shift: dK/dV are back at their owner
   return dq.astype(q.dtype), acc[0].astype(k.dtype), acc[1].astype(v.dtype), None, None
 
 
@@ -315,7 +355,8 @@ def ring_attention(q, k, v, *, kernel: BlockKernel, segment_ids=None, positions=
     if options.layout == "zigzag":
       positions = zigzag(positions, n)
     positions = jnp.broadcast_to(positions, (b, s))
-  rk = _Ring(kernel=kernel, n=n, layout=options.layout, causal=causal, scale=float(scale))
+  rk = _Ring(kernel=kernel, n=n, layout=options.layout, causal=causal, scale=float(scale),
+             loop=options.loop)
   batch = _axes_spec(mesh, BATCH_AXES)
   heads = HEAD_AXIS if HEAD_AXIS in mesh.axis_names else None
   qspec = P(batch, SEQUENCE_AXIS, heads, None)
