@@ -126,3 +126,40 @@ def test_cli_help_and_malformed_input_subprocess(tmp_path):
   assert r.returncode == 2
   assert f"error: {bad}:2: not valid JSON" in r.stderr
   assert "Traceback" not in r.stderr
+
+
+def test_atomic_writes_never_leave_half_files(tmp_path):
+  target = tmp_path / "a.json"
+  artifacts.write_json(target, {"v": 1})
+  with pytest.raises(RuntimeError):
+    with artifacts.atomic_path(target) as tmp:
+      tmp.write_text("half")
+      raise RuntimeError("crash mid-write")
+  assert json.loads(target.read_text()) == {"v": 1}
+  d = tmp_path / "dir"
+  for v in ("old", "new"):  # directories are replaced whole
+    with artifacts.atomic_path(d) as tmp:
+      tmp.mkdir()
+      (tmp / "f").write_text(v)
+  assert (d / "f").read_text() == "new"
+  with pytest.raises(ValueError):
+    with artifacts.RecordWriter(tmp_path / "recs") as w:
+      w.write({"i": 0})
+      raise ValueError("abort")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "dir"]  # no litter
+
+
+def test_manifest_completion_tracks_config_and_inputs(tmp_path):
+  assert not artifacts.is_complete(tmp_path, config={}, inputs={})
+  artifacts.write_manifest(tmp_path, kind="x", config={"a": 1}, inputs={"f": "h"},
+                           counts={"n": 2}, skipped=[{"reason": "empty"}])
+  assert artifacts.is_complete(tmp_path, config={"a": 1}, inputs={"f": "h"})
+  assert not artifacts.is_complete(tmp_path, config={"a": 2}, inputs={"f": "h"})
+  assert not artifacts.is_complete(tmp_path, config={"a": 1}, inputs={"f": "other"})
+  m = artifacts.read_manifest(tmp_path)
+  assert m["versions"]["numpy"] and m["skipped"] == [{"reason": "empty"}]
+  with artifacts.RecordWriter(tmp_path / "r") as w:
+    for i in range(3):
+      w.write({"i": i, "t": "é" * i})
+  r = artifacts.RecordReader(tmp_path / "r")
+  assert [r[i]["t"] for i in (2, 0, 1)] == ["éé", "", "é"] and len(r) == 3
