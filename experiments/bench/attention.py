@@ -28,7 +28,6 @@ import numpy as np
 
 from longjax import ops
 from longjax.ops import gpu, ring
-from longjax.ops.blockwise import BLOCKWISE
 from longjax.ops.kernels import BlockMask
 from longjax.ops.reference import reference_attention
 

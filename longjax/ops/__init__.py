@@ -1,4 +1,5 @@
-"""Attention operators: one entry point (`attention`) over reference, blockwise, kernel and ring paths."""
+"""Attention operators: one entry point (`attention`) over reference, blockwise, kernel and ring
+paths, plus the zigzag load-balancing permutation."""
 
 from longjax.ops.attention import IMPLEMENTATIONS, attention
 from longjax.ops.ring import RingOptions, ring_attention, ring_options, sequence_axis_size

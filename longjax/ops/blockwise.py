@@ -11,7 +11,6 @@ H head dim; q/k tile lengths bq/bk and tile counts nq/nk.
 
 import functools
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 

@@ -20,7 +20,6 @@ import functools
 from typing import Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 
@@ -52,21 +51,6 @@ class BlockKernel:
   bwd: Callable
   takes_segments: bool  # False: no document masks (cuDNN).
   takes_positions: bool  # False: causality by local index only (trust the token order).
-
-
-def dense_mask(mask: BlockMask, t: int, s: int) -> jax.Array | None:
-  """allowed [B, T, S] (or [1, T, S] when only the index matters); None when nothing is masked."""
-  allowed = None
-  if mask.q_segment_ids is not None:
-    qs, ks = mask.q_segment_ids, mask.kv_segment_ids
-    allowed = (qs[:, :, None] == ks[:, None, :]) & (qs[:, :, None] != 0)
-  if mask.causal:
-    if mask.q_positions is not None:
-      causal = mask.q_positions[:, :, None] >= mask.kv_positions[:, None, :]
-    else:
-      causal = (jnp.arange(t)[:, None] >= jnp.arange(s)[None, :])[None]
-    allowed = causal if allowed is None else allowed & causal
-  return allowed
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))

@@ -1,4 +1,4 @@
-"""Dense attention in plain XLA: the correctness oracle every other implementation is tested against.
+"""Dense attention in plain XLA: the oracle every other implementation is tested against.
 
 Axis letters: B batch, S/T query/key sequence, N query heads, K kv heads, G = N/K, H head dim.
 """

@@ -32,7 +32,7 @@ def packed_segments(b, s, seed=0):
 
 
 def make_mesh(**sizes):
-  """An Auto-axes mesh over the first prod(sizes) CPU devices, e.g. make_mesh(data=2, sequence=4)."""
+  """Auto-axes mesh over the first prod(sizes) CPU devices, e.g. make_mesh(data=2, sequence=4)."""
   names = tuple(sizes)
   return jax.make_mesh(tuple(sizes.values()), names, axis_types=(AxisType.Auto,) * len(names),
                        devices=jax.devices()[:int(np.prod(list(sizes.values())))])

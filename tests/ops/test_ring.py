@@ -6,7 +6,6 @@ identity), runs `attention` under a mesh with a `sequence` axis, and undoes the 
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from jax.ad_checkpoint import checkpoint_policies
 

@@ -61,3 +61,17 @@ def test_ring_with_tpu_kernel():
   assert_close(o, o_ref, jnp.float32)
   for g, g_ref in zip(grads, grads_ref):
     assert_close(g, g_ref, jnp.float32)
+
+
+def test_index_kernel_with_positions_is_exact_in_any_order():
+  """Kernels that mask by index take positions through a device-side check (lax.cond):
+  in-order positions use the kernel, shuffled ones the blockwise kernel; both are exact."""
+  q, k, v, do = make_qkv(b=1, s=128, n=2, kh=1, h=16, seed=9)
+  pos = jnp.arange(128, dtype=jnp.int32)[None]
+  perm = np.random.default_rng(0).permutation(128)
+  o_ref, _ = reference(q, k, v, do)
+  f = jax.jit(lambda q, k, v, p: ops.attention(q, k, v, positions=p, implementation="tpu"))
+  assert "cond[" in str(jax.make_jaxpr(f)(q, k, v, pos))
+  assert_close(f(q, k, v, pos), o_ref, jnp.float32)
+  shuffled = f(q[:, perm], k[:, perm], v[:, perm], pos[:, perm])
+  assert_close(shuffled, o_ref[:, perm], jnp.float32)
