@@ -112,3 +112,89 @@ def test_extractive_predictor_and_no_silent_fallback():
     make_predictor("t5")
   with pytest.raises(ValueError, match="one of"):
     make_predictor("bm25")
+
+
+def _reference_choice(candidates, blacklist, min_df, seed):
+  """The min_keyword_df rule written out directly: (keyword or None, fell back) per document."""
+  kept = [sorted(set(c) - blacklist) for c in candidates]
+  df = {}
+  for cands in kept:
+    for c in cands:
+      df[c] = df.get(c, 0) + 1
+  out = []
+  for doc_id, cands in enumerate(kept):
+    common = [c for c in cands if df[c] >= min_df]
+    pool = common or cands
+    out.append((qkw.choose(pool, seed=seed, doc_id=doc_id) if pool else None,
+                bool(cands) and not common))
+  return out
+
+
+def test_min_keyword_df_hand_built():
+  # df: "solar panel" 3, "wind farm" 2, every "rare *" 1; "best way" is seed-blacklisted.
+  cands = [["rare a", "solar panel"], ["rare b", "solar panel", "wind farm"],
+           ["solar panel", "wind farm"], ["rare c", "rare d"], [], ["best way", "rare e"]]
+  bl = qkw.load_blacklist()
+  out = qkw.assign_keywords(range(6), cands, seed=5, blacklist=bl, min_df=3)
+  assert out.keywords[:3] == ["solar panel"] * 3  # the only keyword with df >= 3
+  assert out.keywords[3] == qkw.choose(["rare c", "rare d"], seed=5, doc_id=3)  # fallback
+  assert out.keywords[4] is None and out.keywords[5] == "rare e"
+  assert out.df_fallback == [False, False, False, True, False, True]
+  two = qkw.assign_keywords(range(6), cands, seed=5, blacklist=bl, min_df=2)
+  assert two.keywords[1] == qkw.choose(["solar panel", "wind farm"], seed=5, doc_id=1)
+  assert two.keywords[0] == "solar panel" and sum(two.df_fallback) == 2
+  assert out.df_histogram == {"df>=1": 7, "df>=2": 2, "df>=5": 0, "df>=10": 0, "df>=20": 0}
+  with pytest.raises(ValueError, match="min_keyword_df"):
+    qkw.assign_keywords([0], [["a b"]], seed=0, blacklist=bl, min_df=0)
+
+
+def test_min_keyword_df_matches_reference_and_default_is_unchanged():
+  rng = np.random.default_rng(0)
+  vocab = [f"topic {i}" for i in range(60)] + ["best way"]
+  p = 1.0 / np.arange(1, len(vocab) + 1)  # Zipf-like: a few common keywords, a long tail
+  cands = [sorted(set(rng.choice(vocab, size=rng.integers(0, 6), p=p / p.sum())))
+           for _ in range(400)]
+  bl = qkw.load_blacklist()
+  for min_df in (1, 2, 5, 20, 1000):
+    out = qkw.assign_keywords(range(400), cands, seed=7, blacklist=bl, min_df=min_df)
+    want = _reference_choice(cands, bl, min_df, seed=7)
+    assert out.keywords == [k for k, _ in want]
+    assert out.df_fallback == [f for _, f in want]
+    df = dict(out.df_top)
+    for k, cs in zip(out.keywords, cands):
+      if any(df.get(c, 0) >= min_df for c in cs if c not in bl):
+        assert df[k] >= min_df
+  # min_df=1 (the default) is the paper's rule: uniform over all survivors, no fallback.
+  default = qkw.assign_keywords(range(400), cands, seed=7, blacklist=bl)
+  assert default.keywords == [qkw.choose(sorted(set(c) - bl), seed=7, doc_id=d)
+                              if set(c) - bl else None for d, c in enumerate(cands)]
+  assert not any(default.df_fallback)
+  assert sum(out.df_fallback) > 0  # min_df=1000: every document with a keyword fell back
+  # Deterministic, and independent of corpus order (choice keyed by (seed, doc_id)).
+  order = rng.permutation(400)
+  shuffled = qkw.assign_keywords(order, [cands[i] for i in order], seed=7, blacklist=bl,
+                                 min_df=5)
+  five = qkw.assign_keywords(range(400), cands, seed=7, blacklist=bl, min_df=5)
+  assert [five.keywords[i] for i in order] == shuffled.keywords
+
+
+def test_extractive_short_phrases_hand_computed():
+  text = ("Tony Blair met Gordon Brown. Tony Blair said the Gordon Brown plan works. "
+          "Blair spoke.")
+  pred = ExtractiveQueryPredictor(max_phrase_words=2, phrases_per_query=3)
+  # Runs break at stopwords and at "said" (NON_QUERY_WORDS). Two-word runs: "tony blair" and
+  # "gordon brown" occur twice; "tony blair" has the more frequent words (tony 2, blair 3:
+  # mean 2.5 vs 2). Among the once-seen runs, "blair met" and "blair spoke" (mean 2) lead
+  # "met gordon" and "brown plan" (1.5); ties go alphabetically.
+  assert pred.predict([(0, text)], seed=0) == [["tony blair, gordon brown, blair met"]]
+  # Every phrase of the query survives RAKE's 3.0 threshold (each scores >= 4).
+  assert qkw.doc_candidates(["tony blair, gordon brown, blair met"]) == [
+    "blair met", "gordon brown", "tony blair"]
+  three = ExtractiveQueryPredictor(max_phrase_words=3, phrases_per_query=4)
+  assert three.predict([(0, text)], seed=0)[0][0].split(", ")[:2] == ["tony blair",
+                                                                      "gordon brown"]
+  assert pred.describe()["max_phrase_words"] == 2
+  # The default keeps the earlier behaviour and description (saved query parts stay valid).
+  assert "max_phrase_words" not in ExtractiveQueryPredictor().describe()
+  with pytest.raises(ValueError, match="max_phrase_words"):
+    ExtractiveQueryPredictor(max_phrase_words=1)

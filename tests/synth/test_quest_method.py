@@ -145,6 +145,27 @@ def test_keywordless_pool_option(tmp_path):
   assert pool[0]["doc_ids"] == list(range(56, 61))
 
 
+def test_min_keyword_df_fallbacks_are_counted(tmp_path, built):
+  # Every document has one candidate (its topic); "solar panel" and "rice cooker" have df 2,
+  # so with min_keyword_df=3 their 4 documents fall back to it, and nothing else changes.
+  _build(tmp_path, min_keyword_df=3)
+  m = artifacts.read_manifest(tmp_path / "quest")
+  default = artifacts.read_manifest(built[0] / "quest")
+  assert m["config"]["min_keyword_df"] == 3 and default["config"]["min_keyword_df"] == 1
+  assert m["counts"]["min_keyword_df_fallbacks"] == 4
+  assert default["counts"]["min_keyword_df_fallbacks"] == 0
+  rows = [json.loads(l) for l in (tmp_path / "quest" / "doc_keywords.jsonl").open()]
+  assert [r["doc_id"] for r in rows if r["df_fallback"]] == [0, 1, 2, 3]
+  assert (tmp_path / "quest" / "index.jsonl").read_text() == \
+    (built[0] / "quest" / "index.jsonl").read_text()
+  # Index sizes 2, 2, 3, ..., 10: median 5.5; a document's median group has 7 (docs 23-29).
+  sizes = m["counts"]["docs_per_keyword"]
+  assert (sizes["min"], sizes["median"], sizes["max"]) == (2, 5.5, 10)
+  assert sizes["doc_weighted_median"] == 7.0
+  with pytest.raises(ValueError, match="min_keyword_df"):
+    _build(tmp_path / "bad", min_keyword_df=0)
+
+
 def test_bad_config_and_missing_build(tmp_path):
   store = make_store(tmp_path, ["a b c", "d e f"])
   with pytest.raises(ValueError, match="checkpoint"):

@@ -58,6 +58,18 @@ def build_index(doc_ids: Sequence[int], keywords: Sequence[str | None],
                        np.array([tokens[k] for k in names], np.int64))
 
 
+def size_summary(n_docs: np.ndarray) -> dict[str, float]:
+  """Documents per keyword: min, percentiles, max, and the median group a document sits in."""
+  sizes = np.sort(np.asarray(n_docs, np.int64))
+  if not len(sizes):
+    return {"min": 0, "p10": 0.0, "p25": 0.0, "median": 0.0, "p75": 0.0, "p90": 0.0, "max": 0,
+            "doc_weighted_median": 0.0}
+  p10, p25, p50, p75, p90 = np.percentile(sizes, [10, 25, 50, 75, 90])
+  return {"min": int(sizes[0]), "p10": float(p10), "p25": float(p25), "median": float(p50),
+          "p75": float(p75), "p90": float(p90), "max": int(sizes[-1]),
+          "doc_weighted_median": float(np.median(np.repeat(sizes, sizes)))}
+
+
 @dataclasses.dataclass
 class SplitWeights:
   short: np.ndarray              # bool [K]

@@ -5,6 +5,11 @@ phrases scoring >= `min_score` (3.0: only multi-word phrases survive) are normal
 blacklist (a seed list file plus, optionally, the `auto_top_n` keywords of highest document
 frequency) is removed, and one of the sorted unique survivors is chosen uniformly at random
 with an RNG keyed by (seed, doc_id), so the choice does not depend on corpus order.
+
+`min_df` (default 1: the paper's uniform choice over all survivors) restricts the draw to the
+survivors whose corpus document frequency is >= min_df, so documents gather under keywords
+they share with others; a document with no such survivor falls back to all of its survivors
+(counted in `df_fallback`). Document frequency counts candidates after the seed blacklist.
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ class KeywordAssignment:
   reasons: list[str | None]        # why a document has no keyword (None when it has one)
   auto_blacklist: list[str]        # keywords dropped by `auto_top_n`
   df_top: list[tuple[str, int]]    # highest document-frequency keywords (after the seed list)
+  df_fallback: list[bool]          # True: no survivor had df >= min_df, drawn from all of them
+  df_histogram: dict[str, int]     # distinct keywords (after the seed list) with df >= 1, 2, 5...
 
   @property
   def no_keyword(self) -> np.ndarray:
@@ -85,8 +92,12 @@ class KeywordAssignment:
 
 def assign_keywords(doc_ids: Sequence[int], candidates: Sequence[Sequence[str]], *, seed: int,
                     blacklist: frozenset[str], auto_top_n: int = 0, report_top: int = 200,
-                    queries: Sequence[Sequence[str]] | None = None) -> KeywordAssignment:
+                    queries: Sequence[Sequence[str]] | None = None,
+                    min_df: int = 1) -> KeywordAssignment:
   """Applies the blacklists and picks each document's representative keyword.
+
+  The keyword is drawn uniformly from the survivors with document frequency >= `min_df`, or
+  from all survivors when none has (a fallback, flagged in `df_fallback`).
 
   `queries` (optional, aligned) only refines the reason of a keyword-less document:
   `no_queries` (every predicted query empty), `no_keyword_above_threshold`, `all_blacklisted`.
@@ -95,6 +106,8 @@ def assign_keywords(doc_ids: Sequence[int], candidates: Sequence[Sequence[str]],
     raise ValueError(f"doc_ids ({len(doc_ids)}) and candidates ({len(candidates)}) must align")
   if auto_top_n < 0:
     raise ValueError(f"blacklist_auto_top_n ({auto_top_n}) must be >= 0")
+  if min_df < 1:
+    raise ValueError(f"min_keyword_df ({min_df}) must be >= 1")
   kept = [[c for c in cands if c not in blacklist] for cands in candidates]
   df = Counter(c for cands in kept for c in cands)
   ranked = sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -102,10 +115,13 @@ def assign_keywords(doc_ids: Sequence[int], candidates: Sequence[Sequence[str]],
   auto_set = set(auto)
   keywords: list[str | None] = []
   reasons: list[str | None] = []
+  fallback: list[bool] = []
   for i, (doc_id, cands) in enumerate(zip(doc_ids, kept)):
     survivors = [c for c in cands if c not in auto_set]
+    common = [c for c in survivors if df[c] >= min_df]
+    fallback.append(bool(survivors) and not common)
     if survivors:
-      keywords.append(choose(survivors, seed=seed, doc_id=int(doc_id)))
+      keywords.append(choose(common or survivors, seed=seed, doc_id=int(doc_id)))
       reasons.append(None)
       continue
     keywords.append(None)
@@ -115,4 +131,5 @@ def assign_keywords(doc_ids: Sequence[int], candidates: Sequence[Sequence[str]],
       reasons.append("no_keyword_above_threshold")
     else:
       reasons.append("all_blacklisted")
-  return KeywordAssignment(keywords, reasons, auto, ranked[:report_top])
+  histogram = {f"df>={n}": sum(1 for v in df.values() if v >= n) for n in (1, 2, 5, 10, 20)}
+  return KeywordAssignment(keywords, reasons, auto, ranked[:report_top], fallback, histogram)

@@ -53,6 +53,7 @@ class QuestConfig:
   min_score: float = 3.0
   blacklist_file: str | None = None
   blacklist_auto_top_n: int = 0
+  min_keyword_df: int = 1            # 1 = the paper: uniform over all surviving keywords
   df_report_top: int = 200
   keywordless: str = "drop"          # or "pool": one Standard-style pool of their own
   # Stage 3-4: index and split ratio.
@@ -82,6 +83,8 @@ class QuestConfig:
                        f"got {self.long_doc_policy!r}")
     if self.blacklist_auto_top_n < 0:
       raise ValueError(f"quest.blacklist_auto_top_n ({self.blacklist_auto_top_n}) must be >= 0")
+    if self.min_keyword_df < 1:
+      raise ValueError(f"quest.min_keyword_df ({self.min_keyword_df}) must be >= 1")
 
   @classmethod
   def from_mapping(cls, options: Mapping[str, Any]) -> "QuestConfig":
@@ -147,7 +150,8 @@ class QuestMethod:
     blacklist = qkw.load_blacklist(cfg.blacklist_file)
     chosen = qkw.assign_keywords(doc_ids, candidates, seed=cfg.seed, blacklist=blacklist,
                                  auto_top_n=cfg.blacklist_auto_top_n,
-                                 report_top=cfg.df_report_top, queries=queries)
+                                 report_top=cfg.df_report_top, queries=queries,
+                                 min_df=cfg.min_keyword_df)
     keywords = list(chosen.keywords)
     if cfg.keywordless == "pool":
       keywords = [NO_KEYWORD if k is None else k for k in keywords]
@@ -162,9 +166,10 @@ class QuestMethod:
                                    oversample_mode=cfg.oversample_mode,
                                    target_share=cfg.target_share,
                                    oversample_factor=cfg.oversample_factor)
-    lines = "".join(json.dumps({"doc_id": int(d), "keyword": k, "candidates": c, "reason": r},
-                               ensure_ascii=False) + "\n"
-                    for d, k, c, r in zip(doc_ids, keywords, candidates, chosen.reasons))
+    lines = "".join(json.dumps({"doc_id": int(d), "keyword": k, "candidates": c, "reason": r,
+                                "df_fallback": f}, ensure_ascii=False) + "\n"
+                    for d, k, c, r, f in zip(doc_ids, keywords, candidates, chosen.reasons,
+                                             chosen.df_fallback))
     artifacts.write_text(out / "doc_keywords.jsonl", lines)
     artifacts.write_json(out / f"keyword_df_top{cfg.df_report_top}.json",
                          [{"keyword": k, "df": n} for k, n in chosen.df_top])
@@ -185,7 +190,7 @@ class QuestMethod:
     reasons = chosen.reason_counts()
     skipped = [{"doc_id": int(d), "reason": r} for d, r in zip(doc_ids, chosen.reasons)
                if r is not None and cfg.keywordless == "drop"]
-    sizes = np.sort(inv.n_docs)
+    fallbacks = int(sum(chosen.df_fallback))
     counts = {
         **q_counts, **query_counts(queries),
         "documents": len(doc_ids), "documents_indexed": int(kept.sum()),
@@ -196,14 +201,18 @@ class QuestMethod:
         "index_tokens": int(inv.n_tokens.sum()),
         "natural_short_share": weights.natural_short_share,
         "short_weight_share": weights.short_share, "short_weight_factor": weights.factor,
-        "docs_per_keyword": {"min": int(sizes[0]) if len(sizes) else 0,
-                             "median": float(np.median(sizes)) if len(sizes) else 0.0,
-                             "max": int(sizes[-1]) if len(sizes) else 0},
+        "docs_per_keyword": qindex.size_summary(inv.n_docs),
+        "min_keyword_df_fallbacks": fallbacks,
+        "candidate_keyword_df": chosen.df_histogram,
         "auto_blacklisted": chosen.auto_blacklist,
     }
     ctx.log(f"quest: {counts['documents_indexed']}/{len(doc_ids)} documents indexed under "
             f"{counts['keywords']} keywords; without keyword: {reasons or 0} "
-            f"({counts['documents_without_keyword_share']:.1%}, keywordless={cfg.keywordless})")
+            f"({counts['documents_without_keyword_share']:.1%}, keywordless={cfg.keywordless}); "
+            f"docs per keyword {counts['docs_per_keyword']}")
+    if cfg.min_keyword_df > 1:
+      ctx.log(f"quest: min_keyword_df={cfg.min_keyword_df}: {fallbacks} documents had no keyword "
+              "that common and drew from all of theirs")
     plot_index_stats(out / "index_stats.png", inv.n_docs, weights.short, simulations)
     artifacts.write_manifest(
         out, kind=self.name,

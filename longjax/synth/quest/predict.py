@@ -5,8 +5,9 @@ Three pluggable predictors share one interface (`QueryPredictor`):
 * `T5QueryPredictor`: a doc2query T5 (e.g. doc2query/msmarco-t5-base-v1) in Flax, jit-compiled,
   batched with length bucketing; top-p sampling keyed by (seed, doc_id, segment).
 * `CausalLMQueryPredictor`: prompts a longjax Llama (e.g. SmolLM2) to write a search query.
-* `ExtractiveQueryPredictor`: no weights; a segment's query is its top RAKE key phrases. For
-  tests and weightless machines, never a silent fallback: the build records `describe()`.
+* `ExtractiveQueryPredictor`: no weights; a segment's query is its top key phrases (whole RAKE
+  phrases, or short stopword-free runs with `max_phrase_words`). For tests and weightless
+  machines, never a silent fallback: the build records `describe()`.
 
 Documents are cut into windows of <= `max_input_tokens` model tokens; with more than
 `max_segments_per_doc` windows, that many evenly spaced ones are kept.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import Counter
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -219,35 +221,93 @@ class CausalLMQueryPredictor:
 # --- extractive (no weights) -------------------------------------------------------------------
 
 _WORD = re.compile(r"\S+")
+# Words of news prose that a search query does not contain: reporting verbs and hedges. Short
+# phrases break at them as at stopwords, or 'said mr', 'also said', 'spokesman said', 'could
+# also' become the most shared "keywords" of a news corpus.
+NON_QUERY_WORDS = frozenset({"said", "says", "told", "also", "could", "would"})
+
+
+def _runs(phrase: tuple[str, ...]) -> list[tuple[str, ...]]:
+  """`phrase` split at NON_QUERY_WORDS (which are dropped)."""
+  out, run = [], []
+  for w in phrase + ("said",):
+    if w in NON_QUERY_WORDS:
+      if run:
+        out.append(tuple(run))
+      run = []
+    else:
+      run.append(w)
+  return out
+
+
+def _short_phrases(text: str, max_words: int) -> list[str]:
+  """Stopword-free runs of 2..max_words words in `text`, most salient first.
+
+  The runs are the contiguous sub-phrases of RAKE's candidate phrases (split at
+  NON_QUERY_WORDS), so they hold no stopword or punctuation. Salience: occurrences in `text`,
+  then the mean occurrence count of their words in the candidate phrases (a phrase of the
+  text's topic words beats a one-off), then alphabetical.
+  """
+  phrases = [r for p in rake.candidate_phrases(text) for r in _runs(p)]
+  word_count = Counter(w for p in phrases for w in p)
+  runs: Counter[tuple[str, ...]] = Counter()
+  for p in phrases:
+    for n in range(2, max_words + 1):
+      for i in range(len(p) - n + 1):
+        runs[p[i:i + n]] += 1
+  ranked = sorted(runs.items(), key=lambda kv: (-kv[1], -sum(word_count[w] for w in kv[0])
+                                                / len(kv[0]), kv[0]))
+  return [" ".join(r) for r, _ in ranked]
 
 
 class ExtractiveQueryPredictor:
-  """A segment's 'query' is its top RAKE key phrases joined by ', ' (one RAKE unit each)."""
+  """A segment's 'query' is `phrases_per_query` key phrases joined by ', ' (one RAKE unit each).
+
+  `max_phrase_words=None`: the segment's top RAKE phrases (by RAKE score, which favours long,
+  one-off phrases such as 'liberal democrat chairman matthew taylor said'). `max_phrase_words=n`
+  (>= 2): the segment's most frequent stopword-free runs of 2..n words (`_short_phrases`), which
+  look like search-query keywords ('tony blair', 'six nations') and recur across documents.
+  Every such phrase survives RAKE's 3.0 threshold on the joined query: with only multi-word
+  phrases in a unit, each word's degree / frequency is >= 2, so a phrase scores >= 4.
+  """
   name = "extractive"
 
   def __init__(self, *, window_words: int = 240, max_segments_per_doc: int = 8,
-               phrases_per_query: int = 3):
+               phrases_per_query: int = 3, max_phrase_words: int | None = None):
+    if max_phrase_words is not None and max_phrase_words < 2:
+      raise ValueError(f"max_phrase_words ({max_phrase_words}) must be None or >= 2 (RAKE's "
+                       "3.0 threshold drops one-word phrases)")
+    if phrases_per_query < 1:
+      raise ValueError(f"phrases_per_query ({phrases_per_query}) must be >= 1")
     self.window_words = window_words
     self.max_segments_per_doc = max_segments_per_doc
     self.phrases_per_query = phrases_per_query
+    self.max_phrase_words = max_phrase_words
 
   def describe(self) -> dict[str, Any]:
-    return {"kind": self.name, "window_words": self.window_words,
-            "max_segments_per_doc": self.max_segments_per_doc,
-            "phrases_per_query": self.phrases_per_query,
-            "note": "model-free stand-in: queries are top RAKE phrases of each segment"}
+    out = {"kind": self.name, "window_words": self.window_words,
+           "max_segments_per_doc": self.max_segments_per_doc,
+           "phrases_per_query": self.phrases_per_query,
+           "note": "model-free stand-in: queries are top RAKE phrases of each segment"}
+    if self.max_phrase_words is not None:  # absent by default: old query parts stay valid
+      out["max_phrase_words"] = self.max_phrase_words
+      out["note"] = ("model-free stand-in: queries are the most frequent stopword-free "
+                     f"2..{self.max_phrase_words}-word runs of each segment")
+    return out
+
+  def _phrases(self, text: str) -> list[str]:
+    if self.max_phrase_words is not None:
+      return _short_phrases(text, self.max_phrase_words)
+    scores = rake.score_phrases(text)
+    return [p for p, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))]
 
   def predict(self, docs: Sequence[tuple[int, str]], *, seed: int) -> list[list[str]]:
     del seed  # deterministic
     out = []
     for _, text in docs:
       words = _WORD.findall(text)
-      queries = []
-      for window in segment(words, self.window_words, self.max_segments_per_doc):
-        scores = rake.score_phrases(" ".join(window))
-        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-        queries.append(", ".join(p for p, _ in ranked[:self.phrases_per_query]))
-      out.append(queries)
+      out.append([", ".join(self._phrases(" ".join(window))[:self.phrases_per_query])
+                  for window in segment(words, self.window_words, self.max_segments_per_doc)])
     return out
 
 
