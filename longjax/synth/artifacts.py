@@ -167,6 +167,18 @@ def write_manifest(directory: str | os.PathLike, *, kind: str, config: Mapping[s
   return manifest
 
 
+def begin_stage(directory: str | os.PathLike) -> Path:
+  """Creates `directory` and removes its manifest, so a stage being rebuilt never looks finished.
+
+  Without this, a rebuild that crashes after replacing some files of an earlier build would
+  leave those files under the earlier build's manifest.
+  """
+  directory = Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  (directory / MANIFEST).unlink(missing_ok=True)
+  return directory
+
+
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
   """The manifest of `directory`, or None when the stage never finished there."""
   path = Path(directory) / MANIFEST

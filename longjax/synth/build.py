@@ -162,6 +162,8 @@ def run_build(opts: BuildOptions, *,
         log_fn(f"{method.name}: up to date, skipped ({ctx.method_dir(method.name)})")
       else:
         log_fn(f"{method.name}: building")
+        if stages.pop(method.name, None) is not None:  # not finished until build() returns
+          _write_top(opts.out, top, store, stages, done)
         method.build(ctx)
         stages[method.name] = key
         _write_top(opts.out, top, store, stages, done + [method.name])

@@ -83,7 +83,7 @@ def build_chunk_store(store: DocumentStore, out_dir: str | os.PathLike, *,
   inputs = {"store": store_fingerprint(store)}
   if artifacts.is_complete(out_dir, config=config, inputs=inputs):
     return ChunkStore(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
+  artifacts.begin_stage(out_dir)
   doc_of_chunk: list[int] = []
   offsets = [0]
   blank = 0

@@ -228,8 +228,7 @@ def build_store(raw_documents: Iterable[RawDocument], out_dir: str | os.PathLike
   """
   if max_chars < 1:
     raise ValueError(f"max_chars ({max_chars}) must be >= 1")
-  out_dir = Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
+  out_dir = artifacts.begin_stage(out_dir)
   heldout = set(heldout_hashes)
   seen_hash: dict[str, str] = {}
   seen_keys: set[str] = set()

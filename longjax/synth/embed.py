@@ -114,6 +114,7 @@ def embed_corpus(source: Any, embedder: Embedder, out_dir: str | os.PathLike, *,
   final = out_dir / "vectors.npy"
   if artifacts.is_complete(out_dir, config=config, inputs=inputs):
     return np.load(final, mmap_mode="r")
+  artifacts.begin_stage(out_dir)
   parts = out_dir / "parts" / artifacts.fingerprint_json([config, dict(inputs)])[:12]
   parts.mkdir(parents=True, exist_ok=True)
   blocks = range(0, n, block_size)

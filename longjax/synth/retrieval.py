@@ -201,6 +201,8 @@ def build_index(vectors: np.ndarray, *, config: IndexConfig | None = None, k: in
   inputs = dict(inputs or {"vectors": artifacts.fingerprint_array(vectors)})
   if out_dir is not None and artifacts.is_complete(out_dir, config=cfg, inputs=inputs):
     return Index.load(out_dir)
+  if out_dir is not None:
+    artifacts.begin_stage(out_dir)
   t0 = time.perf_counter()
   index = Index(_build_searcher(vectors, config, min(k, n)), config, n, dim)
   build_s = time.perf_counter() - t0
@@ -256,6 +258,7 @@ def neighbour_lists(index: Index, vectors: np.ndarray, k: int, *, batch_size: in
   out_dir = Path(out_dir)
   paths = out_dir / "neighbours.npy", out_dir / "scores.npy"
   if not artifacts.is_complete(out_dir, config=config, inputs=inputs):
+    artifacts.begin_stage(out_dir)
     with artifacts.atomic_path(paths[0]) as tmp_ids, artifacts.atomic_path(paths[1]) as tmp_sc:
       ids = np.lib.format.open_memmap(tmp_ids, mode="w+", dtype=np.int32, shape=(n, k))
       scores = np.lib.format.open_memmap(tmp_sc, mode="w+", dtype=np.float16, shape=(n, k))
