@@ -12,6 +12,9 @@ from longjax.synth.methods.task_names import ENV_INDEX_DIRS, index_dirs_from_env
 from longjax.tasks.registry import MethodSource, output_features, register
 from longjax.tasks.vocabularies import HFVocabulary, make_vocabulary, tokenizer_of
 
+__all__ = ["ENV_INDEX_DIRS", "HFVocabulary", "MethodSource", "make_vocabulary",
+           "output_features", "register", "register_from_env", "tokenizer_of"]
+
 
 def register_from_env() -> list[str]:
   """Registers every index directory named in `$LONGJAX_INDEX_DIRS` with default options."""

@@ -11,6 +11,8 @@ from typing import Any
 
 from longjax.synth.methods.base import BuildContext, DocStore, Embedder, Method
 
+__all__ = ["METHODS", "BuildContext", "DocStore", "Embedder", "Method"]
+
 
 def _registry() -> dict[str, Method]:
   # pylint: disable=import-outside-toplevel

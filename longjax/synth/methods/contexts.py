@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -96,12 +96,9 @@ class Plan:
 
 
 def stream_plan(directory: Path, *, method: str, store: DocStore, length: int,
-                tokenizer: Tokenizer, shard: int, num_shards: int, seed: int,
-                order: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
-  """Examples for `shard` from the plan in `directory`: shuffled context ids, contiguous ranges.
-
-  `order` overrides the seeded shuffle (used by tests to check the unshuffled plan).
-  """
+                tokenizer: Tokenizer, shard: int, num_shards: int,
+                seed: int) -> Iterator[dict[str, Any]]:
+  """Examples for `shard` from the plan in `directory`: shuffled context ids, contiguous ranges."""
   manifest = artifacts.read_manifest(directory)
   if manifest is None:
     raise FileNotFoundError(f"{directory}: no manifest.json; run `python -m longjax.synth build` "
@@ -109,7 +106,7 @@ def stream_plan(directory: Path, *, method: str, store: DocStore, length: int,
   check_tokenizer(manifest, tokenizer, directory)
   eos = require_eos(tokenizer)
   plan = Plan(directory, length)
-  ids = np.random.default_rng(seed).permutation(len(plan)) if order is None else np.asarray(order)
+  ids = np.random.default_rng(seed).permutation(len(plan))
   for pos in shard_range(len(ids), shard, num_shards):
     spans = plan.context(int(ids[pos]))
     tokens = packer.assemble(spans, lambda d: packer.with_eos(tokenizer.encode(store.text(d)), eos))
