@@ -18,7 +18,7 @@ from longjax.synth.methods.base import format_length
 DROPPED_NOTE = (
     "Not run (no offline data): RULER qa_1/qa_2; HELMET RAG, Re-rank, LongQA, Summ, Cite. "
     "`lite_avg` = mean of the categories shown here; never compare it with a published Avg.")
-CATEGORY_TITLES = {"ruler": "RULER-11 avg", "recall": "HELMET Recall avg"}
+CATEGORY_TITLES = {"ruler": "RULER-11 avg", "recall": "HELMET Recall avg", "icl": "ICL avg"}
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:

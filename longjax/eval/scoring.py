@@ -2,7 +2,8 @@
 
 - Postprocessing (RULER): strip, then every control character `[\\x00-\\x1f]` becomes `\\n`.
 - `string_match_all`: per sample, the fraction of references found as case-insensitive
-  substrings; `string_match_part`: 1 if any is found. Both are means x 100.
+  substrings; `string_match_part`: 1 if any is found; `label_match` (ICL): the parsed label
+  equals the gold one. All are means x 100.
 - Per-length means over a category's tasks, the mean over lengths, and the effective length
   (the largest length whose score reaches 85.6, Llama-2-7B's RULER score at 4K).
 """
@@ -37,7 +38,17 @@ def match_part(prediction: str, references: Sequence[str]) -> float:
   return float(any(r.lower() in pred for r in references))
 
 
-METRICS = {"string_match_all": match_all, "string_match_part": match_part}
+_LABEL = re.compile(r"(?:label:\s*)?([^\s.,;]+)", re.IGNORECASE)
+
+
+def match_label(prediction: str, references: Sequence[str]) -> float:
+  """HELMET ICL: 1.0 if the first word of the answer, after an optional `label:`, is a reference."""
+  m = _LABEL.match(postprocess(prediction))
+  return float(bool(m) and m.group(1) in references)
+
+
+METRICS = {"string_match_all": match_all, "string_match_part": match_part,
+           "label_match": match_label}
 
 
 def sample_score(metric: str, prediction: str, references: Sequence[str]) -> float:

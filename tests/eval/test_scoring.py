@@ -57,3 +57,11 @@ def test_depth_table_bins_by_token_position():
   t = scoring.depth_table(recs, num_bins=2)
   assert t[100] == [50.0, 0.0]
   assert math.isnan(scoring._mean([]))
+
+
+def test_label_match_parses_the_first_label():
+  assert scoring.match_label(" 3\nlabel: 4", ["3"]) == 1.0
+  assert scoring.match_label("label: 2.", ["2"]) == 1.0
+  assert scoring.match_label(" LABEL:4 because", ["4"]) == 1.0
+  assert scoring.match_label(" 13", ["1"]) == 0.0
+  assert scoring.match_label("", ["1"]) == 0.0

@@ -116,3 +116,26 @@ def test_unknown_task_names_the_known_ones():
 def test_too_short_length_is_a_clear_error(tasks, gen):
   with pytest.raises(ValueError, match="do not fit"):
     gen.units(tasks["vt"], 256)
+
+
+def test_icl_demos_balanced_disjoint_and_gold_follows_the_mapping(tasks, gen):
+  from longjax.eval import icl
+  from longjax.synth.default_corpus import reserved_bbc_ids
+  test, pool = icl.bbc_items()
+  assert len(test) == 100 and len(pool) == 200
+  assert {i.key for i in test}.isdisjoint({i.key for i in pool})
+  assert {i.key for i in test} | {i.key for i in pool} == set(reserved_bbc_ids())
+  ex = gen.example(tasks["icl_bbc"], 4096, 3)
+  body, question = ex.input.split("\n\n")[1:-1], ex.input.rsplit("\n\n", 1)[1]
+  demos = [d.rsplit("\nlabel: ", 1) for d in body]
+  assert len(demos) == ex.num_units
+  headline_class = {i.headline: i.label for i in test + pool}
+  classes = sorted({i.label for i in pool})
+  mapping = icl.label_mapping(question, classes)
+  assert sorted(mapping.values()) == ["0", "1", "2", "3", "4"]
+  for text, label in demos:  # every demo carries the prompt's mapping of its true class
+    assert mapping[headline_class[text]] == label
+  counts = collections.Counter(headline_class[t] for t, _ in demos)
+  assert max(counts.values()) - min(counts.values()) <= 1  # label-balanced
+  assert ex.outputs == (mapping[headline_class[question]],)
+  assert question in {i.headline for i in test}
