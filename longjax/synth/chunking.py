@@ -51,11 +51,6 @@ def meta_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
   return chunks
 
 
-def nonblank_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
-  """`meta_chunks` without empty or whitespace-only chunks (what the index holds)."""
-  return [c for c in meta_chunks(text, size) if c.strip()]
-
-
 @dataclasses.dataclass(frozen=True)
 class Chunk:
   chunk_id: int

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from longjax.synth import default_corpus
-from longjax.synth.corpus import (CorpusError, DocumentStore, build_store, ingest_corpus,
+from longjax.synth.corpus import (CorpusError, DocumentStore, ingest_corpus,
                                   iter_raw_documents, text_hash)
 
 ROWS = [{"id": "d1", "text": "first document", "title": "One"},
