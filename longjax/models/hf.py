@@ -189,12 +189,13 @@ def load_hf(path: str | os.PathLike, **overrides: Any) -> Llama:
   abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract)
   dtype = np.dtype(jnp.dtype(config.param_dtype))
-  flat = []
+  flat, used = [], set()
   for key_path, var in nnx.to_flat_state(state):
     key = ".".join(map(str, key_path))
     spec = _TENSORS[key]
     parts = []
     for name in _hf_names(key, config):
+      used.add(name)
       if name not in files:
         raise KeyError(f"{path}: tensor {name} is missing from the checkpoint "
                        f"(needed for {key}; config {config_path})")
@@ -206,6 +207,13 @@ def load_hf(path: str | os.PathLike, **overrides: Any) -> Llama:
       parts.append(spec.to_ours(x, config).astype(dtype))
     value = np.stack(parts) if spec.layered else parts[0]
     flat.append((key_path, var.replace(jnp.asarray(value))))
+  # A tensor nobody reads means the checkpoint is not the network the config describes (biases,
+  # extra layers); a tied model's saved lm_head and old rotary buffers are the known harmless ones.
+  unused = sorted(n for n in files if n not in used and not n.endswith("rotary_emb.inv_freq")
+                  and not (n == "lm_head.weight" and config.tie_word_embeddings))
+  if unused:
+    raise ValueError(f"{path}: checkpoint tensors not used by a Llama with {config_path}: "
+                     f"{unused[:5]}{' ...' if len(unused) > 5 else ''}")
   return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 

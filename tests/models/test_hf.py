@@ -151,3 +151,11 @@ def test_error_bad_config_value(saved):
   (saved / "config.json").write_text(json.dumps(config))
   with pytest.raises(ValueError, match=r"num_attention_heads \(6\) must be a multiple"):
     load_hf(saved)
+
+
+def test_error_unused_tensor(saved):
+  config = json.loads((saved / "config.json").read_text())
+  config["num_hidden_layers"] = 1
+  (saved / "config.json").write_text(json.dumps(config))
+  with pytest.raises(ValueError, match=r"tensors not used by a Llama .*model.layers.1."):
+    load_hf(saved)
