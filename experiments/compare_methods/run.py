@@ -131,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   out = args.out.resolve()
-  os.environ["LONGJAX_INDEX_DIRS"] = str(out / "index")
   start = time.time()
 
   t = _stage(f"1/4 synthesis index ({', '.join(methods)})")
   index, tokenizer = build_index(cmp, out)
   _done(t)
-  import longjax.tasks  # pylint: disable=import-outside-toplevel,unused-import  (registers Tasks)
+  import longjax.tasks  # pylint: disable=import-outside-toplevel
+  longjax.tasks.register(index)  # the Tasks and Mixtures of every built method
   model_dirs, eval_dirs = {}, {}
   for i, method in enumerate(methods):
     t = _stage(f"2/4 train arm {i + 1}/{len(methods)}: {method}")
