@@ -187,6 +187,9 @@ def test_extractive_short_phrases_hand_computed():
   # mean 2.5 vs 2). Among the once-seen runs, "blair met" and "blair spoke" (mean 2) lead
   # "met gordon" and "brown plan" (1.5); ties go alphabetically.
   assert pred.predict([(0, text)], seed=0) == [["tony blair, gordon brown, blair met"]]
+  everything = ExtractiveQueryPredictor(max_phrase_words=2, phrases_per_query=50)
+  assert everything.predict([(0, text)], seed=0)[0][0] == (
+    "tony blair, gordon brown, blair met, blair spoke, brown plan, met gordon, plan works")
   # Every phrase of the query survives RAKE's 3.0 threshold (each scores >= 4).
   assert qkw.doc_candidates(["tony blair, gordon brown, blair met"]) == [
     "blair met", "gordon brown", "tony blair"]

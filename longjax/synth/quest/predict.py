@@ -230,13 +230,14 @@ NON_QUERY_WORDS = frozenset({"said", "says", "told", "also", "could", "would"})
 def _runs(phrase: tuple[str, ...]) -> list[tuple[str, ...]]:
   """`phrase` split at NON_QUERY_WORDS (which are dropped)."""
   out, run = [], []
-  for w in phrase + ("said",):
-    if w in NON_QUERY_WORDS:
-      if run:
-        out.append(tuple(run))
-      run = []
-    else:
+  for w in phrase:
+    if w not in NON_QUERY_WORDS:
       run.append(w)
+    elif run:
+      out.append(tuple(run))
+      run = []
+  if run:
+    out.append(tuple(run))
   return out
 
 
