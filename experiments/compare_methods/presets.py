@@ -57,7 +57,13 @@ PRESETS = {
     # `make demo`: the whole comparison in miniature on 2 CPU cores, 8 simulated devices.
     "demo": Comparison(
         corpus="default", length=2048, embedder="minilm", tokenizer="spm:2048",
-        synth_config={"quest": {"predictor": "extractive"}},
+        # The model-free query stand-in: short recurring phrases, keywords shared by >= 6 docs
+        # (docs/quest.md, "Keyword sharing"); without it almost every doc is its own keyword.
+        synth_config={"quest": {"predictor": "extractive",
+                                "predictor_options": {"max_phrase_words": 2,
+                                                      "phrases_per_query": 12,
+                                                      "window_words": 120},
+                                "min_keyword_df": 6}},
         train_gin="gin/experiments/compare_demo.gin",
         eval_lengths="1k,2k", eval_tasks="niah_single_1,niah_multikey_1,vt,json_kv",
         eval_samples=8, loss_sequences=4, cpu_devices=8),
