@@ -4,8 +4,9 @@ Lowers (does not run) the train step of the tiny Llama at S = 4096 and checks ev
 the StableHLO. With unrolled layers the largest buffers are O(S); with scanned layers the
 blockwise kernel's tile intermediates are stacked over (query tiles, key tiles), O(S^2), which
 made 64K unbuildable on an H100 (experiments/bench/results/train_bench_h100_scanned_layers_failed.log).
-Minimal cause: `jax.grad` of a `lax.scan` whose body calls `ops.attention` with a causal mask
-(the `lax.cond` that skips masked tiles, inside the kernel's custom_vjp forward).
+Cause: the kernel's tile masks depend only on positions, the same for every layer, so the layer
+scan's partial evaluation hoists them out of the loop for all tile pairs at once; a
+`lax.optimization_barrier` tying them to the key tile fixes it (docs/training.md).
 """
 
 import re
@@ -43,8 +44,8 @@ def test_unrolled_layers_keep_attention_memory_linear():
   assert largest_tensor(scan_layers=False) < S * S
 
 
-@pytest.mark.xfail(strict=True, reason="ops: blockwise causal tiles stacked O(S^2) under a "
-                   "differentiated layer scan (lax.cond inside the custom_vjp forward); remove "
-                   "this marker when fixed")
+@pytest.mark.xfail(strict=True, reason="ops: loop-invariant blockwise tile masks are hoisted "
+                   "out of a differentiated layer scan as O(S^2) buffers; remove this marker "
+                   "when fixed")
 def test_scanned_layers_keep_attention_memory_linear():
   assert largest_tensor(scan_layers=True) < S * S
