@@ -85,7 +85,8 @@ def main() -> int:
   parser.add_argument("--reuse", action="store_true", help="the VM exists: do not try to create it")
   parser.add_argument("--skip-install", action="store_true", help="code only (venv already there)")
   parser.add_argument("--detach", action="store_true",
-                      help="run training in the background on every worker (log ~/longjax-train.log)")
+                      help="run training in the background on every worker "
+                           "(log in ~/longjax-train.log)")
   parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
   parser.add_argument("train_args", nargs=argparse.REMAINDER,
                       help="after `--`: arguments of python -m longjax.train")

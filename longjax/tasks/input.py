@@ -44,7 +44,8 @@ class SeqioBatches:
         num_epochs=None, shard_info=seqio.ShardInfo(index=shard, num_shards=num_shards),
         seed=self.seed, verbose=False)
 
-  def batches(self, *, start: int, rows: slice, global_batch: int) -> Iterator[dict[str, np.ndarray]]:
+  def batches(self, *, start: int, rows: slice,
+              global_batch: int) -> Iterator[dict[str, np.ndarray]]:
     """This host's rows of global batches `start`, `start + 1`, ...
 
     Host rows [r0, r1) read shard r0 / (r1 - r0) of global_batch / (r1 - r0) example shards.

@@ -8,6 +8,7 @@ thread while training goes on) and atomic (orbax finalizes a step directory only
 
 import dataclasses
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,14 @@ def abstract(tree: Any, shardings: Any) -> Any:
                       tree, shardings)
 
 
-def export_hf(model: nnx.Module, path: str | epath.PathLike) -> None:
-  """Writes `model` (parameters gathered to every host) as an HF checkpoint from process 0.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenizer.model", "chat_template.jinja", "generation_config.json")
+
+
+def export_hf(model: nnx.Module, path: str | epath.PathLike,
+              tokenizer_from: str | Path | None = None) -> None:
+  """Writes `model` (parameters gathered to every host) as an HF checkpoint from process 0,
+  with the tokenizer files of `tokenizer_from` (the checkpoint training started from) copied in.
 
   A remote `path` (gs://) is written locally first, then copied file by file.
   """
@@ -107,11 +114,20 @@ def export_hf(model: nnx.Module, path: str | epath.PathLike) -> None:
   if jax.process_index() != 0:
     return
   path = epath.Path(path)
-  if "://" not in str(path):
-    save_hf(model, Path(path))
-  else:
-    with tempfile.TemporaryDirectory() as tmp:
-      local = save_hf(model, Path(tmp) / "hf")
+  remote = "://" in str(path)
+  if not remote:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+  # Local: build next to the target and rename it into place (the rename is the commit point).
+  with tempfile.TemporaryDirectory(dir=None if remote else Path(path).parent) as tmp:
+    local = save_hf(model, Path(tmp) / "hf")
+    for name in TOKENIZER_FILES if tokenizer_from else ():
+      if (Path(tokenizer_from) / name).is_file():
+        shutil.copy(Path(tokenizer_from) / name, local / name)
+    if not remote:
+      if Path(path).exists():
+        shutil.rmtree(path)
+      local.rename(path)
+    else:
       path.mkdir(parents=True, exist_ok=True)
       for f in sorted(local.iterdir()):
         (path / f.name).write_bytes(f.read_bytes())

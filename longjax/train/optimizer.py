@@ -59,7 +59,8 @@ def decay_mask(state: nnx.State) -> dict:
     if names is None:
       return len(v.shape) >= 2
     return sum(n != "layers" for n in names) >= 2
-  return to_pure(state, jax.tree.map(is_matrix, state, is_leaf=lambda x: isinstance(x, nnx.Variable)))
+  mask = jax.tree.map(is_matrix, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  return to_pure(state, mask)
 
 
 def make_optimizer(config: OptimizerConfig, train_steps: int,

@@ -25,7 +25,7 @@ from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from longjax.models import Llama, LlamaConfig, load_hf
+from longjax.models import Llama, LlamaConfig, load_hf, smollm2_checkpoint
 from longjax.train import checkpoint as ckpt_lib
 from longjax.train import sharding
 from longjax.train.data import BatchSource, complete, zigzag_batch
@@ -48,7 +48,7 @@ class TrainConfig:
   seed: int = 0
   log_every: int = 10
   zigzag: bool = True
-  init_from_hf: str | None = None     # an HF checkpoint dir; its config (+ hf_overrides) is used
+  init_from_hf: str | None = None     # HF checkpoint dir (or 'smollm2'); its config + hf_overrides
   hf_overrides: Mapping[str, object] = dataclasses.field(default_factory=dict)
   export_hf: bool = False             # write MODEL_DIR/hf with save_hf at the end
   mesh: MeshConfig = MeshConfig()
@@ -128,15 +128,22 @@ def _prefetch(it: Iterator, size: int = 2) -> Iterator:
     yield item
 
 
+def hf_dir(config: TrainConfig) -> Path:
+  """The HF checkpoint to start from; 'smollm2' names the packaged SmolLM2-135M conversion."""
+  if config.init_from_hf == "smollm2":
+    return smollm2_checkpoint()
+  return Path(config.init_from_hf)
+
+
 def _init_model(config: TrainConfig, model_config: LlamaConfig | None):
   """(model or its abstract twin, params initializer: shardings -> pure dict of arrays)."""
   if config.init_from_hf:
     overrides = dict(config.hf_overrides)
-    hf_config = Path(config.init_from_hf) / "config.json"
+    hf_config = Path(hf_dir(config)) / "config.json"
     if hf_config.is_file() and json.loads(hf_config.read_text()).get(
         "max_position_embeddings", 0) < config.seq_len:
       overrides.setdefault("max_position_embeddings", config.seq_len)  # the new context length
-    model = load_hf(config.init_from_hf, **overrides)
+    model = load_hf(hf_dir(config), **overrides)
     pure = nnx.state(model, nnx.Param).to_pure_dict()
     return model, lambda shardings: jax.device_put(pure, shardings)
   if model_config is None:
@@ -272,6 +279,7 @@ def train(config: TrainConfig, source: BatchSource,
       signal.signal(signal.SIGTERM, previous)
     writer.close()
   if config.export_hf and not stop.is_set():
-    ckpt_lib.export_hf(nnx.merge(run.graphdef, state.params), model_dir / "hf")
+    ckpt_lib.export_hf(nnx.merge(run.graphdef, state.params), model_dir / "hf",
+                       tokenizer_from=hf_dir(config) if config.init_from_hf else None)
   ckpt.close()
   return last

@@ -38,7 +38,8 @@ def test_sources_resume_exactly():
   syn = SyntheticSource(vocab_size=50, seq_len=8, seed=3)
   full = [b for _, b in zip(range(5), syn.batches(start=0, rows=slice(0, 4), global_batch=4))]
   later = next(syn.batches(start=3, rows=slice(2, 4), global_batch=4))
-  np.testing.assert_array_equal(later["decoder_target_tokens"], full[3]["decoder_target_tokens"][2:])
+  np.testing.assert_array_equal(later["decoder_target_tokens"],
+                                full[3]["decoder_target_tokens"][2:])
   src = IterableSource(lambda: ({"decoder_target_tokens": np.full((2, 4), i)} for i in range(9)))
   got = [b["decoder_target_tokens"][0, 0] for b in src.batches(start=6, rows=slice(1, 2),
                                                                  global_batch=2)]

@@ -37,7 +37,7 @@ def test_extend_context_from_smollm2_and_load_in_transformers(tmp_path):
   source = IterableSource(shakespeare_batches(load_tokenizer(str(hf_dir))))
   config = TrainConfig(
       model_dir=str(tmp_path), train_steps=3, batch_size=BATCH,
-      task_feature_lengths={"targets": SEQ}, log_every=1, init_from_hf=str(hf_dir),
+      task_feature_lengths={"targets": SEQ}, log_every=1, init_from_hf="smollm2",
       hf_overrides={"rope_theta": THETA, "dtype": "float32"}, export_hf=True,
       mesh=MeshConfig(data=1, fsdp=-1), step=StepConfig(loss_chunk=64),
       optimizer=OptimizerConfig(learning_rate=1e-4, warmup_steps=1),
@@ -48,6 +48,7 @@ def test_extend_context_from_smollm2_and_load_in_transformers(tmp_path):
 
   out = tmp_path / "hf"
   assert json.loads((out / "config.json").read_text())["rope_theta"] == THETA
+  assert (out / "tokenizer.json").is_file()  # copied from the starting checkpoint
   theirs = transformers.LlamaForCausalLM.from_pretrained(out).eval()
   rope = getattr(theirs.config, "rope_parameters", None) or {}
   assert rope.get("rope_theta", getattr(theirs.config, "rope_theta", None)) == THETA

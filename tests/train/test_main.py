@@ -71,7 +71,8 @@ def test_missing_required_macro(capsys):
                    "--gin.TRAIN_STEPS=3"])
   err = capsys.readouterr().err
   assert code == 2
-  assert "missing required gin macro(s) MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS, MODEL_DIR" in err
+  assert ("missing required gin macro(s) MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS, MODEL_DIR"
+          in err)
 
 
 def test_batch_not_divisible_by_the_mesh(capsys, tmp_path):
@@ -80,6 +81,6 @@ def test_batch_not_divisible_by_the_mesh(capsys, tmp_path):
 
 
 def test_sequence_not_divisible_by_the_ring(capsys, tmp_path):
-  err = _main(capsys, f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TASK_FEATURE_LENGTHS={'targets': 100}",
-              "--gin.synthetic_batches.seq_len=100")
+  err = _main(capsys, f"--gin.MODEL_DIR='{tmp_path}'",
+              "--gin.TASK_FEATURE_LENGTHS={'targets': 100}", "--gin.synthetic_batches.seq_len=100")
   assert "sequence length (100) must be divisible by 2*sequence (zigzag) (8)" in err

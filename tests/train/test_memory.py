@@ -3,7 +3,8 @@
 Lowers (does not run) the train step of the tiny Llama at S = 4096 and checks every tensor type in
 the StableHLO. With unrolled layers the largest buffers are O(S); with scanned layers the
 blockwise kernel's tile intermediates are stacked over (query tiles, key tiles), O(S^2), which
-made 64K unbuildable on an H100 (experiments/bench/results/train_bench_h100_scanned_layers_failed.log).
+made 64K unbuildable on an H100
+(experiments/bench/results/train_bench_h100_scanned_layers_failed.log).
 Cause: the kernel's tile masks depend only on positions, the same for every layer, so the layer
 scan's partial evaluation hoists them out of the loop for all tile pairs at once; a
 `lax.optimization_barrier` tying them to the key tile fixes it (docs/training.md).
