@@ -219,8 +219,10 @@ def build_index(vectors: np.ndarray, *, config: IndexConfig | None = None, k: in
       break
     recall = recall_at_k(index.search(q, k)[0], exact)
   search = {"leaves_to_search": index.leaves_to_search, "reorder": index.reorder}
-  log(f"index: {config.kind} over {n} x {dim}, recall@{k} = {recall:.4f} ({len(q)} queries; "
-      f"{first_recall:.4f} before widening to {search}), built in {build_s:.1f}s")
+  widened = (f"; {first_recall:.4f} before widening the search to {search}"
+             if recall != first_recall else "")
+  log(f"index: {config.kind} over {n} x {dim}, recall@{k} = {recall:.4f} ({len(q)} queries"
+      f"{widened}), built in {build_s:.1f}s")
   if recall < min_recall:
     log(f"WARNING: index recall@{k} {recall:.4f} stays below {min_recall} at the widest search")
   counts = {"vectors": n, "dim": dim, f"recall@{k}": recall,
