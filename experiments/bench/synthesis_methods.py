@@ -4,9 +4,9 @@ Run (default corpus, SmolLM2 tokenizer, MiniLM embeddings; ~15-30 min on 2 busy 
 MiniLM embedding, which the later methods reuse):
   PYTHONPATH=. .venv/bin/python experiments/bench/synthesis_methods.py --index-dir /tmp/bench_idx \
       --corpus default --embedder minilm --length 8k
-  # streaming only, on an index built earlier:
+  # streaming only, on an index built earlier, plus NExtLong's discard rate on shard 0 of 6:
   PYTHONPATH=. .venv/bin/python experiments/bench/synthesis_methods.py --index-dir /tmp/idx \
-      --length 8k --no-build
+      --length 8k --no-build --discard-shards 6
 Writes `<out>/synthesis_methods.json` and `<out>/synthesis_methods.png`.
 
 Build: each method is built on its own (`synth build --methods <m>`), in order, into the same
@@ -73,6 +73,25 @@ def time_stream(args, methods: list[str]) -> dict:
   return out
 
 
+def nextlong_discards(args) -> dict:
+  """Runs shard 0 of `--discard-shards` to the end: discard rate and surviving meta-chunks."""
+  tok = load_tokenizer_spec(args.tokenizer)
+  meta_docs = len(np.load(args.index_dir / "nextlong" / "meta_docs.npy"))
+  tried = meta_docs // args.discard_shards  # shard_range(n, 0, N) holds n // N items
+  complete = []
+  for ex in METHODS["nextlong"].examples(args.index_dir, length=args.length, tokenizer=tok,
+                                         shard=0, num_shards=args.discard_shards, seed=0):
+    prov = json.loads(ex["provenance"])
+    complete.append(prov["meta_chunks_complete"] == prov["p"])
+  config = artifacts.read_manifest(args.index_dir / "nextlong")["config"]
+  row = {"meta_documents": tried, "samples": len(complete),
+         "discarded_fraction": round(1 - len(complete) / tried, 4),
+         "all_meta_chunks_inside_T": round(float(np.mean(complete)), 4),
+         "overgen": config["overgen"], "exact_budget": config["exact_budget"]}
+  print(f"nextlong discards: {row}", flush=True)
+  return row
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--index-dir", type=Path, required=True)
@@ -83,6 +102,8 @@ def main():
   parser.add_argument("--methods", default="standard,knn,iclm,nextlong")
   parser.add_argument("--samples", type=int, default=50)
   parser.add_argument("--no-build", action="store_true")
+  parser.add_argument("--discard-shards", type=int, default=0,
+                      help="also run NExtLong shard 0 of N to the end for its discard rate")
   parser.add_argument("--out", type=Path, default=Path("experiments/bench/results"))
   args = parser.parse_args()
   args.length = parse_length(args.length)
@@ -95,6 +116,8 @@ def main():
   docs = artifacts.read_manifest(args.index_dir / "corpus")["counts"]["kept"]
   result["documents"] = docs
   result["stream"] = time_stream(args, methods)
+  if args.discard_shards:
+    result["nextlong_discards"] = nextlong_discards(args)
   args.out.mkdir(parents=True, exist_ok=True)
   artifacts.write_json(args.out / "synthesis_methods.json", result)
 
