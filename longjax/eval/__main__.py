@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
                  help="compute dtype (default float32 on CPU, bfloat16 on accelerators)")
   p.add_argument("--allow-extrapolation", action="store_true",
                  help="allow lengths above the model's max_position_embeddings")
+  p.add_argument("--gold-loglik", action="store_true",
+                 help="also score the gold answer teacher-forced (mean NLL, argmax exact match): "
+                      "a smooth secondary signal for weak models")
   p.add_argument("--loss-sequences", type=int, default=0,
                  help="held-out sequences per source (sotu, shakespeare) for loss by position; "
                       "0 skips it")
@@ -89,7 +92,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
   from longjax.models import load_hf, load_tokenizer
   tokenizer = load_tokenizer(info.tokenizer_dir)
   model_dir.check_tokenizer(info, tokenizer)
-  from longjax.eval.runner import run_task, task_scores
+  from longjax.eval.runner import gold_loglik, run_task, task_scores
   from longjax.eval.scoring import depth_table, summarize
   from longjax.eval.task import ExampleGenerator
   started = time.time()
@@ -103,8 +106,14 @@ def run(argv: Sequence[str] | None = None) -> dict:
   log.info("loading %s (%s) on %s", info.hf_dir, dtype, jax.default_backend())
   model = load_hf(info.hf_dir, dtype=dtype)
   records: list[dict] = []
+  gold: dict[str, dict[int, dict]] = {}
   for length in lengths:
     for name in task_names:
+      if args.gold_loglik:
+        g = gold_loglik(model, generator, tasks[name], length, args.samples)
+        gold.setdefault(name, {})[length] = {
+            "nll": sum(r["gold_nll"] for r in g) / len(g),
+            "exact": 100.0 * sum(r["gold_exact"] for r in g) / len(g)}
       recs = run_task(model, generator, tasks[name], length, args.samples,
                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                       prefill_chunk=args.prefill_chunk,
@@ -130,7 +139,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
       "scores": scores, "summary": summarize(scores, lengths, suite.CATEGORIES),
       "niah_depth": {t: depth_table(r for r in records if r["task"] == t)
                      for t in task_names if t.startswith("niah") or t == "json_kv"},
-      "loss": loss, "seconds": round(time.time() - started, 1)}
+      "gold_loglik": gold or None, "loss": loss, "seconds": round(time.time() - started, 1)}
   _write(args, results, records, info)
   return results
 

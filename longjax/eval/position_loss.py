@@ -27,8 +27,8 @@ LOSS_CHUNK = 512  # positions per logits chunk
 
 
 @functools.partial(nnx.jit, static_argnames=("chunk",))
-def _token_nll(model, tokens: jax.Array, chunk: int) -> jax.Array:
-  """tokens [B, S] -> NLL [B, S-1] of tokens[:, 1:] (float32)."""
+def _token_nll(model, tokens: jax.Array, chunk: int) -> tuple[jax.Array, jax.Array]:
+  """tokens [B, S] -> (NLL [B, S-1] of tokens[:, 1:] (float32), argmax == token [B, S-1])."""
   h = model.hidden_states(tokens)[:, :-1]  # [B, S-1, D]
   targets = tokens[:, 1:]
   w = model.unembedding()  # [D, V]
@@ -42,19 +42,26 @@ def _token_nll(model, tokens: jax.Array, chunk: int) -> jax.Array:
     hc, tc = args  # [B, C, D], [B, C]
     logits = jnp.einsum("bcd,dv->bcv", hc, w.astype(hc.dtype), preferred_element_type=jnp.float32)
     gold = jnp.take_along_axis(logits, tc[..., None], axis=-1)[..., 0]
-    return jax.nn.logsumexp(logits, axis=-1) - gold
+    return jax.nn.logsumexp(logits, axis=-1) - gold, jnp.argmax(logits, axis=-1) == tc
 
-  nll = jax.lax.map(one, (h, t))  # [n, B, C]
-  return nll.swapaxes(0, 1).reshape(b, n * chunk)[:, :s]
+  nll, hit = jax.lax.map(one, (h, t))  # [n, B, C] each
+  unchunk = lambda x: x.swapaxes(0, 1).reshape(b, n * chunk)[:, :s]
+  return unchunk(nll), unchunk(hit)
 
 
-def token_nll(model, tokens: np.ndarray, *, batch_size: int = 1,
-              chunk: int = LOSS_CHUNK) -> np.ndarray:
-  """tokens [B, S] int -> NLL [B, S-1] with full causal context, `batch_size` rows per call."""
+def token_nll(model, tokens: np.ndarray, *, batch_size: int = 1, chunk: int = LOSS_CHUNK,
+              with_hits: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+  """tokens [B, S] int -> NLL [B, S-1] with full causal context, `batch_size` rows per call.
+
+  With `with_hits`, also whether each target was the model's argmax prediction [B, S-1].
+  """
   tokens = np.asarray(tokens, dtype=np.int32)
-  out = [np.asarray(_token_nll(model, jnp.asarray(tokens[i:i + batch_size]), chunk))
-         for i in range(0, len(tokens), batch_size)]
-  return np.concatenate(out, axis=0)
+  outs = [_token_nll(model, jnp.asarray(tokens[i:i + batch_size]), chunk)
+          for i in range(0, len(tokens), batch_size)]
+  nll = np.concatenate([np.asarray(o[0]) for o in outs], axis=0)
+  if not with_hits:
+    return nll
+  return nll, np.concatenate([np.asarray(o[1]) for o in outs], axis=0)
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:

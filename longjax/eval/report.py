@@ -54,12 +54,31 @@ def markdown(results: Mapping[str, Any]) -> str:
       lines.append(f"- lite_avg (mean of {', '.join(summary['lite_avg_of'])}): "
                    f"{_fmt(summary['lite_avg'], 2)}")
     lines += ["", DROPPED_NOTE, ""]
+  if results.get("gold_loglik"):
+    lines += _gold_markdown(results["gold_loglik"], lengths)
   if results.get("niah_depth"):
     lines += _depth_markdown(results["niah_depth"])
   loss = results.get("loss")
   if loss:
     lines += _loss_markdown(loss)
   return "\n".join(lines) + "\n"
+
+
+def _gold_markdown(gold: Mapping[str, Mapping], lengths) -> list[str]:
+  """Secondary metric table: teacher-forced gold-answer NLL and argmax exact match per length."""
+  get = lambda by_len, n: by_len.get(n, by_len.get(str(n)))
+  lines = ["## Gold answer, teacher-forced (secondary; a labelled deviation)", "",
+           "Mean NLL (nats/token) of the gold answer after the prompt / % of examples whose "
+           "every answer token is the argmax.", "",
+           "| task | " + " | ".join(format_length(n) for n in lengths) + " |",
+           "|---|" + "---:|" * len(lengths)]
+  for task, by_len in gold.items():
+    cells = []
+    for n in lengths:
+      g = get(by_len, n)
+      cells.append(f"{g['nll']:.3f} / {g['exact']:.0f}%" if g else "–")
+    lines.append(f"| {task} | " + " | ".join(cells) + " |")
+  return lines + [""]
 
 
 def _depth_markdown(depth: Mapping[str, Mapping]) -> list[str]:

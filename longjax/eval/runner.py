@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from longjax.eval.scoring import sample_score
 from longjax.eval.task import ExampleGenerator, Task
 
@@ -45,6 +47,33 @@ def run_task(model, generator: ExampleGenerator, task: Task, length: int, num_sa
           "score": sample_score(task.metric, pred, ex.outputs),
           "needle_positions": list(ex.needle_positions), "seconds": round(seconds, 3)})
   return records
+
+
+def gold_answer_text(outputs: Sequence[str]) -> str:
+  """The gold continuation scored by `gold_loglik`: the references joined as RULER lists them."""
+  return " " + ", ".join(outputs)
+
+
+def gold_loglik(model, generator: ExampleGenerator, task: Task, length: int,
+                num_samples: int) -> list[dict]:
+  """Secondary metric (a labelled deviation): teacher-forced NLL of the gold answer.
+
+  The model reads BOS + prompt + gold answer tokens (`gold_answer_text`); per example we keep
+  the mean NLL over the answer tokens and whether every answer token was the argmax. This is a
+  smooth signal for models too weak to score on generation.
+  """
+  from longjax.eval.position_loss import token_nll
+  tok = generator.tokenizer
+  out = []
+  for ex in generator.examples(task, length, num_samples):
+    prompt = generator.encode_prompt(ex)
+    answer = tok.encode(gold_answer_text(ex.outputs))
+    nll, hit = token_nll(model, np.asarray([prompt + answer]), with_hits=True)
+    a = slice(len(prompt) - 1, len(prompt) - 1 + len(answer))
+    out.append({"task": ex.task, "length": ex.length, "index": ex.index,
+                "gold_nll": float(nll[0, a].mean()), "gold_exact": bool(hit[0, a].all()),
+                "gold_tokens": len(answer)})
+  return out
 
 
 def task_scores(records: Iterable[Mapping]) -> dict[str, dict[int, float]]:

@@ -83,12 +83,13 @@ def test_tiny_model_end_to_end_from_training_model_dir(tmp_path, capsys, smol_di
   out = tmp_path / "eval"
   argv = ["--model", str(model_dir), "--tokenizer", str(smol_dir), "--lengths", "1k",
           "--tasks", "niah_single_1,json_kv", "--samples", "2", "--batch-size", "2",
-          "--max-new-tokens", "8", "--loss-sequences", "1", "--loss-length", "512",
+          "--max-new-tokens", "8", "--gold-loglik", "--loss-sequences", "1", "--loss-length", "512",
           "--loss-windows", "128",
           "--out", str(out)]
   assert main(argv) == 0
   stdout = capsys.readouterr().out
   assert "| niah_single_1 | " in stdout and "Loss by position" in stdout
+  assert "Gold answer, teacher-forced" in stdout
   names = {p.name for p in out.iterdir()}
   assert {"results.json", "results.md", "predictions.jsonl", "manifest.json",
           "scores_vs_length.png", "loss_by_position.png"} <= names
@@ -101,6 +102,8 @@ def test_tiny_model_end_to_end_from_training_model_dir(tmp_path, capsys, smol_di
   for task in ("niah_single_1", "json_kv"):
     mine = [p["score"] for p in preds if p["task"] == task]
     assert results["scores"][task][1024] == pytest.approx(100 * sum(mine) / len(mine))
+  assert set(results["gold_loglik"]) == {"niah_single_1", "json_kv"}
+  assert results["gold_loglik"]["json_kv"]["1024"]["nll"] > 0
   loss = results["loss"]
   assert loss["length"] == 512 and loss["windows"] == [128]
   assert {s["source"] for s in loss["sequences"]} == {"sotu", "shakespeare"}

@@ -90,3 +90,20 @@ def test_loss_by_position_reports_gain(model):
   t = r["log"]
   assert t["buckets"] == [(0, 64)]
   assert t["gain_w16"][0] == pytest.approx(t["nll_w16"][0] - t["nll_full"][0])
+
+
+def test_gold_loglik_matches_direct_scoring(model, smol_tokenizer):
+  from longjax.eval import suite
+  from longjax.eval.runner import gold_answer_text, gold_loglik
+  from longjax.eval.task import ExampleGenerator
+  gen = ExampleGenerator(smol_tokenizer)
+  task = suite.make_tasks()["niah_single_1"]
+  [got] = gold_loglik(model, gen, task, 512, 1)
+  ex = gen.example(task, 512, 0)
+  prompt = gen.encode_prompt(ex)
+  answer = smol_tokenizer.encode(gold_answer_text(ex.outputs))
+  nll = _reference_nll(model, np.asarray(prompt + answer))[len(prompt) - 1:]
+  assert got["gold_nll"] == pytest.approx(float(nll.mean()), rel=1e-4)
+  logits = _logits(model, jnp.asarray(prompt + answer)[None])[0, len(prompt) - 1:-1]
+  assert got["gold_exact"] == bool((np.asarray(logits).argmax(-1) == answer).all())
+  assert got["gold_tokens"] == len(answer)
