@@ -1,4 +1,4 @@
-"""`python -m longjax.eval`: evaluate a model on the synthetic long-context suite.
+r"""`python -m longjax.eval`: evaluate a model on the synthetic long-context suite.
 
 Example (SmolLM2-135M-Instruct, NIAH at 1K-8K, loss by position at 8K):
   python -m longjax.eval --model .cache/smollm2 --lengths 1k,2k,4k,8k --tasks niah_single_1 \
