@@ -2,9 +2,16 @@
 
 One run on mesh (data=2, sequence=4) with zigzag must learn; a run on (data=8) with two
 microbatches must give the same losses for the first steps (same batches, same init), which
-checks the sequence sharding, the zigzag permutation and gradient accumulation at once.
+checks the sequence sharding, the zigzag permutation and gradient accumulation at once; a run
+interrupted by SIGTERM and restarted must continue with the uninterrupted run's batches and
+losses (in-process; tests/train/test_resume.py does the same through the CLI in subprocesses).
 """
 
+import dataclasses
+import os
+import signal
+
+import jax
 import numpy as np
 import pytest
 
@@ -21,24 +28,60 @@ def source():
   return SeqioBatches(shakespeare_task.TASK, {"targets": 64}, seed=0)
 
 
-def test_ring_learns_and_data_parallel_with_microbatches_agrees(tmp_path, source):
+@pytest.fixture
+def compile_cache(tmp_path):
+  """A persistent compilation cache, so that identical train steps compile once."""
+  old = jax.config.jax_compilation_cache_dir
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax_cache"))
+  yield
+  jax.config.update("jax_compilation_cache_dir", old)
+
+
+class SigtermAt:
+  """Wraps a source; sends this process SIGTERM when batch `at` is drawn (once)."""
+
+  def __init__(self, source, at: int):
+    self.source, self.at, self.sent = source, at, False
+
+  def batches(self, *, start, rows, global_batch):
+    for i, batch in enumerate(self.source.batches(start=start, rows=rows,
+                                                  global_batch=global_batch)):
+      if start + i == self.at and not self.sent:
+        self.sent = True
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+
+
+def test_ring_learns_matches_data_parallel_and_resumes(tmp_path, source, compile_cache):
   """One test (not a shared fixture) so that pytest-xdist never runs the ring training twice."""
-  ring_dir, dp_dir = tmp_path / "ring", tmp_path / "dp"
-  train(small_config(ring_dir, steps=12, mesh=MeshConfig(data=2, sequence=4), seq_len=64,
-                     batch_size=16), source, tiny_model(shakespeare_task.VOCAB_SIZE))
-  ring = logged(ring_dir)
+  del compile_cache
+  ring_cfg = small_config(tmp_path / "ring", steps=12, mesh=MeshConfig(data=2, sequence=4),
+                          seq_len=64, batch_size=16)
+  model = tiny_model(shakespeare_task.VOCAB_SIZE)
+  train(ring_cfg, source, model)
+  ring = logged(tmp_path / "ring")
   first, last = ring[1]["loss"], ring[12]["loss"]
   assert first == pytest.approx(np.log(shakespeare_task.VOCAB_SIZE), abs=0.1)
   assert last < first - 1.0, [r["loss"] for r in ring.values()]
 
-  cfg = small_config(dp_dir, steps=3, mesh=MeshConfig(data=8), seq_len=64, batch_size=16,
-                     step=StepConfig(loss_chunk=16, microbatches=2))
-  train(cfg, source, tiny_model(shakespeare_task.VOCAB_SIZE))
-  dp = logged(dp_dir)
+  cfg = small_config(tmp_path / "dp", steps=3, mesh=MeshConfig(data=8), seq_len=64,
+                     batch_size=16, step=StepConfig(loss_chunk=16, microbatches=2))
+  train(cfg, source, model)
+  dp = logged(tmp_path / "dp")
   for step in (1, 2, 3):
     assert dp[step]["batch_crc"] == ring[step]["batch_crc"]
     assert dp[step]["loss"] == pytest.approx(ring[step]["loss"], rel=2e-5)
     assert dp[step]["grad_norm"] == pytest.approx(ring[step]["grad_norm"], rel=1e-3)
+
+  resumed = dataclasses.replace(ring_cfg, model_dir=str(tmp_path / "resumed"))
+  train(resumed, SigtermAt(source, at=5), model)
+  saved = sorted(int(p.name) for p in (tmp_path / "resumed" / "checkpoints").iterdir())
+  assert len(saved) == 1 and saved[0] < 12, saved  # stopped early, saved where it stopped
+  train(resumed, source, model)
+  got = logged(tmp_path / "resumed")
+  for step in range(saved[0] + 1, 13):
+    assert got[step]["batch_crc"] == ring[step]["batch_crc"], step
+    assert got[step]["loss"] == pytest.approx(ring[step]["loss"], rel=1e-6), step
 
 
 def test_non_finite_loss_raises_with_step_range(tmp_path, source):
