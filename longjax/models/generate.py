@@ -4,16 +4,18 @@ Axis letters: B batch, C prefill chunk, T cache length, L layers, K kv heads, H 
 
 Shapes are bucketed so that one compiled program serves many prompts: the longest prompt is
 right-padded to P = chunk x (power of two) tokens and the cache holds T = P + max_new_tokens
-slots. Prefill runs `Llama.run` on one [B, C] chunk at a time: its K/V go into the cache, then its
-queries attend to the whole cache. Every cache slot carries a position and a segment id (1 =
-filled, 0 = empty or padding), so "causal within the prompt, nothing unfilled" is the ordinary
-mask `q_pos >= k_pos` within equal non-zero segments, and a 32K prompt needs C x T attention
-scores at a time instead of S x S.
+slots, rounded up to a multiple of 128. Prefill runs `Llama.run` on one [B, C] chunk at a time:
+its K/V go into the cache, then its queries attend to the cache. Every cache slot carries a
+position and a segment id (1 = filled, 0 = empty or padding), so "causal within the prompt,
+nothing unfilled" is the ordinary mask `q_pos >= k_pos` within equal non-zero segments, and a
+32K prompt never needs S x S (or even C x T) attention scores at once.
 
 Why not `longjax.ops.attention`: its contract is self-attention over one sequence (q and k of the
-same length). Attending C queries to T cache slots is the same mask and math with separate key
-positions/segments, which the dense reference already takes (`kv_positions`, `kv_segment_ids`),
-so the cache path calls `longjax.ops.reference.reference_attention` rather than a copy of it.
+same length). Attending C queries to T cache slots is the same mask with separate key
+positions/segments, which the ops block-kernel contract (`ops/kernels.py`, R2) takes, so the
+cache path calls the blockwise kernel's forward rather than a copy of the math: it holds one
+[chunk, block] score tile per head at a time and skips cache tiles with no visible slot, so
+unfilled cache costs nothing and prefill does about the causal half of chunk x T.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ import numpy as np
 from flax import nnx
 
 from longjax.models.llama import Llama
-from longjax.ops.reference import reference_attention
+from longjax.ops.blockwise import BLOCKWISE
+from longjax.ops.kernels import BlockMask
+
+CACHE_ALIGN = 128  # cache length multiple, so the blockwise kernel gets full-size key tiles
 
 
 def _bucket(n: int, chunk: int) -> int:
@@ -39,14 +44,13 @@ def _bucket(n: int, chunk: int) -> int:
 
 
 def _cache_attend(q, k, v, layer_cache, *, start, q_pos, q_seg, kv_pos, kv_seg):
-  """Writes this step's k/v [B, C, K, H] at `start`, then attends q to all T cache slots."""
+  """Writes this step's k/v [B, C, K, H] at `start`, then attends q to the T cache slots."""
   k_cache, v_cache = layer_cache
   k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, start, 0, 0))
   v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, start, 0, 0))
-  out = reference_attention(q, k_cache, v_cache, segment_ids=q_seg, positions=q_pos,
-                            kv_segment_ids=kv_seg, kv_positions=kv_pos, causal=True,
-                            scale=q.shape[-1] ** -0.5)
-  return out, (k_cache, v_cache)
+  mask = BlockMask(q_seg, kv_seg, q_pos, kv_pos, causal=True)
+  out, _ = BLOCKWISE.fwd(q, k_cache, v_cache, mask, q.shape[-1] ** -0.5)
+  return out.astype(q.dtype), (k_cache, v_cache)
 
 
 def _step(model: Llama, cache, tokens, start, q_pos, q_seg, kv_pos, kv_seg):
@@ -70,7 +74,7 @@ def _generate(graphdef, state, prompts, lengths, eos_ids, *, max_new_tokens: int
   model = nnx.merge(graphdef, state)
   cfg = model.config
   b, p = prompts.shape
-  t = p + max_new_tokens
+  t = -(-(p + max_new_tokens) // CACHE_ALIGN) * CACHE_ALIGN
   dtype = jnp.dtype(cfg.dtype)
   kv_shape = (cfg.num_hidden_layers, b, t, cfg.num_key_value_heads, cfg.head_dim)
   cache = (jnp.zeros(kv_shape, dtype), jnp.zeros(kv_shape, dtype))
