@@ -109,8 +109,9 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-  from longjax.synth import build, preview  # pylint: disable=import-outside-toplevel
-  tokenizer = build.load_tokenizer_spec(args.tokenizer)
+  from longjax.models.tokenizer import load_tokenizer_spec  # pylint: disable=import-outside-toplevel
+  from longjax.synth import preview  # pylint: disable=import-outside-toplevel
+  tokenizer = load_tokenizer_spec(args.tokenizer)
   print(preview.preview(args.task, index_dir=args.index_dir, tokenizer=tokenizer,
                         seed=args.seed, num=args.num, shard=args.shard,
                         num_shards=args.num_shards))

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from longjax.models.tokenizer import load_tokenizer_spec
 from longjax.synth import artifacts
 from longjax.synth.corpus import DEFAULT_MAX_CHARS, STORE_DIRNAME, DocumentStore, ingest_corpus
 
@@ -74,18 +75,6 @@ def resolve_methods(names: Iterable[str]) -> list[Any]:
       raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
     out.append(METHODS[name])
   return out
-
-
-def load_tokenizer_spec(spec: str):
-  """`smollm2` (the bundled SmolLM2 tokenizer), an HF tokenizer dir, a .gguf or a .model file."""
-  from longjax.models.tokenizer import load_tokenizer  # pylint: disable=import-outside-toplevel
-  if spec == "smollm2":
-    from longjax.models.hf import smollm2_checkpoint  # pylint: disable=import-outside-toplevel
-    return load_tokenizer(smollm2_checkpoint())
-  path = Path(spec)
-  if path.suffix == ".gguf":
-    return load_tokenizer(path.parent, gguf_file=path.name)
-  return load_tokenizer(path)
 
 
 def open_corpus(opts: BuildOptions, progress: Callable[..., Iterable[Any]],
