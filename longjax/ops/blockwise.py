@@ -82,7 +82,10 @@ def blockwise_fwd(q, k, v, mask: BlockMask, scale: float, *, block_q: int = DEFA
 
     def kv_step(carry, ys):
       kj, vj, km = ys
-      allowed = _allowed(qm, km, mask.causal)
+      # The masks depend only on positions, the same in every layer: without this barrier a
+      # differentiated layer scan hoists them out for all tile pairs at once, O(S^2) memory.
+      qm_, km, kj = lax.optimization_barrier((qm, km, kj))
+      allowed = _allowed(qm_, km, mask.causal)
 
       def update(carry):
         m, l, acc = carry
@@ -137,7 +140,8 @@ def blockwise_bwd(q, k, v, o, lse, do, mask: BlockMask, scale: float, *,
 
     def q_step(carry, xs):
       qi, doi, lsei, dsi, qm, dqi = xs
-      allowed = _allowed(qm, km, mask.causal)
+      qm, km_, qi = lax.optimization_barrier((qm, km, qi))  # as in the forward: keep masks per tile
+      allowed = _allowed(qm, km_, mask.causal)
 
       def update(args):
         dk, dv, dqi = args

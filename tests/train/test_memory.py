@@ -1,18 +1,15 @@
 """Memory shape of the real train step: no buffer as large as a full [S, S] attention matrix.
 
 Lowers (does not run) the train step of the tiny Llama at S = 4096 and checks every tensor type in
-the StableHLO. With unrolled layers the largest buffers are O(S); with scanned layers the
-blockwise kernel's tile intermediates are stacked over (query tiles, key tiles), O(S^2), which
-made 64K unbuildable on an H100
-(experiments/bench/results/train_bench_h100_scanned_layers_failed.log).
-Cause: the kernel's tile masks depend only on positions, the same for every layer, so the layer
-scan's partial evaluation hoists them out of the loop for all tile pairs at once; a
-`lax.optimization_barrier` tying them to the key tile fixes it (docs/training.md).
+the StableHLO. Both with unrolled and scanned layers the largest buffers must be O(S). A regression guard: the
+blockwise kernel's tile masks depend only on positions, the same for every layer, so the layer
+scan's partial evaluation once hoisted them out of the loop for all tile pairs at once, O(S^2),
+which made 64K unbuildable on an H100
+(experiments/bench/results/train_bench_h100_scanned_layers_failed.log); a
+`lax.optimization_barrier` tying them to the tile (ops/blockwise.py) fixes it.
 """
 
 import re
-
-import pytest
 
 from longjax.models import LlamaConfig
 from longjax.train.data import SyntheticSource, complete
@@ -45,8 +42,5 @@ def test_unrolled_layers_keep_attention_memory_linear():
   assert largest_tensor(scan_layers=False) < S * S
 
 
-@pytest.mark.xfail(strict=True, reason="ops: loop-invariant blockwise tile masks are hoisted "
-                   "out of a differentiated layer scan as O(S^2) buffers; remove this marker "
-                   "when fixed")
 def test_scanned_layers_keep_attention_memory_linear():
   assert largest_tensor(scan_layers=True) < S * S
