@@ -4,8 +4,9 @@ Reads each arm's `results.json` (written by `python -m longjax.eval`) and writes
 OUT/comparison.md, OUT/comparison.json and OUT/comparison.png. The table has the shape of the
 papers' Table 1 (NExtLong arXiv 2501.12766): one row per method, a column per category and
 length, and the categories' average; here `lite_avg` (specs/evaluation.md), never comparable with
-a published Avg. Two loss columns summarise the loss-by-position diagnostic: the full-context NLL
-on the last position bucket, and how much the context beyond 512 tokens lowers it there.
+a published Avg. The loss columns carry the signal for models too small to generate answers: the
+mean teacher-forced NLL of the tasks' gold answers, the full-context NLL on the last position
+bucket of held-out text, and how much the context beyond 512 tokens lowers it there.
 """
 
 import json
@@ -37,6 +38,9 @@ def summarize(results: Mapping[str, Any]) -> dict[str, Any]:
   for name, cat in results["summary"].get("categories", {}).items():
     row["categories"][name] = {"by_length": {int(n): v for n, v in cat["by_length"].items()},
                                "average": cat["average"]}
+  gold = [v["nll"] for by_len in (results.get("gold_loglik") or {}).values()
+          for v in by_len.values()]
+  row["gold_nll"] = sum(gold) / len(gold) if gold else None
   loss = results.get("loss")
   if loss:
     w = min(int(x) for x in loss["windows"])
@@ -51,15 +55,16 @@ def markdown(rows: Mapping[str, Mapping[str, Any]], title: str) -> str:
   lengths = sorted({n for r in rows.values() for c in r["categories"].values()
                     for n in c["by_length"]})
   head = ["method"] + [f"{c} {format_length(n)}" for c in cats for n in lengths]
-  head += [f"{c} avg" for c in cats] + ["lite_avg", "NLL last bucket", "gain from >512 ctx"]
+  head += [f"{c} avg" for c in cats] + ["lite_avg", "gold-answer NLL", "NLL last bucket",
+                                         "gain from >512 ctx"]
   lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
   for method, r in rows.items():
     cells = [_fmt(r["categories"].get(c, {}).get("by_length", {}).get(n))
              for c in cats for n in lengths]
     cells += [_fmt(r["categories"].get(c, {}).get("average")) for c in cats]
     loss = r.get("loss", {})
-    cells += [_fmt(r.get("lite_avg"), 2), _fmt(loss.get("nll_last"), 3),
-              _fmt(loss.get("gain_last"), 3)]
+    cells += [_fmt(r.get("lite_avg"), 2), _fmt(r.get("gold_nll"), 3),
+              _fmt(loss.get("nll_last"), 3), _fmt(loss.get("gain_last"), 3)]
     lines.append(f"| {method} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

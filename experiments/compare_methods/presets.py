@@ -28,6 +28,8 @@ class Comparison:
     train_bindings: extra gin bindings applied to every arm.
     eval_lengths / eval_tasks / eval_samples: the eval suite run on every trained arm.
     loss_sequences: held-out sequences for the loss-by-position diagnostic.
+    gold_loglik: also score each task's gold answer teacher-forced (a smooth signal for models
+      too small to generate the answer).
     cpu_devices: simulated CPU devices (None: use the real accelerators).
   """
   corpus: str
@@ -43,6 +45,7 @@ class Comparison:
   eval_tasks: str = "all"
   eval_samples: int = 100
   loss_sequences: int = 4
+  gold_loglik: bool = False
   cpu_devices: int | None = None
 
   def __post_init__(self):
@@ -69,7 +72,7 @@ PRESETS = {
                       "nextlong": {"overgen": 2.0}},
         train_gin="gin/experiments/compare_demo.gin",
         eval_lengths="1k,2k", eval_tasks="niah_single_1,niah_multikey_1,vt,json_kv",
-        eval_samples=8, loss_sequences=4, cpu_devices=8),
+        eval_samples=8, loss_sequences=4, gold_loglik=True, cpu_devices=8),
     # One GPU/TPU host: SmolLM2-135M continued pretraining to 8K on the Wikipedia pool
     # (../shared/corpora), doc2query queries predicted by a causal LM.
     "wiki_smollm2_8k": Comparison(

@@ -97,6 +97,9 @@ def train_arm(cmp: Comparison, method: str, index: Path, tokenizer: str, out: Pa
                      f"--gin.MODEL_DIR='{model_dir}'",
                      f"--gin.VOCAB_SIZE={vocab}",
                      *(f"--gin.{b}" for b in cmp.train_bindings)], "longjax.train")
+  if not (model_dir / "hf" / "config.json").exists():  # SIGTERM: the trainer saved and returned
+    raise SystemExit(f"compare_methods: training of `{method}` stopped before its export (was it "
+                     f"preempted?); rerun the same command to resume from {model_dir}/checkpoints")
   return model_dir
 
 
@@ -111,7 +114,8 @@ def evaluate_arm(cmp: Comparison, method: str, model_dir: Path, tokenizer: str,
   _call(eval_main, ["--model", str(model_dir), "--tokenizer", tokenizer,
                     "--lengths", cmp.eval_lengths, "--tasks", cmp.eval_tasks,
                     "--samples", str(cmp.eval_samples),
-                    "--loss-sequences", str(cmp.loss_sequences), "--out", str(eval_dir)],
+                    "--loss-sequences", str(cmp.loss_sequences), "--out", str(eval_dir),
+                    *(["--gold-loglik"] if cmp.gold_loglik else [])],
         "longjax.eval")
   return eval_dir
 
