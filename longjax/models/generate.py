@@ -43,13 +43,17 @@ def _bucket(n: int, chunk: int) -> int:
   return chunks * chunk
 
 
-def _cache_attend(q, k, v, layer_cache, *, start, q_pos, q_seg, kv_pos, kv_seg):
-  """Writes this step's k/v [B, C, K, H] at `start`, then attends q to the T cache slots."""
-  k_cache, v_cache = layer_cache
-  k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, start, 0, 0))
-  v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, start, 0, 0))
+def _cache_attend(q, k, v, cache, layer, *, start, q_pos, q_seg, kv_pos, kv_seg):
+  """Writes layer `layer`'s k/v [B, C, K, H] at slot `start` of the [L, B, T, K, H] cache (in
+  place: the cache is a loop carry), then attends q to that layer's T slots."""
+  k_cache, v_cache = cache
+  at = (layer, 0, start, 0, 0)
+  k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype), at)
+  v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype), at)
+  k_layer = jax.lax.dynamic_index_in_dim(k_cache, layer, keepdims=False)
+  v_layer = jax.lax.dynamic_index_in_dim(v_cache, layer, keepdims=False)
   mask = BlockMask(q_seg, kv_seg, q_pos, kv_pos, causal=True)
-  out, _ = BLOCKWISE.fwd(q, k_cache, v_cache, mask, q.shape[-1] ** -0.5)
+  out, _ = BLOCKWISE.fwd(q, k_layer, v_layer, mask, q.shape[-1] ** -0.5)
   return out.astype(q.dtype), (k_cache, v_cache)
 
 

@@ -311,8 +311,8 @@ class RMSNorm(nnx.Module):
     return self.scale[...].astype(x.dtype) * xf.astype(x.dtype)
 
 
-# attend(q [B,S,N,H], k [B,S,K,H], v [B,S,K,H], layer_cache) -> (context [B,S,N,H], new cache)
-AttendFn = Callable[[jax.Array, jax.Array, jax.Array, Any], tuple[jax.Array, Any]]
+# attend(q [B,S,N,H], k [B,S,K,H], v [B,S,K,H], cache, layer) -> (context [B,S,N,H], new cache)
+AttendFn = Callable[[jax.Array, jax.Array, jax.Array, Any, Any], tuple[jax.Array, Any]]
 
 
 class Attention(nnx.Module):
@@ -327,7 +327,7 @@ class Attention(nnx.Module):
     self.o_proj = _param(rngs, (n, h, d), ("heads", "head_dim", "embed"), config)
 
   def __call__(self, x: jax.Array, positions: jax.Array, inv_freq: np.ndarray,
-               attend: AttendFn, cache: Any) -> tuple[jax.Array, Any]:
+               attend: Callable, cache: Any) -> tuple[jax.Array, Any]:
     dt = x.dtype
     q = jnp.einsum("bsd,dnh->bsnh", x, self.q_proj[...].astype(dt))
     k = jnp.einsum("bsd,dkh->bskh", x, self.k_proj[...].astype(dt))
@@ -381,7 +381,7 @@ class DecoderLayer(nnx.Module):
     self.post_attention_layernorm = RMSNorm(config)
     self.mlp = MLP(config, rngs)
 
-  def __call__(self, x, positions, inv_freq, attend: AttendFn, cache: Any):
+  def __call__(self, x, positions, inv_freq, attend: Callable, cache: Any):
     h, cache = self.self_attn(self.input_layernorm(x), positions, inv_freq, attend, cache)
     x = _constrain(x + h, ("batch", "sequence", "embed"))
     x = x + self.mlp(self.post_attention_layernorm(x))
@@ -430,9 +430,11 @@ class Llama(nnx.Module):
           cache: Any = None) -> tuple[jax.Array, Any]:
     """Embeds, runs all layers and the final norm: -> (hidden [B, S, D], new cache).
 
-    `attend(q, k, v, layer_cache)` does the attention of one layer; `cache` is a pytree with a
-    leading [L] axis (or None) whose layer slice is handed to `attend`. This is the hook that the
-    KV-cache generator (`longjax.models.generate`) uses; training calls `hidden_states`.
+    `attend(q, k, v, cache, layer)` does the attention of layer `layer` (an int, traced under
+    scan) and returns (context, cache). `cache` (any pytree, or None) is carried through the
+    layers, so a KV cache is updated in place rather than sliced and restacked per layer. This is
+    the hook that the KV-cache generator (`longjax.models.generate`) uses; training calls
+    `hidden_states`.
     """
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
@@ -442,21 +444,21 @@ class Llama(nnx.Module):
     inv_freq = rope_inv_freq(cfg)
     graphdef, state = nnx.split(self.layers)
 
-    def body(x, xs):
-      layer_state, layer_cache = xs
-      return nnx.merge(graphdef, layer_state)(x, positions, inv_freq, attend, layer_cache)
+    def body(carry, xs):
+      layer_state, i = xs
+      x, cache = carry
+      layer_attend = lambda q, k, v, c: attend(q, k, v, c, i)
+      return nnx.merge(graphdef, layer_state)(x, positions, inv_freq, layer_attend, cache), None
 
     policy = _remat_policies()[cfg.remat_policy]
     if cfg.remat_policy != "none":
       body = jax.checkpoint(body, policy=policy, prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
-      x, cache = jax.lax.scan(body, x, (state, cache))
+      layer_ids = jnp.arange(cfg.num_hidden_layers)
+      (x, cache), _ = jax.lax.scan(body, (x, cache), (state, layer_ids))
     else:
-      outs = []
       for i in range(cfg.num_hidden_layers):
-        x, out = body(x, jax.tree.map(lambda a: a[i], (state, cache)))
-        outs.append(out)
-      cache = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
+        (x, cache), _ = body((x, cache), (jax.tree.map(lambda a: a[i], state), i))
     return self.norm(x), cache
 
   def hidden_states(self, tokens: jax.Array, positions: jax.Array | None = None,
@@ -489,7 +491,7 @@ def _default_positions(tokens: jax.Array) -> jax.Array:
   return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
 
 
-def _attend(q, k, v, cache, *, segment_ids, positions, implementation):
+def _attend(q, k, v, cache, layer, *, segment_ids, positions, implementation):
   """Training/scoring attention: the one entry point, no cache."""
   return attention(q, k, v, segment_ids=segment_ids, positions=positions,
                    implementation=implementation), cache
