@@ -33,9 +33,14 @@ def _last_bucket(loss: Mapping[str, Any], key: str) -> float | None:
 
 
 def summarize(results: Mapping[str, Any]) -> dict[str, Any]:
-  """One arm's row: category score per length, category averages, lite_avg, loss summary."""
+  """One arm's row: category (or, for a task subset, task) score per length and average,
+  lite_avg, gold-answer NLL and the loss summary."""
   row: dict[str, Any] = {"categories": {}, "lite_avg": results["summary"].get("lite_avg")}
-  for name, cat in results["summary"].get("categories", {}).items():
+  row["per_task"] = not results["summary"].get("categories")
+  cats = results["summary"].get("categories") or {  # a task subset: one column group per task
+      task: {"by_length": by_len, "average": results["summary"]["task_average"][task]}
+      for task, by_len in results.get("scores", {}).items()}
+  for name, cat in cats.items():
     row["categories"][name] = {"by_length": {int(n): v for n, v in cat["by_length"].items()},
                                "average": cat["average"]}
   gold = [v["nll"] for by_len in (results.get("gold_loglik") or {}).values()
@@ -54,6 +59,8 @@ def markdown(rows: Mapping[str, Mapping[str, Any]], title: str) -> str:
   cats = sorted({c for r in rows.values() for c in r["categories"]})
   lengths = sorted({n for r in rows.values() for c in r["categories"].values()
                     for n in c["by_length"]})
+  if any(r.get("per_task") for r in rows.values()):
+    lengths = []  # task subsets: averages only, or the table gets too wide to read
   head = ["method"] + [f"{c} {format_length(n)}" for c in cats for n in lengths]
   head += [f"{c} avg" for c in cats] + ["lite_avg", "gold-answer NLL", "NLL last bucket",
                                          "gain from >512 ctx"]
