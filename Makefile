@@ -28,7 +28,7 @@ test-slow: setup
 	$(PY) -m pytest -q -m "slow"
 
 demo: setup
-	$(PY) -m longjax.demo
+	$(PY) experiments/compare_methods/run.py --preset demo --out demo_out
 
 clean:
 	rm -rf $(VENV) demo_out
