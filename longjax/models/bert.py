@@ -142,7 +142,7 @@ class Bert(nnx.Module):
 
 def load_hf_bert(path: str | os.PathLike, *, dtype: str = "float32") -> Bert:
   """Loads an HF `BertModel` directory (config.json + model.safetensors)."""
-  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  from longjax.models.hf import read_safetensors  # pylint: disable=import-outside-toplevel
 
   path = Path(path)
   cfg_file, weights = path / "config.json", path / "model.safetensors"
@@ -153,7 +153,7 @@ def load_hf_bert(path: str | os.PathLike, *, dtype: str = "float32") -> Bert:
   if hf.get("model_type") != "bert":
     raise ValueError(f"{cfg_file}: model_type {hf.get('model_type')!r} is not 'bert'")
   cfg = BertConfig.from_hf(hf, dtype=dtype)
-  tensors = load_file(str(weights))
+  tensors = read_safetensors(path)
   prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
   model = nnx.eval_shape(lambda: Bert(cfg, rngs=nnx.Rngs(0)))
 

@@ -32,7 +32,9 @@ from longjax.models.llama import Llama, LlamaConfig
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _ST_DTYPES = {"F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
-              "BF16": np.dtype(ml_dtypes.bfloat16), "F64": np.dtype(np.float64)}
+              "BF16": np.dtype(ml_dtypes.bfloat16), "F64": np.dtype(np.float64),
+              "I64": np.dtype(np.int64), "I32": np.dtype(np.int32), "I8": np.dtype(np.int8),
+              "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_)}
 _ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
 
 
@@ -162,6 +164,15 @@ def _tensor_files(path: Path) -> dict[str, _SafetensorsFile]:
     raise FileNotFoundError(f"{path}: no *.safetensors files (found {present}); "
                             "convert .bin checkpoints with transformers' save_pretrained first")
   return {name: f for f in map(_SafetensorsFile, shards) for name in f.header}
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Every tensor of a checkpoint directory (one file, shards, or an index json), memory-mapped.
+
+  The one safetensors reader of longjax: the Llama, T5 and BERT loaders all use it. bfloat16
+  tensors come back as `ml_dtypes.bfloat16` arrays.
+  """
+  return {name: f.get(name) for name, f in _tensor_files(Path(path)).items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -303,17 +303,9 @@ def padding_bias(attention_mask: jax.Array) -> jax.Array:
 # --- Hugging Face checkpoints ------------------------------------------------------------------
 
 def _read_hf_tensors(path: Path) -> dict[str, np.ndarray]:
-  files = sorted(path.glob("*.safetensors"))
-  if files:
-    from safetensors.numpy import load_file
-    out = {}
-    for f in files:
-      try:
-        out.update(load_file(str(f)))
-      except TypeError:  # bf16 tensors: numpy has no bfloat16; read them as JAX arrays
-        from safetensors.flax import load_file as load_jax
-        out.update({k: np.asarray(v.astype(jnp.float32)) for k, v in load_jax(str(f)).items()})
-    return out
+  if any(path.glob("*.safetensors")):
+    from longjax.models.hf import read_safetensors  # pylint: disable=import-outside-toplevel
+    return {k: np.asarray(v, np.float32) for k, v in read_safetensors(path).items()}
   bins = sorted(path.glob("pytorch_model*.bin"))
   if bins:
     import torch
