@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from longjax.models.tokenizer import Tokenizer
-from longjax.synth import artifacts
+from longjax.synth import artifacts, chunking, corpus
 from longjax.synth.methods import packer
-from longjax.synth.methods.base import DocStore, shard_range
+from longjax.synth.methods.base import BuildContext, DocStore, shard_range
 
 _BATCH = 256
 
@@ -117,3 +117,25 @@ def stream_plan(directory: Path, *, method: str, store: DocStore, length: int,
                   "num_shards": num_shards, "spans": [list(s) for s in spans]}
     yield {"targets": tokens, "provenance": json.dumps(provenance)}
 
+
+
+class PlannedMethod:
+  """The half shared by methods whose contexts are fixed at build time (KNN, ICLM): the
+  manifest over their per-length plans, and streaming a shard of a plan."""
+  name: str
+
+  def write_plan_manifest(self, out: Path, ctx: BuildContext, cfg: Mapping[str, Any],
+                          stats: Mapping[str, Any], skipped: list, retrieval_info: Any) -> None:
+    artifacts.write_manifest(
+        out, kind=self.name,
+        config={**cfg, "lengths": list(ctx.lengths),
+                "tokenizer": tokenizer_signature(ctx.tokenizer)},
+        inputs={"store": chunking.store_fingerprint(ctx.store)},
+        counts=stats, skipped=skipped, extra={"retrieval": retrieval_info})
+
+  def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
+               num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
+    index_dir = Path(index_dir)
+    return stream_plan(index_dir / self.name, method=self.name, store=corpus.open_store(index_dir),
+                       length=length, tokenizer=tokenizer, shard=shard, num_shards=num_shards,
+                       seed=seed)

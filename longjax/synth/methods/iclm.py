@@ -12,13 +12,11 @@ same window without depending on self landing in slot 0.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from longjax.models.tokenizer import Tokenizer
-from longjax.synth import artifacts, chunking, corpus
+from longjax.synth import artifacts
 from longjax.synth.methods import contexts, packer
 from longjax.synth.methods.base import BuildContext, resolve_options
 
@@ -118,7 +116,7 @@ def iclm_dedup(order: Sequence[int], text_of: Callable[[int], str], chars: int,
   return kept, dropped
 
 
-class ICLMMethod:
+class ICLMMethod(contexts.PlannedMethod):
   """The ICLM baseline (`longjax_<corpus>_iclm_<length>`)."""
   name = "iclm"
 
@@ -159,16 +157,5 @@ class ICLMMethod:
                    "reason": "in the trailing partial context (< L tokens) of the ICLM stream"}
                   for d in tail]
       ctx.log(f"iclm L={length}: {stats[f'L{length}']}")
-    artifacts.write_manifest(
-        out, kind=self.name,
-        config={**cfg, "lengths": list(ctx.lengths),
-                "tokenizer": contexts.tokenizer_signature(ctx.tokenizer)},
-        inputs={"store": chunking.store_fingerprint(ctx.store)},
-        counts=stats, skipped=skipped, extra={"retrieval": retrieval_info})
+    self.write_plan_manifest(out, ctx, cfg, stats, skipped, retrieval_info)
 
-  def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
-               num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
-    index_dir = Path(index_dir)
-    return contexts.stream_plan(index_dir / self.name, method=self.name,
-                                store=corpus.open_store(index_dir), length=length,
-                                tokenizer=tokenizer, shard=shard, num_shards=num_shards, seed=seed)

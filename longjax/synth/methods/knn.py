@@ -11,13 +11,10 @@ skipped in the manifest.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from longjax.models.tokenizer import Tokenizer
-from longjax.synth import artifacts, chunking, corpus
 from longjax.synth.methods import contexts, packer
 from longjax.synth.methods.base import BuildContext, resolve_options
 
@@ -66,7 +63,7 @@ def knn_groups(neighbours: np.ndarray, counts: np.ndarray, length: int,
   return groups, group
 
 
-class KNNMethod:
+class KNNMethod(contexts.PlannedMethod):
   """The KNN baseline (`longjax_<corpus>_knn_<length>`)."""
   name = "knn"
 
@@ -103,16 +100,5 @@ class KNNMethod:
                    "reason": "in the final KNN group, which ran out of documents before L"}
                   for i in leftover]
       ctx.log(f"knn L={length}: {stats[f'L{length}']}")
-    artifacts.write_manifest(
-        out, kind=self.name,
-        config={**cfg, "lengths": list(ctx.lengths),
-                "tokenizer": contexts.tokenizer_signature(ctx.tokenizer)},
-        inputs={"store": chunking.store_fingerprint(ctx.store)},
-        counts=stats, skipped=skipped, extra={"retrieval": retrieval_info})
+    self.write_plan_manifest(out, ctx, cfg, stats, skipped, retrieval_info)
 
-  def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
-               num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
-    index_dir = Path(index_dir)
-    return contexts.stream_plan(index_dir / self.name, method=self.name,
-                                store=corpus.open_store(index_dir), length=length,
-                                tokenizer=tokenizer, shard=shard, num_shards=num_shards, seed=seed)
