@@ -77,7 +77,10 @@ def markdown(rows: Mapping[str, Mapping[str, Any]], title: str) -> str:
 
 
 def plot(rows: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> None:
-  fig, (ax_s, ax_l) = plt.subplots(1, 2, figsize=(12, 4.5))
+  """Scores per category, gold-answer NLL per method (when scored), and loss by position."""
+  has_gold = any(r.get("gold_nll") is not None for r in rows.values())
+  fig, axes = plt.subplots(1, 3 if has_gold else 2, figsize=(17 if has_gold else 12, 4.5))
+  ax_s, ax_l = axes[0], axes[-1]
   cats = sorted({c for r in rows.values() for c in r["categories"]})
   width = 0.8 / max(1, len(rows))
   for i, (method, r) in enumerate(rows.items()):
@@ -88,9 +91,20 @@ def plot(rows: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> None:
       mids = [(lo + hi) / 2 for lo, hi in loss["buckets"]]
       ax_l.plot(mids, loss["nll_full"], marker="o", label=method)
   ax_s.set_xticks([j + 0.4 - width / 2 for j in range(len(cats))], cats)
+  top = max([r["categories"][c].get("average") or 0.0 for r in rows.values()
+             for c in r["categories"]] + [1.0])
+  ax_s.set_ylim(0, min(100.0, top * 1.15))
   ax_s.set_ylabel("score (avg over lengths)")
-  ax_s.set_title("task categories")
+  ax_s.set_title("task scores")
   ax_s.legend()
+  if has_gold:
+    names = list(rows)
+    axes[1].bar(names, [rows[m].get("gold_nll") or 0.0 for m in names],
+                color=[f"C{i}" for i in range(len(names))])
+    axes[1].set_ylabel("NLL (nats/token), lower is better")
+    axes[1].set_title("gold-answer NLL (teacher-forced)")
+    lo = min(rows[m]["gold_nll"] for m in names if rows[m].get("gold_nll") is not None)
+    axes[1].set_ylim(bottom=max(0.0, lo - 0.5))
   ax_l.set_xscale("log")
   ax_l.set_xlabel("token position")
   ax_l.set_ylabel("NLL (nats)")
