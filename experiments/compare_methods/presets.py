@@ -76,8 +76,9 @@ PRESETS = {
     # One GPU/TPU host: SmolLM2-135M continued pretraining to 8K on the Wikipedia pool
     # (../shared/corpora), doc2query queries predicted by a causal LM.
     "wiki_smollm2_8k": Comparison(
-        corpus="../shared/corpora/wiki_en_2019-*.jsonl.gz", corpus_name="wiki", length=8192, embedder="minilm", tokenizer="smollm2",
-        synth_config={"quest": {"predictor": "causal_lm"}},
+        corpus="../shared/corpora/wiki_en_2019-*.jsonl.gz", corpus_name="wiki", length=8192,
+        embedder="minilm", tokenizer="smollm2",
+        synth_config={"quest": {"predictor": "causal_lm", "checkpoint": "smollm2"}},
         train_gin="gin/experiments/compare_smollm2_8k.gin",
         eval_lengths="2k,4k,8k,16k", eval_samples=100, loss_sequences=16),
 }

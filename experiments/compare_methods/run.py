@@ -80,7 +80,7 @@ def build_index(cmp: Comparison, out: Path) -> tuple[Path, str]:
 
 def train_arm(cmp: Comparison, method: str, index: Path, tokenizer: str, out: Path) -> Path:
   """Trains one arm on its Mixture `longjax_<corpus>_<method>_<length>_mix`; returns MODEL_DIR."""
-  from longjax.models.tokenizer import load_tokenizer_spec  # pylint: disable=import-outside-toplevel
+  from longjax.models.tokenizer import load_tokenizer_spec  # pylint: disable=import-outside-toplevel,line-too-long
   from longjax.synth.methods.base import format_length  # pylint: disable=import-outside-toplevel
   from longjax.synth.methods.task_names import IndexInfo  # pylint: disable=import-outside-toplevel
   from longjax.train.__main__ import main as train_main  # pylint: disable=import-outside-toplevel

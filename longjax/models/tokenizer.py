@@ -47,7 +47,7 @@ class Tokenizer:
 
 
 def load_tokenizer(path: str | os.PathLike, *, gguf_file: str | None = None) -> Tokenizer:
-  """Loads a tokenizer from an HF directory, a GGUF file's directory, or a `.model` SentencePiece file."""
+  """Loads a tokenizer from an HF directory, a GGUF file's directory or a SentencePiece `.model`."""
   path = Path(path)
   if path.suffix == ".model":
     if not path.is_file():

@@ -109,7 +109,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-  from longjax.models.tokenizer import load_tokenizer_spec  # pylint: disable=import-outside-toplevel
+  from longjax.models.tokenizer import load_tokenizer_spec  # pylint: disable=import-outside-toplevel,line-too-long
   from longjax.synth import preview  # pylint: disable=import-outside-toplevel
   tokenizer = load_tokenizer_spec(args.tokenizer)
   print(preview.preview(args.task, index_dir=args.index_dir, tokenizer=tokenizer,

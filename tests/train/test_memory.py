@@ -1,10 +1,10 @@
 """Memory shape of the real train step: no buffer as large as a full [S, S] attention matrix.
 
 Lowers (does not run) the train step of the tiny Llama at S = 4096 and checks every tensor type in
-the StableHLO. Both with unrolled and scanned layers the largest buffers must be O(S). A regression guard: the
-blockwise kernel's tile masks depend only on positions, the same for every layer, so the layer
-scan's partial evaluation once hoisted them out of the loop for all tile pairs at once, O(S^2),
-which made 64K unbuildable on an H100
+the StableHLO. Both with unrolled and scanned layers the largest buffers must be O(S). A
+regression guard: the blockwise kernel's tile masks depend only on positions, the same for every
+layer, so the layer scan's partial evaluation once hoisted them out of the loop for all tile
+pairs at once, O(S^2), which made 64K unbuildable on an H100
 (experiments/bench/results/train_bench_h100_scanned_layers_failed.log); a
 `lax.optimization_barrier` tying them to the tile (ops/blockwise.py) fixes it.
 """

@@ -176,8 +176,10 @@ class CausalLMQueryPredictor:
 
   @classmethod
   def from_checkpoint(cls, path: str, **kwargs) -> "CausalLMQueryPredictor":
-    from longjax.models import load_hf
+    """An HF Llama-family directory, or `smollm2` (the packaged SmolLM2-135M-Instruct)."""
+    from longjax.models import load_hf, smollm2_checkpoint
     from longjax.models.tokenizer import load_tokenizer
+    path = str(smollm2_checkpoint()) if path == "smollm2" else path
     return cls(load_hf(path), load_tokenizer(path), checkpoint=str(path), **kwargs)
 
   def describe(self) -> dict[str, Any]:
