@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
   methods = tuple(args.methods.split(",")) if args.methods else cmp.methods
   if cmp.cpu_devices:  # before jax is imported anywhere
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # TensorFlow would probe for a GPU
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={cmp.cpu_devices}")
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
