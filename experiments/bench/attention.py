@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.sharding import NamedSharding, PartitionSpec as P
+
 from longjax import ops
 from longjax.ops import gpu, ring
 from longjax.ops.kernels import BlockMask
@@ -34,6 +36,11 @@ from longjax.ops.reference import reference_attention
 FLOP_CONVENTION = ("fwd = 4*B*S^2*N*H/2 (causal at half); fwd+bwd = 3.5 x fwd "
                    "(backward = 2.5 x forward)")
 B, N, K, H = 1, 32, 8, 128
+
+
+def fwd_bwd_flops(s: int, b: int = B, n: int = N, h: int = H) -> float:
+  """Causal attention FLOPs of one forward+backward at length s (FLOP_CONVENTION)."""
+  return 3.5 * 4 * b * s * s * n * h / 2
 
 
 def _inputs(s, n=N, kh=K, seed=0):
@@ -120,10 +127,15 @@ def parity(fns, mesh1, s=2048):
   return out
 
 
-def bench_one(fn, mesh1, s, budget_s):
-  q, k, v, do = _inputs(s)
+def bench_one(fn, mesh, s, budget_s):
+  """Median time, TFLOP/s (all devices together) and compiled memory of fn's fwd+bwd at length s.
+
+  Inputs are split along the sequence over the mesh's `sequence` axis when it has one.
+  """
+  seq = "sequence" if "sequence" in mesh.axis_names else None
+  q, k, v, do = jax.device_put(_inputs(s), NamedSharding(mesh, P(None, seq)))
   step = _fwd_bwd(fn)
-  with jax.set_mesh(mesh1):
+  with jax.set_mesh(mesh):
     compiled = step.lower(q, k, v, do).compile()
     mem = compiled.memory_analysis()
     mem_bytes = None if mem is None else int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
@@ -136,8 +148,7 @@ def bench_one(fn, mesh1, s, budget_s):
       jax.block_until_ready(compiled(q, k, v, do))
       times.append(time.perf_counter() - t0)
   t = statistics.median(times)
-  flops = 3.5 * 4 * B * s * s * N * H / 2
-  return {"seconds": t, "tflops": flops / t / 1e12, "memory_bytes": mem_bytes,
+  return {"seconds": t, "tflops": fwd_bwd_flops(s) / t / 1e12, "memory_bytes": mem_bytes,
           "temp_bytes": None if mem is None else int(mem.temp_size_in_bytes), "reps": len(times)}
 
 

@@ -2,18 +2,22 @@
 
 Runs `longjax.train.trainer.prepare` (the same jitted step `python -m longjax.train` runs: chunked
 loss, AdamW, remat policy from the model config) on synthetic numpy batches; needs no gin,
-TensorFlow or SeqIO, so it runs on the GPU box as is. One device by default (mesh data=-1).
+TensorFlow or SeqIO, so it runs on the GPU box as is. Cases with `sequence=-1` split the one
+sequence over every device (ring attention, zigzag, weights FSDP-sharded over the ring as in
+gin/mesh/ring.gin); the others are data parallel, one sequence per device (mesh data=-1).
 
-On one GPU, through the device tool:
-  XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 PYTHONUNBUFFERED=1 PYTHONPATH=. \\
-    python3 experiments/bench/train.py --cases 1b_64k,smollm2_1m --out $OUT
-On CPU (a smoke test of the script): python experiments/bench/train.py --cases tiny
+On one GPU (or all GPUs of a host for the `8b_*` ring cases), through the device tool:
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 PYTHONPATH=. \\
+    XLA_FLAGS=--xla_gpu_enable_latency_hiding_scheduler=true \\
+    python3 experiments/bench/train.py --cases 8b_128k,8b_1m --out $OUT
+On CPU (a smoke test of the script): python experiments/bench/train.py --cases tiny,tiny_ring
 
 MFU convention (longjax/train/metrics.py): model FLOPs per token = 6 * matmul params (the
 unembedding included, the embedding lookup not) + 6 * L * S * N * H (causal attention counted
 at half, backward = 2x forward); rematerialisation is not counted. Peak: 989 TFLOP/s dense bf16
-per H100/H200. The attention is cuDNN's fused kernel, which needs plain causal masking
-(StepConfig.document_masking=False: one document per row, global positions).
+per H100/H200; MFU and TFLOP/s are per device, peak memory that of the fullest one. The
+attention is cuDNN's fused kernel, which needs plain causal masking (StepConfig.document_masking
+=False: one document per row, global positions).
 """
 
 import argparse
@@ -29,7 +33,7 @@ import jax
 import numpy as np
 
 from longjax.models import LlamaConfig
-from longjax.train.data import SyntheticSource, complete
+from longjax.train.data import SyntheticSource, complete, zigzag_batch
 from longjax.train.mesh import MeshConfig
 from longjax.train.metrics import peak_flops
 from longjax.train.sharding import activate, global_batch
@@ -47,10 +51,9 @@ class Case:
   mlp_chunk: int | None = None
   loss_chunk: int = 4096
   fallback_remat: str | None = None  # tried if `remat` fails to compile (e.g. no host offload)
-  # Unrolled layers: with scan_layers=True the blockwise kernel (cuDNN's fallback branch) keeps
-  # [q tiles, kv tiles, ..., 512, 512] intermediates, O(S^2) memory (seen with jax 0.10.2 and
-  # 0.11.2; tests/train/test_memory.py, xfail until fixed), so XLA cannot compile 64K.
-  scan_layers: bool = False
+  scan_layers: bool = True
+  # Ring size: mesh `sequence` axis (-1 = every device; weights FSDP-sharded over it, batch 1).
+  sequence: int = 1
 
 
 CASES = {
@@ -63,6 +66,16 @@ CASES = {
                        fallback_remat="full"),
     "smollm2_1m_compile": Case("smollm2-135m", 1 << 20, "full", steps=0, mlp_chunk=65536),
     "tiny": Case("tiny", 512, "save_context", steps=2, loss_chunk=128),
+    "tiny_ring": Case("tiny", 512, "save_context", steps=2, loss_chunk=128, sequence=-1),
+    # Llama-3-8B shape, sequence over every GPU (gin/mesh/ring.gin): the multi-GPU issue's runs.
+    "8b_128k": Case("llama3-8b", 1 << 17, "save_context", steps=2, mlp_chunk=16384,
+                    sequence=-1),
+    "8b_256k": Case("llama3-8b", 1 << 18, "offload_context", steps=1, mlp_chunk=16384,
+                    sequence=-1, fallback_remat="full"),
+    "8b_512k": Case("llama3-8b", 1 << 19, "save_context", steps=1, mlp_chunk=16384,
+                    sequence=-1, fallback_remat="offload_context"),
+    "8b_1m": Case("llama3-8b", 1 << 20, "save_context", steps=1, mlp_chunk=16384, sequence=-1,
+                  fallback_remat="offload_context"),
 }
 
 
@@ -77,16 +90,22 @@ def _memory_gib(compiled) -> float | None:
 def _compile(case: Case, remat: str):
   model = LlamaConfig.preset(case.preset, remat_policy=remat, mlp_chunk_size=case.mlp_chunk,
                              dtype="bfloat16", scan_layers=case.scan_layers)
-  config = TrainConfig(model_dir="/tmp/longjax_bench_unused", train_steps=1000, batch_size=1,
-                       task_feature_lengths={"targets": case.seq_len}, mesh=MeshConfig(data=-1),
+  ring = case.sequence != 1
+  mesh = MeshConfig(data=1, sequence=case.sequence) if ring else MeshConfig(data=-1)
+  batch = 1 if ring else jax.device_count()
+  config = TrainConfig(model_dir="/tmp/longjax_bench_unused", train_steps=1000, batch_size=batch,
+                       task_feature_lengths={"targets": case.seq_len}, mesh=mesh,
                        step=StepConfig(loss_chunk=case.loss_chunk, document_masking=False))
   run = prepare(config, model)
   raw = next(SyntheticSource(model.vocab_size, case.seq_len).batches(
-      start=0, rows=slice(0, 1), global_batch=1))
-  host = complete(raw)
+      start=0, rows=slice(0, batch), global_batch=batch))
+  host = complete(raw)  # one causal sequence a row: global positions, zigzagged as in training
+  host["decoder_positions"] = np.broadcast_to(np.arange(case.seq_len, dtype=np.int32),
+                                              (batch, case.seq_len))
+  host = zigzag_batch(host, run.mesh.shape["sequence"])
   with activate(run.mesh, run.rules):
     state = run.init_state()
-    batch = global_batch(host, run.mesh, (1, case.seq_len))
+    batch = global_batch(host, run.mesh, (batch, case.seq_len))
     t0 = time.perf_counter()
     compiled = run.train_step.lower(state, batch).compile()
     return run, state, batch, compiled, time.perf_counter() - t0
@@ -104,11 +123,14 @@ def bench(name: str, case: Case) -> dict:
           f"falling back to {case.fallback_remat!r}", flush=True)
     remat = case.fallback_remat
     run, state, batch, compiled, compile_s = _compile(case, remat)
+  batch_rows = batch["decoder_target_tokens"].shape[0]
   record = {"case": name, "preset": case.preset, "seq_len": case.seq_len, "remat": remat,
+            "batch_size": batch_rows,
             "scan_layers": case.scan_layers,
             "mlp_chunk": case.mlp_chunk, "compile_s": round(compile_s, 1),
             "compiled_memory_gib": _memory_gib(compiled),
-            "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+            "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
+            "mesh": dict(run.mesh.shape), "jax": jax.__version__,
             "flops_per_step": run.flops_per_step}
   print(f"[{name}] compiled in {compile_s:.1f} s, program memory "
         f"{record['compiled_memory_gib']} GiB", flush=True)
@@ -126,13 +148,14 @@ def bench(name: str, case: Case) -> dict:
       if i >= warmup:
         times.append(dt)
   step_s = statistics.median(times)
+  n = jax.device_count()
   peak = peak_flops(jax.devices()[0].device_kind)
-  stats = jax.devices()[0].memory_stats() or {}
+  peak_bytes = max((d.memory_stats() or {}).get("peak_bytes_in_use", 0) for d in jax.devices())
   record.update(step_s=step_s, step_times=times, losses=losses,
-                tokens_per_s=case.seq_len / step_s,
-                model_tflops_per_s=run.flops_per_step / step_s / 1e12,
-                mfu=run.flops_per_step / step_s / peak if peak else None,
-                peak_memory_gib=stats.get("peak_bytes_in_use", 0) / 2**30 or None)
+                tokens_per_s=batch_rows * case.seq_len / step_s,
+                model_tflops_per_s=run.flops_per_step / step_s / n / 1e12,  # per device
+                mfu=run.flops_per_step / step_s / (n * peak) if peak else None,
+                peak_memory_gib=peak_bytes / 2**30 or None)  # the fullest device
   if not all(np.isfinite(losses)):
     raise FloatingPointError(f"[{name}] non-finite loss {losses}")
   return record
@@ -162,7 +185,7 @@ def main() -> int:
       Path(args.out).mkdir(parents=True, exist_ok=True)
       (Path(args.out) / "train_bench.json").write_text(json.dumps(records, indent=1))
   print("MFU: 6*matmul params + 6*L*S*N*H per token (causal attention at half, bwd = 2x fwd)")
-  print(f"{'case':14} {'S':>8} {'remat':>16} {'step s':>8} {'tok/s':>9} {'TFLOP/s':>8} "
+  print(f"{'case':14} {'S':>8} {'remat':>16} {'step s':>8} {'tok/s':>9} {'TF/s/dev':>8} "
         f"{'MFU':>6} {'peak GiB':>8}")
   for r in records:
     if "step_s" not in r:
