@@ -31,12 +31,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding
 
 from longjax.models import LlamaConfig
 from longjax.train.data import SyntheticSource, complete, zigzag_batch
 from longjax.train.mesh import MeshConfig
 from longjax.train.metrics import peak_flops
-from longjax.train.sharding import activate, global_batch
+from longjax.train.sharding import activate, batch_spec, global_batch
 from longjax.train.step import StepConfig
 from longjax.train.trainer import TrainConfig, prepare
 
@@ -45,38 +46,34 @@ from longjax.train.trainer import TrainConfig, prepare
 class Case:
   preset: str
   seq_len: int
-  remat: str
+  remats: tuple[str, ...]         # remat policies in order of preference: the first that
+                                  # compiles and fits in device memory runs
   steps: int                      # timed steps (after one untimed warm-up step when > 1);
                                   # 0 = compile only (program memory, no step run)
   mlp_chunk: int | None = None
   loss_chunk: int = 4096
-  fallback_remat: str | None = None  # tried if `remat` fails to compile (e.g. no host offload)
   scan_layers: bool = True
   # Ring size: mesh `sequence` axis (-1 = every device; weights FSDP-sharded over it, batch 1).
   sequence: int = 1
 
 
+SAVE, OFFLOAD, FULL = "save_context", "offload_context", "full"
 CASES = {
-    "1b_64k": Case("llama3.2-1b", 65536, "save_context", steps=2),
-    "1b_64k_full": Case("llama3.2-1b", 65536, "full", steps=3),
-    "smollm2_128k": Case("smollm2-135m", 131072, "save_context", steps=2, mlp_chunk=65536),
-    "smollm2_256k": Case("smollm2-135m", 1 << 18, "offload_context", steps=1, mlp_chunk=65536,
-                         fallback_remat="full"),
-    "smollm2_1m": Case("smollm2-135m", 1 << 20, "offload_context", steps=1, mlp_chunk=65536,
-                       fallback_remat="full"),
-    "smollm2_1m_compile": Case("smollm2-135m", 1 << 20, "full", steps=0, mlp_chunk=65536),
-    "tiny": Case("tiny", 512, "save_context", steps=2, loss_chunk=128),
-    "tiny_ring": Case("tiny", 512, "save_context", steps=2, loss_chunk=128, sequence=-1),
+    "1b_64k": Case("llama3.2-1b", 65536, (SAVE,), steps=2),
+    "1b_64k_full": Case("llama3.2-1b", 65536, (FULL,), steps=3),
+    "smollm2_128k": Case("smollm2-135m", 131072, (SAVE,), steps=2, mlp_chunk=65536),
+    "smollm2_256k": Case("smollm2-135m", 1 << 18, (OFFLOAD, FULL), steps=1, mlp_chunk=65536),
+    "smollm2_1m": Case("smollm2-135m", 1 << 20, (OFFLOAD, FULL), steps=1, mlp_chunk=65536),
+    "smollm2_1m_compile": Case("smollm2-135m", 1 << 20, (FULL,), steps=0, mlp_chunk=65536),
+    "tiny": Case("tiny", 512, (SAVE,), steps=2, loss_chunk=128),
+    "tiny_ring": Case("tiny", 512, (SAVE, FULL), steps=2, loss_chunk=128, sequence=-1),
     # Llama-3-8B shape, sequence over every GPU (gin/mesh/ring.gin): the multi-GPU issue's runs.
-    "8b_128k": Case("llama3-8b", 1 << 17, "save_context", steps=2, mlp_chunk=16384,
-                    sequence=-1),
-    "8b_256k": Case("llama3-8b", 1 << 18, "offload_context", steps=1, mlp_chunk=16384,
-                    sequence=-1, fallback_remat="full"),
-    "8b_512k": Case("llama3-8b", 1 << 19, "save_context", steps=1, mlp_chunk=16384,
-                    sequence=-1, fallback_remat="offload_context"),
-    "8b_1m": Case("llama3-8b", 1 << 20, "save_context", steps=1, mlp_chunk=16384, sequence=-1,
-                  fallback_remat="offload_context"),
+    **{f"8b_{name}": Case("llama3-8b", length, (SAVE, OFFLOAD, FULL), steps=2 if length < 1 << 18
+                          else 1, mlp_chunk=16384, sequence=-1)
+       for name, length in (("128k", 1 << 17), ("256k", 1 << 18), ("512k", 1 << 19),
+                            ("1m", 1 << 20))},
 }
+FIT = 0.9  # share of the device's memory a program may plan for (the rest: fragmentation, NCCL)
 
 
 def _memory_gib(compiled) -> float | None:
@@ -87,53 +84,80 @@ def _memory_gib(compiled) -> float | None:
           - m.alias_size_in_bytes) / 2**30
 
 
-def _compile(case: Case, remat: str):
+def _prepare(case: Case, remat: str):
+  """(trainer's Prepared, the host batch) for one remat policy; nothing compiled yet."""
   model = LlamaConfig.preset(case.preset, remat_policy=remat, mlp_chunk_size=case.mlp_chunk,
                              dtype="bfloat16", scan_layers=case.scan_layers)
   ring = case.sequence != 1
   mesh = MeshConfig(data=1, sequence=case.sequence) if ring else MeshConfig(data=-1)
-  batch = 1 if ring else jax.device_count()
-  config = TrainConfig(model_dir="/tmp/longjax_bench_unused", train_steps=1000, batch_size=batch,
+  rows = 1 if ring else jax.device_count()
+  config = TrainConfig(model_dir="/tmp/longjax_bench_unused", train_steps=1000, batch_size=rows,
                        task_feature_lengths={"targets": case.seq_len}, mesh=mesh,
                        step=StepConfig(loss_chunk=case.loss_chunk, document_masking=False))
   run = prepare(config, model)
   raw = next(SyntheticSource(model.vocab_size, case.seq_len).batches(
-      start=0, rows=slice(0, batch), global_batch=batch))
+      start=0, rows=slice(0, rows), global_batch=rows))
   host = complete(raw)  # one causal sequence a row: global positions, zigzagged as in training
   host["decoder_positions"] = np.broadcast_to(np.arange(case.seq_len, dtype=np.int32),
-                                              (batch, case.seq_len))
-  host = zigzag_batch(host, run.mesh.shape["sequence"])
+                                              (rows, case.seq_len))
+  return run, zigzag_batch(host, run.mesh.shape["sequence"])
+
+
+def _device_gib() -> float | None:
+  limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+  return limit / 2**30 if limit else None
+
+
+def _choose(name: str, case: Case):
+  """Compiles each remat candidate from abstract shapes; returns the first that fits.
+
+  Returns (remat, run, host batch, compiled, compile seconds, {remat: GiB or error}).
+  """
+  tried, limit = {}, _device_gib()
+  for remat in case.remats:
+    try:
+      run, host = _prepare(case, remat)
+      shape = (host["decoder_target_tokens"].shape[0], case.seq_len)
+      batch_sh = NamedSharding(run.mesh, batch_spec())
+      abstract_batch = {k: jax.ShapeDtypeStruct(shape, v.dtype, sharding=batch_sh)
+                        for k, v in host.items()}
+      with activate(run.mesh, run.rules):
+        t0 = time.perf_counter()
+        compiled = run.train_step.lower(run.abstract_state, abstract_batch).compile()
+        compile_s = time.perf_counter() - t0
+    except Exception as e:  # pylint: disable=broad-except  (e.g. no host offload here)
+      tried[remat] = f"{type(e).__name__}: {str(e)[:200]}"
+      print(f"[{name}] remat {remat!r} failed to compile: {tried[remat]}", flush=True)
+      continue
+    gib = _memory_gib(compiled)
+    tried[remat] = gib
+    fits = limit is None or gib is None or gib <= FIT * limit
+    print(f"[{name}] remat {remat!r}: compiled in {compile_s:.1f} s, program memory "
+          f"{gib:.1f} GiB of {limit or float('nan'):.1f}: {'runs' if fits else 'too big'}",
+          flush=True)
+    if fits or case.steps == 0:
+      return remat, run, host, compiled, compile_s, tried
+  raise MemoryError(f"[{name}] no remat policy fits: {tried}")
+
+
+def bench(name: str, case: Case, hlo_dir: str | None = None) -> dict:
+  """Compiles and times one case; returns the record (also when a step could not run)."""
+  remat, run, host, compiled, compile_s, tried = _choose(name, case)
+  if hlo_dir:
+    Path(hlo_dir).mkdir(parents=True, exist_ok=True)
+    (Path(hlo_dir) / f"{name}.hlo.txt").write_text(compiled.as_text())
   with activate(run.mesh, run.rules):
     state = run.init_state()
-    batch = global_batch(host, run.mesh, (batch, case.seq_len))
-    t0 = time.perf_counter()
-    compiled = run.train_step.lower(state, batch).compile()
-    return run, state, batch, compiled, time.perf_counter() - t0
-
-
-def bench(name: str, case: Case) -> dict:
-  """Compiles and times one case; returns the record (also when a step could not run)."""
-  remat = case.remat
-  try:
-    run, state, batch, compiled, compile_s = _compile(case, remat)
-  except Exception as e:  # pylint: disable=broad-except
-    if not case.fallback_remat:
-      raise
-    print(f"[{name}] remat {remat!r} failed to compile ({type(e).__name__}: {str(e)[:300]}); "
-          f"falling back to {case.fallback_remat!r}", flush=True)
-    remat = case.fallback_remat
-    run, state, batch, compiled, compile_s = _compile(case, remat)
+    batch = global_batch(host, run.mesh, host["decoder_target_tokens"].shape)
   batch_rows = batch["decoder_target_tokens"].shape[0]
   record = {"case": name, "preset": case.preset, "seq_len": case.seq_len, "remat": remat,
-            "batch_size": batch_rows,
+            "remats_tried_gib": tried, "batch_size": batch_rows,
             "scan_layers": case.scan_layers,
             "mlp_chunk": case.mlp_chunk, "compile_s": round(compile_s, 1),
             "compiled_memory_gib": _memory_gib(compiled),
             "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
             "mesh": dict(run.mesh.shape), "jax": jax.__version__,
             "flops_per_step": run.flops_per_step}
-  print(f"[{name}] compiled in {compile_s:.1f} s, program memory "
-        f"{record['compiled_memory_gib']} GiB", flush=True)
   if case.steps == 0:
     return record
   times, losses = [], []
@@ -167,6 +191,8 @@ def main() -> int:
   parser.add_argument("--cases", default="1b_64k,smollm2_1m",
                       help=f"comma-separated, from {sorted(CASES)}")
   parser.add_argument("--out", default=os.environ.get("OUT"), help="directory for results.json")
+  parser.add_argument("--dump-hlo", action="store_true",
+                      help="also write each case's compiled HLO to OUT/<case>.hlo.txt")
   args = parser.parse_args()
   names = args.cases.split(",")
   unknown = [n for n in names if n not in CASES]
@@ -176,7 +202,7 @@ def main() -> int:
   records = []
   for name in names:
     try:
-      records.append(bench(name, CASES[name]))
+      records.append(bench(name, CASES[name], args.out if args.dump_hlo else None))
     except Exception as e:  # pylint: disable=broad-except  (report it, go on to the next case)
       print(f"[{name}] FAILED: {type(e).__name__}: {str(e)[:2000]}", flush=True)
       continue

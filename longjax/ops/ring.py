@@ -190,8 +190,9 @@ def _step_fwd(rk: _Ring, s, rank, q, qseg, qpos, kv, o, lse):
     return _combine(o, lse, o_s, lse_s)
   early = s <= rank  # the source device (rank - s) mod N comes before us
   if rk.layout == "contiguous":
-    def compute(_):
-      return fwd(q, k, v, rk.mask(qseg, kseg, qpos, kpos, False))
+    def compute(_):  # f32 like `skip`: kernels return o in the input dtype
+      o_s, lse_s = fwd(q, k, v, rk.mask(qseg, kseg, qpos, kpos, False))
+      return o_s.astype(jnp.float32), lse_s
     skip = lambda _: (jnp.zeros(q.shape, jnp.float32), jnp.full(q.shape[:3], -jnp.inf))
     o_s, lse_s = lax.cond(early, compute, skip, None)
     return _combine(o, lse, o_s, lse_s)

@@ -10,6 +10,8 @@ Run through the device tool (GPU machines have no TensorFlow; these tests do not
   JAX_PLATFORMS=cuda NCCL_NVLS_ENABLE=0 python3 -m pytest -m gpu tests/ops/test_ring_gpu.py
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,38 +105,42 @@ def test_ring_blockwise_documents_matches_reference(n):
 
 
 @pytest.mark.parametrize("n", SHARDS)
-def test_llama_ring_on_gpus_equals_one_gpu(n):
-  """bf16 Llama (cuDNN attention): logits and parameter gradients, sequence over n GPUs."""
+def test_llama_ring_on_gpus_as_accurate_as_one_gpu(n):
+  """bf16 Llama (cuDNN attention), sequence over n GPUs vs on one GPU, both measured against the
+  same model in f32 (blockwise attention): the ring adds no error beyond bf16 rounding."""
   cfg = LlamaConfig(vocab_size=2048, hidden_size=1024, intermediate_size=2816,
                     num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
                     head_dim=128, dtype="bfloat16", param_dtype="float32")
   b, s = 1, 4096
-  model = Llama(cfg, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(Llama(cfg, rngs=nnx.Rngs(0)))
+  graphdef32 = nnx.graphdef(Llama(dataclasses.replace(cfg, dtype="float32"), rngs=nnx.Rngs(0)))
   tokens = jax.random.randint(jax.random.key(1), (b, s), 0, cfg.vocab_size)
   positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
   cot = jax.random.normal(jax.random.key(2), (b, s, cfg.vocab_size), jnp.float32)
-  graphdef, state = nnx.split(model)
 
-  def loss(st, t, p, c):
-    return jnp.sum(nnx.merge(graphdef, st)(t, p).astype(jnp.float32) * c)
+  def logits_and_grads(gd):
+    def loss(st, t, p, c):
+      return jnp.sum(nnx.merge(gd, st)(t, p).astype(jnp.float32) * c)
+    return lambda st, t, p, c: (nnx.merge(gd, st)(t, p), jax.grad(loss)(st, t, p, c))
 
-  def logits_and_grads(st, t, p, c):
-    return nnx.merge(graphdef, st)(t, p), jax.grad(loss)(st, t, p, c)
+  def errors(logits, grads, ref):
+    flat = dict(nnx.to_flat_state(grads))
+    out = {"logits": _rel(logits, ref[0])}
+    out.update({path: _rel(flat[path][...], g[...]) for path, g in nnx.to_flat_state(ref[1])})
+    return out
 
-  logits, grads = jax.jit(logits_and_grads)(state, tokens, positions, cot)
+  ref = jax.jit(logits_and_grads(graphdef32))(state, tokens, positions, cot)
+  one = errors(*jax.jit(logits_and_grads(graphdef))(state, tokens, positions, cot), ref)
   z = lambda x: ops.zigzag(x, n)
   mesh = make_mesh(data=1, fsdp=1, sequence=n, tensor=1)
   with jax.set_mesh(mesh), nnx.logical_axis_rules(logical_axis_rules()):
     sharded = jax.device_put(state, nnx.get_named_sharding(state, mesh))
-    assert "ppermute" in str(jax.make_jaxpr(logits_and_grads)(sharded, z(tokens),
-                                                               z(positions), z(cot)))
-    logits_ring, grads_ring = jax.jit(logits_and_grads)(sharded, z(tokens), z(positions), z(cot))
-  ring_by_path = dict(nnx.to_flat_state(grads_ring))
-  errors = {"logits": _rel(ops.unzigzag(logits_ring, n), logits)}
-  errors.update({"/".join(map(str, path)): _rel(ring_by_path[path][...], g[...])
-                 for path, g in nnx.to_flat_state(grads)})
-  print(f"\nllama n={n}: logits {errors['logits']:.2e}, worst gradient "
-        f"{max(v for k, v in errors.items() if k != 'logits'):.2e}")
-  assert errors.pop("logits") <= 1e-2
-  for path, err in errors.items():
-    assert err <= 3e-2, (path, err)
+    fn = logits_and_grads(graphdef)
+    assert "ppermute" in str(jax.make_jaxpr(fn)(sharded, z(tokens), z(positions), z(cot)))
+    logits, grads = jax.jit(fn)(sharded, z(tokens), z(positions), z(cot))
+  ring = errors(ops.unzigzag(logits, n), grads, ref)
+  worst = max(ring, key=lambda k: ring[k] / max(one[k], 1e-3))
+  print(f"\nllama n={n} vs f32: logits ring {ring['logits']:.2e} / one GPU {one['logits']:.2e}; "
+        f"worst {worst}: ring {ring[worst]:.2e} / one GPU {one[worst]:.2e}")
+  for key, err in ring.items():
+    assert err <= max(1.5 * one[key], 1e-3), (key, err, one[key])
