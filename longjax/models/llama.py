@@ -33,8 +33,9 @@ Sharding: logical names only, through Flax's own mechanism.
   `scan_layers=True` runs them with `jax.lax.scan`, False unrolls a Python loop over layer slices.
   The parameter tree is the same either way, so checkpoints move between the modes.
 - Remat: the per-layer function is wrapped in `jax.checkpoint` with the policy named by
-  `remat_policy`; the attention output is tagged 'context' (and ring attention's log-sum-exp
-  'context_lse') with `jax.ad_checkpoint.checkpoint_name`.
+  `remat_policy`. The attention kernels tag their residuals, output 'context' and log-sum-exp
+  'context_lse', inside their VJP rules (ops/kernels.py, ops/ring.py); tagging the output here
+  as well would save a second copy of it per layer.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen
 from flax import nnx
-from jax.ad_checkpoint import checkpoint_name
 
 from longjax.ops import attention
 
@@ -336,7 +336,6 @@ class Attention(nnx.Module):
     k = _constrain(apply_rope(k, positions, inv_freq), ("batch", "sequence", "kv_heads", None))
     v = _constrain(v, ("batch", "sequence", "kv_heads", None))
     context, cache = attend(q, k, v, cache)
-    context = checkpoint_name(context, "context")
     return jnp.einsum("bsnh,nhd->bsd", context, self.o_proj[...].astype(dt)), cache
 
 
