@@ -199,6 +199,10 @@ def main() -> int:
   parser.add_argument("--out", default=os.environ.get("OUT"), help="directory for results.json")
   parser.add_argument("--fit", type=float, default=0.9,
                       help="largest share of device memory a compiled step may plan for")
+  parser.add_argument("--remat", default=None,
+                      help="run this remat policy instead of the cases' candidates (for "
+                           "allocators that report no memory limit, e.g. "
+                           "XLA_PYTHON_CLIENT_ALLOCATOR=platform)")
   parser.add_argument("--dump-hlo", action="store_true",
                       help="also write each case's compiled HLO to OUT/<case>.hlo.txt")
   args = parser.parse_args()
@@ -210,7 +214,10 @@ def main() -> int:
   records = []
   for name in names:
     try:
-      records.append(bench(name, CASES[name], args.fit, args.out if args.dump_hlo else None))
+      case = CASES[name]
+      if args.remat:
+        case = dataclasses.replace(case, remats=(args.remat,))
+      records.append(bench(name, case, args.fit, args.out if args.dump_hlo else None))
     except Exception as e:  # pylint: disable=broad-except  (report it, go on to the next case)
       print(f"[{name}] FAILED: {type(e).__name__}: {str(e)[:2000]}", flush=True)
       continue
