@@ -48,7 +48,7 @@ class Case:
   seq_len: int
   remats: tuple[str, ...]         # remat policies in order of preference: the first that
                                   # compiles and fits in device memory runs
-  steps: int                      # timed steps (after one untimed warm-up step);
+  steps: int                      # timed steps (after the untimed warm-up steps);
                                   # 0 = compile only (program memory, no step run)
   mlp_chunk: int | None = None
   loss_chunk: int = 4096
@@ -72,6 +72,8 @@ CASES = {
                           mlp_chunk=16384, sequence=-1)
        for name, length in (("128k", 1 << 17), ("256k", 1 << 18), ("512k", 1 << 19),
                             ("1m", 1 << 20))},
+    "smollm2_1m_ring": Case("smollm2-135m", 1 << 20, (SAVE, OFFLOAD, FULL), steps=1,
+                            mlp_chunk=65536, sequence=-1),
     **{f"1b_{name}_ring": Case("llama3.2-1b", length, (SAVE, OFFLOAD, FULL), steps=1,
                                mlp_chunk=16384, sequence=-1)
        for name, length in (("512k", 1 << 19), ("1m", 1 << 20))},
@@ -142,11 +144,13 @@ def _choose(name: str, case: Case, fit: float):
   raise MemoryError(f"[{name}] no remat policy fits: {tried}")
 
 
-def bench(name: str, case: Case, fit: float = 0.9, hlo_dir: str | None = None) -> dict:
+def bench(name: str, case: Case, fit: float = 0.9, hlo_dir: str | None = None,
+          warmup: int = 1) -> dict:
   """Compiles and times one case; returns the record (also when a step could not run).
 
   `fit`: the share of the device's memory a program may plan for (the rest: fragmentation,
-  NCCL and cuDNN workspaces outside XLA's pool).
+  NCCL and cuDNN workspaces outside XLA's pool). `warmup`: untimed first steps (they also
+  autotune kernels and set up NCCL).
   """
   remat, run, host, compiled, compile_s, tried = _choose(name, case, fit)
   if hlo_dir:
@@ -157,7 +161,7 @@ def bench(name: str, case: Case, fit: float = 0.9, hlo_dir: str | None = None) -
     batch = global_batch(host, run.mesh, host["decoder_target_tokens"].shape)
   batch_rows = batch["decoder_target_tokens"].shape[0]
   record = {"case": name, "preset": case.preset, "seq_len": case.seq_len, "remat": remat,
-            "remats_tried_gib": tried, "batch_size": batch_rows,
+            "remats_tried_gib": tried, "batch_size": batch_rows, "warmup_steps": warmup,
             "scan_layers": case.scan_layers,
             "mlp_chunk": case.mlp_chunk, "compile_s": round(compile_s, 1),
             "compiled_memory_gib": _memory_gib(compiled),
@@ -167,7 +171,6 @@ def bench(name: str, case: Case, fit: float = 0.9, hlo_dir: str | None = None) -
   if case.steps == 0:
     return record
   times, losses = [], []
-  warmup = 1  # the first step also autotunes kernels and sets up NCCL: not timed
   with activate(run.mesh, run.rules):
     for i in range(warmup + case.steps):
       t0 = time.perf_counter()
@@ -199,6 +202,8 @@ def main() -> int:
   parser.add_argument("--out", default=os.environ.get("OUT"), help="directory for results.json")
   parser.add_argument("--fit", type=float, default=0.9,
                       help="largest share of device memory a compiled step may plan for")
+  parser.add_argument("--warmup", type=int, default=1,
+                      help="untimed steps before the timed ones (0: time the first step)")
   parser.add_argument("--remat", default=None,
                       help="run this remat policy instead of the cases' candidates (for "
                            "allocators that report no memory limit, e.g. "
@@ -217,7 +222,8 @@ def main() -> int:
       case = CASES[name]
       if args.remat:
         case = dataclasses.replace(case, remats=(args.remat,))
-      records.append(bench(name, case, args.fit, args.out if args.dump_hlo else None))
+      records.append(bench(name, case, args.fit, args.out if args.dump_hlo else None,
+                           args.warmup))
     except Exception as e:  # pylint: disable=broad-except  (report it, go on to the next case)
       print(f"[{name}] FAILED: {type(e).__name__}: {str(e)[:2000]}", flush=True)
       continue
