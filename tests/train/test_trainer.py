@@ -2,7 +2,8 @@
 
 One run on mesh (data=2, sequence=4) with zigzag must learn; a run on (data=8) with two
 microbatches must give the same losses for the first steps (same batches, same init), which
-checks the sequence sharding, the zigzag permutation and gradient accumulation at once; a run
+checks the sequence sharding, the zigzag permutation and gradient accumulation at once; so must
+a run on (fsdp=2, sequence=4) with the weights sharded over both (the multi-GPU layout); a run
 interrupted by SIGTERM and restarted must continue with the uninterrupted run's batches and
 losses (in-process; tests/train/test_resume.py does the same through the CLI in subprocesses).
 """
@@ -72,6 +73,16 @@ def test_ring_learns_matches_data_parallel_and_resumes(tmp_path, source, compile
     assert dp[step]["batch_crc"] == ring[step]["batch_crc"]
     assert dp[step]["loss"] == pytest.approx(ring[step]["loss"], rel=2e-5)
     assert dp[step]["grad_norm"] == pytest.approx(ring[step]["grad_norm"], rel=1e-3)
+
+  # The multi-GPU layout (gin/mesh/ring.gin): weights and Adam state sharded over fsdp x sequence.
+  fsdp_cfg = small_config(tmp_path / "fsdp", steps=3, seq_len=64, batch_size=16,
+                          mesh=MeshConfig(data=1, fsdp=2, sequence=4, params_on_sequence=True))
+  train(fsdp_cfg, source, model)
+  fsdp = logged(tmp_path / "fsdp")
+  for step in (1, 2, 3):
+    assert fsdp[step]["batch_crc"] == ring[step]["batch_crc"]
+    assert fsdp[step]["loss"] == pytest.approx(ring[step]["loss"], rel=2e-5)
+    assert fsdp[step]["grad_norm"] == pytest.approx(ring[step]["grad_norm"], rel=1e-3)
 
   resumed = dataclasses.replace(ring_cfg, model_dir=str(tmp_path / "resumed"))
   train(resumed, SigtermAt(source, at=5), model)
