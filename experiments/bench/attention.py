@@ -152,13 +152,20 @@ def bench_one(fn, mesh, s, budget_s):
           "temp_bytes": None if mem is None else int(mem.temp_size_in_bytes), "reps": len(times)}
 
 
-def plot(results, path):
+def pyplot():
+  """matplotlib.pyplot on the Agg backend, or None (said once) where matplotlib is missing."""
   try:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
   except ImportError:
     print("matplotlib missing: no PNG (re-plot with --plot)")
+    return None
+  return plt
+
+
+def plot(results, path):
+  if (plt := pyplot()) is None:
     return
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for name in results["implementations"]:

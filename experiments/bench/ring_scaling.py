@@ -24,7 +24,7 @@ import time
 import jax
 from jax.sharding import AxisType
 
-from experiments.bench.attention import B, FLOP_CONVENTION, H, K, N, bench_one
+from attention import B, FLOP_CONVENTION, H, K, N, bench_one, pyplot  # this folder's script
 from longjax import ops
 
 
@@ -90,12 +90,7 @@ def table(res: dict) -> str:
 
 
 def plot(res: dict, path: str) -> None:
-  try:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-  except ImportError:
-    print("matplotlib missing: no PNG (re-plot with --plot)")
+  if (plt := pyplot()) is None:
     return
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for ax, kind, what in ((axes[0], "weak", f"{res['chunk'] // 1024}K tokens per GPU"),
