@@ -69,6 +69,22 @@ def _errors(o, grads, o_ref, grads_ref) -> dict[str, float]:
           zip(("o", "dq", "dk", "dv"), (o, *grads), (o_ref, *grads_ref))}
 
 
+def _assert_ring_as_accurate(ring, n, qkvdo, ref, one_gpu, label):
+  """The ring ran (a ppermute) and each error vs `ref` is within 2x the one-GPU kernel's.
+
+  bf16 blocks with an f32 combine add at most one bf16 rounding per block; a wrong merge or
+  backward is off by O(1).
+  """
+  q, k, v, do = qkvdo
+  mesh = make_mesh(sequence=n)
+  with jax.set_mesh(mesh):
+    assert "ppermute" in str(jax.make_jaxpr(ring)(q, k, v))
+  errors = _errors(*_run(ring, q, k, v, do, mesh), *ref)
+  print(f"\nring {label}: {errors}; one GPU: {one_gpu}")
+  for name, err in errors.items():
+    assert err <= 2 * one_gpu[name], (name, errors, one_gpu)
+
+
 @pytest.fixture(scope="module")
 def inputs():
   q, k, v, do = make_qkv(b=1, s=S, n=32, kh=8, h=128, dtype=jnp.bfloat16, seed=7)
@@ -83,17 +99,8 @@ def inputs():
 @pytest.mark.parametrize("n", SHARDS)
 def test_ring_cudnn_matches_reference(inputs, n, layout, loop):
   (q, k, v, do), (o_ref, grads_ref), one_gpu = inputs
-  mesh = make_mesh(sequence=n)
-  ring = _ring(n, layout, "gpu", loop=loop)
-  with jax.set_mesh(mesh):
-    assert "ppermute" in str(jax.make_jaxpr(ring)(q, k, v))
-  o, grads = _run(ring, q, k, v, do, mesh)
-  errors = _errors(o, grads, o_ref, grads_ref)
-  print(f"\nring n={n} {layout}/{loop}: {errors}; one GPU: {one_gpu}")
-  for name, err in errors.items():
-    # bf16 blocks, f32 combine: as accurate as cuDNN on the whole sequence, up to one more
-    # bf16 rounding per block (a wrong merge or backward is off by O(1)).
-    assert err <= 2 * one_gpu[name], (name, errors, one_gpu)
+  _assert_ring_as_accurate(_ring(n, layout, "gpu", loop=loop), n, (q, k, v, do),
+                           (o_ref, grads_ref), one_gpu, f"n={n} {layout}/{loop}")
 
 
 @pytest.mark.parametrize("n", SHARDS)
@@ -104,11 +111,8 @@ def test_ring_blockwise_documents_matches_reference(n):
   o_ref, grads_ref = reference(q, k, v, do, segment_ids=seg)
   whole = lambda q, k, v: ops.attention(q, k, v, segment_ids=seg, implementation="blockwise")
   one = _errors(*_run(whole, q, k, v, do), o_ref, grads_ref)  # the same kernel on one GPU
-  o, grads = _run(_ring(n, "zigzag", "blockwise", seg=seg), q, k, v, do, make_mesh(sequence=n))
-  errors = _errors(o, grads, o_ref, grads_ref)
-  print(f"\nring n={n} blockwise, packed documents: {errors}; one GPU: {one}")
-  for name, err in errors.items():
-    assert err <= 2 * one[name], (name, errors, one)
+  _assert_ring_as_accurate(_ring(n, "zigzag", "blockwise", seg=seg), n, (q, k, v, do),
+                           (o_ref, grads_ref), one, f"n={n} blockwise, packed documents")
 
 
 @pytest.mark.parametrize("n", SHARDS)
