@@ -22,14 +22,15 @@ import sys
 import time
 
 import jax
-from jax.sharding import AxisType
 
 from attention import B, FLOP_CONVENTION, H, K, N, bench_one, pyplot  # this folder's script
 from longjax import ops
+from longjax.train.mesh import MeshConfig, make_mesh
 
 
 def _mesh(n: int) -> jax.sharding.Mesh:
-  return jax.make_mesh((n,), ("sequence",), axis_types=(AxisType.Auto,), devices=jax.devices()[:n])
+  """The trainer's mesh with the sequence over the first n devices."""
+  return make_mesh(MeshConfig(data=1, sequence=n), jax.devices()[:n])
 
 
 def _attention(q, k, v):
