@@ -2,14 +2,55 @@
 
 Wraps either a Hugging Face tokenizer directory (tokenizer.json, or a GGUF file through
 transformers) or a SentencePiece model file, behind one small interface.
+
+It also fixes the **document boundary convention** (`Boundaries`) that every synthesis method,
+the replay data and every eval prompt share (specs/baselines.md §0): a token that only one arm of
+a comparison trains on, or that eval prompts start with but no arm trains, can decide a ranking.
+The tokens are chosen per tokenizer for what the model was pretrained with, not for what the
+tokenizer calls BOS/EOS (an instruct tokenizer's BOS/EOS are often chat-turn markers):
+
+* a vocabulary with a pretraining document separator (`<|endoftext|>`: GPT-2, SmolLM, Qwen,
+  Pythia) ends every document with it and starts none (SmolLM2-Instruct's BOS `<|im_start|>`
+  and EOS `<|im_end|>` are chat markers and never used);
+* a tokenizer that adds BOS by itself (Llama 2/3) starts every document with BOS and ends it
+  with EOS, as it was pretrained;
+* otherwise (SentencePiece models trained here) EOS ends every document and nothing starts one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Any, Sequence
+
+
+DOC_SEPARATORS = ("<|endoftext|>",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Boundaries:
+  """The tokens around every document: `start + tokens + end` (either may be empty, not both)."""
+  start: tuple[int, ...]
+  end: tuple[int, ...]
+  rule: str  # why these tokens (recorded in manifests and docs)
+
+  def __post_init__(self):
+    if not self.start and not self.end:
+      raise ValueError("Boundaries: a document needs a start or an end token")
+
+  @property
+  def ids(self) -> frozenset[int]:
+    """Every boundary token id."""
+    return frozenset(self.start) | frozenset(self.end)
+
+  def wrap(self, tokens: Sequence[int]) -> list[int]:
+    """One document as it appears in training data and prompts."""
+    return [*self.start, *tokens, *self.end]
+
+  def signature(self) -> dict[str, Any]:
+    return {"start": list(self.start), "end": list(self.end)}
 
 
 @dataclasses.dataclass
@@ -44,6 +85,23 @@ class Tokenizer:
     if self._kind == "hf":
       return self._impl.decode(ids, skip_special_tokens=True)
     return self._impl.decode(ids)
+
+  @functools.cached_property
+  def boundaries(self) -> Boundaries:
+    """The document boundary convention for this tokenizer (see the module docstring)."""
+    if self._kind == "hf":
+      vocab = self._impl.get_vocab()
+      for piece in DOC_SEPARATORS:
+        if piece in vocab:
+          return Boundaries((), (int(vocab[piece]),), f"pretraining document separator {piece}")
+      adds_bos = self.bos_id is not None and self._impl("a")["input_ids"][:1] == [self.bos_id]
+      if adds_bos and self.eos_id is not None:
+        return Boundaries((self.bos_id,), (self.eos_id,), "BOS + document + EOS, as the "
+                          "tokenizer adds BOS itself")
+    if self.eos_id is None:
+      raise ValueError(f"tokenizer {self.name!r}: no EOS and no document separator, so documents "
+                       f"cannot be delimited; expected one of {DOC_SEPARATORS} or an EOS id")
+    return Boundaries((), (self.eos_id,), "EOS after each document")
 
 
 def load_tokenizer(path: str | os.PathLike, *, gguf_file: str | None = None) -> Tokenizer:
