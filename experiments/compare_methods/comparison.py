@@ -1,128 +1,336 @@
-"""The comparison table and plot: methods x task categories x lengths, plus loss by position.
+"""The comparison table and plot: methods x task categories x lengths, with 95% intervals.
 
-Reads each arm's `results.json` (written by `python -m longjax.eval`) and writes
-OUT/comparison.md, OUT/comparison.json and OUT/comparison.png. The table has the shape of the
-papers' Table 1 (NExtLong arXiv 2501.12766): one row per method, a column per category and
-length, and the categories' average; here `lite_avg` (specs/evaluation.md), never comparable with
-a published Avg. The loss columns carry the signal for models too small to generate answers: the
-mean teacher-forced NLL of the tasks' gold answers, the full-context NLL on the last position
-bucket of held-out text, and how much the context beyond 512 tokens lowers it there.
+    python experiments/compare_methods/comparison.py OUT   # rebuilds OUT/comparison.{md,json,png}
+
+Reads only result files (results.py): each arm's eval dirs OUT/eval/<method>_seed<k>, its runs'
+config.gin and the synthesis manifests. The table has the shape of the papers' Table 1 (NExtLong
+arXiv 2501.12766): one row per method, a column per category and length, and the categories'
+average; here `lite_avg` (specs/evaluation.md), never comparable with a published Avg. Every
+cell is a mean over seeds with a 95% bootstrap interval over seeds and eval samples (stats.py);
+a column says which arms are within noise of its best one. The loss columns carry the signal for
+models too small to generate answers: the teacher-forced NLL of the tasks' gold answers, the
+full-context NLL on the last position bucket of held-out text, and how much the context beyond
+the smallest window lowers it there. A budget table shows what each arm trained on.
 """
 
-import json
-import math
+import argparse
+import dataclasses
+import sys
+import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
-from longjax.synth import artifacts  # pylint: disable=wrong-import-position
-from longjax.synth.methods.base import format_length  # pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+import results as results_lib  # this directory is on sys.path (script, run.py, tests)
+import stats
+from longjax.synth import artifacts
+from longjax.synth.methods.base import format_length
+from presets import METHODS
+
+REPLAY_SHARE = 0.1  # longjax.tasks.register's replay_ratio default, which run.py registers with
+BOOTSTRAP_SEED = 0
+NOTES = [
+    "Cells: mean over seeds [95% interval]; the interval is a bootstrap ({resamples} resamples) "
+    "that resamples the seeds, then the eval samples within each seed.",
+    "**bold**: the column's best arm (highest score or gain, lowest NLL). ≈: this arm's interval "
+    "overlaps the best arm's, so its difference from the best is not significant.",
+    "all arms within noise: every interval in the column overlaps every other.",
+    "0 (floor): every sample of every seed scored 0; a floor, not a result.",
+]
+AGGREGATE_NOTE = ("†: the results hold only means for this metric, so the interval covers the "
+                  "seeds alone, not the samples.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  """One table column: a weighted sum of per-cell means of one metric."""
+  name: str
+  metric: str
+  weights: Mapping[Any, float]
+  digits: int = 1
+  higher_is_better: bool = True
+
+
+def _mean_of(cells: Sequence[Any]) -> dict[Any, float]:
+  return {c: 1.0 / len(cells) for c in cells}
+
+
+def columns(s: results_lib.EvalSamples) -> list[Column]:
+  """The columns of one eval layout, in table order (scores, lite_avg, then the loss columns)."""
+  scores = s.values.get("score", {})
+  by_len, avgs = [], []
+  if s.categories:
+    cat_avgs = {}
+    for cat, tasks in sorted(s.categories.items()):
+      lengths = [n for n in s.lengths if all((t, n) in scores for t in tasks)]
+      by_len += [Column(f"{cat} {format_length(n)}", "score", _mean_of([(t, n) for t in tasks]))
+                 for n in lengths]
+      cat_avgs[cat] = _mean_of([(t, n) for n in lengths for t in tasks])
+      avgs.append(Column(f"{cat} avg", "score", cat_avgs[cat]))
+    lite = {c: w / len(cat_avgs) for cells in cat_avgs.values() for c, w in cells.items()}
+    avgs.append(Column("lite_avg", "score", lite, digits=2))
+  else:  # a task subset: one average per task, or the table gets too wide to read
+    for task in sorted({t for t, _ in scores}):
+      avgs.append(Column(f"{task} avg", "score", _mean_of([c for c in scores if c[0] == task])))
+  cols = by_len + avgs
+  if "gold_nll" in s.values:
+    cols.append(Column("gold-answer NLL", "gold_nll", _mean_of(sorted(s.values["gold_nll"])),
+                       digits=3, higher_is_better=False))
+  if "nll_full" in s.values:
+    last = ("loss", max(i for _, i in s.values["nll_full"]))
+    cols.append(Column("NLL last bucket", "nll_full", {last: 1.0}, 3, higher_is_better=False))
+    gain = f"gain_w{s.loss_window}"
+    if last in s.values.get(gain, {}):
+      cols.append(Column(f"gain from >{s.loss_window} ctx", gain, {last: 1.0}, 3))
+  return cols
+
+
+def _seed_cells(seeds: Sequence[results_lib.EvalSamples], metric: str,
+                dirs: Sequence[Path]) -> list[dict[Any, np.ndarray]]:
+  """Per seed, the cells of one metric; every seed of an arm must have been evaluated alike."""
+  cells = [dict(s.values.get(metric, {})) for s in seeds]
+  if any(set(c) != set(cells[0]) for c in cells):
+    raise ValueError(f"{metric}: the eval dirs {[str(d) for d in dirs]} hold different tasks, "
+                     "lengths or buckets; evaluate every seed with the same options")
+  return cells
+
+
+def _cell_json(iv: stats.Interval, **flags: bool) -> dict[str, Any]:
+  return {"mean": iv.mean, "lo": iv.lo, "hi": iv.hi, **flags}
+
+
+def summarize_arm(method: str, dirs: Sequence[Path],
+                  resamples: int = stats.RESAMPLES) -> tuple[dict[str, Any], list[Column]]:
+  """One arm's cells (mean, interval, floor) over its seeds' eval dirs, and its columns."""
+  seeds = [results_lib.read_samples(d) for d in dirs]
+  rng = np.random.default_rng((BOOTSTRAP_SEED, zlib.crc32(method.encode())))
+  boots: dict[str, stats.Bootstrap] = {}
+  row: dict[str, Any] = {"seeds": [int(results_lib.ARM_DIR.match(d.name)["seed"]) for d in dirs],
+                         "eval_dirs": [str(d) for d in dirs], "cells": {}}
+  cols = columns(seeds[0])
+  for col in cols:
+    if col.metric not in boots:
+      boots[col.metric] = stats.Bootstrap(_seed_cells(seeds, col.metric, dirs), rng, resamples)
+    floor = col.metric == "score" and all(
+        not s.values["score"][c].any() for s in seeds for c in col.weights)
+    per_sample = not any(col.metric in s.aggregate_only for s in seeds)
+    row["cells"][col.name] = _cell_json(boots[col.metric].interval(col.weights), floor=floor,
+                                        per_sample=per_sample)
+  if "nll_full" in boots:
+    row["loss_by_position"] = {
+        "buckets": [list(b) for b in seeds[0].loss_buckets],
+        "nll_full": [_cell_json(boots["nll_full"].interval({c: 1.0}))
+                     for c in sorted(seeds[0].values["nll_full"])]}
+  return row, cols
+
+
+def arm_budget(out: Path, method: str, dirs: Sequence[Path],
+               replay_share: float) -> dict[str, Any]:
+  """Training tokens (steps x batch x length, per seed's config.gin), the method's unique
+  tokens per pass and documents used (synthesis manifest), and the passes that implies."""
+  configs = [results_lib.read_run_config(out / "runs" / d.name) for d in dirs]
+  if not configs or any(c is None for c in configs):
+    return {"training_tokens": None}
+  trained = sorted({c["train_steps"] * c["batch_size"] * c["length"] for c in configs})
+  budget: dict[str, Any] = {"training_tokens": trained, "length": configs[0]["length"],
+                            "init_from_hf": configs[0]["init_from_hf"]}
+  synth = results_lib.read_budget(out / "index", method, configs[0]["length"])
+  if synth:
+    budget.update(synth)
+    if synth.get("sample_tokens"):
+      budget["passes"] = [t * (1 - replay_share) / synth["sample_tokens"] for t in trained]
+  return budget
+
+
+def _order(methods: Sequence[str]) -> list[str]:
+  known = [m for m in METHODS if m in methods]
+  return known + sorted(set(methods) - set(known))
+
+
+def compare(out: Path, arms: Mapping[str, Sequence[Path]], title: str,
+            replay_share: float = REPLAY_SHARE, resamples: int = stats.RESAMPLES) -> dict[str, Any]:
+  """The whole comparison as a JSON-ready dict: per arm cells and budget, per column verdict."""
+  rows, order = {}, []
+  for method in _order(list(arms)):
+    rows[method], cols = summarize_arm(method, [Path(d) for d in arms[method]], resamples)
+    rows[method]["budget"] = arm_budget(out, method, [Path(d) for d in arms[method]],
+                                        replay_share)
+    order += [c for c in cols if c.name not in {o.name for o in order}]
+  verdicts = []
+  for col in order:
+    intervals = {m: stats.Interval(**{k: r["cells"][col.name][k] for k in ("mean", "lo", "hi")})
+                 for m, r in rows.items() if col.name in r["cells"]}
+    best = stats.best_arm(intervals, col.higher_is_better)
+    verdicts.append({"name": col.name, "digits": col.digits,
+                     "higher_is_better": col.higher_is_better, "best": best,
+                     "within_noise_of_best": stats.within_noise_of(best, intervals),
+                     "all_within_noise": stats.all_within_noise(intervals)})
+  return {"title": title, "resamples": resamples, "level": stats.LEVEL,
+          "bootstrap_seed": BOOTSTRAP_SEED, "replay_share": replay_share,
+          "columns": verdicts, "arms": rows}
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
-  return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+  return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _last_bucket(loss: Mapping[str, Any], key: str) -> float | None:
-  values = [v for v in loss["log"].get(key, []) if v is not None and not math.isnan(v)]
-  return values[-1] if values else None
+def _cell_text(cell: Mapping[str, Any] | None, col: Mapping[str, Any], method: str) -> str:
+  if cell is None:
+    return "–"
+  if cell["floor"]:
+    return "0 (floor)"
+  d = col["digits"]
+  mean = _fmt(cell["mean"], d)
+  text = (f"**{mean}**" if method == col["best"] else mean) + \
+      f" [{_fmt(cell['lo'], d)}, {_fmt(cell['hi'], d)}]"
+  if not cell["per_sample"]:
+    text += "†"
+  return text + (" ≈" if method in col["within_noise_of_best"] else "")
 
 
-def summarize(results: Mapping[str, Any]) -> dict[str, Any]:
-  """One arm's row: category (or, for a task subset, task) score per length and average,
-  lite_avg, gold-answer NLL and the loss summary."""
-  row: dict[str, Any] = {"categories": {}, "lite_avg": results["summary"].get("lite_avg")}
-  row["per_task"] = not results["summary"].get("categories")
-  cats = results["summary"].get("categories") or {  # a task subset: one column group per task
-      task: {"by_length": by_len, "average": results["summary"]["task_average"][task]}
-      for task, by_len in results.get("scores", {}).items()}
-  for name, cat in cats.items():
-    row["categories"][name] = {"by_length": {int(n): v for n, v in cat["by_length"].items()},
-                               "average": cat["average"]}
-  gold = [v["nll"] for by_len in (results.get("gold_loglik") or {}).values()
-          for v in by_len.values()]
-  row["gold_nll"] = sum(gold) / len(gold) if gold else None
-  loss = results.get("loss")
-  if loss:
-    w = min(int(x) for x in loss["windows"])
-    row["loss"] = {"nll_last": _last_bucket(loss, "nll_full"), "window": w,
-                   "gain_last": _last_bucket(loss, f"gain_w{w}"),
-                   "buckets": loss["log"]["buckets"], "nll_full": loss["log"]["nll_full"]}
-  return row
+def _count(x: int | None) -> str:
+  return "–" if x is None else f"{x:,}"
 
 
-def markdown(rows: Mapping[str, Mapping[str, Any]], title: str) -> str:
-  cats = sorted({c for r in rows.values() for c in r["categories"]})
-  lengths = sorted({n for r in rows.values() for c in r["categories"].values()
-                    for n in c["by_length"]})
-  if any(r.get("per_task") for r in rows.values()):
-    lengths = []  # task subsets: averages only, or the table gets too wide to read
-  head = ["method"] + [f"{c} {format_length(n)}" for c in cats for n in lengths]
-  head += [f"{c} avg" for c in cats] + ["lite_avg", "gold-answer NLL", "NLL last bucket",
-                                         "gain from >512 ctx"]
-  lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-  for method, r in rows.items():
-    cells = [_fmt(r["categories"].get(c, {}).get("by_length", {}).get(n))
-             for c in cats for n in lengths]
-    cells += [_fmt(r["categories"].get(c, {}).get("average")) for c in cats]
-    loss = r.get("loss", {})
-    cells += [_fmt(r.get("lite_avg"), 2), _fmt(r.get("gold_nll"), 3),
-              _fmt(loss.get("nll_last"), 3), _fmt(loss.get("gain_last"), 3)]
+def _span(xs: Sequence[float] | None, fmt) -> str:
+  """One value, or min–max when the seeds' configs differ."""
+  if not xs:
+    return "–"
+  return fmt(xs[0]) if len(set(xs)) == 1 else f"{fmt(min(xs))}–{fmt(max(xs))}"
+
+
+def _budget_markdown(cmp: Mapping[str, Any]) -> list[str]:
+  head = ["method", "training tokens", "unique tokens (per pass)", "passes", "documents used",
+          "source tokens dropped"]
+  lines = ["## Budgets", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+  for method, row in cmp["arms"].items():
+    b = row["budget"]
+    dropped = "–"
+    if b.get("source_tokens"):
+      share = 100 * b["source_tokens_dropped"] / b["source_tokens"]
+      dropped = f"{_count(b['source_tokens_dropped'])} ({share:.1f}%)"
+    cells = [_span(b.get("training_tokens"), _count), _count(b.get("sample_tokens")),
+             _span(b.get("passes"), lambda p: f"{p:.2f}"), _count(b.get("documents_used")),
+             dropped]
     lines.append(f"| {method} | " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
+  return lines + [
+      "", "training tokens = steps × batch × length (the run's config.gin); unique tokens = "
+      "the method Task's tokens per pass (synthesis manifest); passes = training tokens × "
+      f"(1 − replay share {cmp['replay_share']}) / unique tokens; documents used and source "
+      "tokens dropped (read but in no sample) per pass, from the synthesis manifest.", ""]
 
 
-def plot(rows: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> None:
-  """Scores per category, gold-answer NLL per method (when scored), and loss by position."""
-  has_gold = any(r.get("gold_nll") is not None for r in rows.values())
+def markdown(cmp: Mapping[str, Any]) -> str:
+  """The comparison table (+ a verdict row), its notes and the budget table, from `compare`."""
+  cols = cmp["columns"]
+  head = ["method", "seeds"] + [c["name"] for c in cols]
+  lines = [f"# {cmp['title']}", "", "| " + " | ".join(head) + " |",
+           "|---|---:|" + "---:|" * len(cols)]
+  for method, row in cmp["arms"].items():
+    cells = [_cell_text(row["cells"].get(c["name"]), c, method) for c in cols]
+    lines.append(f"| {method} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+  verdict = ["all arms within noise" if c["all_within_noise"] else "" for c in cols]
+  lines.append("| *verdict* | | " + " | ".join(verdict) + " |")
+  notes = [n.format(resamples=cmp["resamples"]) for n in NOTES]
+  if any(not cell["per_sample"] for r in cmp["arms"].values() for cell in r["cells"].values()):
+    notes.append(AGGREGATE_NOTE)
+  lines += [""] + [f"- {n}" for n in notes] + [""]
+  return "\n".join(lines + _budget_markdown(cmp))
+
+
+def _errorbar(cells: Sequence[Mapping[str, float]]) -> list[list[float]]:
+  return [[c["mean"] - c["lo"] for c in cells], [c["hi"] - c["mean"] for c in cells]]
+
+
+def plot(cmp: Mapping[str, Any], path: Path) -> None:
+  """Score averages and gold-answer NLL per method, and loss by position, with 95% intervals."""
+  rows = cmp["arms"]
+  names = [c["name"] for c in cmp["columns"]]
+  avgs = [n for n in names if n.endswith(" avg")]
+  has_gold = "gold-answer NLL" in names
   fig, axes = plt.subplots(1, 3 if has_gold else 2, figsize=(17 if has_gold else 12, 4.5))
   ax_s, ax_l = axes[0], axes[-1]
-  cats = sorted({c for r in rows.values() for c in r["categories"]})
   width = 0.8 / max(1, len(rows))
   for i, (method, r) in enumerate(rows.items()):
-    values = [r["categories"].get(c, {}).get("average") or 0.0 for c in cats]
-    ax_s.bar([j + i * width for j in range(len(cats))], values, width, label=method)
-    loss = r.get("loss")
-    if loss:
-      mids = [(lo + hi) / 2 for lo, hi in loss["buckets"]]
-      ax_l.plot(mids, loss["nll_full"], marker="o", label=method)
-  ax_s.set_xticks([j + 0.4 - width / 2 for j in range(len(cats))], cats)
-  top = max([r["categories"][c].get("average") or 0.0 for r in rows.values()
-             for c in r["categories"]] + [1.0])
+    cells = [r["cells"].get(n) or {"mean": 0.0, "lo": 0.0, "hi": 0.0} for n in avgs]
+    ax_s.bar([j + i * width for j in range(len(avgs))], [c["mean"] for c in cells], width,
+             yerr=_errorbar(cells), capsize=3, label=method)
+    curve = r.get("loss_by_position")
+    if curve:
+      mids = [(lo + hi) / 2 for lo, hi in curve["buckets"]]
+      ax_l.errorbar(mids, [c["mean"] for c in curve["nll_full"]], yerr=_errorbar(curve["nll_full"]),
+                    marker="o", capsize=3, label=method)
+  ax_s.set_xticks([j + 0.4 - width / 2 for j in range(len(avgs))], [n[:-4] for n in avgs])
+  top = max([r["cells"][n]["hi"] for r in rows.values() for n in avgs if n in r["cells"]] + [1.0])
   ax_s.set_ylim(0, min(100.0, top * 1.15))
-  ax_s.set_ylabel("score (avg over lengths)")
+  ax_s.set_ylabel("score (avg over lengths), 95% interval")
   ax_s.set_title("task scores")
   ax_s.legend()
   if has_gold:
-    names = list(rows)
-    axes[1].bar(names, [rows[m].get("gold_nll") or 0.0 for m in names],
-                color=[f"C{i}" for i in range(len(names))])
+    gold = [rows[m]["cells"].get("gold-answer NLL") for m in rows]
+    shown = [(m, c) for m, c in zip(rows, gold) if c]
+    axes[1].bar([m for m, _ in shown], [c["mean"] for _, c in shown],
+                yerr=_errorbar([c for _, c in shown]), capsize=4,
+                color=[f"C{i}" for i, g in enumerate(gold) if g])
     axes[1].set_ylabel("NLL (nats/token), lower is better")
     axes[1].set_title("gold-answer NLL (teacher-forced)")
-    lo = min(rows[m]["gold_nll"] for m in names if rows[m].get("gold_nll") is not None)
-    axes[1].set_ylim(bottom=max(0.0, lo - 0.5))
+    axes[1].set_ylim(bottom=max(0.0, min(c["lo"] for _, c in shown) - 0.5))
   ax_l.set_xscale("log")
   ax_l.set_xlabel("token position")
   ax_l.set_ylabel("NLL (nats)")
   ax_l.set_title("held-out loss by position")
   ax_l.legend()
-  fig.suptitle(title)
+  fig.suptitle(cmp["title"])
   fig.tight_layout()
   with artifacts.atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=110, format="png")
   plt.close(fig)
 
 
-def write_comparison(eval_dirs: Mapping[str, Path], out: Path, title: str) -> str:
-  """Writes comparison.{md,json,png} under `out`; returns the Markdown table."""
-  rows = {m: summarize(json.loads((Path(d) / "results.json").read_text()))
-          for m, d in eval_dirs.items()}
-  table = markdown(rows, title)
-  artifacts.write_json(out / "comparison.json", rows)
+def write_comparison(out: Path, title: str, arms: Mapping[str, Sequence[Path]] | None = None,
+                     replay_share: float = REPLAY_SHARE,
+                     resamples: int = stats.RESAMPLES) -> str:
+  """Writes OUT/comparison.{md,json,png}; returns the Markdown.
+
+  `arms` maps a method to its eval dirs (one per seed); by default every
+  OUT/eval/<method>_seed<k> with a results.json.
+  """
+  out = Path(out)
+  arms = results_lib.find_arms(out) if arms is None else arms
+  if not arms:
+    raise ValueError(f"no eval results under {out}/eval/<method>_seed<k>/results.json")
+  cmp = compare(out, arms, title, replay_share, resamples)
+  table = markdown(cmp)
+  artifacts.write_json(out / "comparison.json", cmp)
   artifacts.write_text(out / "comparison.md", table)
-  plot(rows, out / "comparison.png", title)
+  plot(cmp, out / "comparison.png")
   return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description="Rebuilds OUT/comparison.{md,json,png} from the "
+                                   "result files of experiments/compare_methods/run.py.")
+  parser.add_argument("out", type=Path, help="the comparison's output directory (run.py --out)")
+  parser.add_argument("--title", default=None, help="table title (default: the directory name)")
+  parser.add_argument("--replay-share", type=float, default=REPLAY_SHARE,
+                      help="replay share of training tokens in the arms' Mixtures")
+  parser.add_argument("--resamples", type=int, default=stats.RESAMPLES)
+  args = parser.parse_args(argv)
+  try:
+    print(write_comparison(args.out, args.title or args.out.resolve().name,
+                           replay_share=args.replay_share, resamples=args.resamples))
+  except (ValueError, OSError) as e:
+    print(f"comparison: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,13 +1,17 @@
 """Compare the synthesis methods end to end: build -> train each arm -> evaluate -> one table.
 
     python experiments/compare_methods/run.py --preset demo --out demo_out      # `make demo`
-    python experiments/compare_methods/run.py --preset wiki_smollm2_8k --out runs/cmp8k
+    python experiments/compare_methods/run.py --preset wiki_smollm2_8k --out runs/cmp8k --seeds 3
 
 Each stage runs the project's own entry points (`longjax.synth build`, `longjax.tasks.train_spm`,
 `longjax.train`, `longjax.eval`) with the preset's arguments, in this process, and is skipped when
-its output already exists, so an interrupted comparison resumes. Output:
-OUT/index (synthesis), OUT/runs/<method> (MODEL_DIR), OUT/eval/<method> (eval results), and
-OUT/comparison.{md,json,png}: methods x task categories x lengths, plus loss by position.
+its output already exists, so an interrupted comparison resumes. `--seeds N` trains every arm N
+times; seed k sets the data order (the SeqIO shuffle seed) and the initial parameters of a model
+trained from scratch (a continued-pretraining arm keeps its loaded weights). Output:
+OUT/index (synthesis), OUT/runs/<method>_seed<k> (MODEL_DIR), OUT/eval/<method>_seed<k> (eval
+results), and OUT/comparison.{md,json,png}: methods x task categories x lengths, plus loss by
+position, each a mean over seeds with a 95% interval, and each arm's token budget
+(`python experiments/compare_methods/comparison.py OUT` rebuilds them from those files).
 Expect for `demo`: about 10 minutes on 2 CPU cores; tiny models trained for a few dozen steps
 score near zero on retrieval tasks, so the loss columns carry the signal there.
 """
@@ -22,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "experiments" / "compare_methods"))
 from presets import PRESETS, Comparison  # pylint: disable=wrong-import-position
+from results import arm_name  # pylint: disable=wrong-import-position
 
 
 def _stage(title: str) -> float:
@@ -78,39 +83,52 @@ def build_index(cmp: Comparison, out: Path) -> tuple[Path, str]:
   return index, tokenizer
 
 
-def train_arm(cmp: Comparison, method: str, index: Path, tokenizer: str, out: Path) -> Path:
-  """Trains one arm on its Mixture `longjax_<corpus>_<method>_<length>_mix`; returns MODEL_DIR."""
+def train_argv(cmp: Comparison, mixture: str, vocab: int, model_dir: Path, seed: int) -> list[str]:
+  """The `longjax.train` arguments of one arm and seed.
+
+  The seed sets SHUFFLE_SEED (seqio's shuffle and mixing seed: the data order) and
+  TrainConfig.seed (the initial parameters; the trainer ignores it when it loads weights).
+  """
+  return [f"--gin_file={cmp.train_gin}",
+          f"--gin.MIXTURE_OR_TASK_NAME='{mixture}'",
+          f"--gin.TASK_FEATURE_LENGTHS={{'targets': {cmp.length}}}",
+          f"--gin.MODEL_DIR='{model_dir}'",
+          f"--gin.VOCAB_SIZE={vocab}",
+          f"--gin.SHUFFLE_SEED={seed}",
+          f"--gin.TrainConfig.seed={seed}",
+          *(f"--gin.{b}" for b in cmp.train_bindings)]
+
+
+def train_arm(cmp: Comparison, method: str, seed: int, index: Path, tokenizer: str,
+              out: Path) -> Path:
+  """Trains one seed of one arm on its Mixture `longjax_<corpus>_<method>_<length>_mix`;
+  returns MODEL_DIR."""
+  model_dir = out / "runs" / arm_name(method, seed)
+  if (model_dir / "hf" / "config.json").exists():
+    print(f"{model_dir}: already trained", flush=True)
+    return model_dir
   from longjax.models.tokenizer import load_tokenizer_spec  # pylint: disable=import-outside-toplevel,line-too-long
   from longjax.synth.methods.base import format_length  # pylint: disable=import-outside-toplevel
   from longjax.synth.methods.task_names import IndexInfo  # pylint: disable=import-outside-toplevel
   from longjax.train.__main__ import main as train_main  # pylint: disable=import-outside-toplevel
-  model_dir = out / "runs" / method
-  if (model_dir / "hf" / "config.json").exists():
-    print(f"{model_dir}: already trained", flush=True)
-    return model_dir
   corpus = IndexInfo.read(index).corpus
   mixture = f"longjax_{corpus}_{method}_{format_length(cmp.length)}_mix"
   vocab = load_tokenizer_spec(tokenizer).vocab_size
-  _call(train_main, [f"--gin_file={cmp.train_gin}",
-                     f"--gin.MIXTURE_OR_TASK_NAME='{mixture}'",
-                     f"--gin.TASK_FEATURE_LENGTHS={{'targets': {cmp.length}}}",
-                     f"--gin.MODEL_DIR='{model_dir}'",
-                     f"--gin.VOCAB_SIZE={vocab}",
-                     *(f"--gin.{b}" for b in cmp.train_bindings)], "longjax.train")
+  _call(train_main, train_argv(cmp, mixture, vocab, model_dir, seed), "longjax.train")
   if not (model_dir / "hf" / "config.json").exists():  # SIGTERM: the trainer saved and returned
-    raise SystemExit(f"compare_methods: training of `{method}` stopped before its export (was it "
-                     f"preempted?); rerun the same command to resume from {model_dir}/checkpoints")
+    raise SystemExit(f"compare_methods: training of `{model_dir.name}` stopped before its export "
+                     f"(was it preempted?); rerun the same command to resume from "
+                     f"{model_dir}/checkpoints")
   return model_dir
 
 
-def evaluate_arm(cmp: Comparison, method: str, model_dir: Path, tokenizer: str,
-                 out: Path) -> Path:
-  """Runs the eval suite on one trained arm; returns its results directory."""
-  from longjax.eval.__main__ import main as eval_main  # pylint: disable=import-outside-toplevel
-  eval_dir = out / "eval" / method
+def evaluate_arm(cmp: Comparison, model_dir: Path, tokenizer: str, out: Path) -> Path:
+  """Runs the eval suite on one trained seed of one arm; returns OUT/eval/<its run's name>."""
+  eval_dir = out / "eval" / model_dir.name
   if (eval_dir / "results.json").exists():
     print(f"{eval_dir}: already evaluated", flush=True)
     return eval_dir
+  from longjax.eval.__main__ import main as eval_main  # pylint: disable=import-outside-toplevel
   _call(eval_main, ["--model", str(model_dir), "--tokenizer", tokenizer,
                     "--lengths", cmp.eval_lengths, "--tasks", cmp.eval_tasks,
                     "--samples", str(cmp.eval_samples),
@@ -125,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
   parser.add_argument("--out", type=Path, required=True, help="output directory")
   parser.add_argument("--methods", default=None, help="comma list: a subset of the preset's arms")
+  parser.add_argument("--seeds", type=int, default=1,
+                      help="train and evaluate every arm this many times (seeds 0..N-1)")
   args = parser.parse_args(argv)
+  if args.seeds < 1:
+    parser.error(f"--seeds must be >= 1, got {args.seeds}")
   cmp = PRESETS[args.preset]
   methods = tuple(args.methods.split(",")) if args.methods else cmp.methods
   if cmp.cpu_devices:  # before jax is imported anywhere
@@ -143,18 +165,20 @@ def main(argv: list[str] | None = None) -> int:
   _done(t)
   import longjax.tasks  # pylint: disable=import-outside-toplevel
   longjax.tasks.register(index)  # the Tasks and Mixtures of every built method
-  model_dirs, eval_dirs = {}, {}
-  for i, method in enumerate(methods):
-    t = _stage(f"2/4 train arm {i + 1}/{len(methods)}: {method}")
-    model_dirs[method] = train_arm(cmp, method, index, tokenizer, out)
+  runs = [(method, seed) for seed in range(args.seeds) for method in methods]  # seed 0 first
+  model_dirs, eval_dirs = {}, {m: [] for m in methods}
+  for i, (method, seed) in enumerate(runs):
+    t = _stage(f"2/4 train arm {i + 1}/{len(runs)}: {method}, seed {seed}")
+    model_dirs[method, seed] = train_arm(cmp, method, seed, index, tokenizer, out)
     _done(t)
-  for i, method in enumerate(methods):
-    t = _stage(f"3/4 evaluate arm {i + 1}/{len(methods)}: {method}")
-    eval_dirs[method] = evaluate_arm(cmp, method, model_dirs[method], tokenizer, out)
+  for i, (method, seed) in enumerate(runs):
+    t = _stage(f"3/4 evaluate arm {i + 1}/{len(runs)}: {method}, seed {seed}")
+    eval_dirs[method].append(evaluate_arm(cmp, model_dirs[method, seed], tokenizer, out))
     _done(t)
   t = _stage("4/4 comparison")
   from comparison import write_comparison  # pylint: disable=import-outside-toplevel
-  table = write_comparison(eval_dirs, out, title=f"{args.preset}: methods at {cmp.length} tokens")
+  table = write_comparison(out, f"{args.preset}: methods at {cmp.length} tokens, "
+                           f"{args.seeds} seed(s)", eval_dirs)
   print(table)
   print(f"\nall outputs under {out} (comparison.md, comparison.png); total "
         f"{(time.time() - start) / 60:.1f} min")
