@@ -92,7 +92,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
   from longjax.models import load_hf, load_tokenizer
   tokenizer = load_tokenizer(info.tokenizer_dir)
   model_dir.check_tokenizer(info, tokenizer)
-  from longjax.eval.runner import gold_loglik, run_task, task_scores
+  from longjax.eval.runner import gold_loglik, per_sample, run_task, task_scores
   from longjax.eval.scoring import depth_table, summarize
   from longjax.eval.task import ExampleGenerator
   started = time.time()
@@ -106,11 +106,13 @@ def run(argv: Sequence[str] | None = None) -> dict:
   log.info("loading %s (%s) on %s", info.hf_dir, dtype, jax.default_backend())
   model = load_hf(info.hf_dir, dtype=dtype)
   records: list[dict] = []
+  gold_records: list[dict] = []
   gold: dict[str, dict[int, dict]] = {}
   for length in lengths:
     for name in task_names:
       if args.gold_loglik:
         g = gold_loglik(model, generator, tasks[name], length, args.samples)
+        gold_records += g
         gold.setdefault(name, {})[length] = {
             "nll": sum(r["gold_nll"] for r in g) / len(g),
             "exact": 100.0 * sum(r["gold_exact"] for r in g) / len(g)}
@@ -133,13 +135,17 @@ def run(argv: Sequence[str] | None = None) -> dict:
     loss = loss_by_position(model, seqs, windows, progress=_progress("loss by position"))
 
   results = {
-      "model": str(info.hf_dir), "tokenizer": str(info.tokenizer_dir), "lengths": lengths,
+      "model": str(info.hf_dir), "tokenizer": str(info.tokenizer_dir),
+      "boundaries": {**tokenizer.boundaries.signature(), "rule": tokenizer.boundaries.rule},
+      "lengths": lengths,
       "tasks": task_names, "samples": args.samples, "seed": args.seed, "dtype": dtype,
       "backend": jax.default_backend(), "max_new_tokens_cap": args.max_new_tokens,
       "scores": scores, "summary": summarize(scores, lengths, suite.CATEGORIES),
       "niah_depth": {t: depth_table(r for r in records if r["task"] == t)
                      for t in task_names if t.startswith("niah") or t == "json_kv"},
-      "gold_loglik": gold or None, "loss": loss, "seconds": round(time.time() - started, 1)}
+      "gold_loglik": gold or None, "loss": loss,
+      "per_sample": per_sample(records, gold_records if args.gold_loglik else None),
+      "seconds": round(time.time() - started, 1)}
   _write(args, results, records, info)
   return results
 

@@ -80,6 +80,10 @@ def insert_at_sentences(sentences: Sequence[str], needles: Sequence[str],
                         indices: Sequence[int]) -> tuple[str, list[int]]:
   """Joins sentences with spaces, putting needle j before sentence `indices[j]` (sorted order).
 
+  RULER's layout: the text is the space-join of [sentence run, needle, sentence run, needle, ...,
+  sentence run], each run possibly empty, so a needle at index 0 follows a space and two
+  needles at one index are two spaces apart (as RULER's prompts are).
+
   Returns the text and each needle's character offset in it (in the order of `needles`).
   """
   order = sorted(range(len(needles)), key=lambda j: indices[j])
@@ -88,17 +92,14 @@ def insert_at_sentences(sentences: Sequence[str], needles: Sequence[str],
   pos = 0
   prev = 0
   for j in order:
-    chunk = " ".join(sentences[prev:indices[j]])
-    if chunk:
-      parts.append(chunk)
-      pos += len(chunk) + 1
+    run = " ".join(sentences[prev:indices[j]])
+    parts.append(run)
+    pos += len(run) + 1
     offsets[j] = pos
     parts.append(needles[j])
     pos += len(needles[j]) + 1
     prev = indices[j]
-  tail = " ".join(sentences[prev:])
-  if tail:
-    parts.append(tail)
+  parts.append(" ".join(sentences[prev:]))
   return " ".join(parts), offsets
 
 

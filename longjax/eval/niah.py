@@ -1,7 +1,8 @@
 """RULER needle-in-a-haystack tasks (single, multi-key, multi-value, multi-query).
 
 Hsieh et al., arXiv 2404.06654 (NVIDIA/RULER `scripts/data/synthetic/niah.py`); templates and
-constants from the longjax evaluation spec, section 1. Haystacks: `noise` (the repeated noise
+constants from the longjax evaluation spec, section 1; prompts match RULER's `niah.py` (with the
+`base` model template) character for character. Haystacks: `noise` (the repeated noise
 line), `needle` (every line a distractor needle), `text` (held-out documents, see haystack.py).
 """
 
@@ -82,8 +83,9 @@ class NeedleTask(Task):
     if self.haystack == "text":
       sents = self.text.sentences(units)
       depths = rng.sample(DEPTHS, len(needles))
+      # RULER's index arithmetic, len * (d / 100): it rounds differently from len * d / 100.
       context, offsets = insert_at_sentences(
-          sents, needles, [int(len(sents) * d / 100) for d in depths])
+          sents, needles, [int(len(sents) * (d / 100)) for d in depths])
     else:
       if self.haystack == "noise":
         lines = [NOISE_LINE] * units

@@ -120,7 +120,8 @@ def bucket_means(nll: np.ndarray, buckets: Sequence[tuple[int, int]]) -> list[fl
 
 @dataclasses.dataclass(frozen=True)
 class LossSequence:
-  """One scored sequence: `length` tokens (BOS first) of one document or of consecutive ones."""
+  """One scored sequence: `length` tokens of one document or of consecutive ones, each document
+  wrapped in the tokenizer's boundary tokens (`Tokenizer.boundaries`), as in training data."""
   source: str
   keys: tuple[str, ...]
   tokens: np.ndarray
@@ -134,27 +135,29 @@ def heldout_sequences(documents: Iterable, tokenizer, length: int, per_source: i
                       sources: Sequence[str] = ("sotu", "shakespeare")) -> list[LossSequence]:
   """`per_source` sequences of `length` tokens from each source, documents in natural order.
 
-  Documents at least `length` tokens long come first (their first tokens); if a source has
-  too few, consecutive other documents are concatenated (`concatenated` is then True). `documents`
-  are objects with `key` ("<source>/<name>") and `text`, as `heldout_documents()` returns.
+  Every document is laid out as in training data, `boundaries.wrap(tokens)` (for SmolLM2: the
+  document then `<|endoftext|>`; never the chat BOS). Documents whose wrapped form has at least
+  `length` tokens come first (their first tokens); if a source has too few, consecutive other
+  documents are concatenated, each wrapped (`concatenated` is then True). `documents` are
+  objects with `key` ("<source>/<name>") and `text`, as `heldout_documents()` returns.
   """
   by_source: dict[str, list] = {s: [] for s in sources}
   for d in documents:
     src = d.key.split("/", 1)[0]
     if src in by_source:
       by_source[src].append(d)
-  bos = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
+  wrap = tokenizer.boundaries.wrap
   out: list[LossSequence] = []
   for src, docs in by_source.items():
     if not docs:
       raise ValueError(f"held-out source {src!r} has no documents")
-    encoded = [(d.key, tokenizer.encode(d.text)) for d in docs]
-    picked = [LossSequence(src, (k,), np.asarray(bos + ids[:length - len(bos)], np.int32))
-              for k, ids in encoded if len(bos) + len(ids) >= length][:per_source]
-    rest = [(k, ids) for k, ids in encoded if k not in {s.keys[0] for s in picked}]
+    wrapped = [(d.key, wrap(tokenizer.encode(d.text))) for d in docs]
+    picked = [LossSequence(src, (k,), np.asarray(ids[:length], np.int32))
+              for k, ids in wrapped if len(ids) >= length][:per_source]
+    rest = [(k, ids) for k, ids in wrapped if k not in {s.keys[0] for s in picked}]
     i = 0
     while len(picked) < per_source and i < len(rest):
-      keys, ids = [], list(bos)
+      keys, ids = [], []
       while len(ids) < length and i < len(rest):
         keys.append(rest[i][0])
         ids += rest[i][1]
@@ -173,7 +176,9 @@ def loss_by_position(model, sequences: Sequence[LossSequence], windows: Sequence
   """NLL by position bucket with the full context and with each truncated window.
 
   Returns a JSON-ready dict: per bucket set (`log`, `1k`) the bucket edges, `nll_full`,
-  `nll_w<w>` and `gain_w<w>` = NLL_w - NLL_full, plus which sequences were scored.
+  `nll_w<w>` and `gain_w<w>` = NLL_w - NLL_full (means over all sequences), and per scored
+  sequence (`sequences[i]`) its identity with the same tables over that sequence alone, so that
+  statistics over sequences (bootstrap intervals) need no second pass.
   """
   length = len(sequences[0].tokens)
   if any(len(s.tokens) != length for s in sequences):
@@ -185,16 +190,26 @@ def loss_by_position(model, sequences: Sequence[LossSequence], windows: Sequence
     full.append(token_nll(model, toks))
     for w in windows:
       trunc[w].append(windowed_nll(model, toks, w))
-  full = np.concatenate(full)
-  result = {"length": length, "windows": windows,
-            "sequences": [{"source": s.source, "keys": list(s.keys),
-                           "concatenated": s.concatenated} for s in sequences],
-            "mean_nll_full": float(full.mean())}
-  for name, buckets in (("log", log_buckets(length)), ("1k", linear_buckets(length))):
-    table = {"buckets": buckets, "nll_full": bucket_means(full, buckets)}
-    for w in windows:
-      nw = bucket_means(np.concatenate(trunc[w]), buckets)
-      table[f"nll_w{w}"] = nw
-      table[f"gain_w{w}"] = [a - b for a, b in zip(nw, table["nll_full"])]
-    result[name] = table
+  bucket_sets = {"log": log_buckets(length), "1k": linear_buckets(length)}
+
+  def tables(rows: slice) -> dict:
+    """Per bucket set: NLL_full, NLL_w and the gain, averaged over the sequences in `rows`."""
+    out = {}
+    for name, buckets in bucket_sets.items():
+      table = {"nll_full": bucket_means(np.concatenate(full[rows]), buckets)}
+      for w in windows:
+        table[f"nll_w{w}"] = bucket_means(np.concatenate(trunc[w][rows]), buckets)
+        table[f"gain_w{w}"] = [a - b for a, b in zip(table[f"nll_w{w}"], table["nll_full"])]
+      out[name] = table
+    return out
+
+  per_sequence = []
+  for i, s in enumerate(sequences):
+    per_sequence.append({"source": s.source, "keys": list(s.keys),
+                         "concatenated": s.concatenated,
+                         "mean_nll_full": float(full[i].mean()), **tables(slice(i, i + 1))})
+  result = {"length": length, "windows": windows, "sequences": per_sequence,
+            "mean_nll_full": float(np.concatenate(full).mean())}
+  for name, table in tables(slice(None)).items():
+    result[name] = {"buckets": bucket_sets[name], **table}
   return result

@@ -176,7 +176,13 @@ def plot_loss(loss: Mapping[str, Any], path: Path, title: str) -> None:
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
   """Reads results.json back with integer length keys (JSON stores them as strings)."""
   results = json.loads(Path(path).read_text())
-  results["scores"] = {t: {int(n): v for n, v in s.items()} for t, s in results["scores"].items()}
+  by_int = lambda table: {t: {int(n): v for n, v in s.items()} for t, s in table.items()}
+  results["scores"] = by_int(results["scores"])
+  per_sample = results.get("per_sample")  # absent in results written before it existed
+  if per_sample:
+    per_sample["scores"] = by_int(per_sample["scores"])
+    if per_sample.get("gold_loglik"):
+      per_sample["gold_loglik"] = by_int(per_sample["gold_loglik"])
   for cat in results["summary"]["categories"].values():
     cat["by_length"] = {int(n): v for n, v in cat["by_length"].items()}
   return results

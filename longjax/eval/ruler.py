@@ -2,7 +2,11 @@
 words (fwe).
 
 Hsieh et al., arXiv 2404.06654 (NVIDIA/RULER `scripts/data/synthetic/`); templates and constants
-from the longjax evaluation spec, section 1. The NIAH tasks live in niah.py.
+from the longjax evaluation spec, section 1. Prompts match RULER's generators character for
+character (`variable_tracking.py`, `common_words_extraction.py`, `freq_words_extraction.py` with
+the `base` model template): VT's hop lines end with a space (`VAR B = VAR A `), its 1-shot example
+is the question, the answer prefix, a space and the names (so `they are:  AAA ...`), then a blank
+line. The NIAH tasks live in niah.py.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ VOCAB_SEED = 42  # seed of the CWE vocabulary shuffle (fixed, like RULER's)
 class VariableTracking(Task):
   """One chain of `num_hops` assignments among noise lines, after a 1-shot example.
 
-  units = noise lines. The 1-shot example (3-letter names) is sized once per tokenizer to at
-  most `icl_tokens` tokens and re-randomised per example.
+  units = noise lines. As in RULER, the 1-shot example (3-letter names) is laid out once per
+  tokenizer: the most noise lines whose question + answer prefix fit `icl_tokens` tokens, the
+  chain at fixed lines; each example re-draws only its names and root value.
   """
   name: str = "vt"
   num_hops: int = 4
@@ -52,33 +57,45 @@ class VariableTracking(Task):
     self.min_units = self.num_hops + 1
     self.probe_units = 20
 
-  def _chain_text(self, lines: int, letters: int, rng: random.Random) -> tuple[str, str, list]:
+  def _chain_text(self, lines: int, letters: int, rng: random.Random,
+                  positions: list[int] | None = None) -> tuple[str, str, list]:
+    """(question, answer prefix, names) of one chain among `lines` noise lines.
+
+    The chain's statements go before the noise lines `positions` (sorted; drawn from `rng` when
+    None). RULER writes every `VAR X = VAR Y` statement with a trailing space.
+    """
     names = V.distinct(lambda r: V.random_letters(r, letters), self.num_hops + 1, rng)
     value = str(rng.randrange(10000, 99999))
     stmts = [f"VAR {names[0]} = {value}"]
-    stmts += [f"VAR {names[j + 1]} = VAR {names[j]}" for j in range(self.num_hops)]
-    positions = sorted(rng.sample(range(lines), len(stmts)))
+    stmts += [f"VAR {names[j + 1]} = VAR {names[j]} " for j in range(self.num_hops)]
+    if positions is None:
+      positions = sorted(rng.sample(range(lines), len(stmts)))
     context, _ = insert_lines([NOISE_LINE] * lines, stmts, positions)
     question = VT_QUESTION.format(context=context, query=value)
     return question, VT_PREFIX.format(num_v=self.num_hops + 1, query=value), names
 
-  def _icl_lines(self, ctx: FitContext) -> int:
-    key = ("vt_icl_lines", self.icl_tokens)
+  def _icl_layout(self, ctx: FitContext) -> tuple[int, list[int]]:
+    """(noise lines, chain positions) of the 1-shot example, computed once per generator."""
+    key = ("vt_icl_layout", self.icl_tokens, self.num_hops)
     if key not in ctx.cache:
+      def layout(n: int) -> list[int]:
+        return sorted(random.Random(VOCAB_SEED).sample(range(n), self.num_hops + 1))
+
       def count(n: int) -> int:
-        q, p, names = self._chain_text(n, 3, random.Random(VOCAB_SEED))
-        return ctx.count_tokens(q + p + " ".join(names))
+        q, p, _ = self._chain_text(n, 3, random.Random(VOCAB_SEED), layout(n))
+        return ctx.count_tokens(q + p)
       n = self.min_units
       while count(n + 1) <= self.icl_tokens:
         n += 1
-      ctx.cache[key] = n
+      ctx.cache[key] = (n, layout(n))
     return ctx.cache[key]
 
   def render(self, units: int, rng: random.Random, ctx: FitContext) -> Rendered:
-    ex_q, ex_p, ex_names = self._chain_text(self._icl_lines(ctx), 3, rng)
+    ex_lines, ex_positions = self._icl_layout(ctx)
+    ex_q, ex_p, ex_names = self._chain_text(ex_lines, 3, rng, ex_positions)
     question, prefix, names = self._chain_text(units, 5, rng)
-    shot = ex_q + ex_p + " ".join(ex_names)
-    return Rendered(input=shot + "\n\n" + question, answer_prefix=prefix, outputs=tuple(names))
+    shot = ex_q + ex_p + " " + " ".join(ex_names) + "\n"
+    return Rendered(input=shot + "\n" + question, answer_prefix=prefix, outputs=tuple(names))
 
 
 def _numbered(words: list[str]) -> str:
@@ -125,8 +142,9 @@ class CommonWords(Task):
 class FrequentWords(Task):
   """Zipf-distributed (alpha = 2) coded words; the most frequent is the noise token `...`.
 
-  units = n, the Zipf mass: count(rank k) = int(n k^-2 / zeta(2)). The search starts at L//6
-  and grows by L//32 while the prompt fits (RULER's loop); examples back off by L//32.
+  units = n, the Zipf mass: count(rank k) = int(n k^-2 / zeta(2)). RULER's loop over the prompt
+  budget B = L - tokens_to_generate: n starts at B//6 and grows by B//32 until the prompt
+  reaches B tokens, then backs off one step; examples back off by B//32 until they fit.
   """
   name: str = "fwe"
   word_len: int = 6
@@ -136,14 +154,14 @@ class FrequentWords(Task):
     self.unit = "Zipf mass n"
 
   def shrink_step(self, length: int) -> int:
-    return max(1, length // 32)
+    return max(1, (length - self.tokens_to_generate) // 32)
 
   def search(self, fits: Callable[[int], bool], count: Callable[[int], int],
              budget: int, length: int) -> int:
-    n, step = max(1, length // 6), max(1, length // 32)
+    n, step = max(1, budget // 6), max(1, budget // 32)
     if not fits(n):
       return super().search(fits, count, budget, length)
-    while fits(n + step):
+    while count(n + step) < budget:
       n += step
     return n
 

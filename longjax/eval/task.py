@@ -2,7 +2,10 @@
 
 A task renders a prompt from a number of haystack *units* (words, lines, list words, JSON pairs)
 and a seeded `random.Random`. `ExampleGenerator` fits each (task, length) to the evaluated
-model's tokenizer, so that BOS + tok(input + answer prefix) + tokens_to_generate <= length:
+model's tokenizer, so that start + tok(input + answer prefix) + tokens_to_generate <= length, where
+`start` is the tokenizer's document start (`Tokenizer.boundaries.start`, usually empty): a prompt
+opens the way every training document does, never with a BOS that the convention does not name
+(SmolLM2's BOS `<|im_start|>` is a chat marker that no training document contains):
 
 - a search per (task, length), with a fixed search seed: a tokens-per-unit estimate from a
   probe, then a binary search below 3x that estimate (RULER's procedure);
@@ -37,7 +40,7 @@ class Rendered:
 @dataclasses.dataclass
 class FitContext:
   """What `Task.render` may use besides its rng: the target length, the token counter of the
-  evaluated model (BOS included) and a per-generator cache (for sub-searches, e.g. VT's 1-shot)."""
+  evaluated model (document start tokens included) and a per-generator cache (for sub-searches, e.g. VT's 1-shot)."""
   length: int
   count_tokens: Callable[[str], int]
   cache: dict[Any, Any]
@@ -45,7 +48,7 @@ class FitContext:
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-  """One fitted eval example. The model sees BOS + input + answer_prefix and continues."""
+  """One fitted eval example. The model sees start + input + answer_prefix and continues."""
   task: str
   length: int
   index: int
@@ -55,7 +58,7 @@ class Example:
   outputs: tuple[str, ...]
   max_new_tokens: int
   num_units: int
-  num_tokens: int  # prompt tokens, BOS included
+  num_tokens: int  # prompt tokens, document start tokens included
   needle_positions: tuple[int, ...] = ()  # token index of each needle's first token
 
   @property
@@ -103,12 +106,28 @@ class Task(abc.ABC):
     return lo
 
 
-def _needle_token_positions(tokenizer, text: str, offsets: Sequence[int], bos: int) -> tuple:
-  """Index of the token holding character `o` of `text`, for each offset.
+def _needle_token_positions(tokenizer, text: str, offsets: Sequence[int], start: int) -> tuple:
+  """Index of the token holding character `o` of `text`, for each offset, after `start` tokens.
 
-  Encoding `text[:o]` alone would count a trailing space that BPE merges into the next word.
+  The tokens of `text[:o]` without its trailing whitespace are a prefix of the tokens of `text`
+  up to the needle; the needle's first token is the first one after that prefix that is not
+  whitespace alone. Counting the tokens of `text[:o + 1]` instead is off by one where BPE
+  merges the space before a needle into its first word (` One`) but has no token ` O`, and
+  `text[:o]` with its whitespace can end in a token (`\n `) that `text` splits differently.
   """
-  return tuple(bos + len(tokenizer.encode(text[:o + 1])) - 1 for o in offsets)
+  if not offsets:
+    return ()
+  full = tokenizer.encode(text)
+  out = []
+  for o in offsets:
+    head = tokenizer.encode(text[:o].rstrip())
+    i = 0
+    while i < len(head) and i < len(full) and head[i] == full[i]:
+      i += 1
+    while i < len(full) - 1 and not tokenizer.decode(full[i:i + 1]).strip():
+      i += 1
+    out.append(start + i)
+  return tuple(out)
 
 
 class ExampleGenerator:
@@ -122,17 +141,17 @@ class ExampleGenerator:
   def __init__(self, tokenizer, *, seed: int = 42):
     self.tokenizer = tokenizer
     self.seed = seed
-    self._bos = 1 if tokenizer.bos_id is not None else 0
+    self._start = list(tokenizer.boundaries.start)
     self._units: dict[tuple[str, int], int] = {}
     self._cache: dict[Any, Any] = {}
 
   def count_tokens(self, text: str) -> int:
-    """Prompt length in model tokens, BOS included."""
-    return self._bos + len(self.tokenizer.encode(text))
+    """Prompt length in model tokens, document start tokens included."""
+    return len(self._start) + len(self.tokenizer.encode(text))
 
   def encode_prompt(self, example: Example) -> list[int]:
-    ids = self.tokenizer.encode(example.prompt)
-    return ([self.tokenizer.bos_id] if self._bos else []) + ids
+    """The model's input: the document start tokens (usually none), then the prompt."""
+    return self._start + self.tokenizer.encode(example.prompt)
 
   def _budget(self, task: Task, length: int) -> int:
     return length - task.tokens_to_generate
@@ -168,7 +187,8 @@ class ExampleGenerator:
                          f"length {length} ({num_tokens} prompt + {task.tokens_to_generate} "
                          f"to generate)")
       n = max(n - step, task.min_units)
-    positions = _needle_token_positions(self.tokenizer, r.input, r.needle_offsets, self._bos)
+    positions = _needle_token_positions(self.tokenizer, r.input, r.needle_offsets,
+                                        len(self._start))
     return Example(task=task.name, length=length, index=index, seed=seed, input=r.input,
                    answer_prefix=r.answer_prefix, outputs=r.outputs,
                    max_new_tokens=task.tokens_to_generate, num_units=n, num_tokens=num_tokens,
