@@ -70,12 +70,15 @@ def columns(s: results_lib.EvalSamples) -> list[Column]:
     cat_avgs = {}
     for cat, tasks in sorted(s.categories.items()):
       lengths = [n for n in s.lengths if all((t, n) in scores for t in tasks)]
+      if not lengths:  # no length where every task of the category was scored
+        continue
       by_len += [Column(f"{cat} {format_length(n)}", "score", _mean_of([(t, n) for t in tasks]))
                  for n in lengths]
       cat_avgs[cat] = _mean_of([(t, n) for n in lengths for t in tasks])
       avgs.append(Column(f"{cat} avg", "score", cat_avgs[cat]))
-    lite = {c: w / len(cat_avgs) for cells in cat_avgs.values() for c, w in cells.items()}
-    avgs.append(Column("lite_avg", "score", lite, digits=2))
+    if cat_avgs:
+      lite = {c: w / len(cat_avgs) for cells in cat_avgs.values() for c, w in cells.items()}
+      avgs.append(Column("lite_avg", "score", lite, digits=2))
   else:  # a task subset: one average per task, or the table gets too wide to read
     for task in sorted({t for t, _ in scores}):
       avgs.append(Column(f"{task} avg", "score", _mean_of([c for c in scores if c[0] == task])))
@@ -272,7 +275,6 @@ def plot(cmp: Mapping[str, Any], path: Path) -> None:
   ax_s.set_ylim(0, min(100.0, top * 1.15))
   ax_s.set_ylabel("score (avg over lengths), 95% interval")
   ax_s.set_title("task scores")
-  ax_s.legend()
   if has_gold:
     gold = [rows[m]["cells"].get("gold-answer NLL") for m in rows]
     shown = [(m, c) for m, c in zip(rows, gold) if c]
@@ -286,7 +288,9 @@ def plot(cmp: Mapping[str, Any], path: Path) -> None:
   ax_l.set_xlabel("token position")
   ax_l.set_ylabel("NLL (nats)")
   ax_l.set_title("held-out loss by position")
-  ax_l.legend()
+  for ax in (ax_s, ax_l):
+    if ax.get_legend_handles_labels()[0]:  # an empty panel (no scores, no loss) has none
+      ax.legend()
   fig.suptitle(cmp["title"])
   fig.tight_layout()
   with artifacts.atomic_path(path) as tmp:
