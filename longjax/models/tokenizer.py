@@ -57,7 +57,9 @@ class Boundaries:
 class Tokenizer:
   """encode/decode plus the special ids a Llama-family model needs.
 
-  `encode` never adds BOS/EOS; callers add them explicitly where a recipe says so.
+  `encode` never adds BOS/EOS and never turns text into a special token (a document that
+  contains the literal string `<|endoftext|>` stays text); callers add boundary tokens explicitly
+  (`boundaries`).
   """
   name: str
   _impl: Any
@@ -72,12 +74,13 @@ class Tokenizer:
 
   def encode(self, text: str) -> list[int]:
     if self._kind == "hf":
-      return self._impl.encode(text, add_special_tokens=False)
+      return self._impl.encode(text, add_special_tokens=False, split_special_tokens=True)
     return self._impl.encode(text)
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     if self._kind == "hf":
-      return self._impl(list(texts), add_special_tokens=False)["input_ids"]
+      return self._impl(list(texts), add_special_tokens=False,
+                        split_special_tokens=True)["input_ids"]
     return self._impl.encode(list(texts))
 
   def decode(self, ids: Sequence[int]) -> str:
@@ -85,6 +88,15 @@ class Tokenizer:
     if self._kind == "hf":
       return self._impl.decode(ids, skip_special_tokens=True)
     return self._impl.decode(ids)
+
+  @functools.cached_property
+  def special_ids(self) -> frozenset[int]:
+    """Control tokens that text never encodes to (BOS, EOS, PAD, chat markers; not UNK)."""
+    if self._kind == "hf":
+      ids = set(self._impl.all_special_ids) - {self._impl.unk_token_id}
+    else:
+      ids = {self._impl.bos_id(), self._impl.eos_id(), self._impl.pad_id()}
+    return frozenset(int(i) for i in ids if i is not None and i >= 0)
 
   @functools.cached_property
   def boundaries(self) -> Boundaries:

@@ -52,9 +52,8 @@ def _nextlong_view(prov: dict[str, Any], index_dir: Path) -> list[str]:
   from longjax.synth import chunking  # pylint: disable=import-outside-toplevel
   manifest_cfg = json.loads((index_dir / "nextlong" / "manifest.json").read_text())["config"]
   chunks = chunking.open_chunk_store(index_dir, manifest_cfg["chunk_size"])
-  exact = f" (exact budget; last block {prov.get('k_last')})" if prov.get("exact_budget") else ""
-  lines = [f"  meta doc {prov['doc_id']}: p={prov['p']} meta-chunks, k={prov['k']}{exact}, "
-           f"{prov['chars']} chars -> {prov['tokens_before_truncation']} tokens before the cut; "
+  lines = [f"  meta doc {prov['doc_id']}: p={prov['p']} meta-chunks, k={prov['k']} (last block "
+           f"{prov.get('k_last')}), {prov['tokens_before_truncation']} tokens before the cut; "
            f"meta-chunks complete after the cut: {prov.get('meta_chunks_complete')}/{prov['p']}"
            f", shortfall {prov['shortfall']}"]
   for i, (meta, negs) in enumerate(zip(prov["meta_chunks"], prov["negatives"])):

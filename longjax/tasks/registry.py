@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth.methods import METHODS, replay
-from longjax.synth.methods.base import check_shard, parse_length
+from longjax.synth.methods.base import check_boundaries, check_shard, parse_length
 from longjax.synth.methods.task_names import IndexInfo, task_name
 from longjax.tasks.vocabularies import make_vocabulary, tokenizer_of
 
@@ -66,9 +66,13 @@ class MethodSource(seqio.DataSource):
       raise ValueError(f"split {split!r}: longjax synthesis Tasks have only {SPLIT!r}")
 
   def examples(self, shard: int = 0, num_shards: int = 1) -> Iterator[dict[str, Any]]:
-    """The numpy examples of one shard (what `get_dataset` wraps)."""
-    return self._examples(self._index_dir, length=self._length, tokenizer=self._tokenizer(),
-                          shard=shard, num_shards=num_shards, seed=self._seed)
+    """The numpy examples of one shard (what `get_dataset` wraps), each checked against the
+    boundary convention."""
+    tokenizer = self._tokenizer()
+    for ex in self._examples(self._index_dir, length=self._length, tokenizer=tokenizer,
+                             shard=shard, num_shards=num_shards, seed=self._seed):
+      check_boundaries(ex["targets"], tokenizer, f"{self._index_dir} ({ex['provenance'][:80]})")
+      yield ex
 
   def get_dataset(self, split: str = SPLIT, shuffle: bool = True, seed: Optional[int] = None,
                   shard_info: Optional[seqio.ShardInfo] = None, *,

@@ -75,25 +75,53 @@ def test_planned_contexts_decode_to_their_spans(built, method):
     np.testing.assert_array_equal(ex["targets"], expect)
 
 
-def test_knn_uses_each_document_once_and_accounts_for_all(built):
-  index_dir, texts, _ = built
-  docs = [d for ex in _run(built, "knn") for d, _, _ in json.loads(ex["provenance"])["spans"]]
-  assert len(docs) == len(set(docs))
+def _doc_stream(plan):
+  """The documents of a plan's contexts in order, each document's spans merged."""
+  stream = []
+  for c in range(len(plan)):
+    for d, s, e in plan.context(c):
+      if stream and stream[-1][0] == d and stream[-1][2] == s:
+        stream[-1] = (d, stream[-1][1], e)
+      else:
+        stream.append((d, s, e))
+  return stream
+
+
+def test_knn_groups_follow_the_neighbour_lists_and_keep_every_token(built):
+  index_dir, texts, tok = built
+  n_tok = {d: len(tok.encode(t)) + 1 for d, t in enumerate(texts)}
+  plan = contexts.Plan(index_dir / "knn", L)
+  stream = _doc_stream(plan)
+  docs = [d for d, _, _ in stream]
+  assert len(docs) == len(set(docs))  # each document once, globally
+  # Every document is whole (the group stream is cut with carry), except the very last one.
+  assert all(s == 0 and e == n_tok[d] for d, s, e in stream[:-1])
   manifest = artifacts.read_manifest(index_dir / "knn")
   skipped = {s["doc_id"] for s in manifest["skipped"]}
   assert skipped.isdisjoint(docs) and len(skipped) + len(docs) == len(texts)
-  # In build order, each context opens with its seed, followed by the seed's nearest neighbour
-  # among the documents no earlier context used (self excluded from the lists).
+  # Regroup the stream by the rule (independent of knn_groups): a group opens with a seed and
+  # takes the seed's nearest unused neighbours (self excluded) until it holds >= L tokens; when
+  # the seed's list has no unused neighbour left, the next document is a new seed.
   table = np.load(index_dir / "neighbours" / "docs-k257" / "neighbours.npy")
-  plan = contexts.Plan(index_dir / "knn", L)
-  used = set()
-  for c in range(len(plan)):
-    docs = [d for d, _, _ in plan.context(c)]
-    seed = docs[0]
-    if len(docs) > 1:
-      free = [int(d) for d in table[seed] if d != seed and d not in used]
-      assert docs[1] == free[0]
-    used.update(docs)
+  used, total, seed = set(), 0, None
+  for d in docs:
+    if seed is not None and total < L:
+      free = [int(x) for x in table[seed] if x != seed and x >= 0 and x not in used]
+      if free:
+        assert d == free[0]
+      else:
+        seed = d
+    else:
+      seed, total = d, 0
+    used.add(d)
+    total += n_tok[d]
+  budget = manifest["counts"]["budget"][f"L{L}"]
+  assert budget["samples"] == len(plan)
+  assert budget["source_tokens"] == sum(n_tok.values())
+  kept = sum(e - s for d, s, e in stream)
+  assert budget["source_tokens_dropped"] == sum(n_tok.values()) - kept
+  leftover = sum(n_tok[d] for d in skipped)
+  assert budget["source_tokens_dropped"] < L + leftover  # only the tail and the last group
 
 
 def test_iclm_stream_follows_the_built_order(built):
@@ -108,13 +136,21 @@ def test_iclm_stream_follows_the_built_order(built):
   assert list(dict.fromkeys(stream)) == order[:len(dict.fromkeys(stream))]
 
 
-def test_nextlong_samples(built):
+def test_nextlong_samples_keep_every_meta_chunk(built):
   index_dir, texts, tok = built
   manifest = artifacts.read_manifest(index_dir / "nextlong")
-  assert manifest["counts"]["meta_documents"] == len(texts)
-  for ex in _run(built, "nextlong"):
+  stats = manifest["counts"][f"L{L}"]
+  assert manifest["counts"]["documents_with_chunks"] == len(texts)
+  assert stats["meta_documents_losing_a_meta_chunk"] == 0
+  assert stats["check"]["lost_a_meta_chunk_share"] == 0
+  meta_docs = np.load(index_dir / "nextlong" / f"L{L}.meta_docs.npy")
+  assert sorted(set(meta_docs[:, 0].tolist())) == list(range(len(texts)))
+  examples = _run(built, "nextlong")
+  assert len(examples) == len(meta_docs)  # none discarded on this corpus
+  for ex in examples:
     info = json.loads(ex["provenance"])
-    assert ex["targets"][0] == BOS
+    assert BOS not in ex["targets"].tolist()  # the boundary convention: no BOS for this tokenizer
+    assert info["meta_chunks_complete"] == info["p"]
     negs = [c for block in info["negatives"] for c in block]
     assert len(negs) == len(set(negs)) and not set(negs) & set(info["meta_chunks"])
     assert info["tokens_before_truncation"] >= L

@@ -1,7 +1,5 @@
 """NExtLong sample assembly against a brute-force reference on a hand-built chunk corpus."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -80,79 +78,84 @@ def test_num_negatives_formula():
     nl.num_negatives(100, 10, 0, cfg)
 
 
-def _paper(tok, source, length, cfg, metas=(0, 1, 2), doc_chars=None):
-  texts = source.text
-  doc_chars = doc_chars or sum(len(texts(m)) for m in metas) + 2
-  return nl.paper_sample(source, tok, meta_doc=0, metas=list(metas), doc_chars=doc_chars,
-                         length=length, cfg=cfg)
+def _assemble(tok, source, length, cfg, metas=(0, 1, 2)):
+  return nl.assemble_sample(source, tok, meta_doc=0, metas=list(metas), length=length, cfg=cfg)
 
 
-def test_paper_sample_block_order_exclusions_and_exact_length(tok):
+def test_blocks_hold_the_top_k_after_the_exclusions(tok):
   texts, doc_of, sims, source = _corpus()
   cfg = nl.NExtLongConfig(chunk_size=32, chars_per_token=1.0, overgen=1.5)
-  length = 300
-  tokens, info = _paper(tok, source, length, cfg)
-  k = nl.num_negatives(length, sum(len(texts[m]) for m in (0, 1, 2)) + 2, 3, cfg)
-  assert info["k"] == k > 0
-  assert info["negatives"] == _reference_negatives(texts, doc_of, sims, [0, 1, 2], k)
+  tokens, info = _assemble(tok, source, 300, cfg)
+  k = info["k"]
+  assert k > 0
+  ref = _reference_negatives(texts, doc_of, sims, [0, 1, 2], [k, k, 10_000])
+  assert info["negatives"][:2] == ref[:2]
   negs = [c for block in info["negatives"] for c in block]
-  assert len(negs) == len(set(negs)) == 3 * k  # no reuse within the sample
+  assert len(negs) == len(set(negs))  # no reuse within the sample
   assert not any(doc_of[c] == 0 for c in negs)  # no chunk of the meta-document (self included)
   dup = int(np.flatnonzero(doc_of == 5)[0])
   assert dup not in negs  # text duplicate of m_1, although it is m_1's nearest chunk
-  # Layout: BOS, then m_1 n_11..n_1k m_2 ... joined by SEP, cut to exactly T tokens.
+  # Layout: m_1 n_11..n_1k m_2 ... joined by SEP, cut to exactly T tokens; no BOS (the byte
+  # tokenizer's boundary convention has no start token).
   pieces = [texts[c] for m, block in zip((0, 1, 2), info["negatives"]) for c in (m, *block)]
-  assert tokens.dtype == np.int32 and tokens.shape == (length,) and tokens[0] == BOS
-  assert tok.decode(tokens[1:]) == SEP.join(pieces)[:length - 1]
-  assert info["tokens_before_truncation"] == 1 + len(SEP.join(pieces)) > length
+  assert tokens.dtype == np.int32 and tokens.shape == (300,) and BOS not in tokens.tolist()
+  assert tok.decode(tokens) == SEP.join(pieces)[:300]
 
 
 def test_text_dedup_can_be_switched_off(tok):
   texts, doc_of, sims, source = _corpus()
   cfg = nl.NExtLongConfig(chunk_size=32, chars_per_token=1.0, dedup_text=False)
-  _, info = _paper(tok, source, 300, cfg)
+  _, info = _assemble(tok, source, 300, cfg)
   dup = int(np.flatnonzero(doc_of == 5)[0])
   assert info["negatives"][0][0] == dup
-  assert info["negatives"] == _reference_negatives(texts, doc_of, sims, [0, 1, 2], info["k"],
-                                                   dedup=False)
+  k = info["k"]
+  assert info["negatives"][:2] == _reference_negatives(texts, doc_of, sims, [0, 1, 2],
+                                                       [k, k, 0], dedup=False)[:2]
 
 
 def test_short_samples_are_discarded(tok):
   _, _, _, source = _corpus()
   cfg = nl.NExtLongConfig(chunk_size=32, chars_per_token=1.0, fetch_cap=4)
-  tokens, info = _paper(tok, source, 5000, cfg)
+  tokens, info = _assemble(tok, source, 5000, cfg)
   assert tokens is None and info["tokens_before_truncation"] < 5000
   assert info["shortfall"] > 0  # the cap left blocks short of k, and that is recorded
 
 
-def test_exact_budget_keeps_every_meta_chunk(tok):
+def test_every_meta_chunk_survives_where_the_paper_estimate_cuts_one(tok):
   texts, doc_of, sims, source = _corpus(dup_of_meta=False)
   length = 260
-  paper_cfg = nl.NExtLongConfig(chunk_size=16, chars_per_token=1.0, overgen=1.5)
-  _, paper_info = _paper(tok, source, length, paper_cfg)
-  assert paper_info["meta_chunks_complete"] < 3  # the paper's estimate cuts m_3 off here
-  cfg = dataclasses.replace(paper_cfg, exact_budget=True)
-  tokens, info = nl.exact_budget_sample(source, tok, meta_doc=0, metas=[0, 1, 2],
-                                        doc_chars=sum(len(texts[m]) for m in (0, 1, 2)) + 2,
-                                        length=length, cfg=cfg)
-  assert tokens.shape == (length,) and tokens[0] == BOS
-  assert info["meta_chunks_complete"] == 3
+  cfg = nl.NExtLongConfig(chunk_size=16, chars_per_token=1.0, overgen=1.5)
+
+  def through(kk):  # blocks 1..2 with kk negatives + SEP + m_3, in tokens (= bytes)
+    blocks = _reference_negatives(texts, doc_of, sims, [0, 1], kk)
+    pieces = [texts[c] for m, b in zip((0, 1), blocks) for c in (m, *b)] + [texts[2]]
+    return len(SEP.join(pieces))
+
+  chars = sum(len(texts[m]) for m in (0, 1, 2)) + 2 * len(SEP)
+  assert through(nl.num_negatives(length, chars, 3, cfg)) > length  # the paper's k loses m_3
+  tokens, info = _assemble(tok, source, length, cfg)
+  assert tokens.shape == (length,)
+  assert info["meta_chunks_complete"] == info["p"] == 3
   k = info["k"]
   ref = _reference_negatives(texts, doc_of, sims, [0, 1, 2], [k, k, 10_000])
   # Blocks 1..p-1 hold the top-k; the last block continues in rank order until T is reached.
   assert info["negatives"][:2] == ref[:2]
   last = info["negatives"][2]
   assert last == ref[2][:len(last)] and len(last) == info["k_last"]
-
-  def through(kk):  # BOS + blocks 1..2 with kk negatives + SEP + m_3, in tokens (= bytes)
-    blocks = _reference_negatives(texts, doc_of, sims, [0, 1], kk)
-    pieces = [texts[c] for m, b in zip((0, 1), blocks) for c in (m, *b)] + [texts[2]]
-    return 1 + len(SEP.join(pieces))
-
   assert through(k) <= length < through(k + 1)  # the largest k that keeps m_3 inside T
   total = through(k) + sum(len(texts[c]) + len(SEP) for c in last)
   assert total >= length > total - len(texts[last[-1]]) - len(SEP)  # filled just past T
   assert info["tokens_before_truncation"] == total
-  text = tok.decode(tokens[1:])
+  text = tok.decode(tokens)
   for m in (0, 1, 2):
     assert texts[m] in text
+
+
+def test_meta_documents_split_long_documents_at_chunk_boundaries():
+  # doc 0: chunks 0-3 of 40, 50, 30, 20 tokens; doc 1: chunk 4 of 150 (> L); doc 2: no chunk.
+  chunk_tokens = np.array([40, 50, 30, 20, 150])
+  doc_chunks = [range(0, 4), range(4, 5), range(5, 5)]
+  # L = 100, one start token, SEP of 2 tokens: [0, 1] = 1 + 40 + 2 + 50 = 93 (adding chunk 2
+  # would make 125); [2, 3] = 1 + 30 + 2 + 20 = 53; [4] alone = 151 > L (loses text).
+  plan = nl.meta_documents(doc_chunks, chunk_tokens, length=100, start_tokens=1, sep_tokens=2)
+  assert plan.tolist() == [[0, 0, 2], [0, 2, 4], [1, 4, 5]]

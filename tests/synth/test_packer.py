@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from longjax.models.tokenizer import Boundaries
 from longjax.synth.methods import packer
 
 
@@ -29,11 +30,15 @@ def test_partial_tail_is_not_emitted():
   assert list(packer.pack([(0, 4)], 4)) == [[(0, 0, 4)]]
 
 
-def test_pack_tokens_carry_is_a_prefix_of_the_eos_joined_stream():
+EOS_ONLY = Boundaries((), (1,), "test: EOS after each document")
+
+
+@pytest.mark.parametrize("boundaries", [EOS_ONLY, Boundaries((3,), (1,), "test: BOS + EOS")])
+def test_pack_tokens_carry_is_a_prefix_of_the_wrapped_stream(boundaries):
   rng = np.random.default_rng(0)
   docs = [(i, rng.integers(10, 100, size=rng.integers(0, 30)).tolist()) for i in range(50)]
-  stream = np.concatenate([packer.with_eos(t, 1) for _, t in docs])
-  out = list(packer.pack_tokens(docs, 16, eos_id=1, overflow="carry"))
+  stream = np.concatenate([[*boundaries.start, *t, *boundaries.end] for _, t in docs])
+  out = list(packer.pack_tokens(docs, 16, boundaries=boundaries, overflow="carry"))
   assert len(out) == len(stream) // 16
   got = np.concatenate([t for t, _ in out])
   np.testing.assert_array_equal(got, stream[:len(got)])
@@ -44,7 +49,7 @@ def test_pack_tokens_carry_is_a_prefix_of_the_eos_joined_stream():
 
 def test_pack_tokens_truncate_restarts_at_next_document():
   docs = [(0, [5] * 6), (1, [6] * 2), (2, [7] * 9)]
-  out = list(packer.pack_tokens(docs, 4, eos_id=1, overflow="truncate"))
+  out = list(packer.pack_tokens(docs, 4, boundaries=EOS_ONLY, overflow="truncate"))
   assert [t.tolist() for t, _ in out] == [[5, 5, 5, 5], [6, 6, 1, 7]]
 
 

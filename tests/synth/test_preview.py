@@ -15,8 +15,8 @@ from method_helpers import byte_tokenizer, make_store
 def built(tmp_path_factory):
   index_dir = tmp_path_factory.mktemp("preview")
   rng = np.random.default_rng(1)
-  texts = [f"doc {i}: " + " ".join(rng.choice(["ab", "cd", "ef", "gh"], 30)) + "\nend"
-           for i in range(30)]
+  texts = [f"doc {i}: " + "\n".join(" ".join(rng.choice(["ab", "cd", "ef", "gh"], 5))
+                                    for _ in range(3)) + "\nend" for i in range(30)]
   store = make_store(index_dir, texts)
   ctx = BuildContext(store, byte_tokenizer(), embed.HashingEmbedder(32),
                      {"nextlong": {"chunk_size": 40, "chars_per_token": 1.0}}, index_dir,

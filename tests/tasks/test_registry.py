@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import seqio
 
@@ -103,3 +104,39 @@ def test_bad_arguments(index_dir, tmp_path):
   with pytest.raises(Exception, match="no context plan for length 256"):
     next(seqio.get_mixture_or_task("longjax_toy_knn_256").get_dataset(
         {"targets": 256}, shuffle=False).as_numpy_iterator())
+
+
+@pytest.mark.parametrize("method", ["standard", "knn", "iclm", "nextlong", "replay"])
+def test_every_task_uses_the_one_boundary_convention(names, index_dir, method):
+  """No arm trains a control token the others never see (specs/baselines.md §0): the byte
+  tokenizer's convention is EOS after each document and no start token, so no sample holds a
+  BOS, and every document end inside a sample is marked by exactly one EOS."""
+  task = seqio.get_mixture_or_task(f"longjax_toy_{method}_128")
+  tok = task.output_features["targets"].vocabulary.tokenizer
+  assert tok.boundaries.start == () and tok.boundaries.end == (tok.eos_id,)
+  records = _records(task.get_dataset({"targets": L}, shuffle=False))
+  assert records
+  for targets, provenance in records:
+    assert tok.bos_id not in targets
+    spans = json.loads(provenance).get("spans")
+    if spans is None:  # nextlong: one synthetic document cut at T, so no end token inside
+      assert tok.eos_id not in targets
+      continue
+    ends = [pos + e - s - 1 for pos, (d, s, e) in zip(
+        np.cumsum([0] + [e - s for _, s, e in spans]), spans)
+        if e == len(tok.encode(_text(index_dir, d))) + 1]
+    assert [i for i, t in enumerate(targets) if t == tok.eos_id] == ends
+
+
+def _text(index_dir, doc_id):
+  from longjax.synth import corpus  # pylint: disable=import-outside-toplevel
+  return corpus.open_store(index_dir).text(doc_id)
+
+
+def test_a_stray_control_token_stops_the_task(index_dir):
+  from longjax.synth.methods.base import check_boundaries  # pylint: disable=import-outside-toplevel
+  task = seqio.get_mixture_or_task("longjax_toy_standard_128")
+  tok = task.output_features["targets"].vocabulary.tokenizer
+  check_boundaries(np.array([5, tok.eos_id, 7]), tok, "ok")
+  with pytest.raises(ValueError, match=r"control tokens \[1\] outside the boundary convention"):
+    check_boundaries(np.array([tok.bos_id, 5, 6]), tok, "sample 0")

@@ -114,6 +114,20 @@ class Method(Protocol):
                num_shards: int, seed: int) -> Iterator[dict[str, Any]]: ...
 
 
+def check_boundaries(tokens: np.ndarray, tokenizer: Tokenizer, where: str) -> None:
+  """Raises if a sample holds a control token outside the boundary convention.
+
+  Every method, the replay data and the eval prompts share `tokenizer.boundaries`; a stray BOS
+  or chat marker in one arm's samples is a confound between arms (specs/baselines.md §0).
+  """
+  stray = tokenizer.special_ids - tokenizer.boundaries.ids
+  found = np.isin(tokens, np.fromiter(stray, np.int64, len(stray))) if stray else None
+  if found is not None and found.any():
+    ids = sorted({int(t) for t in np.asarray(tokens)[found]})
+    raise ValueError(f"{where}: sample holds control tokens {ids} outside the boundary "
+                     f"convention {tokenizer.boundaries.signature()} ({tokenizer.boundaries.rule})")
+
+
 def resolve_options(method: str, given: Mapping[str, Any],
                     defaults: Mapping[str, Any]) -> dict[str, Any]:
   """`defaults` updated with `given`; unknown option names raise a ValueError naming them."""

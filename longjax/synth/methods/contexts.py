@@ -30,7 +30,8 @@ _BATCH = 256
 def tokenizer_signature(tokenizer: Tokenizer) -> dict[str, Any]:
   """What identifies a tokenizer for token-count purposes (recorded in manifests)."""
   return {"name": tokenizer.name, "vocab_size": int(tokenizer.vocab_size),
-          "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
+          "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
+          "boundaries": tokenizer.boundaries.signature()}
 
 
 def check_tokenizer(manifest: Mapping[str, Any], tokenizer: Tokenizer, where: Path) -> None:
@@ -42,23 +43,54 @@ def check_tokenizer(manifest: Mapping[str, Any], tokenizer: Tokenizer, where: Pa
                      "context boundaries depend on token counts, so rebuild with this tokenizer")
 
 
-def require_eos(tokenizer: Tokenizer) -> int:
-  if tokenizer.eos_id is None:
-    raise ValueError(f"tokenizer {tokenizer.name!r} has no EOS id; the baselines put one EOS "
-                     "after each document")
-  return int(tokenizer.eos_id)
+def document_tokens(tokenizer: Tokenizer, text: str) -> np.ndarray:
+  """One document as every method streams it: its tokens wrapped in the boundary tokens."""
+  return packer.document(tokenizer.encode(text), tokenizer.boundaries)
 
 
 def count_tokens(store: DocStore, doc_ids: np.ndarray, tokenizer: Tokenizer,
                  progress: Callable[..., Iterable[Any]]) -> np.ndarray:
-  """Tokens per document *including its EOS*, int64 aligned with `doc_ids`."""
+  """Tokens per document *including its boundary tokens*, int64 aligned with `doc_ids`."""
+  extra = len(tokenizer.boundaries.start) + len(tokenizer.boundaries.end)
   counts = np.empty(len(doc_ids), np.int64)
   starts = range(0, len(doc_ids), _BATCH)
   for start in progress(starts, desc="count tokens", total=len(starts)):
     batch = doc_ids[start:start + _BATCH]
     encoded = tokenizer.encode_batch([store.text(int(d)) for d in batch])
-    counts[start:start + len(batch)] = [len(t) + 1 for t in encoded]
+    counts[start:start + len(batch)] = [len(t) + extra for t in encoded]
   return counts
+
+
+def store_token_counts(ctx: BuildContext) -> np.ndarray:
+  """`count_tokens` over the whole store (store order), computed once per index and tokenizer.
+
+  Several methods need the same counts (Standard's and KNN's budgets, ICLM's and Quest's plans);
+  the first one to ask writes `<index>/token_counts/<fingerprint>.npy`, keyed by the store's
+  fingerprint and the tokenizer's signature.
+  """
+  key = artifacts.fingerprint_json({"store": chunking.store_fingerprint(ctx.store),
+                                    "tokenizer": tokenizer_signature(ctx.tokenizer)})
+  path = ctx.index_dir / "token_counts" / f"{key[:16]}.npy"
+  if path.exists():
+    return np.load(path)
+  counts = count_tokens(ctx.store, np.asarray(ctx.store.doc_ids(), np.int64), ctx.tokenizer,
+                        ctx.progress)
+  artifacts.write_npy(path, counts)
+  return counts
+
+
+def budget(*, samples: int, length: int, documents_used: int, source_tokens: int,
+           source_tokens_dropped: int) -> dict[str, Any]:
+  """The per-length budget record every method's manifest carries (`counts["budget"]`).
+
+  `source_tokens`: tokens (with boundaries) of the documents the method read; of those,
+  `source_tokens_dropped` appear in no sample of one pass. `sample_tokens` = samples x L.
+  """
+  return {"samples": int(samples), "sample_tokens": int(samples) * int(length),
+          "documents_used": int(documents_used), "source_tokens": int(source_tokens),
+          "source_tokens_dropped": int(source_tokens_dropped),
+          "dropped_share": round(source_tokens_dropped / source_tokens, 6) if source_tokens
+                           else 0.0}
 
 
 def write_plan(directory: Path, length: int, contexts: Iterable[list[packer.Span]]) -> int:
@@ -104,12 +136,11 @@ def stream_plan(directory: Path, *, method: str, store: DocStore, length: int,
     raise FileNotFoundError(f"{directory}: no manifest.json; run `python -m longjax.synth build` "
                             f"with method {method!r} first")
   check_tokenizer(manifest, tokenizer, directory)
-  eos = require_eos(tokenizer)
   plan = Plan(directory, length)
   ids = np.random.default_rng(seed).permutation(len(plan))
   for pos in shard_range(len(ids), shard, num_shards):
     spans = plan.context(int(ids[pos]))
-    tokens = packer.assemble(spans, lambda d: packer.with_eos(tokenizer.encode(store.text(d)), eos))
+    tokens = packer.assemble(spans, lambda d: document_tokens(tokenizer, store.text(d)))
     if len(tokens) != length:
       raise ValueError(f"{directory}: context {int(ids[pos])} assembled to {len(tokens)} tokens, "
                        f"expected {length}; the corpus store changed since the build")

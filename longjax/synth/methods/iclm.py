@@ -138,12 +138,12 @@ class ICLMMethod(contexts.PlannedMethod):
     kept, dropped = iclm_dedup(order, lambda i: ctx.store.text(int(doc_ids[i])),
                                cfg["dedup_chars"], cfg["dedup_threshold"])
     kept_ids = doc_ids[kept]
-    counts = contexts.count_tokens(ctx.store, kept_ids, ctx.tokenizer, ctx.progress)
+    counts = contexts.store_token_counts(ctx)[kept]
     artifacts.write_npy(out / "order.npy", kept_ids)
     stats: dict[str, Any] = {
         "documents": len(doc_ids), "path_clusters": len(clusters),
         "clusters_after_merge": sum(1 for c in merged if c), "leftover_documents": len(leftover),
-        "near_duplicates_dropped": len(dropped)}
+        "near_duplicates_dropped": len(dropped), "budget": {}}
     skipped = [{"doc_id": int(doc_ids[d]), "reason": "iclm near-duplicate of the previous kept "
                 f"document {int(doc_ids[p])} (3-gram Jaccard {s:.3f} > {cfg['dedup_threshold']})"}
                for d, p, s in dropped]
@@ -153,6 +153,10 @@ class ICLMMethod(contexts.PlannedMethod):
       covered = {d for c in plan for d, _, _ in c}
       tail = [int(d) for d in kept_ids if int(d) not in covered]
       stats[f"L{length}"] = {"contexts": len(plan), "documents_in_dropped_tail": len(tail)}
+      total = int(counts.sum())
+      stats["budget"][f"L{length}"] = contexts.budget(
+          samples=len(plan), length=length, documents_used=len(kept_ids) - len(tail),
+          source_tokens=total, source_tokens_dropped=total - len(plan) * length)
       skipped += [{"doc_id": d, "length": length,
                    "reason": "in the trailing partial context (< L tokens) of the ICLM stream"}
                   for d in tail]

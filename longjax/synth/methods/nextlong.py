@@ -1,26 +1,30 @@
 """NExtLong (Gao et al., arXiv 2501.12766): meta-chunks interleaved with dense hard negatives.
 
-specs/nextlong.md §4-6. For each meta-document (its non-blank 2048-character meta-chunks
-m_1..m_p from `synth.chunking`), the sample text is
+specs/nextlong.md §4-6. A meta-document is a run of consecutive non-blank 2048-character
+meta-chunks m_1..m_p of one corpus document (`synth.chunking`); its sample is
 
-    m_1 n_11..n_1k  m_2 n_21..n_2k  ...  m_p n_p1..n_pk        (pieces joined by `sep`)
+    start  m_1 n_11..n_1k  m_2 n_21..n_2k  ...  m_p n_p1..n_pk'        (pieces joined by `sep`)
 
-where n_i1..n_ik are the most similar chunks of the whole chunk index, in rank order, excluding
-m_i itself, every chunk of the meta-document's source document, chunks already accepted for this
-sample, and (optionally) chunks whose normalised text equals a meta-chunk of the sample or an
-accepted chunk. The text is tokenized with one BOS at position 0, discarded when shorter than T
-tokens, else cut to exactly T.
+where `start` is the tokenizer's document-start tokens (`Tokenizer.boundaries`; empty for most
+tokenizers: the comparison's one boundary convention, not the paper's BOS), and n_i1..n_ik are
+the most similar chunks of the whole chunk index, in rank order, excluding m_i itself, every
+chunk of the meta-document's source document, chunks already accepted for this sample, and
+(optionally) chunks whose normalised text equals a meta-chunk of the sample or an accepted chunk.
 
-k = max(0, ceil((T·E·w − S) / (p·s))) by default (the paper's estimate from characters). With
-`exact_budget=True`, k comes from real token counts instead: the largest uniform k for blocks
-1..p−1 such that m_p still ends inside T, and the last block takes negatives until the sample
-reaches T, so truncation only ever cuts the last block's negatives. In that mode each piece is
-tokenized on its own and the pieces' tokens are concatenated, which makes the counts exact.
+Assembly is in tokens, so a sample keeps every meta-chunk of its meta-document (the paper
+estimates k from characters and cuts the tokenized text at T, which loses later meta-chunks
+whenever the estimate is off; docs/methods.md): each piece is tokenized on its own, k starts at
+the paper's k = max(0, ceil((T·E·w − S) / (p·s))) and is then set to the largest uniform k for
+blocks 1..p−1 such that m_p still ends inside T; the last block takes negatives until the sample
+reaches T, and only those are cut. A sample shorter than T (the index ran out of negatives) is
+discarded.
 
-`NExtLongMethod` wires the algorithm to the index: `build` makes the chunk store, chunk
-embeddings and ScaNN index (optionally precomputed top-K lists), and `examples` walks a seeded
-permutation of the meta-documents (uniform without replacement over documents with at least one
-non-blank chunk), each shard a contiguous range, one sample per meta-document or a discard.
+Long documents are split the way every method splits them: no sample holds more than L tokens
+of one document. `build` groups each document's meta-chunks, in order, into meta-documents of at
+most L tokens (whole chunks; one chunk longer than L alone is the only case that loses text) and
+stores them per length; `examples` walks a seeded permutation of them, each shard a contiguous
+range. `build` also assembles a sample of them to report the shares of samples discarded and of
+samples that lost a meta-chunk.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from longjax.models.tokenizer import Tokenizer
-from longjax.synth import artifacts, chunking, corpus
+from longjax.synth import artifacts, chunking
+from longjax.synth.methods import contexts
 from longjax.synth.methods.base import BuildContext, resolve_options, shard_range
 
 _log = logging.getLogger(__name__)
@@ -55,8 +60,8 @@ class NExtLongConfig:
   margin: int = 32
   fetch_cap: int = 4096
   dedup_text: bool = True
-  exact_budget: bool = False
   precompute_k: int = 0  # > 0: build top-K neighbour lists instead of searching while streaming
+  check_samples: int = 64  # samples `build` assembles to measure discards and lost meta-chunks
 
   def __post_init__(self):
     for name in ("chunk_size", "fetch_cap"):
@@ -67,8 +72,9 @@ class NExtLongConfig:
         raise ValueError(f"NExtLongConfig.{name} ({getattr(self, name)}) must be > 0")
     if self.margin < 0:
       raise ValueError(f"NExtLongConfig.margin ({self.margin}) must be >= 0")
-    if self.precompute_k < 0:
-      raise ValueError(f"NExtLongConfig.precompute_k ({self.precompute_k}) must be >= 0")
+    for name in ("precompute_k", "check_samples"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"NExtLongConfig.{name} ({getattr(self, name)}) must be >= 0")
 
 
 def num_negatives(target_tokens: int, doc_chars: int, p: int, cfg: NExtLongConfig) -> int:
@@ -152,44 +158,40 @@ class _Selector:
     return out
 
 
-def _bos(tokenizer: Tokenizer) -> list[int]:
-  if tokenizer.bos_id is None:
-    raise ValueError(f"tokenizer {tokenizer.name!r} has no BOS id; NExtLong samples start "
-                     "with one BOS (specs/nextlong.md §6)")
-  return [int(tokenizer.bos_id)]
+def meta_documents(doc_chunks: Sequence[range], chunk_tokens: np.ndarray, *, length: int,
+                   start_tokens: int, sep_tokens: int) -> np.ndarray:
+  """Splits each document's chunk run into meta-documents of at most `length` tokens.
 
+  A meta-document's size is `start_tokens` + its chunks' tokens + one `sep` between chunks, i.e.
+  the sample's length through its last meta-chunk with no negatives. Chunks are taken greedily in
+  order; a chunk longer than `length` on its own is a meta-document of its own (and loses text).
 
-def paper_sample(source: ChunkSource, tokenizer: Tokenizer, *, meta_doc: int,
-                 metas: Sequence[int], doc_chars: int, length: int,
-                 cfg: NExtLongConfig) -> tuple[np.ndarray | None, dict[str, Any]]:
-  """The paper's sample: k from the formula, joined text tokenized once, cut to T.
-
-  Returns (np.int32[length] or None when the text is shorter than T tokens, provenance).
+  Returns int64 [M, 3] rows (doc_id, first_chunk, end_chunk), half-open, in document order.
   """
-  k = num_negatives(length, doc_chars, len(metas), cfg)
-  sel = _Selector(source, meta_doc, metas, cfg)
-  blocks = [(m, sel.select(m, k)) for m in metas]
-  pieces = [source.text(c) for m, negs in blocks for c in (m, *negs)]
-  text = cfg.sep.join(pieces)
-  tokens = _bos(tokenizer) + tokenizer.encode(text)
-  info = _provenance(meta_doc, blocks, k, sel, len(text), len(tokens))
-  if len(tokens) < length:
-    return None, info
-  # Which meta-chunks survive the cut: compare their character offsets with the kept text.
-  kept_chars = len(tokenizer.decode(tokens[1:length]))
-  starts = np.cumsum([0] + [len(p) + len(cfg.sep) for p in pieces])
-  meta_pos = np.cumsum([0] + [1 + len(negs) for _, negs in blocks])[:-1]
-  info["meta_chunks_complete"] = int(sum(starts[i] + len(pieces[i]) <= kept_chars
-                                         for i in meta_pos))
-  info["blocks_started"] = int(sum(starts[i] < kept_chars for i in meta_pos))
-  return np.asarray(tokens[:length], np.int32), info
+  rows = []
+  for doc, chunks in enumerate(doc_chunks):
+    first, size = None, 0
+    for c in chunks:
+      add = int(chunk_tokens[c]) + (sep_tokens if first is not None else start_tokens)
+      if first is not None and size + add > length:
+        rows.append((doc, first, c))
+        first, add = None, int(chunk_tokens[c]) + start_tokens
+      if first is None:
+        first, size = c, 0
+      size += add
+    if first is not None:
+      rows.append((doc, first, chunks.stop))
+  return np.asarray(rows, np.int64).reshape(-1, 3)
 
 
-def exact_budget_sample(source: ChunkSource, tokenizer: Tokenizer, *, meta_doc: int,
-                        metas: Sequence[int], doc_chars: int, length: int,
-                        cfg: NExtLongConfig) -> tuple[np.ndarray | None, dict[str, Any]]:
-  """`exact_budget`: k from real token counts so that every meta-chunk survives the cut."""
-  bos = _bos(tokenizer)
+def assemble_sample(source: ChunkSource, tokenizer: Tokenizer, *, meta_doc: int,
+                    metas: Sequence[int], length: int,
+                    cfg: NExtLongConfig) -> tuple[np.ndarray | None, dict[str, Any]]:
+  """One sample in tokens (module docstring): every meta-chunk that fits in T survives the cut.
+
+  Returns (np.int32[length], or None when the negatives ran out before T; provenance).
+  """
+  start = list(tokenizer.boundaries.start)
   sep = tokenizer.encode(cfg.sep)
   cache: dict[int, list[int]] = {}
 
@@ -204,13 +206,14 @@ def exact_budget_sample(source: ChunkSource, tokenizer: Tokenizer, *, meta_doc: 
   def through_last_meta(k: int) -> tuple[int, _Selector, list[tuple[int, list[int]]]]:
     """Tokens up to the end of m_p when blocks 1..p-1 get k negatives each."""
     sel = _Selector(source, meta_doc, metas, cfg)
-    blocks, total = [], len(bos)
+    blocks, total = [], len(start)
     for i, m in enumerate(metas):
       negs = sel.select(m, k) if i < len(metas) - 1 else []
       blocks.append((m, negs))
       total += piece_len(m, i == 0) + sum(piece_len(c, False) for c in negs)
     return total, sel, blocks
 
+  doc_chars = sum(len(source.text(m)) for m in metas) + len(cfg.sep) * (len(metas) - 1)
   k = num_negatives(length, doc_chars, len(metas), cfg) if len(metas) > 1 else 0
   total, sel, blocks = through_last_meta(k)
   while k > 0 and total > length:  # too long: m_p would be cut
@@ -229,7 +232,7 @@ def exact_budget_sample(source: ChunkSource, tokenizer: Tokenizer, *, meta_doc: 
     sel.accept(c)
     last_negs.append(c)
     total += piece_len(c, False)
-  tokens = list(bos)
+  tokens = list(start)
   meta_spans = []  # token [start, end) of each meta-chunk
   for i, (m, negs) in enumerate(blocks):
     for j, c in enumerate((m, *negs)):
@@ -238,14 +241,11 @@ def exact_budget_sample(source: ChunkSource, tokenizer: Tokenizer, *, meta_doc: 
       if j == 0:
         meta_spans.append((len(tokens), len(tokens) + len(toks(c))))
       tokens += toks(c)
-  pieces = [c for m, negs in blocks for c in (m, *negs)]
-  chars = sum(len(source.text(c)) for c in pieces) + len(cfg.sep) * (len(pieces) - 1)
-  info = _provenance(meta_doc, blocks, k, sel, chars, len(tokens))
+  info = _provenance(meta_doc, blocks, k, sel, len(tokens))
   info["k_last"] = len(last_negs)
+  info["meta_chunks_complete"] = sum(end <= length for _, end in meta_spans)
   if len(tokens) < length:
     return None, info
-  info["meta_chunks_complete"] = sum(end <= length for _, end in meta_spans)
-  info["blocks_started"] = sum(start < length for start, _ in meta_spans)
   return np.asarray(tokens[:length], np.int32), info
 
 
@@ -264,11 +264,23 @@ def cached_search(search: SearchFn) -> SearchFn:
 
 
 def _provenance(meta_doc: int, blocks: Sequence[tuple[int, list[int]]], k: int, sel: _Selector,
-                chars: int, tokens: int) -> dict[str, Any]:
+                tokens: int) -> dict[str, Any]:
   return {"doc_id": int(meta_doc), "meta_chunks": [int(m) for m, _ in blocks],
           "negatives": [[int(c) for c in negs] for _, negs in blocks], "k": int(k),
-          "p": len(blocks), "chars": int(chars), "tokens_before_truncation": int(tokens),
+          "p": len(blocks), "tokens_before_truncation": int(tokens),
           "shortfall": int(sel.shortfall)}
+
+
+def stream_samples(plan: np.ndarray, order: Sequence[int], source: ChunkSource,
+                   tokenizer: Tokenizer, *, length: int,
+                   cfg: NExtLongConfig) -> Iterator[tuple[np.ndarray | None, dict[str, Any]]]:
+  """(tokens or None, provenance) for the meta-documents `plan[order]`, in that order."""
+  for i in order:
+    doc, first, end = (int(x) for x in plan[i])
+    tokens, info = assemble_sample(source, tokenizer, meta_doc=doc, metas=list(range(first, end)),
+                                   length=length, cfg=cfg)
+    info["meta_document"] = int(i)
+    yield tokens, info
 
 
 class NExtLongMethod:
@@ -291,25 +303,68 @@ class NExtLongMethod:
       from longjax.synth import retrieval
       retrieval.neighbour_lists(index, vectors, cfg.precompute_k, progress=ctx.progress,
                                 out_dir=_lists_dir(ctx.index_dir, cfg))
-    p = np.diff(chunks.doc_chunk_offsets)
-    meta_docs = np.flatnonzero(p > 0).astype(np.int64)
     out = ctx.method_dir(self.name)
-    artifacts.write_npy(out / "meta_docs.npy", meta_docs)
-    chars = np.array([len(ctx.store.text(int(d))) for d in meta_docs], np.int64)
-    stats: dict[str, Any] = {
-        "documents": len(p), "meta_documents": len(meta_docs), "chunks": len(chunks),
-        "p": _summary(p[meta_docs])}
+    chunk_tokens = _count_chunk_tokens(chunks, ctx)
+    artifacts.write_npy(out / "chunk_tokens.npy", chunk_tokens)
+    p = np.diff(chunks.doc_chunk_offsets)
+    doc_chunks = [chunks.chunks_of(d) for d in range(len(p))]
+    sep_tokens = len(ctx.tokenizer.encode(cfg.sep))
+    start_tokens = len(ctx.tokenizer.boundaries.start)
+    search = cached_search(lambda c, fetch: index.search(np.asarray(vectors[c:c + 1]), fetch)[0][0])
+    source = ChunkSource(chunks.text, chunks.doc_of_chunk, search)
+    stats: dict[str, Any] = {"documents": len(p), "documents_with_chunks": int((p > 0).sum()),
+                             "chunks": len(chunks), "budget": {}}
     for length in ctx.lengths:
-      ks = [num_negatives(length, c, int(n), cfg) for c, n in zip(chars, p[meta_docs])]
-      stats[f"k_L{length}"] = _summary(np.asarray(ks))
+      plan = meta_documents(doc_chunks, chunk_tokens, length=length, start_tokens=start_tokens,
+                            sep_tokens=sep_tokens)
+      artifacts.write_npy(out / f"L{length}.meta_docs.npy", plan)
+      stats[f"L{length}"] = self._length_stats(plan, chunk_tokens, length, start_tokens,
+                                               sep_tokens)
+      stats[f"L{length}"]["check"] = self._check(plan, source, ctx, length, cfg)
+      source_tokens = int(chunk_tokens.sum())
+      stats["budget"][f"L{length}"] = contexts.budget(
+          samples=len(plan), length=length, documents_used=len(np.unique(plan[:, 0])),
+          source_tokens=source_tokens,
+          source_tokens_dropped=stats[f"L{length}"]["meta_chunk_tokens_cut"])
+      ctx.log(f"nextlong L={length}: {stats[f'L{length}']}")
     skipped = [{"doc_id": int(d), "reason": "no non-blank meta-chunk: cannot be a meta-document "
                 "(its text is not in the chunk index either)"} for d in np.flatnonzero(p == 0)]
     artifacts.write_manifest(
-        out, kind=self.name, config={**dataclasses.asdict(cfg), "collection": collection},
+        out, kind=self.name,
+        config={**dataclasses.asdict(cfg), "collection": collection,
+                "tokenizer": contexts.tokenizer_signature(ctx.tokenizer),
+                "lengths": list(ctx.lengths)},
         inputs={"store": chunking.store_fingerprint(ctx.store), **inputs}, counts=stats,
         skipped=skipped, extra={"embedder": ctx.embedder.name,
                                 "index": index.manifest.get("counts")})
-    ctx.log(f"nextlong: {stats}")
+
+  @staticmethod
+  def _length_stats(plan: np.ndarray, chunk_tokens: np.ndarray, length: int, start_tokens: int,
+                    sep_tokens: int) -> dict[str, Any]:
+    """Meta-documents per length, and the text the split cannot keep (chunks longer than L)."""
+    sizes = np.array([start_tokens + chunk_tokens[f:e].sum() + sep_tokens * (e - f - 1)
+                      for _, f, e in plan], np.int64)
+    p = plan[:, 2] - plan[:, 1]
+    return {"meta_documents": len(plan), "p": _summary(p),
+            "tokens_through_last_meta_chunk": _summary(sizes),
+            "meta_documents_losing_a_meta_chunk": int((sizes > length).sum()),
+            "meta_chunk_tokens_cut": int(np.maximum(sizes - length, 0).sum())}
+
+  @staticmethod
+  def _check(plan: np.ndarray, source: ChunkSource, ctx: BuildContext, length: int,
+             cfg: NExtLongConfig) -> dict[str, Any]:
+    """Assembles the first `check_samples` meta-documents of seed 0's order (what the Task
+    streams first) to measure the discard and meta-chunk-loss shares."""
+    order = np.random.default_rng(0).permutation(len(plan))[:cfg.check_samples]
+    discarded = lost = 0
+    for tokens, info in ctx.progress(
+        stream_samples(plan, order, source, ctx.tokenizer, length=length, cfg=cfg),
+        desc=f"nextlong check L={length}", total=len(order)):
+      discarded += tokens is None
+      lost += tokens is not None and info["meta_chunks_complete"] < info["p"]
+    n = max(1, len(order))
+    return {"samples": len(order), "discarded_share": discarded / n,
+            "lost_a_meta_chunk_share": lost / n}
 
   def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
                num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
@@ -319,34 +374,47 @@ class NExtLongMethod:
     if manifest is None:
       raise FileNotFoundError(f"{out}: no manifest.json; run `python -m longjax.synth build` "
                               "with method 'nextlong' first")
-    cfg_dict = {k: v for k, v in manifest["config"].items() if k != "collection"}
-    cfg = NExtLongConfig(**cfg_dict)
-    store = corpus.open_store(index_dir)
+    contexts.check_tokenizer(manifest, tokenizer, out)
+    options = {k: v for k, v in manifest["config"].items()
+               if k not in ("collection", "tokenizer", "lengths")}
+    cfg = NExtLongConfig(**options)
+    plan_path = out / f"L{length}.meta_docs.npy"
+    if not plan_path.exists():
+      raise FileNotFoundError(f"{out}: no meta-documents for length {length} (built lengths: "
+                              f"{manifest['config']['lengths']}); rebuild with "
+                              f"`python -m longjax.synth build --lengths {length}`")
+    plan = np.load(plan_path)
     chunks = chunking.open_chunk_store(index_dir, cfg.chunk_size)
     search = _search_fn(index_dir, manifest["config"]["collection"], cfg)
-    meta_docs = np.load(out / "meta_docs.npy")
-    order = np.random.default_rng(seed).permutation(meta_docs)
-    make = exact_budget_sample if cfg.exact_budget else paper_sample
+    order = np.random.default_rng(seed).permutation(len(plan))
+    mine = order[shard_range(len(order), shard, num_shards)]
     made = discarded = shortfall = 0
-    for pos in shard_range(len(order), shard, num_shards):
-      doc = int(order[pos])
-      source = ChunkSource(chunks.text, chunks.doc_of_chunk, cached_search(search))
-      tokens, info = make(source, tokenizer, meta_doc=doc, metas=list(chunks.chunks_of(doc)),
-                          doc_chars=len(store.text(doc)), length=length, cfg=cfg)
+    source = ChunkSource(chunks.text, chunks.doc_of_chunk, cached_search(search))
+    for tokens, info in stream_samples(plan, mine, source, tokenizer, length=length, cfg=cfg):
       shortfall += info["shortfall"]
       if tokens is None:
         discarded += 1
         continue
       made += 1
-      info.update(method=self.name, seed=seed, shard=shard, num_shards=num_shards,
-                  exact_budget=cfg.exact_budget)
+      info.update(method=self.name, seed=seed, shard=shard, num_shards=num_shards)
       yield {"targets": tokens, "provenance": json.dumps(info)}
     rate = discarded / max(1, made + discarded)
     _log.log(logging.WARNING if rate > 0.05 else logging.INFO,
-             "nextlong shard %d/%d L=%d: %d samples, %d discarded as shorter than T (%.1f%%%s); "
+             "nextlong shard %d/%d L=%d: %d samples, %d discarded as shorter than T (%.1f%%); "
              "%d negatives short of k (fetch cap or index size)", shard, num_shards, length, made,
-             discarded, 100 * rate, "; above 5%: raise overgen (w)" if rate > 0.05 else "",
-             shortfall)
+             discarded, 100 * rate, shortfall)
+
+
+def _count_chunk_tokens(chunks: chunking.ChunkStore, ctx: BuildContext) -> np.ndarray:
+  """Tokens of every chunk (no boundary tokens), in chunk id order."""
+  counts = np.empty(len(chunks), np.int64)
+  batch = 256
+  starts = range(0, len(chunks), batch)
+  for s in ctx.progress(starts, desc="nextlong: count chunk tokens", total=len(starts)):
+    ids = range(s, min(s + batch, len(chunks)))
+    counts[s:s + len(ids)] = [len(t) for t in ctx.tokenizer.encode_batch(
+        [chunks.text(c) for c in ids])]
+  return counts
 
 
 def _lists_dir(index_dir: Path, cfg: NExtLongConfig) -> Path:

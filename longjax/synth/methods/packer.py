@@ -1,7 +1,9 @@
-"""The packer shared by the baseline methods: an ordered document stream cut every L tokens.
+"""The packer shared by the methods: an ordered document stream cut every L tokens.
 
-Each document contributes its tokens followed by one EOS (specs/baselines.md §0). The stream is
-cut every `length` tokens. Where a cut falls inside a document:
+Each document contributes its tokens wrapped in the tokenizer's boundary tokens
+(`Tokenizer.boundaries`: for most tokenizers one end-of-document token, the same convention in
+every method, the replay data and the eval prompts; specs/baselines.md §0). The stream is cut
+every `length` tokens. Where a cut falls inside a document:
 
 * `overflow="carry"`: the tail of that document opens the next context;
 * `overflow="truncate"`: the tail is dropped and the next context opens with the next document.
@@ -9,7 +11,8 @@ cut every `length` tokens. Where a cut falls inside a document:
 A trailing context shorter than `length` is never emitted (samples are exactly L tokens).
 
 Provenance is a list of spans `(doc_id, tok_start, tok_end)`, half-open, indexing the document's
-tokens *with its EOS appended* (so `tok_end == n_tokens + 1` means the EOS is included). The
+tokens *with its boundary tokens* (with an end token only, `tok_end == n_tokens + 1` means the end
+token is included). The
 span-level `pack` works on token counts alone, so build-time planners (KNN, ICLM) can fix context
 boundaries without holding tokens; `pack_tokens` runs the same cutter over real tokens.
 """
@@ -19,6 +22,8 @@ from __future__ import annotations
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+
+from longjax.models.tokenizer import Boundaries
 
 Span = tuple[int, int, int]
 OVERFLOW_MODES = ("carry", "truncate")
@@ -33,7 +38,7 @@ def _check(length: int, overflow: str) -> None:
 
 def pack(docs: Iterable[tuple[int, int]], length: int, *,
          overflow: str = "carry") -> Iterator[list[Span]]:
-  """Cuts a stream of `(doc_id, n_tokens_with_eos)` into contexts of exactly `length` tokens.
+  """Cuts a stream of `(doc_id, n_tokens_with_boundaries)` into contexts of exactly `length` tokens.
 
   Yields one list of spans per full context, in stream order.
   """
@@ -42,7 +47,7 @@ def pack(docs: Iterable[tuple[int, int]], length: int, *,
   filled = 0
   for doc_id, n in docs:
     if n < 1:
-      raise ValueError(f"document {doc_id}: n_tokens_with_eos ({n}) must be >= 1")
+      raise ValueError(f"document {doc_id}: n_tokens_with_boundaries ({n}) must be >= 1")
     start = 0
     while start < n:
       take = min(n - start, length - filled)
@@ -57,19 +62,17 @@ def pack(docs: Iterable[tuple[int, int]], length: int, *,
 
 
 def assemble(spans: Sequence[Span], tokens_of: Callable[[int], np.ndarray]) -> np.ndarray:
-  """Concatenates the spans' tokens; `tokens_of(doc_id)` returns the document's tokens + EOS."""
+  """Concatenates the spans' tokens; `tokens_of(doc_id)` returns the wrapped document."""
   return np.concatenate([tokens_of(d)[s:e] for d, s, e in spans]).astype(np.int32)
 
 
-def with_eos(tokens: Sequence[int], eos_id: int) -> np.ndarray:
-  """A document's tokens followed by one EOS, as int32."""
-  out = np.empty(len(tokens) + 1, np.int32)
-  out[:-1] = tokens
-  out[-1] = eos_id
-  return out
+def document(tokens: Sequence[int], boundaries: Boundaries) -> np.ndarray:
+  """A document's tokens wrapped in the boundary tokens, as int32."""
+  return np.asarray(boundaries.wrap(tokens), np.int32)
 
 
-def pack_tokens(docs: Iterable[tuple[int, Sequence[int]]], length: int, *, eos_id: int,
+def pack_tokens(docs: Iterable[tuple[int, Sequence[int]]], length: int, *,
+                boundaries: Boundaries,
                 overflow: str = "carry") -> Iterator[tuple[np.ndarray, list[Span]]]:
   """`pack` over real tokens: yields `(np.int32[length], spans)` per full context.
 
@@ -81,8 +84,8 @@ def pack_tokens(docs: Iterable[tuple[int, Sequence[int]]], length: int, *, eos_i
     for doc_id, tokens in docs:
       if int(doc_id) in held:
         raise ValueError(f"document {doc_id} appears twice within one context window")
-      held[int(doc_id)] = with_eos(tokens, eos_id)
-      yield int(doc_id), len(tokens) + 1
+      held[int(doc_id)] = document(tokens, boundaries)
+      yield int(doc_id), len(held[int(doc_id)])
 
   for spans in pack(counts(), length, overflow=overflow):
     out = assemble(spans, held.__getitem__)

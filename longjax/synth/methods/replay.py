@@ -1,7 +1,8 @@
 """The short-document replay stream that the `..._mix` Mixtures add to each long-context arm.
 
-Replay examples are the corpus documents themselves, one per example (tokens + one EOS, as in
-the baselines), in a seeded random order; a document longer than L is split into L-token pieces.
+Replay examples are the corpus documents themselves, one per example (wrapped in the same
+boundary tokens as in every method), in a seeded random order; a document longer than L is split
+into L-token pieces.
 The trainer's packing feature converter packs them with segment ids, so short-context ability is
 trained on short documents. Shards are contiguous ranges of the permutation. TF-free like the
 methods; `longjax.tasks` registers it as `longjax_<corpus>_replay_<length>`.
@@ -17,7 +18,7 @@ import numpy as np
 
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import corpus
-from longjax.synth.methods import contexts, packer
+from longjax.synth.methods import contexts
 from longjax.synth.methods.base import shard_range
 
 NAME = "replay"
@@ -27,12 +28,11 @@ def replay_examples(index_dir: str | Path, *, length: int, tokenizer: Tokenizer,
                     num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
   """`{"targets": int32[<= length], "provenance": json}` per document (or L-token piece)."""
   store = corpus.open_store(index_dir)
-  eos = contexts.require_eos(tokenizer)
   # A stream of its own: never the same order as Standard under the same seed.
   order = np.random.default_rng([seed, 0x5EED]).permutation(store.doc_ids())
   for pos in shard_range(len(order), shard, num_shards):
     doc = int(order[pos])
-    tokens = packer.with_eos(tokenizer.encode(store.text(doc)), eos)
+    tokens = contexts.document_tokens(tokenizer, store.text(doc))
     for start in range(0, len(tokens), length):
       piece = tokens[start:start + length]
       provenance = {"method": NAME, "seed": seed, "shard": shard, "num_shards": num_shards,
@@ -47,6 +47,6 @@ def mean_tokens(index_dir: str | Path, tokenizer: Tokenizer, length: int, *,
   ids = np.random.default_rng(seed).permutation(store.doc_ids())[:sample]
   sizes = []
   for d in ids:
-    n = len(tokenizer.encode(store.text(int(d)))) + 1
+    n = len(contexts.document_tokens(tokenizer, store.text(int(d))))
     sizes += [length] * (n // length) + ([n % length] if n % length else [])
   return float(np.mean(sizes)) if sizes else float(length)

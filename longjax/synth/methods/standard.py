@@ -1,9 +1,10 @@
 """Standard: shuffle the documents and concatenate them (specs/baselines.md §1).
 
 The seeded permutation of all document ids is made at stream time from the example seed, so
-`build` has no corpus-wide work beyond recording what the stream will cover. Shard `i` of `n`
-takes a contiguous range of the permutation and streams it through the `carry` packer; the
-trailing partial context of each shard (< L tokens) is dropped.
+`build` only counts tokens for the manifest's budget. Shard `i` of `n` takes a contiguous range
+of the permutation and streams it through the `carry` packer (a document longer than L flows
+over several contexts, as in every method); the trailing partial context of each shard
+(< L tokens) is dropped.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ def standard_order(doc_ids: np.ndarray, seed: int) -> np.ndarray:
 def stream_standard(store: DocStore, *, length: int, tokenizer: Tokenizer, shard: int,
                     num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
   """Standard examples for one shard of `store` (see module docstring)."""
-  eos = contexts.require_eos(tokenizer)
   order = standard_order(store.doc_ids(), seed)
   mine = order[shard_range(len(order), shard, num_shards)]
   docs = ((int(d), tokenizer.encode(store.text(int(d)))) for d in mine)
-  for i, (tokens, spans) in enumerate(packer.pack_tokens(docs, length, eos_id=eos,
-                                                          overflow="carry")):
+  for i, (tokens, spans) in enumerate(packer.pack_tokens(
+      docs, length, boundaries=tokenizer.boundaries, overflow="carry")):
     provenance = {"method": "standard", "context": i, "seed": seed, "shard": shard,
                   "num_shards": num_shards, "spans": [list(s) for s in spans]}
     yield {"targets": tokens, "provenance": json.dumps(provenance)}
@@ -45,13 +45,20 @@ class StandardMethod:
 
   def build(self, ctx: BuildContext) -> None:
     doc_ids = np.asarray(ctx.store.doc_ids(), np.int64)
+    counts = contexts.store_token_counts(ctx)
+    total = int(counts.sum())
+    budgets = {f"L{n}": contexts.budget(samples=total // n, length=n, documents_used=len(doc_ids),
+                                        source_tokens=total, source_tokens_dropped=total % n)
+               for n in ctx.lengths}
     artifacts.write_manifest(
-        ctx.method_dir(self.name), kind=self.name, config={"overflow": "carry"},
+        ctx.method_dir(self.name), kind=self.name,
+        config={"overflow": "carry", "tokenizer": contexts.tokenizer_signature(ctx.tokenizer)},
         inputs={"store": chunking.store_fingerprint(ctx.store)},
-        counts={"documents": len(doc_ids)},
+        counts={"documents": len(doc_ids), "budget": budgets},
         extra={"note": "every document is streamed; the permutation comes from the example seed "
-                       "and each shard drops its trailing partial context (< L tokens)"})
-    ctx.log(f"standard: {len(doc_ids)} documents")
+                       "and each shard drops its trailing partial context (< L tokens); the "
+                       "budget is for one shard"})
+    ctx.log(f"standard: {len(doc_ids)} documents; {budgets}")
 
   def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
                num_shards: int, seed: int) -> Iterator[dict[str, Any]]:

@@ -3,7 +3,7 @@
 `build(ctx)` runs stages 1-4 and writes under `<index_dir>/quest/`: `queries/` (resumable
 predictions), `doc_keywords.jsonl` (per document: candidates and the chosen keyword, or the
 reason it has none), `index.jsonl` (inverted index with short flags and weights),
-`doc_tokens.npy` (tokens + EOS per doc id, -1 for documents left out), `keyword_df_top200.json`
+`doc_tokens.npy` (tokens with boundary tokens per doc id, -1 for documents left out), `keyword_df_top200.json`
 (for blacklist review), `index_stats.png` (index sizes, document reuse) and `manifest.json`.
 The manifest also carries a dry run of the sampler for each `ctx.lengths` (one shard, the
 build seed): samples, keywords per sample, short token share and how many documents are used
@@ -35,7 +35,7 @@ from longjax.synth.quest.predict import PREDICTORS, make_predictor
 from longjax.synth.quest.queries import predict_queries, query_counts, read_queries
 from longjax.synth.quest.report import plot_index_stats
 from longjax.synth.quest.sampler import FILL_POLICIES, LONG_DOC_POLICIES, SampleOptions, \
-  plan_samples
+  Span, plan_samples
 
 NO_KEYWORD = "<no-keyword>"  # the pool keyword-less documents join with keywordless="pool"
 
@@ -66,7 +66,9 @@ class QuestConfig:
   max_epochs_short: int = 4
   fill_policy: str = "next_keyword"
   long_doc_policy: str = "split"
-  carry_remainder: bool = False
+  # The paper drops the tail of the document that crosses L; we put it back into its keyword's
+  # pool so that Quest, like every arm, keeps (almost) every token (docs/methods.md).
+  carry_remainder: bool = True
   num_samples: int | None = None
   token_budget: int | None = None
 
@@ -124,6 +126,25 @@ def plan_shard(directory: Path, cfg: QuestConfig, doc_tokens: np.ndarray, *, len
   return [plans[i] for i in order], stats
 
 
+def quest_budget(plans: list[list[Span]], indexed_tokens: np.ndarray,
+                 length: int) -> dict[str, Any]:
+  """The manifest budget of one planned pass: a token counts as used when some sample holds it
+  (short pools are oversampled, so a document may appear in several samples)."""
+  covered: dict[int, list[tuple[int, int]]] = {}
+  for spans in plans:
+    for _, d, s, e in spans:
+      covered.setdefault(d, []).append((s, e))
+  used = 0
+  for intervals in covered.values():
+    end = 0
+    for s, e in sorted(intervals):
+      used += max(0, e - max(s, end))
+      end = max(end, e)
+  source = int(indexed_tokens.sum())
+  return contexts.budget(samples=len(plans), length=length, documents_used=len(covered),
+                         source_tokens=source, source_tokens_dropped=source - used)
+
+
 class QuestMethod:
   """Quest (`longjax_<corpus>_quest_<length>`): keyword-grouped, split-ratio oversampled."""
   name = "quest"
@@ -158,8 +179,7 @@ class QuestMethod:
     kept = np.array([k is not None for k in keywords], bool)
 
     doc_tokens = np.full(len(doc_ids), -1, np.int64)
-    doc_tokens[kept] = contexts.count_tokens(ctx.store, doc_ids[kept], ctx.tokenizer,
-                                             ctx.progress)
+    doc_tokens[kept] = contexts.store_token_counts(ctx)[kept]
     inv = qindex.build_index(doc_ids[kept], [k for k in keywords if k is not None],
                              doc_tokens[kept])
     weights = qindex.split_weights(inv, split_ratio=cfg.split_ratio, size_metric=cfg.size_metric,
@@ -176,11 +196,12 @@ class QuestMethod:
     artifacts.write_npy(out / "doc_tokens.npy", doc_tokens)
     qindex.write_index(out, inv, weights)
 
-    simulations = {}
+    simulations, budgets = {}, {}
     for length in ctx.lengths:
-      _, stats = plan_shard(out, cfg, doc_tokens, length=length, shard=0, num_shards=1,
-                            seed=cfg.seed)
+      plans, stats = plan_shard(out, cfg, doc_tokens, length=length, shard=0, num_shards=1,
+                                seed=cfg.seed)
       simulations[str(length)] = stats.summary(int(kept.sum()))
+      budgets[f"L{length}"] = quest_budget(plans, doc_tokens[kept], length)
       if stats.samples == 0:
         ctx.log(f"quest: WARNING L={length}: no sample can be filled ({int(inv.n_tokens.sum())} "
                 "indexed tokens); this length yields no examples")
@@ -205,6 +226,7 @@ class QuestMethod:
         "min_keyword_df_fallbacks": fallbacks,
         "candidate_keyword_df": chosen.df_histogram,
         "auto_blacklisted": chosen.auto_blacklist,
+        "budget": budgets,
     }
     ctx.log(f"quest: {counts['documents_indexed']}/{len(doc_ids)} documents indexed under "
             f"{counts['keywords']} keywords; without keyword: {reasons or 0} "
@@ -234,15 +256,14 @@ class QuestMethod:
       raise FileNotFoundError(f"{directory}: no manifest.json; run `python -m longjax.synth "
                               "build` with the quest method first")
     contexts.check_tokenizer(manifest, tokenizer, directory)
-    eos = contexts.require_eos(tokenizer)
     options = {k: v for k, v in manifest["config"].items() if k not in ("lengths", "tokenizer")}
     cfg = QuestConfig.from_mapping(options)
     doc_tokens = np.load(directory / "doc_tokens.npy")
     store = corpus.open_store(index_dir)
     return self._stream(directory, cfg, doc_tokens, store, length=length, tokenizer=tokenizer,
-                        eos=eos, shard=shard, num_shards=num_shards, seed=seed)
+                        shard=shard, num_shards=num_shards, seed=seed)
 
-  def _stream(self, directory, cfg, doc_tokens, store, *, length, tokenizer, eos, shard,
+  def _stream(self, directory, cfg, doc_tokens, store, *, length, tokenizer, shard,
               num_shards, seed) -> Iterator[dict[str, Any]]:
     plans, stats = plan_shard(directory, cfg, doc_tokens, length=length, shard=shard,
                               num_shards=num_shards, seed=seed)
@@ -255,9 +276,10 @@ class QuestMethod:
 
       def tokens_of(d: int) -> np.ndarray:
         if d not in cache:
-          cache[d] = packer.with_eos(tokenizer.encode(store.text(d)), eos)
+          cache[d] = contexts.document_tokens(tokenizer, store.text(d))
           if len(cache[d]) != doc_tokens[d]:
-            raise ValueError(f"{directory}: document {d} has {len(cache[d])} tokens with EOS, "
+            raise ValueError(f"{directory}: document {d} has {len(cache[d])} tokens with "
+                             "boundaries, "
                              f"the build counted {int(doc_tokens[d])}; the store or tokenizer "
                              "changed since the build")
         return cache[d]

@@ -14,11 +14,12 @@ sample, documents already in the sample are not drawn again) and then continues 
 `next_keyword`. A short pool that runs empty is reshuffled up to `max_epochs_short` passes in
 total; long pools are one pass. The run stops when the long pools are exhausted (or every pool
 when there are no long keywords), or at `num_samples` / `token_budget`. Documents longer than
-L (with EOS) become samples of their own: `split` cuts them into L-token pieces (a shorter
-last piece is dropped), `truncate` keeps the first L tokens. No document repeats in a sample.
+L (with boundary tokens) become samples of their own: `split` cuts them into L-token pieces (a
+shorter last piece goes back into the pool with `carry_remainder`, else it is dropped),
+`truncate` keeps the first L tokens. No document repeats in a sample.
 
 Spans are `(keyword, doc_id, tok_start, tok_end)`, half-open over the document's tokens with
-its EOS appended (the packer's convention in `synth/methods/packer.py`).
+its boundary tokens (the packer's convention in `synth/methods/packer.py`).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class PlanStats:
 def plan_samples(keywords: Sequence[str], pools: Sequence[np.ndarray], weights: np.ndarray,
                  short: np.ndarray, doc_len: Callable[[int], int], opts: SampleOptions,
                  rng: np.random.Generator) -> tuple[list[list[Span]], PlanStats]:
-  """Plans the samples of one shard. `doc_len(doc_id)` is the token count with EOS."""
+  """Plans the samples of one shard. `doc_len(doc_id)` is the token count with boundaries."""
   L = opts.length
   k_count = len(keywords)
   stats = PlanStats()
@@ -206,11 +207,15 @@ def plan_samples(keywords: Sequence[str], pools: Sequence[np.ndarray], weights: 
         if start == 0 and n > L:  # a document longer than L: samples of its own
           stats.long_docs += 1
           pieces = n // L if opts.long_doc_policy == "split" else 1
-          stats.long_doc_tokens_dropped += n - pieces * L
           for p in range(pieces):
             if budget_reached():
               break
             emit([(keywords[k], d, p * L, (p + 1) * L)])
+          rest = n - pieces * L
+          if rest and opts.long_doc_policy == "split" and opts.carry_remainder:
+            pool[k].insert(int(rng.integers(len(pool[k]) + 1)), (d, pieces * L))
+          else:
+            stats.long_doc_tokens_dropped += rest
           continue
         take = min(n - start, L - filled)
         spans.append((keywords[k], d, start, start + take))
