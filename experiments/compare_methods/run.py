@@ -101,8 +101,8 @@ def train_argv(cmp: Comparison, mixture: str, vocab: int, model_dir: Path, seed:
 
 def train_arm(cmp: Comparison, method: str, seed: int, index: Path, tokenizer: str,
               out: Path) -> Path:
-  """Trains one seed of one arm on its Mixture `longjax_<corpus>_<method>_<length>_mix`;
-  returns MODEL_DIR."""
+  """Trains one seed of one arm on its Mixture `longjax_<corpus>_<method>_<length>_mix` (or on
+  the method's Task alone when the preset has no replay); returns MODEL_DIR."""
   model_dir = out / "runs" / arm_name(method, seed)
   if (model_dir / "hf" / "config.json").exists():
     print(f"{model_dir}: already trained", flush=True)
@@ -112,7 +112,8 @@ def train_arm(cmp: Comparison, method: str, seed: int, index: Path, tokenizer: s
   from longjax.synth.methods.task_names import IndexInfo  # pylint: disable=import-outside-toplevel
   from longjax.train.__main__ import main as train_main  # pylint: disable=import-outside-toplevel
   corpus = IndexInfo.read(index).corpus
-  mixture = f"longjax_{corpus}_{method}_{format_length(cmp.length)}_mix"
+  mixture = f"longjax_{corpus}_{method}_{format_length(cmp.length)}" + ("_mix" if cmp.replay
+                                                                         else "")
   vocab = load_tokenizer_spec(tokenizer).vocab_size
   _call(train_main, train_argv(cmp, mixture, vocab, model_dir, seed), "longjax.train")
   if not (model_dir / "hf" / "config.json").exists():  # SIGTERM: the trainer saved and returned

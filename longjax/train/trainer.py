@@ -103,10 +103,22 @@ def _host_batches(source: BatchSource, start: int, config: TrainConfig,
                        f"TASK_FEATURE_LENGTHS['targets']={shape[1]}")
     crc = zlib.crc32(np.ascontiguousarray(batch["decoder_target_tokens"]).tobytes())
     if not config.step.document_masking:  # global positions: the row is one causal sequence
+      _check_one_segment(batch["decoder_segment_ids"], start + i)
       batch["decoder_positions"] = np.broadcast_to(
           np.arange(shape[1], dtype=np.int32), batch["decoder_positions"].shape)
     batch = zigzag_batch(batch, shards)
     yield sharding.global_batch({k: v[:, cols] for k, v in batch.items()}, mesh, shape), crc
+
+
+def _check_one_segment(segment_ids: np.ndarray, step: int) -> None:
+  """Without document masks every row must hold one document: packed rows would attend across
+  their documents (a Mixture with replay data packs several short documents into a row)."""
+  packed = np.flatnonzero(np.max(segment_ids, axis=1) > 1)
+  if len(packed):
+    raise ValueError(
+        f"batch {step}: rows {packed[:8].tolist()} pack {int(segment_ids[packed[0]].max())} "
+        "documents, but StepConfig.document_masking=False would let them attend across each "
+        "other; train on a Task whose rows are one sample each, or keep document masking on")
 
 
 def _prefetch(it: Iterator, size: int = 2) -> Iterator:

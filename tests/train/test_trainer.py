@@ -18,6 +18,7 @@ import pytest
 
 import shakespeare_task
 from longjax.tasks.input import SeqioBatches
+from longjax.train.data import IterableSource
 from longjax.train.mesh import MeshConfig
 from longjax.train.step import StepConfig
 from longjax.train.trainer import train
@@ -103,3 +104,17 @@ def test_non_finite_loss_raises_with_step_range(tmp_path, source):
       learning_rate=1e30, warmup_steps=1)})
   with pytest.raises(FloatingPointError, match=r"non-finite between steps \d+ and \d+"):
     train(cfg, source, tiny_model(shakespeare_task.VOCAB_SIZE))
+
+
+def test_packed_rows_need_document_masks(tmp_path):
+  """Rows that pack two documents must not train with unmasked attention (they would see
+  each other); the trainer stops at the first such batch and names the rows."""
+  tokens = np.random.default_rng(0).integers(3, 200, (8, 64)).astype(np.int32)
+  segments = np.repeat(np.array([[1] * 32 + [2] * 32], np.int32), 8, axis=0)
+  segments[1:] = 1  # only row 0 is packed
+  batch = {"decoder_target_tokens": tokens, "decoder_segment_ids": segments,
+           "decoder_positions": np.tile(np.arange(64, dtype=np.int32), (8, 1))}
+  cfg = small_config(tmp_path, steps=4, mesh=MeshConfig(data=8), seq_len=64,
+                     step=StepConfig(loss_chunk=16, document_masking=False))
+  with pytest.raises(ValueError, match=r"batch 0: rows \[0\] pack 2 documents"):
+    train(cfg, IterableSource(lambda: [batch] * 4), tiny_model(shakespeare_task.VOCAB_SIZE))
