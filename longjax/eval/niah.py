@@ -31,6 +31,15 @@ def singularise(template: str) -> str:
   return template.replace("Some", "A").replace("are all", "is").replace("are", "is")
 
 
+def depth_index(num_sentences: int, depth: int) -> int:
+  """The sentence a needle at `depth` percent goes before: RULER's int(n * (depth / 100)).
+
+  The order of operations matters: 150 * (82 / 100) = 122.99999999999999, so 122, where
+  150 * 82 / 100 = 123.
+  """
+  return int(num_sentences * (depth / 100))
+
+
 def join_queries(queries: list[str]) -> str:
   """`a`, or `a, b, c, and d` (RULER's join of several queried keys)."""
   if len(queries) == 1:
@@ -83,9 +92,8 @@ class NeedleTask(Task):
     if self.haystack == "text":
       sents = self.text.sentences(units)
       depths = rng.sample(DEPTHS, len(needles))
-      # RULER's index arithmetic, len * (d / 100): it rounds differently from len * d / 100.
       context, offsets = insert_at_sentences(
-          sents, needles, [int(len(sents) * (d / 100)) for d in depths])
+          sents, needles, [depth_index(len(sents), d) for d in depths])
     else:
       if self.haystack == "noise":
         lines = [NOISE_LINE] * units

@@ -104,7 +104,21 @@ def test_tiny_model_end_to_end_from_training_model_dir(tmp_path, capsys, smol_di
     assert results["scores"][task][1024] == pytest.approx(100 * sum(mine) / len(mine))
   assert set(results["gold_loglik"]) == {"niah_single_1", "json_kv"}
   assert results["gold_loglik"]["json_kv"]["1024"]["nll"] > 0
+  assert results["boundaries"]["start"] == [] and results["boundaries"]["end"] == [0]
+  # Per-sample values (for bootstrap intervals): example i's score x 100, gold NLL, exact.
+  per = results["per_sample"]
+  for task in ("niah_single_1", "json_kv"):
+    mine = sorted((p["index"], 100 * p["score"]) for p in preds if p["task"] == task)
+    assert per["scores"][task][1024] == [s for _, s in mine]
+    gold = per["gold_loglik"][task][1024]
+    assert len(gold["nll"]) == len(gold["exact"]) == len(gold["tokens"]) == 2
+    agg = results["gold_loglik"][task]["1024"]
+    assert agg["nll"] == pytest.approx(sum(gold["nll"]) / 2)
+    assert agg["exact"] == pytest.approx(100 * sum(gold["exact"]) / 2)
   loss = results["loss"]
   assert loss["length"] == 512 and loss["windows"] == [128]
   assert {s["source"] for s in loss["sequences"]} == {"sotu", "shakespeare"}
+  for s in loss["sequences"]:
+    assert len(s["log"]["nll_full"]) == len(loss["log"]["buckets"])
+    assert len(s["1k"]["gain_w128"]) == len(loss["1k"]["buckets"])
   assert json.loads((out / "manifest.json").read_text())["complete"] is True

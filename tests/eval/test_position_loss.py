@@ -10,6 +10,7 @@ from flax import nnx
 
 from longjax.eval import position_loss as pl
 from longjax.models import Llama, LlamaConfig
+from longjax.models.tokenizer import Boundaries
 
 
 @pytest.fixture(scope="module")
@@ -63,23 +64,41 @@ def test_buckets_and_means():
 
 
 class _CharTokenizer:
+  """One token per character (ids >= 2), with a given boundary convention; its BOS (1) is one
+  that the SmolLM2-style convention (end token 0 only) does not name."""
   bos_id = 1
+
+  def __init__(self, boundaries):
+    self.boundaries = boundaries
 
   def encode(self, text):
     return [ord(c) % 200 + 2 for c in text]
+
+
+X = ord("x") % 200 + 2  # 122
 
 
 def test_heldout_sequences_single_then_concatenated():
   doc = lambda key, n: types.SimpleNamespace(key=key, text="x" * n)
   docs = [doc("sotu/a", 5), doc("sotu/b", 30), doc("sotu/c", 6), doc("sotu/d", 7),
           doc("shakespeare/p", 40), doc("shakespeare/q", 50), doc("bbc/z", 100)]
-  seqs = pl.heldout_sequences(docs, _CharTokenizer(), 12, 2)
+  end_only = _CharTokenizer(Boundaries((), (0,), "separator"))
+  seqs = pl.heldout_sequences(docs, end_only, 12, 2)
   assert [s.keys for s in seqs] == [("sotu/b",), ("sotu/a", "sotu/c"),
                                     ("shakespeare/p",), ("shakespeare/q",)]
   assert [s.concatenated for s in seqs] == [False, True, False, False]
-  assert all(len(s.tokens) == 12 and s.tokens[0] == 1 for s in seqs)
+  # Documents as in training data: no BOS; the separator after each one.
+  assert seqs[0].tokens.tolist() == [X] * 12
+  assert seqs[1].tokens.tolist() == [X] * 5 + [0] + [X] * 6
   with pytest.raises(ValueError, match="'sotu': only 1 sequences of 45 tokens, 3 asked"):
-    pl.heldout_sequences(docs, _CharTokenizer(), 45, 3)
+    pl.heldout_sequences(docs, end_only, 45, 3)
+  start_end = _CharTokenizer(Boundaries((1,), (0,), "BOS + document + EOS"))
+  seqs = pl.heldout_sequences(docs, start_end, 12, 1)
+  assert [s.keys for s in seqs] == [("sotu/b",), ("shakespeare/p",)]
+  assert seqs[0].tokens.tolist() == [1] + [X] * 11
+  seqs = pl.heldout_sequences(docs[:1] + docs[2:], start_end, 14, 1)  # without sotu/b
+  assert seqs[0].keys == ("sotu/a", "sotu/c")
+  assert seqs[0].tokens.tolist() == [1] + [X] * 5 + [0, 1] + [X] * 6
 
 
 def test_loss_by_position_reports_gain(model):
@@ -90,6 +109,25 @@ def test_loss_by_position_reports_gain(model):
   t = r["log"]
   assert t["buckets"] == [(0, 64)]
   assert t["gain_w16"][0] == pytest.approx(t["nll_w16"][0] - t["nll_full"][0])
+
+
+def test_loss_by_position_per_sequence_tables(model):
+  """Each sequence's own bucket means (for statistics over sequences) from its direct NLL."""
+  rng = np.random.default_rng(3)
+  seqs = [pl.LossSequence("sotu", (f"sotu/{i}",), rng.integers(0, 49152, size=(200,)))
+          for i in range(2)]
+  r = pl.loss_by_position(model, seqs, [64])
+  assert [s["keys"] for s in r["sequences"]] == [["sotu/0"], ["sotu/1"]]
+  ref = [_reference_nll(model, s.tokens) for s in seqs]  # targets at positions 1..199
+  for s, nll in zip(r["sequences"], ref):
+    assert s["mean_nll_full"] == pytest.approx(float(nll.mean()), rel=1e-5)
+    assert s["log"]["nll_full"] == pytest.approx(
+        [nll[:127].mean(), nll[127:199].mean()], rel=1e-5)  # buckets (0, 128), (128, 200)
+    assert s["1k"]["nll_full"] == pytest.approx([nll.mean()], rel=1e-5)
+    assert set(s["log"]) == {"nll_full", "nll_w64", "gain_w64"}
+  for key in ("nll_full", "nll_w64", "gain_w64"):  # the aggregate is the mean over sequences
+    per = np.asarray([s["log"][key] for s in r["sequences"]])
+    assert r["log"][key] == pytest.approx(per.mean(0).tolist(), rel=1e-5, abs=1e-5)
 
 
 def test_gold_loglik_matches_direct_scoring(model, smol_tokenizer):

@@ -28,10 +28,14 @@ def test_examples_fit_budget_and_reproduce(name, length, tasks, gen, smol_tokeni
   task = tasks[name]
   exs = gen.examples(task, length, 3)
   for ex in exs:
-    ids = [smol_tokenizer.bos_id] + smol_tokenizer.encode(ex.prompt)
+    ids = smol_tokenizer.encode(ex.prompt)  # SmolLM2's documents start with no token
     assert ex.num_tokens == len(ids) == len(gen.encode_prompt(ex))
     assert len(ids) + ex.max_new_tokens <= length
-    assert len(ids) + ex.max_new_tokens > 0.6 * length, "fitting left most of the budget unused"
+    # RULER's per-example shrink step (25 needle lines of ~80 tokens at 4K) may halve an
+    # example that overflows; the searched count itself must use most of the budget.
+    if ex.num_units == gen.units(task, length):
+      assert len(ids) + ex.max_new_tokens > 0.6 * length, "fitting left most of the budget unused"
+  assert any(ex.num_units == gen.units(task, length) for ex in exs)
   # A fresh generator (empty caches) rebuilds example 2 from its seed alone.
   again = ExampleGenerator(smol_tokenizer, seed=42).example(task, length, 2)
   assert again == exs[2]
