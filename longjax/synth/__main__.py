@@ -113,7 +113,7 @@ def make_parser() -> argparse.ArgumentParser:
                  help="reference LM: smollm2 (bundled SmolLM2-135M) or an HF Llama checkpoint "
                  "directory with its tokenizer (default: smollm2)")
   i.add_argument("--samples", type=int, default=None,
-                 help="samples per method (default 3: ~35 s per method at 2k on 2 CPU cores)")
+                 help="samples per method (default 3: ~35 s per method at 2k on 2 idle CPU cores)")
   i.add_argument("--contexts", type=_ints_arg, default=None,
                  help="truncated context lengths c in tokens (default 512,1024)")
   i.add_argument("--methods", type=_methods_arg, default=None,

@@ -139,11 +139,12 @@ class IndexReader:
     m = artifacts.read_manifest(stored)
     if m is not None and m.get("complete"):
       vecs = np.load(stored / "vectors.npy", mmap_mode="r")
-      return (lambda ids: np.asarray(vecs[ids])), f"stored {m['config']['embedder']} vectors"
+      return ((lambda ids: np.asarray(vecs[ids])),
+              f"stored {m['config']['embedder']} vectors of {unit}s")
     if self.embedder_name is None:
-      return None, "the index was built without an embedder"
+      return None, "none: the index was built without an embedder"
     embedder = self._embedder
-    return (lambda ids: embedder.embed([text(i) for i in ids])), f"{embedder.name} on texts"
+    return (lambda ids: embedder.embed([text(i) for i in ids])), f"{embedder.name} on {unit}s"
 
   @functools.cached_property
   def _embedder(self):
@@ -310,7 +311,7 @@ def inspect_index(index_dir: str | Path, *, length: int, model: str = "smollm2",
   result.update(reencoded=reencoded, scored_length=scored, scored_span=[q0, scored],
                 contexts=kept)
   for name, entry in result["methods"].items():
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     tokens = np.asarray([s[:scored] for s in seqs[name]], np.int32)
     nll = scored_nll(ref_model, tokens, kept, progress=progress, desc=f"{name} LRD")
     for i, rec in enumerate(entry["per_sample"]):
@@ -318,7 +319,7 @@ def inspect_index(index_dir: str | Path, *, length: int, model: str = "smollm2",
       for c in kept:
         rec[f"nll_c{c}"] = float(nll[f"c{c}"][i])
         rec[f"lrd_c{c}"] = rec[f"nll_c{c}"] - rec["nll_full"]
-    entry["seconds"]["lrd"] = time.perf_counter() - t
+    entry["seconds"].update(lrd=time.perf_counter() - t, lrd_cpu=time.process_time() - cpu)
     entry.update(_summary(entry["per_sample"], seed))
     _log.info("%s: LRD %s (%.1f s)", name, {c: round(entry[f"lrd_c{c}"]["mean"], 4)
                                              for c in kept}, entry["seconds"]["lrd"])
@@ -354,13 +355,16 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: str | Path) -> None:
-  """inspect.png: LRD per method and context (error bars: 95% intervals), docs, tokens/doc."""
+  """inspect.png: LRD per method and context, documents, tokens/document, adjacent similarity.
+
+  Error bars are the 95% bootstrap intervals.
+  """
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   names = list(result["methods"])
   x = np.arange(len(names))
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+  fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
 
   def bars(ax, key, offset=0.0, width=0.8, label=None):
     stats = [result["methods"][n][key] for n in names]
@@ -380,6 +384,9 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
   axes[1].set(title="documents per sample")
   bars(axes[2], "tokens_per_document")
   axes[2].set(title="tokens per document")
+  if all(result["methods"][n]["adjacent_similarity"]["mean"] is not None for n in names):
+    bars(axes[3], "adjacent_similarity")
+  axes[3].set(title="adjacent similarity (embedding dot product)")
   for ax in axes:
     ax.set_xticks(x, names)
   fig.suptitle(f"{result['corpus']}, L = {result['length']}, {result['samples_requested']} "

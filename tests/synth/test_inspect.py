@@ -1,4 +1,4 @@
-"""`synth inspect`: LRD against a brute-force NLL, boundary counts, re-encoding, the CLI end to end."""
+"""`synth inspect`: LRD vs a brute-force NLL, boundary counts, re-encoding, the CLI end to end."""
 
 import json
 
