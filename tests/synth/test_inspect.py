@@ -149,6 +149,28 @@ def test_cli_writes_json_and_png(built, tmp_path, capsys):
     assert m["documents"]["mean"] == np.mean([r["documents"] for r in m["per_sample"]])
 
 
+def test_cli_reencodes_for_a_model_with_another_tokenizer(built, tmp_path):
+  index, model_dir = built
+  other = tmp_path / "eot_model"
+  save_hf(_tiny_llama(vocab=258), other)
+  _endoftext_byte_tokenizer()._impl.save_pretrained(str(other))
+  out = tmp_path / "out"
+  assert main(["inspect", "--index-dir", str(index), "--length", str(LENGTH), "--model",
+               str(other), "--samples", "1", "--methods", "standard", "--contexts", "32",
+               "--out", str(out)]) == 0
+  result = json.loads((out / "inspect.json").read_text())
+  assert result["reencoded"] and "re-encoded" in " ".join(result["notes"])
+  src, dst = load_tokenizer(model_dir), load_tokenizer(other)
+  ex = next(iter(METHODS["standard"].examples(index, length=LENGTH, tokenizer=src, shard=0,
+                                              num_shards=1, seed=0)))
+  x = np.asarray(inspect.reencode(ex["targets"], src, dst))
+  r = result["scored_length"]
+  assert r == min(LENGTH, len(x)) and (x == 0).sum() == (ex["targets"] == EOS).sum()
+  q0 = r - r // 4
+  assert result["methods"]["standard"]["per_sample"][0]["nll_full"] == pytest.approx(
+      _brute_force_nll(load_hf(other, dtype="float32"), x[:r], 0, range(q0, r)), abs=1e-4)
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--methods", "bogus"], "unknown method 'bogus'"),
     (["--methods", "iclm"], "method 'iclm' was not built"),
