@@ -15,6 +15,7 @@ the smallest window lowers it there. A budget table shows what each arm trained 
 
 import argparse
 import dataclasses
+import json
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
@@ -230,12 +231,30 @@ def _budget_markdown(cmp: Mapping[str, Any]) -> list[str]:
       "tokens dropped (read but in no sample) per pass, from the synthesis manifest.", ""]
 
 
-def markdown(cmp: Mapping[str, Any]) -> str:
-  """The comparison table (+ a verdict row), its notes and the budget table, from `compare`."""
+def _inspect_markdown(out: Path) -> list[str]:
+  """The data diagnostics that `synth inspect` wrote before training (OUT/inspect), if any."""
+  path = out / "inspect" / "inspect.json"
+  if not path.exists():
+    return []
+  from longjax.synth import inspect  # pylint: disable=import-outside-toplevel
+  result = json.loads(path.read_text())
+  cs = result["contexts"]
+  return ["## Data diagnostics before training (`synth inspect`)", "",
+          inspect.markdown_table(result), "",
+          f"- LRD c = NLL of the last quarter of each sample with only the c tokens before it "
+          f"as context, minus its NLL with the full sample ({result['model']}, nats/token): "
+          "> 0 means the method's data rewards long context. An interval that contains 0 is "
+          f"no evidence either way. Contexts: {cs}; plot: inspect/inspect.png.", "",
+          "## Trained arms", ""]
+
+
+def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
+  """The diagnostics (if `out` has them), the comparison table (+ a verdict row), its notes and
+  the budget table, from `compare`."""
   cols = cmp["columns"]
   head = ["method", "seeds"] + [c["name"] for c in cols]
-  lines = [f"# {cmp['title']}", "", "| " + " | ".join(head) + " |",
-           "|---|---:|" + "---:|" * len(cols)]
+  lines = [f"# {cmp['title']}", ""] + (_inspect_markdown(out) if out else []) + [
+      "| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(cols)]
   for method, row in cmp["arms"].items():
     cells = [_cell_text(row["cells"].get(c["name"]), c, method) for c in cols]
     lines.append(f"| {method} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
@@ -311,7 +330,7 @@ def write_comparison(out: Path, title: str, arms: Mapping[str, Sequence[Path]] |
   if not arms:
     raise ValueError(f"no eval results under {out}/eval/<method>_seed<k>/results.json")
   cmp = compare(out, arms, title, replay_share, resamples)
-  table = markdown(cmp)
+  table = markdown(cmp, out)
   artifacts.write_json(out / "comparison.json", cmp)
   artifacts.write_text(out / "comparison.md", table)
   plot(cmp, out / "comparison.png")

@@ -30,6 +30,9 @@ class Comparison:
     loss_sequences: held-out sequences for the loss-by-position diagnostic.
     gold_loglik: also score each task's gold answer teacher-forced (a smooth signal for models
       too small to generate the answer).
+    inspect_samples / inspect_contexts / inspect_model: `synth inspect` before training (the
+      data diagnostics and long-range dependency score; SmolLM2 scores ~400 tokens/s on 2 CPU
+      cores, so the demo affords a few samples per method).
     replay: train each arm on its `_mix` Mixture (the method plus short-document replay, packed
       several to a row, so the gin file must keep document masks on); False trains on the
       method's Task alone, as the papers compare methods (one sample per row: the trainer
@@ -50,6 +53,9 @@ class Comparison:
   eval_samples: int = 100
   loss_sequences: int = 4
   gold_loglik: bool = False
+  inspect_samples: int = 32
+  inspect_contexts: str = "512,1024"
+  inspect_model: str = "smollm2"
   replay: bool = True
   cpu_devices: int | None = None
 
@@ -62,9 +68,11 @@ class Comparison:
 
 
 PRESETS = {
-    # `make demo`: the whole comparison in miniature on 2 CPU cores, 8 simulated devices.
+    # `make demo`: the whole comparison in miniature on 2 CPU cores, 8 simulated devices, in
+    # <= 10 minutes: MiniLM truncated at 128 pieces (half the embedding time), the diagnostics
+    # on 6 samples per method with one truncated context, tiny arms evaluated at 2K only.
     "demo": Comparison(
-        corpus="default", length=2048, embedder="minilm", tokenizer="spm:2048",
+        corpus="default", length=2048, embedder="minilm-128", tokenizer="spm:2048",
         # The model-free query stand-in: short recurring phrases, keywords shared by >= 6 docs
         # (docs/quest.md, "Keyword sharing"); without it almost every doc is its own keyword.
         synth_config={"quest": {"predictor": "extractive",
@@ -73,8 +81,9 @@ PRESETS = {
                                                       "window_words": 120},
                                 "min_keyword_df": 6}},
         train_gin="gin/experiments/compare_demo.gin",
-        eval_lengths="1k,2k", eval_tasks="niah_single_1,niah_multikey_1,vt,json_kv",
-        eval_samples=8, loss_sequences=4, gold_loglik=True, cpu_devices=8),
+        eval_lengths="2k", eval_tasks="niah_single_1,vt,json_kv", eval_samples=8,
+        loss_sequences=4, gold_loglik=True, inspect_samples=6, inspect_contexts="512",
+        cpu_devices=8),
     # One GPU/TPU host: SmolLM2-135M continued pretraining to 8K on the Wikipedia pool
     # (../shared/corpora), doc2query queries predicted by a causal LM.
     "wiki_smollm2_8k": Comparison(

@@ -83,6 +83,20 @@ def build_index(cmp: Comparison, out: Path) -> tuple[Path, str]:
   return index, tokenizer
 
 
+def inspect_data(cmp: Comparison, index: Path, out: Path) -> Path:
+  """`synth inspect`: every method's data diagnostics before any training (OUT/inspect)."""
+  from longjax.synth.__main__ import main as synth_main  # pylint: disable=import-outside-toplevel
+  inspect_dir = out / "inspect"
+  if (inspect_dir / "inspect.json").exists():
+    print(f"{inspect_dir}: already inspected", flush=True)
+    return inspect_dir
+  _call(synth_main, ["inspect", "--index-dir", str(index), "--length", str(cmp.length),
+                     "--model", cmp.inspect_model, "--samples", str(cmp.inspect_samples),
+                     "--contexts", cmp.inspect_contexts, "--out", str(inspect_dir)],
+        "longjax.synth")
+  return inspect_dir
+
+
 def train_argv(cmp: Comparison, mixture: str, vocab: int, model_dir: Path, seed: int) -> list[str]:
   """The `longjax.train` arguments of one arm and seed.
 
@@ -159,27 +173,33 @@ def main(argv: list[str] | None = None) -> int:
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   out = args.out.resolve()
+  # Every arm compiles the same train and eval programs: compile them once.
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(out / "jax_cache"))
   start = time.time()
 
-  t = _stage(f"1/4 synthesis index ({', '.join(methods)})")
+  t = _stage(f"1/5 synthesis index ({', '.join(methods)})")
   index, tokenizer = build_index(cmp, out)
   _done(t)
+  t = _stage("2/5 data diagnostics (synth inspect)")
+  inspect_data(cmp, index, out)
+  _done(t)
   import longjax.tasks  # pylint: disable=import-outside-toplevel
-  longjax.tasks.register(index)  # the Tasks and Mixtures of every built method
+  from comparison import REPLAY_SHARE, write_comparison  # pylint: disable=import-outside-toplevel
+  longjax.tasks.register(index, replay_ratio=REPLAY_SHARE)  # every built method's Tasks, Mixtures
   runs = [(method, seed) for seed in range(args.seeds) for method in methods]  # seed 0 first
   model_dirs, eval_dirs = {}, {m: [] for m in methods}
   for i, (method, seed) in enumerate(runs):
-    t = _stage(f"2/4 train arm {i + 1}/{len(runs)}: {method}, seed {seed}")
+    t = _stage(f"3/5 train arm {i + 1}/{len(runs)}: {method}, seed {seed}")
     model_dirs[method, seed] = train_arm(cmp, method, seed, index, tokenizer, out)
     _done(t)
   for i, (method, seed) in enumerate(runs):
-    t = _stage(f"3/4 evaluate arm {i + 1}/{len(runs)}: {method}, seed {seed}")
+    t = _stage(f"4/5 evaluate arm {i + 1}/{len(runs)}: {method}, seed {seed}")
     eval_dirs[method].append(evaluate_arm(cmp, model_dirs[method, seed], tokenizer, out))
     _done(t)
-  t = _stage("4/4 comparison")
-  from comparison import write_comparison  # pylint: disable=import-outside-toplevel
+  t = _stage("5/5 comparison")
   table = write_comparison(out, f"{args.preset}: methods at {cmp.length} tokens, "
-                           f"{args.seeds} seed(s)", eval_dirs)
+                           f"{args.seeds} seed(s)", eval_dirs,
+                           replay_share=REPLAY_SHARE if cmp.replay else 0.0)
   print(table)
   print(f"\nall outputs under {out} (comparison.md, comparison.png); total "
         f"{(time.time() - start) / 60:.1f} min")

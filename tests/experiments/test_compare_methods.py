@@ -247,3 +247,27 @@ def test_presets_are_valid_and_reject_unknown_methods():
   with pytest.raises(ValueError, match="unknown"):
     presets.Comparison(corpus="default", length=1024, embedder="minilm", tokenizer="spm:512",
                        train_gin="x.gin", methods=("standard", "bogus"))
+
+
+def test_data_diagnostics_lead_the_table(out):
+  """`synth inspect`'s table (OUT/inspect/inspect.json) comes first, with its interval cells."""
+  stat = lambda mean, lo, hi: {"mean": mean, "ci95": [lo, hi]}
+  per_method = lambda lrd: {
+      "samples": 4, "per_sample": [{"tokens": 2048}], "documents": stat(4.0, 3.0, 5.0),
+      "tokens_per_document": stat(512.0, 400.0, 700.0), "boundary_start": stat(0.0, 0.0, 0.0),
+      "boundary_end": stat(3.0, 2.0, 4.0), "adjacent_similarity": stat(0.1, 0.0, 0.2),
+      "nll_full": stat(3.0, 2.9, 3.1), "lrd_c512": lrd}
+  result = {"corpus": "default", "length": 2048, "model": "smollm2", "contexts": [512],
+            "scored_span": [1152, 1536], "methods": {
+                "standard": per_method(stat(0.001, -0.02, 0.02)),
+                "nextlong": per_method(stat(0.08, 0.02, 0.13))}}
+  (out / "inspect").mkdir()
+  (out / "inspect" / "inspect.json").write_text(json.dumps(result))
+  assert comparison.main([str(out), "--title", "t"]) == 0
+  table = (out / "comparison.md").read_text()
+  diagnostics, trained = table.split("## Trained arms")
+  assert "## Data diagnostics before training" in diagnostics
+  rows = _rows(diagnostics)
+  assert rows["nextlong"][-1] == "0.0800 [0.0200, 0.1300]"
+  assert rows["standard"][-1] == "0.0010 [-0.0200, 0.0200]"
+  assert "ruler 1k" in trained
