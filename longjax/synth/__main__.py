@@ -106,9 +106,14 @@ def make_parser() -> argparse.ArgumentParser:
                      "long-range dependency score (NLL of the last quarter with only the last c "
                      "tokens of context minus with the full context, under a reference LM), each "
                      "with a 95% bootstrap interval. Writes OUT/inspect.json and inspect.png.")
-  i.add_argument("--index-dir", type=Path, required=True, help="directory `build --out` wrote")
-  i.add_argument("--length", type=_length_arg, required=True,
+  i.add_argument("--index-dir", type=Path, help="directory `build --out` wrote")
+  i.add_argument("--length", type=_length_arg,
                  help="sample length, one the index was built for (e.g. 2048 or 2k)")
+  i.add_argument("--select-only", action="store_true",
+                 help="pick the samples and their structure, write OUT/selection.json and "
+                 "OUT/samples.npz, and stop (score them with --score where the model fits)")
+  i.add_argument("--score", type=Path, default=None, metavar="DIR",
+                 help="score the samples a --select-only run wrote to DIR (no index needed)")
   i.add_argument("--model", default="smollm2",
                  help="reference LM: smollm2 (bundled SmolLM2-135M) or an HF Llama checkpoint "
                  "directory with its tokenizer (default: smollm2)")
@@ -159,14 +164,26 @@ def _inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
   from longjax.synth import build, inspect  # pylint: disable=import-outside-toplevel
   from longjax.synth.methods.base import format_length  # pylint: disable=import-outside-toplevel
   build.default_log_setup()
-  result = inspect.inspect_index(
-      args.index_dir, length=args.length, model=args.model,
-      samples=inspect.DEFAULT_SAMPLES if args.samples is None else args.samples,
-      contexts=inspect.DEFAULT_CONTEXTS if args.contexts is None else args.contexts,
-      methods=args.methods, seed=args.seed,
+  if args.score is None and (args.index_dir is None or args.length is None):
+    raise ValueError("inspect needs --index-dir and --length (or --score DIR)")
+  if args.score is not None:
+    result, tokens = inspect.read_selection(args.score)
+  else:
+    result, tokens = inspect.select_samples(
+        args.index_dir, length=args.length, model=args.model,
+        samples=inspect.DEFAULT_SAMPLES if args.samples is None else args.samples,
+        methods=args.methods, seed=args.seed)
+  out = args.out or args.score or Path(f"inspect_{format_length(result['length'])}")
+  if args.select_only:
+    inspect.write_selection(result, tokens, out)
+    print(f"wrote {out / 'selection.json'} and {out / 'samples.npz'}; score them with "
+          f"`python -m longjax.synth inspect --score {out}`")
+    return 0
+  result = inspect.score_samples(
+      result, tokens, contexts=inspect.DEFAULT_CONTEXTS if args.contexts is None else args.contexts,
       progress=build._tqdm_progress)  # pylint: disable=protected-access
   result["command"] = "python -m longjax.synth " + shlex.join(argv)
-  out = inspect.write_outputs(result, args.out or Path(f"inspect_{format_length(args.length)}"))
+  out = inspect.write_outputs(result, out)
   print(inspect.markdown_table(result))
   print(f"\nwrote {out / 'inspect.json'} and {out / 'inspect.png'} "
         f"({result['seconds']['total']:.0f} s)")

@@ -261,11 +261,15 @@ def _summary(records: list[dict[str, Any]], seed: int) -> dict[str, Any]:
           for k in records[0] if k != "unit"}
 
 
-def inspect_index(index_dir: str | Path, *, length: int, model: str = "smollm2",
-                  samples: int = DEFAULT_SAMPLES, contexts: Sequence[int] = DEFAULT_CONTEXTS,
-                  methods: Sequence[str] | None = None, seed: int = 0,
-                  progress: Callable[..., Iterable[Any]] = _identity_progress) -> dict[str, Any]:
-  """The diagnostics of every requested method (module docstring), as a JSON-ready dict."""
+def select_samples(index_dir: str | Path, *, length: int, model: str = "smollm2",
+                   samples: int = DEFAULT_SAMPLES, methods: Sequence[str] | None = None,
+                   seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """The index half: every requested method's samples, their structure, and their tokens in the
+  reference model's tokenizer (int32 [n, R], all cut to the shortest R <= L).
+
+  Needs the index (and only the reference's tokenizer, not its weights), so it runs where the
+  index is; `score_samples` runs anywhere the model fits (`--select-only` / `--score`).
+  """
   start = time.perf_counter()
   info = IndexInfo.read(index_dir)
   names = _check_request(info, length, methods)
@@ -278,7 +282,7 @@ def inspect_index(index_dir: str | Path, *, length: int, model: str = "smollm2",
       "index_dir": str(info.index_dir), "corpus": info.corpus, "length": length,
       "tokenizer": info.tokenizer, "boundaries": {**tokenizer.boundaries.signature(),
                                                   "rule": tokenizer.boundaries.rule},
-      "model": model, "samples_requested": samples, "seed": seed,
+      "index_inputs": top["inputs"], "model": model, "samples_requested": samples, "seed": seed,
       "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "methods": {}, "notes": [], "seconds": {}}
   picked: dict[str, list[dict[str, Any]]] = {}
   for name in names:
@@ -293,38 +297,81 @@ def inspect_index(index_dir: str | Path, *, length: int, model: str = "smollm2",
     result["methods"][name] = {"samples": len(records), "similarity_source": source,
                                "per_sample": records, "seconds": {"examples":
                                                                   time.perf_counter() - t}}
-  t = time.perf_counter()
-  ref_model, ref_tokenizer = load_reference(model)
-  result["seconds"]["model_load"] = time.perf_counter() - t
   reencoded = not _same_tokenizer(info.tokenizer, model)
+  ref_tokenizer = load_tokenizer_spec(model) if reencoded else tokenizer
   seqs = {n: [reencode(ex["targets"], tokenizer, ref_tokenizer) if reencoded
               else list(ex["targets"]) for ex in picked[n]] for n in result["methods"]}
   scored = min([length] + [len(s) for v in seqs.values() for s in v])
+  if reencoded:
+    result["notes"].append(f"samples re-encoded from {info.tokenizer} to {model}'s tokenizer; "
+                           f"the first {scored} reference tokens are scored")
+  result.update(reencoded=reencoded, scored_length=scored)
+  result["seconds"]["select"] = time.perf_counter() - start
+  return result, {n: np.asarray([s[:scored] for s in v], np.int32) for n, v in seqs.items()}
+
+
+def score_samples(result: dict[str, Any], tokens: dict[str, np.ndarray], *,
+                  contexts: Sequence[int] = DEFAULT_CONTEXTS,
+                  progress: Callable[..., Iterable[Any]] = _identity_progress) -> dict[str, Any]:
+  """The model half: the LRD score of every method's samples (`select_samples`' output), the
+  summaries with intervals; returns `result`, completed."""
+  start = time.perf_counter()
+  scored = result["scored_length"]
   q0 = scored - scored // 4
   kept = sorted(c for c in set(contexts) if 0 < c < q0)
   if kept != sorted(set(contexts)):
     result["notes"].append(f"contexts {sorted(set(contexts) - set(kept))} dropped: they must "
                            f"be shorter than the {q0} tokens before the scored quarter")
-  if reencoded:
-    result["notes"].append(f"samples re-encoded from {info.tokenizer} to {model}'s tokenizer; "
-                           f"the first {scored} reference tokens are scored")
-  result.update(reencoded=reencoded, scored_length=scored, scored_span=[q0, scored],
-                contexts=kept)
+  result.update(scored_span=[q0, scored], contexts=kept)
+  ref_model, _ = load_reference(result["model"])
+  result["seconds"]["model_load"] = time.perf_counter() - start
   for name, entry in result["methods"].items():
     t, cpu = time.perf_counter(), time.process_time()
-    tokens = np.asarray([s[:scored] for s in seqs[name]], np.int32)
-    nll = scored_nll(ref_model, tokens, kept, progress=progress, desc=f"{name} LRD")
+    nll = scored_nll(ref_model, tokens[name], kept, progress=progress, desc=f"{name} LRD")
     for i, rec in enumerate(entry["per_sample"]):
       rec["nll_full"] = float(nll["full"][i])
       for c in kept:
         rec[f"nll_c{c}"] = float(nll[f"c{c}"][i])
         rec[f"lrd_c{c}"] = rec[f"nll_c{c}"] - rec["nll_full"]
     entry["seconds"].update(lrd=time.perf_counter() - t, lrd_cpu=time.process_time() - cpu)
-    entry.update(_summary(entry["per_sample"], seed))
+    entry.update(_summary(entry["per_sample"], result["seed"]))
     _log.info("%s: LRD %s (%.1f s)", name, {c: round(entry[f"lrd_c{c}"]["mean"], 4)
                                              for c in kept}, entry["seconds"]["lrd"])
-  result["seconds"]["total"] = time.perf_counter() - start
+  result["seconds"]["total"] = result["seconds"]["select"] + time.perf_counter() - start
   return result
+
+
+def inspect_index(index_dir: str | Path, *, length: int, model: str = "smollm2",
+                  samples: int = DEFAULT_SAMPLES, contexts: Sequence[int] = DEFAULT_CONTEXTS,
+                  methods: Sequence[str] | None = None, seed: int = 0,
+                  progress: Callable[..., Iterable[Any]] = _identity_progress) -> dict[str, Any]:
+  """The diagnostics of every requested method (module docstring), as a JSON-ready dict."""
+  result, tokens = select_samples(index_dir, length=length, model=model, samples=samples,
+                                  methods=methods, seed=seed)
+  return score_samples(result, tokens, contexts=contexts, progress=progress)
+
+
+def write_selection(result: dict[str, Any], tokens: dict[str, np.ndarray],
+                    out: str | Path) -> Path:
+  """`out/selection.json` + `out/samples.npz`: what `score_samples` needs, without the index."""
+  out = Path(out)
+  with artifacts.atomic_path(out / "samples.npz") as tmp:
+    with open(tmp, "wb") as f:
+      np.savez(f, **tokens)
+  artifacts.write_json(out / "selection.json", result)
+  return out
+
+
+def read_selection(directory: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """The inverse of `write_selection`."""
+  directory = Path(directory)
+  path = directory / "selection.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path} not found; write it with `inspect --select-only`")
+  result = json.loads(path.read_text())
+  with np.load(directory / "samples.npz") as npz:
+    tokens = {n: npz[n] for n in result["methods"]}
+  return result, tokens
 
 
 def _cell(stat: dict[str, Any] | None, digits: int) -> str:
@@ -405,7 +452,7 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> Path:
   artifacts.write_manifest(
       out, kind="inspect", config={k: result[k] for k in (
           "index_dir", "length", "model", "samples_requested", "contexts", "seed")},
-      inputs={"index": artifacts.read_manifest(result["index_dir"])["inputs"]},
+      inputs={"index": result["index_inputs"]},
       counts={n: m["samples"] for n, m in result["methods"].items()},
       extra={"command": result.get("command")})
   return out
