@@ -353,11 +353,15 @@ def inspect_index(index_dir: str | Path, *, length: int, model: str = "smollm2",
 
 def write_selection(result: dict[str, Any], tokens: dict[str, np.ndarray],
                     out: str | Path) -> Path:
-  """`out/selection.json` + `out/samples.npz`: what `score_samples` needs, without the index."""
+  """`out/selection.json` + `out/samples.npz`: what `score_samples` needs, without the index.
+
+  Token ids are stored as uint16 where the vocabulary allows (half the bytes to ship).
+  """
   out = Path(out)
+  small = all(t.size == 0 or int(t.max()) < 1 << 16 for t in tokens.values())
   with artifacts.atomic_path(out / "samples.npz") as tmp:
     with open(tmp, "wb") as f:
-      np.savez(f, **tokens)
+      np.savez(f, **{n: t.astype(np.uint16 if small else np.int32) for n, t in tokens.items()})
   artifacts.write_json(out / "selection.json", result)
   return out
 
@@ -370,7 +374,7 @@ def read_selection(directory: str | Path) -> tuple[dict[str, Any], dict[str, np.
     raise FileNotFoundError(f"{path} not found; write it with `inspect --select-only`")
   result = json.loads(path.read_text())
   with np.load(directory / "samples.npz") as npz:
-    tokens = {n: npz[n] for n in result["methods"]}
+    tokens = {n: npz[n].astype(np.int32) for n in result["methods"]}
   return result, tokens
 
 
