@@ -56,4 +56,23 @@ class SeqioBatches:
                        f"({global_batch}) into equal shards")
     ds = self.dataset(shard=rows.start // n, num_shards=global_batch // n)
     ds = ds.batch(n, drop_remainder=True).skip(start).prefetch(tf.data.AUTOTUNE)
-    yield from ds.as_numpy_iterator()
+    offset = self.id_offset()
+    for batch in ds.as_numpy_iterator():
+      yield unshift(batch, offset) if offset else batch
+
+  def id_offset(self) -> int:
+    """The shift of token ids inside the SeqIO layer (`vocabularies.id_offset`)."""
+    from longjax.tasks.vocabularies import id_offset  # pylint: disable=import-outside-toplevel
+    vocab = seqio.get_mixture_or_task(self.name).output_features["targets"].vocabulary
+    return id_offset(vocab)
+
+
+def unshift(batch: Mapping[str, np.ndarray], offset: int) -> dict[str, np.ndarray]:
+  """Token ids back to the model's: id - offset, and 0 where seqio padded (or, for inputs, where
+  a packed document starts; the model reads 0 there, as without the shift)."""
+  out = dict(batch)
+  for key in ("decoder_target_tokens", "decoder_input_tokens"):
+    if key in out:
+      x = out[key]
+      out[key] = np.where(x > 0, x - offset, 0).astype(x.dtype)
+  return out

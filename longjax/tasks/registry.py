@@ -34,7 +34,7 @@ from longjax.models.tokenizer import Tokenizer
 from longjax.synth.methods import METHODS, replay
 from longjax.synth.methods.base import check_boundaries, check_shard, parse_length
 from longjax.synth.methods.task_names import IndexInfo, task_name
-from longjax.tasks.vocabularies import make_vocabulary, tokenizer_of
+from longjax.tasks.vocabularies import id_offset, make_vocabulary, tokenizer_of
 
 SPLIT = "train"
 ExamplesFn = Callable[..., Iterator[dict[str, Any]]]
@@ -45,11 +45,11 @@ class MethodSource(seqio.DataSource):
 
   def __init__(self, examples: ExamplesFn, *, index_dir: Path, length: int,
                tokenizer: Callable[[], Tokenizer], seed: int, source_shards: int,
-               fixed_length: bool = True):
+               id_offset: Callable[[], int] = lambda: 0, fixed_length: bool = True):
     check_shard(0, source_shards)
     self._examples, self._index_dir, self._length = examples, Path(index_dir), length
     self._tokenizer, self._seed, self._source_shards = tokenizer, seed, source_shards
-    self._fixed = fixed_length
+    self._offset, self._fixed = id_offset, fixed_length
     super().__init__(splits=(SPLIT,), caching_permitted=True)
 
   @property
@@ -84,7 +84,9 @@ class MethodSource(seqio.DataSource):
     check_shard(shard, n)
     spec = {"targets": tf.TensorSpec([self._length if self._fixed else None], tf.int32),
             "provenance": tf.TensorSpec([], tf.string)}
-    return tf.data.Dataset.from_generator(lambda: self.examples(shard, n), output_signature=spec)
+    offset = self._offset()  # token ids travel shifted in the SeqIO layer (vocabularies.py)
+    ds = tf.data.Dataset.from_generator(lambda: self.examples(shard, n), output_signature=spec)
+    return ds.map(lambda ex: {**ex, "targets": ex["targets"] + offset}) if offset else ds
 
 
 def output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
@@ -133,7 +135,7 @@ def register(index_dir: str | Path, *, corpus: str | None = None,
   names = []
   for length in lengths:
     common = dict(index_dir=info.index_dir, length=length, tokenizer=tokenizer, seed=seed,
-                  source_shards=source_shards)
+                  source_shards=source_shards, id_offset=lambda: id_offset(vocab))
     replay_task = task_name(corpus, replay.NAME, length)
     _add_task(replay_task, MethodSource(replay.replay_examples, fixed_length=False, **common),
               vocab, shuffle_buffer_size)

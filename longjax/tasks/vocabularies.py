@@ -9,12 +9,16 @@ Two kinds, both usable as `seqio.Feature(vocabulary=...)`:
   byte-level BPE kind) through `longjax.models.tokenizer`, addressed by the same tokenizer spec
   that `python -m longjax.synth build --tokenizer` takes (`smollm2`, an HF dir, a .gguf file).
 
-Specials. `encode` never adds BOS/EOS (the synthesis methods add exactly what their spec says:
-one EOS after each document for the baselines, one BOS at position 0 for NExtLong), so Feature
-`add_eos` must stay False for these Tasks. `bos_id`/`eos_id`/`unk_id` are the tokenizer's own.
-`pad_id` is 0 because seqio pads with 0 and its feature converters treat 0 as padding. For Llama
-3, whose id 0 is the ordinary token "!", that means loss weights must come from segment ids, not
-from `targets != 0`; `HFVocabulary.pad_collides` says when this applies.
+Specials. `encode` never adds boundary tokens (the synthesis methods wrap every document in
+`Tokenizer.boundaries`), so Feature `add_eos` must stay False for these Tasks.
+
+Id 0. seqio pads with 0 and its packing treats every 0 as padding: an example holding a 0 loses
+its tail and the 0s lose their segment. In SentencePiece models trained here 0 is PAD, but in
+Hugging Face vocabularies it is often a real token: SmolLM2's document separator
+`<|endoftext|>` (which every SmolLM2 sample holds, one per document) or Llama 3's "!". So inside
+the SeqIO layer an `HFVocabulary` with `id_offset` 1 carries every id shifted up by one
+(`MethodSource` adds it, `_encode`/`_decode` apply it), which leaves 0 free for padding, and
+`longjax.tasks.input.SeqioBatches` shifts the packed batches back before the model sees them.
 """
 
 from __future__ import annotations
@@ -77,20 +81,21 @@ class HFVocabulary(seqio.Vocabulary):
     return 0
 
   @property
-  def pad_collides(self) -> bool:
-    """True when id 0 is an ordinary (non-special) token, as "!" is in Llama 3."""
+  def id_offset(self) -> int:
+    """1 when the tokenizer's id 0 can occur in data (module docstring), else 0."""
     impl = self.tokenizer._impl  # pylint: disable=protected-access
-    return 0 not in set(impl.all_special_ids)
+    return int(impl.pad_token_id != 0 or 0 in self.tokenizer.boundaries.ids)
 
   @property
   def _base_vocab_size(self) -> int:
-    return self.tokenizer.vocab_size
+    return self.tokenizer.vocab_size + self.id_offset
 
   def _encode(self, s: str) -> Sequence[int]:
-    return self.tokenizer.encode(s)
+    return [i + self.id_offset for i in self.tokenizer.encode(s)]
 
   def _decode(self, ids: Iterable[int]) -> str:
-    return self.tokenizer.decode([int(i) for i in ids if int(i) < self._base_vocab_size])
+    return self.tokenizer.decode([int(i) - self.id_offset for i in ids
+                                  if self.id_offset <= int(i) < self._base_vocab_size])
 
   def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
     def enc(x):
@@ -139,6 +144,11 @@ def make_vocabulary(spec: str | os.PathLike) -> seqio.Vocabulary:
       raise FileNotFoundError(f"SentencePiece model not found: {spec}")
     return seqio.SentencePieceVocabulary(spec)
   return HFVocabulary(spec)
+
+
+def id_offset(vocabulary: seqio.Vocabulary) -> int:
+  """How far token ids are shifted inside the SeqIO layer (0 for SentencePiece; see above)."""
+  return getattr(vocabulary, "id_offset", 0)
 
 
 def tokenizer_of(vocabulary: seqio.Vocabulary) -> Tokenizer:

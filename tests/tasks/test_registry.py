@@ -140,3 +140,41 @@ def test_a_stray_control_token_stops_the_task(index_dir):
   check_boundaries(np.array([5, tok.eos_id, 7]), tok, "ok")
   with pytest.raises(ValueError, match=r"control tokens \[1\] outside the boundary convention"):
     check_boundaries(np.array([tok.bos_id, 5, 6]), tok, "sample 0")
+
+
+def test_id_zero_documents_survive_seqio_packing(tmp_path):
+  """A tokenizer whose document separator is id 0 (SmolLM2's `<|endoftext|>`): seqio packs and
+  pads with 0, so without the shift a packed row lost tokens and segments at every separator.
+  The trainer's rows must equal the method's samples token for token, one segment each."""
+  from tokenizers import Tokenizer as RawTokenizer, decoders, models, pre_tokenizers  # pylint: disable=import-outside-toplevel
+  from transformers import PreTrainedTokenizerFast  # pylint: disable=import-outside-toplevel
+  from longjax.synth import build  # pylint: disable=import-outside-toplevel
+  from longjax.tasks.input import SeqioBatches  # pylint: disable=import-outside-toplevel
+  alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+  vocab = {"<|endoftext|>": 0, "<pad>": 1, **{ch: i + 2 for i, ch in enumerate(alphabet)}}
+  raw = RawTokenizer(models.BPE(vocab=vocab, merges=[]))
+  raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  raw.decoder = decoders.ByteLevel()
+  tok_dir = tmp_path / "sep0"
+  PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>",
+                          pad_token="<pad>").save_pretrained(tok_dir)
+  corpus = tmp_path / "c.jsonl"
+  corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": f"story {i}: " + "ab " * (5 + i)})
+                            + "\n" for i in range(30)))
+  index = tmp_path / "idx"
+  build.run_build(build.BuildOptions(corpus=str(corpus), out=index, methods=("standard",),
+                                     tokenizer=str(tok_dir), lengths=(64,)),
+                  progress=lambda x, **_: x, log_fn=lambda _: None)
+  longjax.tasks.register(index, corpus="sep0", lengths=[64], methods=["standard"])
+  from longjax.synth.methods import METHODS as ALL  # pylint: disable=import-outside-toplevel
+  from longjax.models.tokenizer import load_tokenizer  # pylint: disable=import-outside-toplevel
+  tok = load_tokenizer(tok_dir)
+  assert tok.boundaries.end == (0,)
+  want = [ex["targets"] for ex in ALL["standard"].examples(index, length=64, tokenizer=tok,
+                                                           shard=0, num_shards=1, seed=0)][:4]
+  source = SeqioBatches("longjax_sep0_standard_64", {"targets": 64}, shuffle=False)
+  batch = next(source.batches(start=0, rows=slice(0, 4), global_batch=4))
+  np.testing.assert_array_equal(batch["decoder_target_tokens"], np.stack(want))
+  assert (batch["decoder_segment_ids"] == 1).all()
+  assert (batch["decoder_target_tokens"] == 0).sum() > 0  # the separators are there
+  np.testing.assert_array_equal(batch["decoder_input_tokens"][:, 1:], np.stack(want)[:, :-1])

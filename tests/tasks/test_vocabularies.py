@@ -27,7 +27,7 @@ def test_hf_vocabulary_matches_its_tokenizer(byte_tokenizer_dir):
   assert [t.decode() for t in two] == [TEXT[:5], TEXT[5:10]]
   assert (vocab.bos_id, vocab.eos_id, vocab.pad_id) == (1, 2, 0)
   assert vocab.vocab_size == tok.vocab_size == 259
-  assert not vocab.pad_collides  # id 0 is <pad> here
+  assert vocab.id_offset == 0  # id 0 is <pad> here: ids travel through seqio unshifted
   # decode stops at the first EOS, as every seqio vocabulary does
   assert vocab.decode(ids[:3] + [vocab.eos_id] + ids[3:]) == TEXT[:3]
 
@@ -51,8 +51,12 @@ def test_smollm2_specials():
   assert vocab.bos_id == impl.convert_tokens_to_ids(impl.bos_token)
   assert vocab.eos_id == impl.convert_tokens_to_ids(impl.eos_token)
   assert vocab.eos_id is not None and vocab.bos_id is not None and vocab.bos_id != vocab.eos_id
-  assert vocab.pad_id == 0 and not vocab.pad_collides  # id 0 is <|endoftext|>, a special
+  # id 0 is <|endoftext|>, the document separator every SmolLM2 sample holds: shifted by one in
+  # seqio, so that seqio's padding (0) never meets it.
+  assert vocab.pad_id == 0 and vocab.id_offset == 1
+  assert vocab.encode(TEXT) == [i + 1 for i in vocab.tokenizer.encode(TEXT)]
   assert vocab.decode(vocab.encode(TEXT)) == TEXT
+  assert vocab.vocab_size == vocab.tokenizer.vocab_size + 1
 
 
 def test_train_sentencepiece_cli_and_vocabulary(corpus_file, tmp_path, capsys):
