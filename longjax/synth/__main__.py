@@ -124,6 +124,8 @@ def make_parser() -> argparse.ArgumentParser:
   i.add_argument("--methods", type=_methods_arg, default=None,
                  help="comma-separated methods (default: every method the index built)")
   i.add_argument("--seed", type=int, default=0)
+  i.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="the reference model's dtype (bfloat16 on a GPU: fused attention)")
   i.add_argument("--out", type=Path, default=None,
                  help="output directory (default: inspect_<length>)")
   return parser
@@ -181,7 +183,7 @@ def _inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
   result = inspect.score_samples(
       result, tokens, contexts=inspect.DEFAULT_CONTEXTS if args.contexts is None else args.contexts,
-      progress=build._tqdm_progress)  # pylint: disable=protected-access
+      dtype=args.dtype, progress=build._tqdm_progress)  # pylint: disable=protected-access
   result["command"] = "python -m longjax.synth " + shlex.join(argv)
   out = inspect.write_outputs(result, out)
   print(inspect.markdown_table(result))

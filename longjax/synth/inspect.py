@@ -204,11 +204,12 @@ def scored_nll(model, tokens: np.ndarray, contexts: Sequence[int], *, batch_size
   return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def load_reference(spec: str):
-  """(model in float32, its tokenizer) from `smollm2` or an HF Llama checkpoint directory."""
+def load_reference(spec: str, dtype: str = "float32"):
+  """(model, its tokenizer) from `smollm2` or an HF Llama checkpoint directory. float32 on a
+  CPU; bfloat16 on a GPU runs the fused attention kernel (what `--dtype` picks)."""
   from longjax.models import load_hf, smollm2_checkpoint  # pylint: disable=import-outside-toplevel
   path = smollm2_checkpoint() if spec == "smollm2" else Path(spec)
-  return load_hf(path, dtype="float32"), load_tokenizer_spec(spec)
+  return load_hf(path, dtype=dtype), load_tokenizer_spec(spec)
 
 
 def _same_tokenizer(a: str, b: str) -> bool:
@@ -311,7 +312,7 @@ def select_samples(index_dir: str | Path, *, length: int, model: str = "smollm2"
 
 
 def score_samples(result: dict[str, Any], tokens: dict[str, np.ndarray], *,
-                  contexts: Sequence[int] = DEFAULT_CONTEXTS,
+                  contexts: Sequence[int] = DEFAULT_CONTEXTS, dtype: str = "float32",
                   progress: Callable[..., Iterable[Any]] = _identity_progress) -> dict[str, Any]:
   """The model half: the LRD score of every method's samples (`select_samples`' output), the
   summaries with intervals; returns `result`, completed."""
@@ -322,8 +323,14 @@ def score_samples(result: dict[str, Any], tokens: dict[str, np.ndarray], *,
   if kept != sorted(set(contexts)):
     result["notes"].append(f"contexts {sorted(set(contexts) - set(kept))} dropped: they must "
                            f"be shorter than the {q0} tokens before the scored quarter")
-  result.update(scored_span=[q0, scored], contexts=kept)
-  ref_model, _ = load_reference(result["model"])
+  result.update(scored_span=[q0, scored], contexts=kept, dtype=dtype)
+  ref_model, _ = load_reference(result["model"], dtype)
+  trained = ref_model.config.max_position_embeddings
+  if scored > trained:
+    raise ValueError(f"reference {result['model']} was trained to {trained} positions, but the "
+                     f"samples are scored at {scored}: past its window the full-context NLL is "
+                     f"meaningless (SmolLM2 at 16K: 6.6 nats/token against 3.3 within its "
+                     f"window); inspect a length <= {trained} or pass a longer-context --model")
   result["seconds"]["model_load"] = time.perf_counter() - start
   for name, entry in result["methods"].items():
     t, cpu = time.perf_counter(), time.process_time()

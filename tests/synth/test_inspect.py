@@ -209,3 +209,20 @@ def test_cli_errors_exit_2(built, tmp_path, capsys, argv, message):
   err = capsys.readouterr().err
   assert err.startswith("error:") and message in err
   assert not (tmp_path / "o").exists()
+
+
+def test_samples_longer_than_the_references_window_are_refused(built, tmp_path, capsys):
+  """Past its trained positions a model's full-context NLL is meaningless (SmolLM2 at 16K):
+  the score refuses such samples instead of reporting a huge negative LRD."""
+  index, model_dir = built
+  short = tmp_path / "short_window"
+  model = load_hf(model_dir, dtype="float32")
+  cfg = json.loads((model_dir / "config.json").read_text())
+  save_hf(model, short)
+  cfg["max_position_embeddings"] = LENGTH // 2
+  (short / "config.json").write_text(json.dumps(cfg))
+  byte_tokenizer()._impl.save_pretrained(str(short))
+  assert main(["inspect", "--index-dir", str(index), "--length", str(LENGTH), "--model",
+               str(short), "--samples", "1", "--contexts", "32", "--out",
+               str(tmp_path / "o")]) == 2
+  assert f"trained to {LENGTH // 2} positions" in capsys.readouterr().err
