@@ -98,8 +98,9 @@ def zigzag_batch(batch: Batch, shards: int) -> dict[str, np.ndarray]:
   """Applies the load-balancing zigzag permutation (`longjax.ops.zigzag`) to every feature.
 
   Called once per batch on the host, after labels were shifted (`complete`), so tokens, labels,
-  positions, segment ids and weights stay aligned; a no-op when `shards` == 1.
+  positions, segment ids and weights stay aligned; a no-op when `shards` == 1. numpy in, numpy
+  out: no device sees the batch before `sharding.global_batch` places it.
   """
   if shards == 1:
     return dict(batch)
-  return {k: np.asarray(zigzag(v, shards, axis=1)) for k, v in batch.items()}
+  return {k: zigzag(np.asarray(v), shards, axis=1) for k, v in batch.items()}

@@ -26,6 +26,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from longjax.models import Llama, LlamaConfig, load_hf, smollm2_checkpoint
+from longjax.ops import RingOptions
 from longjax.train import checkpoint as ckpt_lib
 from longjax.train import sharding
 from longjax.train.data import BatchSource, complete, zigzag_batch
@@ -47,7 +48,7 @@ class TrainConfig:
   task_feature_lengths: Mapping[str, int]
   seed: int = 0
   log_every: int = 10
-  zigzag: bool = True
+  zigzag: bool = True                 # zigzag rows over `sequence` (else contiguous, imbalanced)
   init_from_hf: str | None = None     # HF checkpoint dir (or 'smollm2'); its config + hf_overrides
   hf_overrides: Mapping[str, object] = dataclasses.field(default_factory=dict)
   export_hf: bool = False             # write MODEL_DIR/hf with save_hf at the end
@@ -67,6 +68,11 @@ class TrainConfig:
   @property
   def seq_len(self) -> int:
     return int(self.task_feature_lengths["targets"])
+
+  @property
+  def ring(self) -> RingOptions:
+    """The layout `_host_batches` gives S, which ring attention must be told."""
+    return RingOptions(layout="zigzag" if self.zigzag else "contiguous")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +192,8 @@ def prepare(config: TrainConfig, model_config: LlamaConfig | None = None) -> Pre
   mesh = make_mesh(config.mesh)
   rules = sharding.logical_axis_rules(config.mesh.params_on_sequence)
   _check(config, mesh)
-  step_config = dataclasses.replace(config.step, sequence_shards=mesh.shape["sequence"])
+  step_config = dataclasses.replace(config.step, sequence_shards=mesh.shape["sequence"],
+                                    ring=config.ring)
   abstract_model, init_params = _init_model(config, model_config)
   graphdef, abs_params, *rest = nnx.split(abstract_model, nnx.Param, ...)
   if any(jax.tree.leaves(r) for r in rest):
