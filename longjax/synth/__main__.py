@@ -26,7 +26,7 @@ def _methods_arg(text: str) -> tuple[str, ...]:
 
 
 def _lengths_arg(text: str) -> tuple[int, ...]:
-  from longjax.synth.methods.base import parse_length  # pylint: disable=import-outside-toplevel
+  from longjax.io import parse_length  # pylint: disable=import-outside-toplevel
   try:
     return tuple(parse_length(t) for t in text.split(",") if t.strip())
   except ValueError as e:

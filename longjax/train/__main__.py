@@ -23,6 +23,7 @@ import gin
 import jax
 from etils import epath
 
+from longjax import io
 from longjax.models import LlamaConfig
 from longjax.train.checkpoint import CheckpointConfig
 from longjax.train.data import SyntheticSource
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     maybe_initialize_distributed()  # before anything asks JAX about devices or processes
     if jax.process_index() == 0:
       model_dir.mkdir(parents=True, exist_ok=True)
-      (model_dir / "config.gin").write_text(gin.config_str())
+      io.write_text(model_dir / "config.gin", gin.config_str())
     run()  # pylint: disable=no-value-for-parameter  (gin supplies the arguments)
   except ValueError as e:  # configuration problems found before compiling (ConfigError too)
     logging.debug("configuration error", exc_info=True)

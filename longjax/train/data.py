@@ -7,8 +7,9 @@ uninterrupted one would. Sources: `longjax.tasks.input.SeqioBatches` (SeqIO, TF)
 TF never enters this module.
 """
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,6 +25,20 @@ class BatchSource(Protocol):
   def batches(self, *, start: int, rows: slice, global_batch: int) -> Iterator[Batch]:
     """Yields batches `start`, `start + 1`, ...: rows `rows` of each [global_batch, S] batch."""
     ...
+
+
+def describe(source: BatchSource) -> dict[str, Any]:
+  """What a run's manifest records of its data: the source's class and public JSON settings
+  (a SeqIO source's Mixture/Task name, lengths, split and seed; a synthetic source's seed)."""
+  def jsonable(v):
+    try:
+      json.dumps(v)
+      return True
+    except TypeError:
+      return False
+  cls = type(source)
+  settings = {k: v for k, v in vars(source).items() if not k.startswith("_") and jsonable(v)}
+  return {"type": f"{cls.__module__}.{cls.__qualname__}", **settings}
 
 
 class IterableSource:

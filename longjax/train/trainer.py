@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import jax
@@ -25,11 +25,12 @@ from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from longjax import io
 from longjax.models import Llama, LlamaConfig, load_hf, smollm2_checkpoint
 from longjax.ops import RingOptions
 from longjax.train import checkpoint as ckpt_lib
 from longjax.train import sharding
-from longjax.train.data import BatchSource, complete, zigzag_batch
+from longjax.train.data import BatchSource, complete, describe, zigzag_batch
 from longjax.train.loss import chunk_size
 from longjax.train.mesh import MeshConfig, make_mesh, maybe_initialize_distributed
 from longjax.train.metrics import MetricWriter, Throughput, console_line, training_flops_per_token
@@ -77,9 +78,18 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Hook:
-  """Runs `fn(step, state, metrics)` after every `every`-th step and after the last one."""
+  """Runs `fn(step, state, metrics)` after every `every`-th step and after the last one.
+
+  `metrics` holds the step's device scalars (loss, grad_norm, learning_rate, loss_tokens);
+  `jax.device_get` them when needed. `train(..., hooks=[Hook(100, eval_fn)])` adds evals,
+  profilers and the like without editing the trainer (Levanter's `add_hook(fn, every=n)`).
+  """
   every: int
   fn: Callable[[int, TrainState, dict], None]
+
+  def __post_init__(self):
+    if self.every < 1:
+      raise ValueError(f"Hook.every must be >= 1, got {self.every}")
 
 
 def _check(config: TrainConfig, mesh: jax.sharding.Mesh) -> None:
@@ -225,10 +235,29 @@ def prepare(config: TrainConfig, model_config: LlamaConfig | None = None) -> Pre
       flops_per_step=training_flops_per_token(abstract_model.config, config.seq_len) * tokens)
 
 
-def train(config: TrainConfig, source: BatchSource,
-          model_config: LlamaConfig | None = None) -> dict[str, float]:
+def write_manifest(config: TrainConfig, run: Prepared, source: BatchSource, step: int,
+                   position: int) -> None:
+  """MODEL_DIR/manifest.json (process 0): the config, data source, mesh, model and code
+  versions (git commit) of the run, and how far it got; `complete` once the last step is done."""
+  if jax.process_index() != 0:
+    return
+  data = describe(source)
+  io.write_manifest(
+      config.model_dir, kind="train", config=io.to_json(dataclasses.asdict(config)),
+      inputs={"source": data, "source_fingerprint": io.fingerprint_json(data)},
+      counts={"parameters": sum(math.prod(x.shape) for x in
+                                jax.tree.leaves(run.abstract_state.params)),
+              "steps": step, "data_position": position},
+      extra={"complete": step == config.train_steps, "mesh": dict(run.mesh.shape),
+             "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+             "model": io.to_json(dataclasses.asdict(run.model_config))})
+
+
+def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | None = None, *,
+          hooks: Sequence[Hook] = ()) -> dict[str, float]:
   """Trains (or resumes) per `config`; returns the last logged metrics. Exits early, after a
-  checkpoint, on SIGTERM or a cluster preemption notice."""
+  checkpoint, on SIGTERM or a cluster preemption notice. `hooks` run after the trainer's own
+  (metrics, then checkpoints), in order."""
   # ---------------------------------------------------------------- setup and state
   run = prepare(config, model_config)
   model_dir = epath.Path(config.model_dir)  # local or gs://
@@ -240,6 +269,7 @@ def train(config: TrainConfig, source: BatchSource,
     else:
       state, position = run.init_state(), 0
   start = int(state.step)
+  write_manifest(config, run, source, start, position)
 
   # ---------------------------------------------------------------- data, metrics, hooks
   batches = _prefetch(_host_batches(source, position, config, run.mesh))
@@ -268,7 +298,8 @@ def train(config: TrainConfig, source: BatchSource,
   hooks = [Hook(config.log_every, log_hook),
            Hook(config.checkpoint.every or config.train_steps,
                 lambda n, state, _: ckpt.save(n, state, position,
-                                              force=n == config.train_steps))]
+                                              force=n == config.train_steps)),
+           *hooks]
 
   # ---------------------------------------------------------------- loop
   stop = threading.Event()
@@ -301,4 +332,5 @@ def train(config: TrainConfig, source: BatchSource,
     ckpt_lib.export_hf(nnx.merge(run.graphdef, state.params), model_dir / "hf",
                        tokenizer_from=hf_dir(config) if config.init_from_hf else None)
   ckpt.close()
+  write_manifest(config, run, source, int(state.step), position)
   return last

@@ -149,25 +149,3 @@ def shard_range(n: int, shard: int, num_shards: int) -> range:
   """The contiguous slice [start, stop) of `n` items that `shard` owns (sizes differ by <= 1)."""
   check_shard(shard, num_shards)
   return range(n * shard // num_shards, n * (shard + 1) // num_shards)
-
-
-_SUFFIX = {"k": 1024, "m": 1024 ** 2}
-
-
-def parse_length(text: str | int) -> int:
-  """'8k' -> 8192, '1m' -> 1048576, '4096' -> 4096 (task names use the short form)."""
-  if isinstance(text, int):
-    return text
-  t = text.strip().lower()
-  try:
-    return int(t[:-1]) * _SUFFIX[t[-1]] if t and t[-1] in _SUFFIX else int(t)
-  except ValueError:
-    raise ValueError(f"length {text!r}: expected an integer with optional k/m suffix, like 8k")
-
-
-def format_length(n: int) -> str:
-  """8192 -> '8k', 1048576 -> '1m', 1000 -> '1000'; inverse of `parse_length`."""
-  for suffix, unit in (("m", 1024 ** 2), ("k", 1024)):
-    if n % unit == 0:
-      return f"{n // unit}{suffix}"
-  return str(n)
