@@ -10,6 +10,7 @@ Writes OUT/results.json, OUT/results.md, OUT/predictions.jsonl, OUT/*.png and OU
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import time
@@ -67,8 +68,8 @@ def _lengths(text: str, flag: str) -> list[int]:
 
 
 def _progress(desc: str):
-  from tqdm import tqdm
-  return lambda items: tqdm(items, desc=desc, unit="batch", leave=False, file=sys.stderr)
+  from longjax.progress import console
+  return functools.partial(console, desc=desc, unit="batch", leave=False)
 
 
 def run(argv: Sequence[str] | None = None) -> dict:

@@ -25,6 +25,17 @@ from longjax.io import (  # noqa: F401  (re-exported for the synthesis modules)
     write_manifest, write_npy, write_text)
 
 
+def require_built(directory: str | os.PathLike, *, method: str) -> dict[str, Any]:
+  """The manifest of `method`'s finished build in `directory`; else an error saying how to
+  build it (the one check a method's `examples` makes before reading its index)."""
+  manifest = read_manifest(directory)
+  if manifest is None or not manifest.get("complete"):
+    raise FileNotFoundError(f"{directory}: no finished build of method {method!r} (no "
+                            f"manifest.json); run `python -m longjax.synth build --methods "
+                            f"{method}` first")
+  return manifest
+
+
 class RecordWriter:
   """Appends JSON records to `<path>.jsonl` and their offsets to `<path>.offsets.npy`.
 

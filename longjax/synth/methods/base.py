@@ -19,14 +19,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar, \
-  runtime_checkable
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from longjax.models.tokenizer import Tokenizer
-
-_T = TypeVar("_T")
+from longjax.progress import Progress, silent
 
 
 @runtime_checkable
@@ -51,10 +49,6 @@ class Embedder(Protocol):
   name: str
 
   def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-def _identity_progress(items: Iterable[_T], **_: Any) -> Iterable[_T]:
-  return items
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +76,7 @@ class BuildContext:
   index_dir: Path
   lengths: tuple[int, ...] = ()
   log: Callable[[str], None] = logging.getLogger("longjax.synth").info
-  progress: Callable[..., Iterable[Any]] = _identity_progress
+  progress: Progress = silent
 
   def __post_init__(self):
     object.__setattr__(self, "index_dir", Path(self.index_dir))
