@@ -40,6 +40,11 @@ from longjax.train.step import FEATURES, StepConfig, TrainState, make_train_step
 log = logging.getLogger("longjax.train")
 
 
+class ConfigError(ValueError):
+  """A configuration that cannot run, found before anything is compiled (the CLI prints it
+  in one line; any other exception keeps its traceback)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """One training run. `task_feature_lengths['targets']` is the packed sequence length S."""
@@ -114,7 +119,7 @@ def _host_batches(source: BatchSource, start: int, config: TrainConfig,
     batch = complete(raw)
     got = batch["decoder_target_tokens"].shape
     if got != (n_rows, shape[1]):
-      raise ValueError(f"batch {start + i} from {type(source).__name__} has shape {got}; expected "
+      raise ConfigError(f"batch {start + i} from {type(source).__name__} has shape {got}; expected "
                        f"({n_rows}, {shape[1]}): this host's rows of BATCH_SIZE={shape[0]} and "
                        f"TASK_FEATURE_LENGTHS['targets']={shape[1]}")
     crc = zlib.crc32(np.ascontiguousarray(batch["decoder_target_tokens"]).tobytes())
@@ -175,7 +180,7 @@ def _init_model(config: TrainConfig, model_config: LlamaConfig | None):
     pure = nnx.state(model, nnx.Param).to_pure_dict()
     return model, lambda shardings: jax.device_put(pure, shardings)
   if model_config is None:
-    raise ValueError("no model: bind a model preset (include gin/models/<name>.gin) or set "
+    raise ConfigError("no model: bind a model preset (include gin/models/<name>.gin) or set "
                      "TrainConfig.init_from_hf")
   make = lambda: Llama(model_config, rngs=nnx.Rngs(config.seed))  # noqa: E731
   return nnx.eval_shape(make), lambda shardings: jax.jit(
@@ -199,9 +204,12 @@ class Prepared:
 def prepare(config: TrainConfig, model_config: LlamaConfig | None = None) -> Prepared:
   """Mesh, checks, model, optimizer and the jitted step; nothing is compiled or run yet."""
   maybe_initialize_distributed()
-  mesh = make_mesh(config.mesh)
+  try:
+    mesh = make_mesh(config.mesh)
+    _check(config, mesh)
+  except ValueError as e:  # the mesh or a shape does not fit the devices / the batch
+    raise ConfigError(str(e)) from e
   rules = sharding.logical_axis_rules(config.mesh.params_on_sequence)
-  _check(config, mesh)
   step_config = dataclasses.replace(config.step, sequence_shards=mesh.shape["sequence"],
                                     ring=config.ring)
   abstract_model, init_params = _init_model(config, model_config)
