@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from longjax import ops
-from tests.ops.conftest import assert_close, make_mesh, make_qkv, packed_segments, reference
+from tests.helpers.attention import assert_close, make_mesh, make_qkv, packed_segments, reference
 
 
 def test_default_on_cpu_is_blockwise_and_matches_reference():

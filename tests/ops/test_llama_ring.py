@@ -14,7 +14,7 @@ from flax import nnx
 from longjax import ops
 from longjax.models import Llama, LlamaConfig
 from longjax.train.sharding import logical_axis_rules
-from tests.ops.conftest import make_mesh, packed_segments
+from tests.helpers.attention import make_mesh, packed_segments
 
 B, S, V, N_SEQ = 2, 32, 128, 4
 

@@ -12,7 +12,7 @@ import pytest
 from jax.ad_checkpoint import checkpoint_policies
 
 from longjax import ops
-from tests.ops.conftest import assert_close, make_mesh, make_qkv, packed_segments, reference
+from tests.helpers.attention import assert_close, make_mesh, make_qkv, packed_segments, reference
 
 
 ZIGZAG = ops.RingOptions(layout="zigzag")

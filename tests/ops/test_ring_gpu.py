@@ -21,7 +21,7 @@ from flax import nnx
 from longjax import ops
 from longjax.models import Llama, LlamaConfig
 from longjax.train.sharding import logical_axis_rules
-from tests.ops.conftest import make_mesh, make_qkv, packed_segments, reference
+from tests.helpers.attention import make_mesh, make_qkv, packed_segments, reference
 
 pytestmark = [
     pytest.mark.gpu,

@@ -11,7 +11,7 @@ import pytest
 from longjax import ops
 from longjax.ops.kernels import BlockMask
 from longjax.ops.tpu import tpu_fwd
-from tests.ops.conftest import (assert_close, make_mesh, make_qkv, packed_segments,
+from tests.helpers.attention import (assert_close, make_mesh, make_qkv, packed_segments,
                                 reference)
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from longjax.synth import artifacts, default_corpus
 from longjax.synth.__main__ import main
 from longjax.synth.chunking import open_chunk_store
 from longjax.synth.corpus import open_store
-from method_helpers import byte_tokenizer
+from tests.helpers.synth import byte_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

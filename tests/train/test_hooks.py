@@ -8,7 +8,7 @@ import pytest
 from longjax.train.data import SyntheticSource
 from longjax.train.mesh import MeshConfig
 from longjax.train.trainer import Hook, train
-from train_helpers import logged, small_config, tiny_model
+from tests.helpers.training import logged, small_config, tiny_model
 
 VOCAB, SEQ_LEN, STEPS = 259, 64, 5
 
