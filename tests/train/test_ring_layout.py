@@ -3,9 +3,10 @@
 A run on mesh (data=2, sequence=4) must give the losses and gradient norms of a data-parallel
 run (data=8) on the same batches and init, whether the trainer zigzags the rows
 (`TrainConfig.zigzag=True`) or keeps them contiguous (`zigzag=False`). Data parallelism runs no
-ring, so it is the independent reference. The step also runs under
-`jax.transfer_guard("disallow")`: batches reach the device only through the trainer's explicit
-`device_put`, never by an implicit host->device copy.
+ring, so it is the independent reference. The ring runs also under
+`jax.transfer_guard("disallow")`: in the training loop, batches and metrics cross between host
+and device only explicitly (the guard is per thread, so the prefetch thread that zigzags host
+batches is covered by tests/train/test_data.py instead).
 """
 
 import jax
