@@ -56,7 +56,8 @@ def _fns():
   mesh1 = jax.make_mesh((1,), ("sequence",), axis_types=(jax.sharding.AxisType.Auto,))
 
   def ring1(q, k, v):
-    return ring.ring_attention(q, k, v, kernel=gpu.CUDNN)
+    return ring.ring_attention(q, k, v, kernel=gpu.CUDNN,
+                               options=ring.RingOptions(layout="zigzag"))
 
   return {
       "cudnn": lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True,

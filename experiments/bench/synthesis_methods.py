@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from longjax.io import parse_length
 from longjax.models.tokenizer import load_tokenizer_spec
 from longjax.synth import artifacts, build
 from longjax.synth.methods import METHODS
-from longjax.synth.methods.base import parse_length
 
 
 def time_builds(args, methods: list[str]) -> dict:

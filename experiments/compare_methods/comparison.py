@@ -31,8 +31,7 @@ import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 # pylint: disable=wrong-import-position
 import results as results_lib  # this directory is on sys.path (script, run.py, tests)
 import stats
-from longjax.synth import artifacts
-from longjax.synth.methods.base import format_length
+from longjax.io import atomic_path, format_length, write_json, write_text
 from presets import METHODS
 
 REPLAY_SHARE = 0.1  # longjax.tasks.register's replay_ratio default, which run.py registers with
@@ -312,7 +311,7 @@ def plot(cmp: Mapping[str, Any], path: Path) -> None:
       ax.legend()
   fig.suptitle(cmp["title"])
   fig.tight_layout()
-  with artifacts.atomic_path(path) as tmp:
+  with atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=110, format="png")
   plt.close(fig)
 
@@ -331,8 +330,8 @@ def write_comparison(out: Path, title: str, arms: Mapping[str, Sequence[Path]] |
     raise ValueError(f"no eval results under {out}/eval/<method>_seed<k>/results.json")
   cmp = compare(out, arms, title, replay_share, resamples)
   table = markdown(cmp, out)
-  artifacts.write_json(out / "comparison.json", cmp)
-  artifacts.write_text(out / "comparison.md", table)
+  write_json(out / "comparison.json", cmp)
+  write_text(out / "comparison.md", table)
   plot(cmp, out / "comparison.png")
   return table
 

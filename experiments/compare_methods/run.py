@@ -122,7 +122,7 @@ def train_arm(cmp: Comparison, method: str, seed: int, index: Path, tokenizer: s
     print(f"{model_dir}: already trained", flush=True)
     return model_dir
   from longjax.models.tokenizer import load_tokenizer_spec  # pylint: disable=import-outside-toplevel,line-too-long
-  from longjax.synth.methods.base import format_length  # pylint: disable=import-outside-toplevel
+  from longjax.io import format_length  # pylint: disable=import-outside-toplevel
   from longjax.synth.methods.task_names import IndexInfo  # pylint: disable=import-outside-toplevel
   from longjax.train.__main__ import main as train_main  # pylint: disable=import-outside-toplevel
   corpus = IndexInfo.read(index).corpus

@@ -10,6 +10,7 @@ Writes OUT/results.json, OUT/results.md, OUT/predictions.jsonl, OUT/*.png and OU
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import time
@@ -56,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _lengths(text: str, flag: str) -> list[int]:
-  from longjax.synth.methods.base import parse_length
+  from longjax.io import parse_length
   try:
     out = sorted({parse_length(t) for t in text.split(",") if t.strip()})
   except ValueError as e:
@@ -67,8 +68,8 @@ def _lengths(text: str, flag: str) -> list[int]:
 
 
 def _progress(desc: str):
-  from tqdm import tqdm
-  return lambda items: tqdm(items, desc=desc, unit="batch", leave=False, file=sys.stderr)
+  from longjax.progress import console
+  return functools.partial(console, desc=desc, unit="batch", leave=False)
 
 
 def run(argv: Sequence[str] | None = None) -> dict:
@@ -154,14 +155,14 @@ def _write(args, results: dict, records: list[dict], info) -> None:
   import json
   from pathlib import Path
   from longjax.eval.report import markdown, write_report
-  from longjax.synth import artifacts
+  from longjax.io import fingerprint_files, write_manifest, write_text
   out = Path(args.out)
   paths = write_report(out, results)
-  artifacts.write_text(out / "predictions.jsonl",
-                       "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-  artifacts.write_manifest(
+  write_text(out / "predictions.jsonl",
+             "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+  write_manifest(
       out, kind="eval", config={k: v for k, v in vars(args).items() if k != "out"},
-      inputs={"model_config": artifacts.fingerprint_files([info.hf_dir / "config.json"])},
+      inputs={"model_config": fingerprint_files([info.hf_dir / "config.json"])},
       counts={"samples": len(records), "tasks": len(results["tasks"]),
               "lengths": len(results["lengths"])},
       extra={"files": sorted(p.name for p in paths.values()) + ["predictions.jsonl"]})

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from longjax.synth.methods.base import format_length
+from longjax.io import format_length
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 EXPORT_SUBDIR = "hf"  # where longjax.train exports MODEL_DIR's final weights (save_hf)

@@ -12,8 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from longjax.synth import artifacts
-from longjax.synth.methods.base import format_length
+from longjax.io import atomic_path, format_length, write_json, write_text
 
 DROPPED_NOTE = (
     "Not run (no offline data): RULER qa_1/qa_2; HELMET RAG, Re-rank, LongQA, Summ, Cite. "
@@ -119,7 +118,7 @@ def _loss_markdown(loss: Mapping[str, Any]) -> list[str]:
 
 
 def _save(fig, path: Path) -> None:
-  with artifacts.atomic_path(path) as tmp:
+  with atomic_path(path) as tmp:
     fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
@@ -192,8 +191,8 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict
   """Writes results.json, results.md and the plots; returns their paths by kind."""
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  paths = {"json": artifacts.write_json(out / "results.json", results),
-           "markdown": artifacts.write_text(out / "results.md", markdown(results))}
+  paths = {"json": write_json(out / "results.json", results),
+           "markdown": write_text(out / "results.md", markdown(results))}
   if results["scores"]:
     paths["scores_png"] = out / "scores_vs_length.png"
     plot_scores(results, paths["scores_png"])

@@ -22,7 +22,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from longjax.ops import attention
+from longjax.progress import Progress, silent
 
 _ACTIVATIONS = {"gelu": lambda x: jax.nn.gelu(x, approximate=False),
                 "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
@@ -244,7 +245,7 @@ class SentenceEncoder:
     self._state, self._forward = state, forward
 
   def encode(self, texts: Sequence[str], *,
-             progress: Callable[..., Iterable[Any]] = lambda x, **_: x) -> np.ndarray:
+             progress: Progress = silent) -> np.ndarray:
     """float32 [len(texts), D]; batches are length-sorted and bucketed, order is restored."""
     out = np.zeros((len(texts), self.dim), np.float32)
     if not len(texts):

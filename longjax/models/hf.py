@@ -17,8 +17,6 @@ import importlib.util
 import json
 import mmap
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -27,6 +25,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from longjax.io import atomic_path
 from longjax.models.llama import Llama, LlamaConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -231,9 +230,16 @@ def load_hf(path: str | os.PathLike, **overrides: Any) -> Llama:
 def save_hf(model: Llama, path: str | os.PathLike, *, max_shard_bytes: int | None = None) -> Path:
   """Writes config.json + safetensors (sharded with an index json past max_shard_bytes).
 
-  The directory is written under a temporary name and renamed into place, replacing `path`.
+  The directory is written beside `path` and swapped in (`longjax.io.atomic_path`): a crash at
+  any point leaves the old checkpoint or the new one at `path`, each complete.
   """
-  path = Path(path)
+  with atomic_path(path) as tmp:
+    write_hf_files(model, tmp, max_shard_bytes=max_shard_bytes)
+  return Path(path)
+
+
+def write_hf_files(model: Llama, directory: Path, *, max_shard_bytes: int | None = None) -> None:
+  """Creates `directory` and writes `save_hf`'s files into it (not atomic: see `save_hf`)."""
   config = model.config
   tensors: dict[str, np.ndarray] = {}
   for key_path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
@@ -249,27 +255,19 @@ def save_hf(model: Llama, path: str | os.PathLike, *, max_shard_bytes: int | Non
         sum(t.nbytes for t in shards[-1].values()) + x.nbytes > max_shard_bytes):
       shards.append({})
     shards[-1][name] = x
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
-  try:
-    (tmp / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2) + "\n")
-    if len(shards) == 1:
-      _write_safetensors(tmp / "model.safetensors", shards[0])
-    else:
-      weight_map = {}
-      for i, shard in enumerate(shards):
-        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        _write_safetensors(tmp / fname, shard)
-        weight_map.update({name: fname for name in shard})
-      index = {"metadata": {"total_size": sum(x.nbytes for x in tensors.values())},
-               "weight_map": weight_map}
-      (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-    if path.exists():
-      shutil.rmtree(path)
-    os.replace(tmp, path)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-  return path
+  directory.mkdir()
+  (directory / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2) + "\n")
+  if len(shards) == 1:
+    _write_safetensors(directory / "model.safetensors", shards[0])
+    return
+  weight_map = {}
+  for i, shard in enumerate(shards):
+    fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+    _write_safetensors(directory / fname, shard)
+    weight_map.update({name: fname for name in shard})
+  index = {"metadata": {"total_size": sum(x.nbytes for x in tensors.values())},
+           "weight_map": weight_map}
+  (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,8 +291,8 @@ def smollm2_checkpoint(cache_dir: str | os.PathLike | None = None) -> Path:
 
   Conversion goes through transformers + gguf + accelerate offline (~30 s of CPU). Concurrent
   callers (pytest-xdist workers) serialise on a lock file so only one converts; the result is
-  built in a temporary directory and renamed into place, so a crash never leaves a directory
-  that looks complete.
+  built beside the target and moved into place (`longjax.io.atomic_path`), so a crash never
+  leaves a directory that looks complete.
   """
   target = Path(cache_dir) if cache_dir is not None else REPO_ROOT / ".cache" / "smollm2"
   if (target / "config.json").is_file():
@@ -312,8 +310,8 @@ def _convert_smollm2(target: Path) -> None:
   import torch  # local: only this converter needs torch
   from transformers import AutoModelForCausalLM, AutoTokenizer
 
-  tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-  try:
+  with atomic_path(target) as tmp:  # replaces a stale, incomplete directory (no config.json)
+    tmp.mkdir()
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                  dtype=torch.float32)
     # transformers refuses save_pretrained on a GGUF-loaded ("quantized") model, but its weights
@@ -327,9 +325,3 @@ def _convert_smollm2(target: Path) -> None:
     model.config.save_pretrained(tmp)
     model.generation_config.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
-    tmp.chmod(0o755)
-    if target.exists():  # a stale, incomplete directory (no config.json)
-      shutil.rmtree(target)
-    os.rename(tmp, target)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)

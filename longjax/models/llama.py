@@ -52,7 +52,7 @@ import numpy as np
 from flax import linen
 from flax import nnx
 
-from longjax.ops import attention
+from longjax.ops import RingOptions, attention
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -461,18 +461,24 @@ class Llama(nnx.Module):
     return self.norm(x), cache
 
   def hidden_states(self, tokens: jax.Array, positions: jax.Array | None = None,
-                    segment_ids: jax.Array | None = None) -> jax.Array:
-    """tokens [B, S] -> final-norm hidden states [B, S, D] in the compute dtype."""
+                    segment_ids: jax.Array | None = None, *,
+                    ring: RingOptions | None = None) -> jax.Array:
+    """tokens [B, S] -> final-norm hidden states [B, S, D] in the compute dtype.
+
+    `ring` is the token layout of S for ring attention (`ops.attention`), required under a mesh
+    whose `sequence` axis is larger than 1.
+    """
     _check_inputs(tokens, positions, segment_ids)
     positions = _default_positions(tokens) if positions is None else positions
     attend = functools.partial(_attend, segment_ids=segment_ids, positions=positions,
-                               implementation=self.config.attention_impl)
+                               implementation=self.config.attention_impl, ring=ring)
     return self.run(tokens, positions, attend)[0]
 
   def __call__(self, tokens: jax.Array, positions: jax.Array | None = None,
-               segment_ids: jax.Array | None = None) -> jax.Array:
-    """tokens [B, S] int32 -> logits [B, S, V] float32."""
-    h = self.hidden_states(tokens, positions, segment_ids)
+               segment_ids: jax.Array | None = None, *,
+               ring: RingOptions | None = None) -> jax.Array:
+    """tokens [B, S] int32 -> logits [B, S, V] float32 (`ring`: see `hidden_states`)."""
+    h = self.hidden_states(tokens, positions, segment_ids, ring=ring)
     logits = jnp.einsum("bsd,dv->bsv", h, self.unembedding().astype(h.dtype),
                         preferred_element_type=jnp.float32)
     return _constrain(logits, ("batch", "sequence", "vocab"))
@@ -490,7 +496,7 @@ def _default_positions(tokens: jax.Array) -> jax.Array:
   return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
 
 
-def _attend(q, k, v, cache, layer, *, segment_ids, positions, implementation):
+def _attend(q, k, v, cache, layer, *, segment_ids, positions, implementation, ring):
   """Training/scoring attention: the one entry point, no cache."""
   return attention(q, k, v, segment_ids=segment_ids, positions=positions,
-                   implementation=implementation), cache
+                   implementation=implementation, ring=ring), cache

@@ -2,8 +2,8 @@
 paths, plus the zigzag load-balancing permutation."""
 
 from longjax.ops.attention import IMPLEMENTATIONS, attention
-from longjax.ops.ring import RingOptions, ring_attention, ring_options, sequence_axis_size
+from longjax.ops.ring import LAYOUTS, RingOptions, ring_attention, sequence_axis_size
 from longjax.ops.zigzag import unzigzag, zigzag
 
-__all__ = ["IMPLEMENTATIONS", "RingOptions", "attention", "ring_attention", "ring_options",
+__all__ = ["IMPLEMENTATIONS", "LAYOUTS", "RingOptions", "attention", "ring_attention",
            "sequence_axis_size", "unzigzag", "zigzag"]

@@ -4,7 +4,9 @@ q [B, S, N, H], k/v [B, S, K, H] with N a multiple of K (GQA). Causality is `q_p
 equal non-zero segment ids, so permuted (zigzag) or packed sequences keep their meaning.
 
 Under a mesh (jax.set_mesh) whose `sequence` axis is larger than 1, the call runs ring attention
-(ring.py) with the chosen kernel per block; otherwise the kernel runs on the whole sequence.
+(ring.py) with the chosen kernel per block; otherwise the kernel runs on the whole sequence. The
+ring needs to know the token order the caller gave S (`ring=RingOptions(layout=...)`); it is an
+argument of the call, never a default, so a caller with contiguous rows cannot get zigzag blocks.
 """
 
 import jax
@@ -12,10 +14,11 @@ import jax.numpy as jnp
 from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
-from longjax.ops import gpu, ring, tpu
+from longjax.ops import gpu, tpu
 from longjax.ops.blockwise import BLOCKWISE
 from longjax.ops.kernels import BlockKernel, fused_attention
 from longjax.ops.reference import reference_attention
+from longjax.ops.ring import RingOptions, ring_attention, sequence_axis_size
 
 IMPLEMENTATIONS = ("reference", "blockwise", "gpu", "tpu")
 _FLOATS = (jnp.float32, jnp.bfloat16, jnp.float16)
@@ -71,13 +74,14 @@ def _kernel(name: str) -> BlockKernel:
 
 
 def attention(q, k, v, *, segment_ids=None, positions=None, causal: bool = True,
-              implementation: str | None = None):
+              implementation: str | None = None, ring: RingOptions | None = None):
   """Scaled dot-product attention; returns [B, S, N, H] in q's dtype.
 
   segment_ids [B, S] int (0 = padding, attends nothing); positions [B, S] int (default: the
   index). implementation: 'reference' (dense oracle), 'blockwise' (pure JAX, any backend),
   'gpu' (cuDNN), 'tpu' (Pallas TPU flash attention; interpret mode elsewhere), or None for the
-  fastest correct one on this backend for these inputs.
+  fastest correct one on this backend for these inputs. ring: the layout (and loop form) of S,
+  required when the current mesh has a `sequence` axis larger than 1 and ignored otherwise.
   """
   _check_inputs(q, k, v, segment_ids, positions)
   name = _pick(implementation, q, k, segment_ids)
@@ -91,9 +95,14 @@ def attention(q, k, v, *, segment_ids=None, positions=None, causal: bool = True,
                               scale=scale)
     return checkpoint_name(out, "context")  # the kernels tag theirs inside their VJP rules
   kernel = _kernel(name)
-  if ring.sequence_axis_size() > 1:
-    return ring.ring_attention(q, k, v, kernel=kernel, segment_ids=segment_ids,
-                               positions=positions, causal=causal, scale=scale)
+  n = sequence_axis_size()
+  if n > 1:
+    if ring is None:
+      raise ValueError(f"attention under a mesh with a 'sequence' axis of size {n} runs ring "
+                       "attention, which needs the token layout of S: pass "
+                       "ring=RingOptions(layout='zigzag') or RingOptions(layout='contiguous')")
+    return ring_attention(q, k, v, kernel=kernel, options=ring, segment_ids=segment_ids,
+                          positions=positions, causal=causal, scale=scale)
   call = lambda kern, pos: fused_attention(kern, q, k, v, segment_ids=segment_ids,
                                            positions=pos, causal=causal, scale=scale)
   if kernel.takes_positions or positions is None or not causal:

@@ -18,14 +18,14 @@ Layouts (the token order the caller gave the sequence):
 Masks inside blocks come from segment ids and positions when the kernel takes them (blockwise
 takes both, the Pallas TPU kernel segment ids only); kernels without positions use the aligned
 causal triangle on step 0 and trust the layout. cuDNN takes neither, so with segment ids the
-ring uses another kernel. `ring_options(layout=..., loop=...)` sets the layout and the loop form
-(static unrolled loop by default, or lax.scan over steps 1..N-2: spec R5).
+ring uses another kernel. The caller passes `RingOptions(layout=..., loop=...)` with every call:
+the layout is the order its input pipeline gave the tokens (there is no default, since a wrong
+one silently drops the causal mask on some blocks), the loop form is a static unrolled loop by
+default, or lax.scan over steps 1..N-2 (spec R5).
 
 Axis letters: B batch, c local length, N query heads, K kv heads, H head dim.
 """
 
-import contextlib
-import contextvars
 import dataclasses
 import functools
 
@@ -36,20 +36,19 @@ from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import PartitionSpec as P
 
+from longjax.ops.axes import BATCH_AXES, HEAD_AXIS, SEQUENCE_AXIS
 from longjax.ops.kernels import BlockKernel, BlockMask
 from longjax.ops.zigzag import zigzag
 
-SEQUENCE_AXIS = "sequence"
-BATCH_AXES = ("data", "fsdp")
-HEAD_AXIS = "tensor"
 LAYOUTS = ("zigzag", "contiguous")
 LOOPS = ("unroll", "scan")
 
 
 @dataclasses.dataclass(frozen=True)
 class RingOptions:
-  """How the ring reads the sequence. `layout` must match what the input pipeline did."""
-  layout: str = "zigzag"
+  """How the ring reads the sequence. `layout` must match what the input pipeline did:
+  'zigzag' (`ops.zigzag` applied with n = the `sequence` axis size) or 'contiguous'."""
+  layout: str
   loop: str = "unroll"  # 'unroll': static Python loop; 'scan': lax.scan over the middle steps
 
   def __post_init__(self):
@@ -57,19 +56,6 @@ class RingOptions:
       raise ValueError(f"RingOptions.layout must be one of {LAYOUTS}, got {self.layout!r}")
     if self.loop not in LOOPS:
       raise ValueError(f"RingOptions.loop must be one of {LOOPS}, got {self.loop!r}")
-
-
-_OPTIONS = contextvars.ContextVar("longjax_ring_options", default=RingOptions())
-
-
-@contextlib.contextmanager
-def ring_options(**kwargs):
-  """Set RingOptions for attention calls traced inside the block (e.g. layout='contiguous')."""
-  token = _OPTIONS.set(dataclasses.replace(_OPTIONS.get(), **kwargs))
-  try:
-    yield
-  finally:
-    _OPTIONS.reset(token)
 
 
 def sequence_axis_size(mesh=None) -> int:
@@ -330,9 +316,8 @@ def _check(mesh, q, k, layout, n):
                        f"divisible by the '{HEAD_AXIS}' mesh axis size ({tp})")
 
 
-def ring_attention(q, k, v, *, kernel: BlockKernel, segment_ids=None, positions=None,
-                   causal: bool = True, scale: float | None = None,
-                   options: RingOptions | None = None):
+def ring_attention(q, k, v, *, kernel: BlockKernel, options: RingOptions, segment_ids=None,
+                   positions=None, causal: bool = True, scale: float | None = None):
   """Ring attention on global arrays sharded along S over the current mesh's `sequence` axis.
 
   q [B,S,N,H], k/v [B,S,K,H], segment_ids/positions [B,S] in the order given by
@@ -344,7 +329,6 @@ def ring_attention(q, k, v, *, kernel: BlockKernel, segment_ids=None, positions=
     axes = () if mesh is None or mesh.empty else mesh.axis_names
     raise ValueError(f"ring attention needs a mesh with a '{SEQUENCE_AXIS}' axis set with "
                      f"jax.set_mesh(mesh); the current mesh has axes {axes}")
-  options = options or _OPTIONS.get()
   _check(mesh, q, k, options.layout, n)
   if segment_ids is not None and not kernel.takes_segments:
     raise ValueError(f"the '{kernel.name}' kernel cannot apply segment_ids (document masks); "

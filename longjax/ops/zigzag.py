@@ -4,13 +4,19 @@ The sequence is cut into 2n chunks; device i of the ring holds chunks i and 2n-1
 device gets the same share of causal work. Applied once in the input pipeline to every
 per-token array (tokens, labels, positions, segment ids, loss mask), by static reshape, reverse
 and concat only: a gather-based reorder lowered to sequential loops on TPU (maxtext PR #4275).
+
+Both functions take numpy arrays (the trainer permutes host batches, which must not make a
+host -> device -> host round trip) or JAX arrays (traced code), and return the same kind.
 """
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array | np.ndarray
 
 
-def _split(x, n: int, axis: int):
+def _split(x: Array, n: int, axis: int) -> int:
   length = x.shape[axis]
   if length % (2 * n):
     raise ValueError(f"zigzag: sequence length ({length}) on axis {axis} must be divisible by "
@@ -18,23 +24,35 @@ def _split(x, n: int, axis: int):
   return length // (2 * n)
 
 
-def zigzag(x: jax.Array, n: int, axis: int = 1) -> jax.Array:
+def _xp(x: Array):
+  """numpy for host arrays, jax.numpy otherwise."""
+  return np if isinstance(x, np.ndarray) else jnp
+
+
+def _index(y: Array, i: int, axis: int) -> Array:
+  """y[..., i, ...] on `axis` by basic indexing (a static slice, never a gather)."""
+  return y[(slice(None),) * axis + (i,)]
+
+
+def zigzag(x: Array, n: int, axis: int = 1) -> Array:
   """Reorder `axis` so that contiguous shard i of n holds chunks i and 2n-1-i of 2n."""
+  xp = _xp(x)
   axis = axis % x.ndim
   m = _split(x, n, axis)
   shape = x.shape
   y = x.reshape(shape[:axis] + (2, n, m) + shape[axis + 1:])
-  first = jax.lax.index_in_dim(y, 0, axis, keepdims=False)  # chunks 0..n-1
-  second = jnp.flip(jax.lax.index_in_dim(y, 1, axis, keepdims=False), axis)  # 2n-1..n
-  return jnp.stack([first, second], axis=axis + 1).reshape(shape)
+  first = _index(y, 0, axis)  # chunks 0..n-1
+  second = xp.flip(_index(y, 1, axis), axis)  # 2n-1..n
+  return xp.stack([first, second], axis=axis + 1).reshape(shape)
 
 
-def unzigzag(x: jax.Array, n: int, axis: int = 1) -> jax.Array:
+def unzigzag(x: Array, n: int, axis: int = 1) -> Array:
   """Inverse of `zigzag`."""
+  xp = _xp(x)
   axis = axis % x.ndim
   m = _split(x, n, axis)
   shape = x.shape
   y = x.reshape(shape[:axis] + (n, 2, m) + shape[axis + 1:])
-  first = jax.lax.index_in_dim(y, 0, axis + 1, keepdims=False)
-  second = jnp.flip(jax.lax.index_in_dim(y, 1, axis + 1, keepdims=False), axis)
-  return jnp.concatenate([first, second], axis=axis).reshape(shape)
+  first = _index(y, 0, axis + 1)
+  second = xp.flip(_index(y, 1, axis + 1), axis)
+  return xp.concatenate([first, second], axis=axis).reshape(shape)

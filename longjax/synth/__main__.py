@@ -28,7 +28,7 @@ def _methods_arg(text: str) -> tuple[str, ...]:
 
 
 def _lengths_arg(text: str) -> tuple[int, ...]:
-  from longjax.synth.methods.base import parse_length  # pylint: disable=import-outside-toplevel
+  from longjax.io import parse_length  # pylint: disable=import-outside-toplevel
   try:
     return tuple(parse_length(t) for t in text.split(",") if t.strip())
   except ValueError as e:
@@ -163,8 +163,9 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
+  from longjax.progress import console  # pylint: disable=import-outside-toplevel
   from longjax.synth import build, inspect  # pylint: disable=import-outside-toplevel
-  from longjax.synth.methods.base import format_length  # pylint: disable=import-outside-toplevel
+  from longjax.io import format_length  # pylint: disable=import-outside-toplevel
   build.default_log_setup()
   if args.score is None and (args.index_dir is None or args.length is None):
     raise ValueError("inspect needs --index-dir and --length (or --score DIR)")
@@ -183,7 +184,7 @@ def _inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
   result = inspect.score_samples(
       result, tokens, contexts=inspect.DEFAULT_CONTEXTS if args.contexts is None else args.contexts,
-      dtype=args.dtype, progress=build._tqdm_progress)  # pylint: disable=protected-access
+      dtype=args.dtype, progress=console)
   result["command"] = "python -m longjax.synth " + shlex.join(argv)
   out = inspect.write_outputs(result, out)
   print(inspect.markdown_table(result))

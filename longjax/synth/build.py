@@ -20,11 +20,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from longjax.models.tokenizer import load_tokenizer_spec
+from longjax.progress import Progress, console
 from longjax.synth import artifacts
 from longjax.synth.corpus import DEFAULT_MAX_CHARS, STORE_DIRNAME, DocumentStore, ingest_corpus
 
@@ -77,7 +77,7 @@ def resolve_methods(names: Iterable[str]) -> list[Any]:
   return out
 
 
-def open_corpus(opts: BuildOptions, progress: Callable[..., Iterable[Any]],
+def open_corpus(opts: BuildOptions, progress: Progress,
                 log_fn: Callable[[str], None] = log.info) -> DocumentStore:
   """Builds or reopens `<out>/corpus` from `opts.corpus`, disjoint from evaluation texts.
 
@@ -100,13 +100,8 @@ def open_corpus(opts: BuildOptions, progress: Callable[..., Iterable[Any]],
   return store
 
 
-def _tqdm_progress(items: Iterable[Any], **kwargs: Any) -> Iterable[Any]:
-  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-  return tqdm(items, mininterval=0.5 if sys.stderr.isatty() else 10.0, **kwargs)
-
-
 def run_build(opts: BuildOptions, *,
-              progress: Callable[..., Iterable[Any]] = _tqdm_progress,
+              progress: Progress = console,
               log_fn: Callable[[str], None] = log.info) -> dict[str, Any]:
   """Runs the build; returns the top-level manifest it wrote."""
   from longjax.synth.chunking import store_fingerprint  # pylint: disable=import-outside-toplevel

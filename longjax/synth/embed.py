@@ -18,10 +18,11 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from longjax.progress import Progress, silent
 from longjax.synth import artifacts
 
 EMBEDDERS = ("minilm", "hashing")
@@ -108,7 +109,7 @@ def make_embedder(name: str) -> Embedder:
 
 def embed_corpus(source: Any, embedder: Embedder, out_dir: str | os.PathLike, *,
                  inputs: Mapping[str, Any], block_size: int = 16384, batch_size: int = 256,
-                 progress: Callable[..., Iterable[Any]] = lambda x, **_: x) -> np.ndarray:
+                 progress: Progress = silent) -> np.ndarray:
   """Embeds `source.text(i)` for every i into `<out_dir>/vectors.npy` (float32 [n, dim]).
 
   Args:

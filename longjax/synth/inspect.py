@@ -42,19 +42,16 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from longjax.models.tokenizer import Tokenizer, load_tokenizer_spec
+from longjax.progress import silent
 from longjax.synth import artifacts, chunking, corpus
 from longjax.synth.methods import METHODS
-from longjax.synth.methods.base import format_length
+from longjax.io import format_length
 from longjax.synth.methods.task_names import IndexInfo
 
 DEFAULT_SAMPLES = 3
 DEFAULT_CONTEXTS = (512, 1024)
 BOOTSTRAP_RESAMPLES = 2000
 _log = logging.getLogger("longjax.synth")
-
-
-def _identity_progress(items: Iterable[Any], **_: Any) -> Iterable[Any]:
-  return items
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +178,7 @@ def reencode(targets: Sequence[int], source: Tokenizer, target: Tokenizer) -> li
 
 
 def scored_nll(model, tokens: np.ndarray, contexts: Sequence[int], *, batch_size: int = 1,
-               progress: Callable[..., Iterable[Any]] = _identity_progress,
+               progress: Callable[..., Iterable[Any]] = silent,
                desc: str = "") -> dict[str, np.ndarray]:
   """Mean NLL per sample over the last quarter (module docstring), with full and c contexts.
 
@@ -313,7 +310,7 @@ def select_samples(index_dir: str | Path, *, length: int, model: str = "smollm2"
 
 def score_samples(result: dict[str, Any], tokens: dict[str, np.ndarray], *,
                   contexts: Sequence[int] = DEFAULT_CONTEXTS, dtype: str = "float32",
-                  progress: Callable[..., Iterable[Any]] = _identity_progress) -> dict[str, Any]:
+                  progress: Callable[..., Iterable[Any]] = silent) -> dict[str, Any]:
   """The model half: the LRD score of every method's samples (`select_samples`' output), the
   summaries with intervals; returns `result`, completed."""
   start = time.perf_counter()
@@ -351,7 +348,7 @@ def score_samples(result: dict[str, Any], tokens: dict[str, np.ndarray], *,
 def inspect_index(index_dir: str | Path, *, length: int, model: str = "smollm2",
                   samples: int = DEFAULT_SAMPLES, contexts: Sequence[int] = DEFAULT_CONTEXTS,
                   methods: Sequence[str] | None = None, seed: int = 0,
-                  progress: Callable[..., Iterable[Any]] = _identity_progress) -> dict[str, Any]:
+                  progress: Callable[..., Iterable[Any]] = silent) -> dict[str, Any]:
   """The diagnostics of every requested method (module docstring), as a JSON-ready dict."""
   result, tokens = select_samples(index_dir, length=length, model=model, samples=samples,
                                   methods=methods, seed=seed)

@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from longjax.io import format_length
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import corpus
 from longjax.synth.methods import METHODS, replay
-from longjax.synth.methods.base import format_length
 from longjax.synth.methods.task_names import parse_task_name
 
 _SNIPPET = 56

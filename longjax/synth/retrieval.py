@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from longjax.progress import Progress, silent
 from longjax.synth import artifacts
 
 BRUTE_FORCE_BELOW = 20_000
@@ -239,7 +240,7 @@ def build_index(vectors: np.ndarray, *, config: IndexConfig | None = None, k: in
 
 def neighbour_lists(index: Index, vectors: np.ndarray, k: int, *, batch_size: int = 4096,
                     out_dir: str | os.PathLike | None = None,
-                    progress: Callable[..., Iterable[Any]] = lambda x, **_: x
+                    progress: Progress = silent
                     ) -> tuple[np.ndarray, np.ndarray]:
   """Top-k neighbours of every row of `vectors`, most similar first (self included if indexed).
 

@@ -30,9 +30,10 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import seqio
 import tensorflow as tf
 
+from longjax.io import parse_length
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth.methods import METHODS, replay
-from longjax.synth.methods.base import check_boundaries, check_shard, parse_length
+from longjax.synth.methods.base import check_boundaries, check_shard
 from longjax.synth.methods.task_names import IndexInfo, task_name
 from longjax.tasks.vocabularies import id_offset, make_vocabulary, tokenizer_of
 

@@ -17,14 +17,14 @@ from typing import Iterator, Sequence
 
 
 def _texts(args: argparse.Namespace) -> Iterator[str]:
-  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  from longjax.progress import console  # pylint: disable=import-outside-toplevel
   from longjax.synth import corpus  # pylint: disable=import-outside-toplevel
 
   if args.index_dir is not None:
     store = corpus.open_store(args.index_dir)
-    yield from (d.text for d in tqdm(store, total=len(store), desc="documents", mininterval=5))
+    yield from (d.text for d in console(store, total=len(store), desc="documents"))
     return
-  for raw in tqdm(corpus.iter_raw_documents(args.corpus), desc="documents", mininterval=5):
+  for raw in console(corpus.iter_raw_documents(args.corpus), desc="documents"):
     text = raw.text
     if isinstance(text, bytes):
       try:

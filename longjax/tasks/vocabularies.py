@@ -170,7 +170,7 @@ def train_sentencepiece(texts: Iterable[str], out: str | os.PathLike, *, vocab_s
   lines are used. Writes `<out>` (a `.model` path) and `<out without .model>.vocab` atomically.
   """
   import sentencepiece as spm  # pylint: disable=import-outside-toplevel
-  from longjax.synth import artifacts  # pylint: disable=import-outside-toplevel
+  from longjax.io import write_bytes  # pylint: disable=import-outside-toplevel
 
   out = Path(out)
   if out.suffix != ".model":
@@ -196,6 +196,6 @@ def train_sentencepiece(texts: Iterable[str], out: str | os.PathLike, *, vocab_s
         pad_id=SPM_PAD, eos_id=SPM_EOS, unk_id=SPM_UNK, bos_id=SPM_BOS,
         pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", bos_piece="<s>",
         input_sentence_size=max_sentences, shuffle_input_sentence=True, minloglevel=2)
-    artifacts.write_bytes(out.with_suffix(".vocab"), (Path(tmp) / "spm.vocab").read_bytes())
-    artifacts.write_bytes(out, (Path(tmp) / "spm.model").read_bytes())
+    write_bytes(out.with_suffix(".vocab"), (Path(tmp) / "spm.vocab").read_bytes())
+    write_bytes(out, (Path(tmp) / "spm.model").read_bytes())
   return out

@@ -23,13 +23,14 @@ import gin
 import jax
 from etils import epath
 
+from longjax import io
 from longjax.models import LlamaConfig
 from longjax.train.checkpoint import CheckpointConfig
 from longjax.train.data import SyntheticSource
 from longjax.train.mesh import MeshConfig, maybe_initialize_distributed
 from longjax.train.optimizer import OptimizerConfig
 from longjax.train.step import StepConfig
-from longjax.train.trainer import TrainConfig, train
+from longjax.train.trainer import ConfigError, TrainConfig, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_MACROS = ("MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "MODEL_DIR")
@@ -57,13 +58,12 @@ def seqio_batches(mixture_or_task_name: str, task_feature_lengths: dict, *, spli
 
 
 @gin.configurable(module="longjax.train")
-def run(config: TrainConfig, source, model=None) -> dict:
-  """The gin entry point: `run.config = @TrainConfig()`, `run.source = @...`, `run.model = ...`."""
-  return train(config, source, model)
+def run(config: TrainConfig, source, model=None) -> tuple:
+  """The gin entry point: `run.config = @TrainConfig()`, `run.source = @...`, `run.model = ...`.
 
-
-class ConfigError(ValueError):
-  """A configuration problem found before anything ran."""
+  Returns the three arguments of `train`, built (and so validated) by gin; `main` then trains.
+  """
+  return config, source, model
 
 
 def _missing_macros() -> list[str]:
@@ -125,13 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     maybe_initialize_distributed()  # before anything asks JAX about devices or processes
     if jax.process_index() == 0:
       model_dir.mkdir(parents=True, exist_ok=True)
-      (model_dir / "config.gin").write_text(gin.config_str())
-    run()  # pylint: disable=no-value-for-parameter  (gin supplies the arguments)
-  except ValueError as e:  # configuration problems found before compiling (ConfigError too)
-    logging.debug("configuration error", exc_info=True)
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+      io.write_text(model_dir / "config.gin", gin.config_str())
+    config, source, model = run()  # pylint: disable=no-value-for-parameter  (gin supplies them)
+  except ValueError as e:  # gin errors (ConfigError) and invalid values in the config objects
+    return _config_error(e)
+  try:
+    train(config, source, model)
+  except ConfigError as e:  # the trainer's checks, before compiling; other errors keep traceback
+    return _config_error(e)
   return 0
+
+
+def _config_error(e: ValueError) -> int:
+  logging.debug("configuration error", exc_info=True)
+  print(f"error: {e}", file=sys.stderr)
+  return 2
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from longjax.models import save_hf
+from longjax.io import atomic_path
+from longjax.models.hf import write_hf_files
 
 log = logging.getLogger("longjax.train")
 
@@ -106,7 +107,8 @@ def export_hf(model: nnx.Module, path: str | epath.PathLike,
   """Writes `model` (parameters gathered to every host) as an HF checkpoint from process 0,
   with the tokenizer files of `tokenizer_from` (the checkpoint training started from) copied in.
 
-  A remote `path` (gs://) is written locally first, then copied file by file.
+  A local `path` is replaced atomically (`longjax.io.atomic_path`); a remote one (gs://) is
+  written locally first, then copied file by file.
   """
   if jax.process_count() > 1:
     params = nnx.state(model, nnx.Param)
@@ -114,21 +116,22 @@ def export_hf(model: nnx.Module, path: str | epath.PathLike,
   if jax.process_index() != 0:
     return
   path = epath.Path(path)
-  remote = "://" in str(path)
-  if not remote:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-  # Local: build next to the target and rename it into place (the rename is the commit point).
-  with tempfile.TemporaryDirectory(dir=None if remote else Path(path).parent) as tmp:
-    local = save_hf(model, Path(tmp) / "hf")
-    for name in TOKENIZER_FILES if tokenizer_from else ():
-      if (Path(tokenizer_from) / name).is_file():
-        shutil.copy(Path(tokenizer_from) / name, local / name)
-    if not remote:
-      if Path(path).exists():
-        shutil.rmtree(path)
-      local.rename(path)
-    else:
+  if "://" not in str(path):
+    with atomic_path(path) as tmp:
+      _write_export(model, tmp, tokenizer_from)
+  else:
+    with tempfile.TemporaryDirectory() as tmp:
+      local = Path(tmp) / "hf"
+      _write_export(model, local, tokenizer_from)
       path.mkdir(parents=True, exist_ok=True)
       for f in sorted(local.iterdir()):
         (path / f.name).write_bytes(f.read_bytes())
   log.info("exported HF checkpoint to %s", path)
+
+
+def _write_export(model: nnx.Module, directory: Path, tokenizer_from: str | Path | None) -> None:
+  """The HF files of `model` and the tokenizer files of `tokenizer_from`, into `directory`."""
+  write_hf_files(model, directory)
+  for name in TOKENIZER_FILES if tokenizer_from else ():
+    if (Path(tokenizer_from) / name).is_file():
+      shutil.copy(Path(tokenizer_from) / name, directory / name)

@@ -7,8 +7,9 @@ uninterrupted one would. Sources: `longjax.tasks.input.SeqioBatches` (SeqIO, TF)
 TF never enters this module.
 """
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,6 +25,20 @@ class BatchSource(Protocol):
   def batches(self, *, start: int, rows: slice, global_batch: int) -> Iterator[Batch]:
     """Yields batches `start`, `start + 1`, ...: rows `rows` of each [global_batch, S] batch."""
     ...
+
+
+def describe(source: BatchSource) -> dict[str, Any]:
+  """What a run's manifest records of its data: the source's class and public JSON settings
+  (a SeqIO source's Mixture/Task name, lengths, split and seed; a synthetic source's seed)."""
+  def jsonable(v):
+    try:
+      json.dumps(v)
+      return True
+    except TypeError:
+      return False
+  cls = type(source)
+  settings = {k: v for k, v in vars(source).items() if not k.startswith("_") and jsonable(v)}
+  return {"type": f"{cls.__module__}.{cls.__qualname__}", **settings}
 
 
 class IterableSource:
@@ -98,8 +113,9 @@ def zigzag_batch(batch: Batch, shards: int) -> dict[str, np.ndarray]:
   """Applies the load-balancing zigzag permutation (`longjax.ops.zigzag`) to every feature.
 
   Called once per batch on the host, after labels were shifted (`complete`), so tokens, labels,
-  positions, segment ids and weights stay aligned; a no-op when `shards` == 1.
+  positions, segment ids and weights stay aligned; a no-op when `shards` == 1. numpy in, numpy
+  out: no device sees the batch before `sharding.global_batch` places it.
   """
   if shards == 1:
     return dict(batch)
-  return {k: np.asarray(zigzag(v, shards, axis=1)) for k, v in batch.items()}
+  return {k: zigzag(np.asarray(v), shards, axis=1) for k, v in batch.items()}

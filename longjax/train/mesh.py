@@ -14,7 +14,7 @@ import os
 import jax
 import numpy as np
 
-AXES = ("data", "fsdp", "sequence", "tensor")
+from longjax.ops.axes import BATCH_AXES, MESH_AXES as AXES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +98,6 @@ def make_mesh(config: MeshConfig, devices=None) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(np.asarray(devices).reshape(sizes), AXES, axis_types=auto)
 
 
-def batch_axes() -> tuple[str, str]:
+def batch_axes() -> tuple[str, ...]:
   """Mesh axes that split the batch (examples)."""
-  return ("data", "fsdp")
+  return BATCH_AXES

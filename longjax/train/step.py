@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from longjax.ops import RingOptions
 from longjax.train.loss import chunked_cross_entropy
 
 FEATURES = ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
@@ -34,6 +35,9 @@ class StepConfig:
   loss_chunk: int = 4096
   z_loss: float = 0.0
   sequence_shards: int = 1   # the mesh's `sequence` size: the loss chunks within each shard
+  # The token layout of S that ring attention reads; the trainer sets it (and sequence_shards)
+  # from TrainConfig.zigzag and the mesh, so that it always matches what the input did.
+  ring: RingOptions | None = None
   # True: attention stays within packed documents (segment ids) and RoPE positions restart per
   # document. False: plain causal attention over the whole row with global positions, the
   # mask cuDNN's fused kernel supports (packed documents then see earlier ones in the row).
@@ -54,7 +58,8 @@ def make_loss_fn(graphdef: nnx.GraphDef, rest: Any, config: StepConfig) -> Calla
     model = nnx.merge(graphdef, params, rest)
     segment_ids = batch["decoder_segment_ids"] if config.document_masking else None
     hidden = model.hidden_states(batch["decoder_input_tokens"],
-                                 positions=batch["decoder_positions"], segment_ids=segment_ids)
+                                 positions=batch["decoder_positions"], segment_ids=segment_ids,
+                                 ring=config.ring)
     ce, zz, w = chunked_cross_entropy(
         hidden, model.unembedding(), batch["decoder_target_tokens"],
         batch["decoder_loss_weights"], shards=config.sequence_shards, chunk=config.loss_chunk)

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import jax
@@ -25,10 +25,12 @@ from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from longjax import io
 from longjax.models import Llama, LlamaConfig, load_hf, smollm2_checkpoint
+from longjax.ops import RingOptions
 from longjax.train import checkpoint as ckpt_lib
 from longjax.train import sharding
-from longjax.train.data import BatchSource, complete, zigzag_batch
+from longjax.train.data import BatchSource, complete, describe, zigzag_batch
 from longjax.train.loss import chunk_size
 from longjax.train.mesh import MeshConfig, make_mesh, maybe_initialize_distributed
 from longjax.train.metrics import MetricWriter, Throughput, console_line, training_flops_per_token
@@ -36,6 +38,11 @@ from longjax.train.optimizer import OptimizerConfig, decay_mask, make_optimizer,
 from longjax.train.step import FEATURES, StepConfig, TrainState, make_train_step
 
 log = logging.getLogger("longjax.train")
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot run, found before anything is compiled (the CLI prints it
+  in one line; any other exception keeps its traceback)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +54,7 @@ class TrainConfig:
   task_feature_lengths: Mapping[str, int]
   seed: int = 0
   log_every: int = 10
-  zigzag: bool = True
+  zigzag: bool = True                 # zigzag rows over `sequence` (else contiguous, imbalanced)
   init_from_hf: str | None = None     # HF checkpoint dir (or 'smollm2'); its config + hf_overrides
   hf_overrides: Mapping[str, object] = dataclasses.field(default_factory=dict)
   export_hf: bool = False             # write MODEL_DIR/hf with save_hf at the end
@@ -68,12 +75,26 @@ class TrainConfig:
   def seq_len(self) -> int:
     return int(self.task_feature_lengths["targets"])
 
+  @property
+  def ring(self) -> RingOptions:
+    """The layout `_host_batches` gives S, which ring attention must be told."""
+    return RingOptions(layout="zigzag" if self.zigzag else "contiguous")
+
 
 @dataclasses.dataclass(frozen=True)
 class Hook:
-  """Runs `fn(step, state, metrics)` after every `every`-th step and after the last one."""
+  """Runs `fn(step, state, metrics)` after every `every`-th step and after the last one.
+
+  `metrics` holds the step's device scalars (loss, grad_norm, learning_rate, loss_tokens);
+  `jax.device_get` them when needed. `train(..., hooks=[Hook(100, eval_fn)])` adds evals,
+  profilers and the like without editing the trainer (Levanter's `add_hook(fn, every=n)`).
+  """
   every: int
   fn: Callable[[int, TrainState, dict], None]
+
+  def __post_init__(self):
+    if self.every < 1:
+      raise ValueError(f"Hook.every must be >= 1, got {self.every}")
 
 
 def _check(config: TrainConfig, mesh: jax.sharding.Mesh) -> None:
@@ -98,7 +119,7 @@ def _host_batches(source: BatchSource, start: int, config: TrainConfig,
     batch = complete(raw)
     got = batch["decoder_target_tokens"].shape
     if got != (n_rows, shape[1]):
-      raise ValueError(f"batch {start + i} from {type(source).__name__} has shape {got}; expected "
+      raise ConfigError(f"batch {start + i} from {type(source).__name__} has shape {got}; expected "
                        f"({n_rows}, {shape[1]}): this host's rows of BATCH_SIZE={shape[0]} and "
                        f"TASK_FEATURE_LENGTHS['targets']={shape[1]}")
     crc = zlib.crc32(np.ascontiguousarray(batch["decoder_target_tokens"]).tobytes())
@@ -159,7 +180,7 @@ def _init_model(config: TrainConfig, model_config: LlamaConfig | None):
     pure = nnx.state(model, nnx.Param).to_pure_dict()
     return model, lambda shardings: jax.device_put(pure, shardings)
   if model_config is None:
-    raise ValueError("no model: bind a model preset (include gin/models/<name>.gin) or set "
+    raise ConfigError("no model: bind a model preset (include gin/models/<name>.gin) or set "
                      "TrainConfig.init_from_hf")
   make = lambda: Llama(model_config, rngs=nnx.Rngs(config.seed))  # noqa: E731
   return nnx.eval_shape(make), lambda shardings: jax.jit(
@@ -183,10 +204,14 @@ class Prepared:
 def prepare(config: TrainConfig, model_config: LlamaConfig | None = None) -> Prepared:
   """Mesh, checks, model, optimizer and the jitted step; nothing is compiled or run yet."""
   maybe_initialize_distributed()
-  mesh = make_mesh(config.mesh)
+  try:
+    mesh = make_mesh(config.mesh)
+    _check(config, mesh)
+  except ValueError as e:  # the mesh or a shape does not fit the devices / the batch
+    raise ConfigError(str(e)) from e
   rules = sharding.logical_axis_rules(config.mesh.params_on_sequence)
-  _check(config, mesh)
-  step_config = dataclasses.replace(config.step, sequence_shards=mesh.shape["sequence"])
+  step_config = dataclasses.replace(config.step, sequence_shards=mesh.shape["sequence"],
+                                    ring=config.ring)
   abstract_model, init_params = _init_model(config, model_config)
   graphdef, abs_params, *rest = nnx.split(abstract_model, nnx.Param, ...)
   if any(jax.tree.leaves(r) for r in rest):
@@ -218,10 +243,29 @@ def prepare(config: TrainConfig, model_config: LlamaConfig | None = None) -> Pre
       flops_per_step=training_flops_per_token(abstract_model.config, config.seq_len) * tokens)
 
 
-def train(config: TrainConfig, source: BatchSource,
-          model_config: LlamaConfig | None = None) -> dict[str, float]:
+def write_manifest(config: TrainConfig, run: Prepared, source: BatchSource, step: int,
+                   position: int) -> None:
+  """MODEL_DIR/manifest.json (process 0): the config, data source, mesh, model and code
+  versions (git commit) of the run, and how far it got; `complete` once the last step is done."""
+  if jax.process_index() != 0:
+    return
+  data = describe(source)
+  io.write_manifest(
+      config.model_dir, kind="train", config=io.to_json(dataclasses.asdict(config)),
+      inputs={"source": data, "source_fingerprint": io.fingerprint_json(data)},
+      counts={"parameters": sum(math.prod(x.shape) for x in
+                                jax.tree.leaves(run.abstract_state.params)),
+              "steps": step, "data_position": position},
+      extra={"complete": step == config.train_steps, "mesh": dict(run.mesh.shape),
+             "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+             "model": io.to_json(dataclasses.asdict(run.model_config))})
+
+
+def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | None = None, *,
+          hooks: Sequence[Hook] = ()) -> dict[str, float]:
   """Trains (or resumes) per `config`; returns the last logged metrics. Exits early, after a
-  checkpoint, on SIGTERM or a cluster preemption notice."""
+  checkpoint, on SIGTERM or a cluster preemption notice. `hooks` run after the trainer's own
+  (metrics, then checkpoints), in order."""
   # ---------------------------------------------------------------- setup and state
   run = prepare(config, model_config)
   model_dir = epath.Path(config.model_dir)  # local or gs://
@@ -233,6 +277,7 @@ def train(config: TrainConfig, source: BatchSource,
     else:
       state, position = run.init_state(), 0
   start = int(state.step)
+  write_manifest(config, run, source, start, position)
 
   # ---------------------------------------------------------------- data, metrics, hooks
   batches = _prefetch(_host_batches(source, position, config, run.mesh))
@@ -261,7 +306,8 @@ def train(config: TrainConfig, source: BatchSource,
   hooks = [Hook(config.log_every, log_hook),
            Hook(config.checkpoint.every or config.train_steps,
                 lambda n, state, _: ckpt.save(n, state, position,
-                                              force=n == config.train_steps))]
+                                              force=n == config.train_steps)),
+           *hooks]
 
   # ---------------------------------------------------------------- loop
   stop = threading.Event()
@@ -294,4 +340,5 @@ def train(config: TrainConfig, source: BatchSource,
     ckpt_lib.export_hf(nnx.merge(run.graphdef, state.params), model_dir / "hf",
                        tokenizer_from=hf_dir(config) if config.init_from_hf else None)
   ckpt.close()
+  write_manifest(config, run, source, int(state.step), position)
   return last

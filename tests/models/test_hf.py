@@ -8,6 +8,7 @@ import torch
 import transformers
 
 from longjax.models import load_hf, save_hf
+from longjax.models import hf as hf_lib
 from longjax.models.hf import _SafetensorsFile, _write_safetensors
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
@@ -83,6 +84,36 @@ def test_sharded_checkpoints_load(tmp_path):
   assert len(list((tmp_path / "ours").glob("model-*-of-*.safetensors"))) > 1
   reloaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "ours").eval()
   np.testing.assert_array_equal(_torch_logits(reloaded, tokens), _torch_logits(hf, tokens))
+
+
+
+def test_save_hf_crash_over_a_checkpoint_leaves_the_old_one(tmp_path, monkeypatch):
+  """A crash in the middle of `save_hf` over an existing checkpoint leaves the old one loadable;
+  a finished save replaces it whole (no shard of the old one is left behind)."""
+  old_hf, new_hf = _hf_model(seed=0, **CONFIGS["gqa"]), _hf_model(seed=1, **CONFIGS["gqa"])
+  old_hf.save_pretrained(tmp_path / "old")
+  new_hf.save_pretrained(tmp_path / "new")
+  target, tokens = tmp_path / "ckpt", _tokens(1, 16)
+  save_hf(load_hf(tmp_path / "old", dtype="float32"), target, max_shard_bytes=30_000)
+  new = load_hf(tmp_path / "new", dtype="float32")
+
+  def crash_mid_file(path, tensors):
+    path.write_bytes(b"\0" * 100)  # a truncated safetensors file
+    raise OSError("disk full")
+  with monkeypatch.context() as m:
+    m.setattr(hf_lib, "_write_safetensors", crash_mid_file)
+    with pytest.raises(OSError, match="disk full"):
+      save_hf(new, target)
+  old_logits = _torch_logits(old_hf, tokens)
+  np.testing.assert_allclose(np.asarray(load_hf(target, dtype="float32")(tokens)), old_logits,
+                             atol=1e-4)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "new", "old"]  # no litter
+
+  save_hf(new, target)
+  assert not list(target.glob("model-*-of-*.safetensors"))
+  np.testing.assert_allclose(np.asarray(load_hf(target, dtype="float32")(tokens)),
+                             _torch_logits(new_hf, tokens), atol=1e-4)
+  assert not np.allclose(_torch_logits(new_hf, tokens), old_logits, atol=1e-2)
 
 
 def test_bfloat16_checkpoint_loads(tmp_path):

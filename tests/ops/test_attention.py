@@ -1,12 +1,14 @@
 """The `attention` entry point: dispatch, argument checks, ring under a sequence mesh."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from longjax import ops
-from tests.ops.conftest import assert_close, make_mesh, make_qkv, packed_segments, reference
+from tests.helpers.attention import assert_close, make_mesh, make_qkv, packed_segments, reference
 
 
 def test_default_on_cpu_is_blockwise_and_matches_reference():
@@ -24,10 +26,19 @@ def test_default_on_cpu_is_blockwise_and_matches_reference():
 
 def test_sequence_mesh_runs_the_ring_and_size_one_does_not():
   q, k, v, _ = make_qkv(b=2, s=32, n=4, kh=2, h=8)
+  ring = functools.partial(ops.attention, ring=ops.RingOptions(layout="zigzag"))
   with jax.set_mesh(make_mesh(sequence=4)):
-    assert "ppermute" in str(jax.make_jaxpr(ops.attention)(q, k, v))
+    assert "ppermute" in str(jax.make_jaxpr(ring)(q, k, v))
   with jax.set_mesh(make_mesh(data=2, sequence=1)):
-    assert "ppermute" not in str(jax.make_jaxpr(ops.attention)(q, k, v))
+    assert "ppermute" not in str(jax.make_jaxpr(ring)(q, k, v))
+
+
+def test_the_ring_needs_the_layout_in_the_call():
+  """No default layout: a ring told nothing would guess, and a wrong guess drops masks."""
+  q, k, v, _ = make_qkv(b=2, s=32, n=4, kh=2, h=8)
+  with jax.set_mesh(make_mesh(sequence=4)):
+    with pytest.raises(ValueError, match=r"'sequence' axis of size 4 .* needs the token layout"):
+      ops.attention(q, k, v)
 
 
 @pytest.mark.parametrize("kwargs,shapes,match", [

@@ -7,7 +7,7 @@ import pytest
 
 from longjax.ops.blockwise import make_blockwise_kernel
 from longjax.ops.kernels import fused_attention
-from tests.ops.conftest import assert_close, make_qkv, packed_segments, reference
+from tests.helpers.attention import assert_close, make_qkv, packed_segments, reference
 
 SMALL_TILES = make_blockwise_kernel(block_q=8, block_k=16)  # several tiles on every axis
 

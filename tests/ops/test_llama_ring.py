@@ -14,13 +14,16 @@ from flax import nnx
 from longjax import ops
 from longjax.models import Llama, LlamaConfig
 from longjax.train.sharding import logical_axis_rules
-from tests.ops.conftest import make_mesh, packed_segments
+from tests.helpers.attention import make_mesh, packed_segments
 
 B, S, V, N_SEQ = 2, 32, 128, 4
 
 
-def _loss(model, tokens, positions, segment_ids, cot):
-  return jnp.sum(model(tokens, positions, segment_ids) * cot)
+ZIGZAG = ops.RingOptions(layout="zigzag")
+
+
+def _loss(model, tokens, positions, segment_ids, cot, ring=None):
+  return jnp.sum(model(tokens, positions, segment_ids, ring=ring) * cot)
 
 
 @pytest.mark.parametrize("segments", [False, True], ids=["causal", "documents"])
@@ -43,10 +46,10 @@ def test_llama_sequence_sharded_equals_unsharded(segments):
     state = jax.device_put(state, nnx.get_named_sharding(state, mesh))
 
     def forward(state, t, p, s):
-      return nnx.merge(graphdef, state)(t, p, s)
+      return nnx.merge(graphdef, state)(t, p, s, ring=ZIGZAG)
 
     def grad(state, t, p, s, c):
-      return jax.grad(lambda st: _loss(nnx.merge(graphdef, st), t, p, s, c))(state)
+      return jax.grad(lambda st: _loss(nnx.merge(graphdef, st), t, p, s, c, ring=ZIGZAG))(state)
 
     args = (z(tokens), z(positions), z(seg))
     assert "ppermute" in str(jax.make_jaxpr(forward)(state, *args))  # the ring ran

@@ -12,7 +12,7 @@ import numpy as np
 
 from longjax.ops.blockwise import blockwise_bwd, blockwise_fwd
 from longjax.ops.kernels import BlockMask
-from tests.ops.conftest import make_qkv, reference
+from tests.helpers.attention import make_qkv, reference
 
 NO_MASK = BlockMask(causal=False)
 

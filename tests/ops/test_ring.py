@@ -12,19 +12,23 @@ import pytest
 from jax.ad_checkpoint import checkpoint_policies
 
 from longjax import ops
-from tests.ops.conftest import assert_close, make_mesh, make_qkv, packed_segments, reference
+from tests.helpers.attention import assert_close, make_mesh, make_qkv, packed_segments, reference
 
 
-def _ring_run(mesh, n, layout, q, k, v, do, seg=None, causal=True, implementation="blockwise"):
+ZIGZAG = ops.RingOptions(layout="zigzag")
+
+
+def _ring_run(mesh, n, layout, q, k, v, do, seg=None, causal=True, implementation="blockwise",
+              loop="unroll"):
   perm = (lambda x: ops.zigzag(x, n)) if layout == "zigzag" else (lambda x: x)
   unperm = (lambda x: ops.unzigzag(x, n)) if layout == "zigzag" else (lambda x: x)
   b, s = q.shape[:2]
   pos = perm(jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s)))
 
   def f(q, k, v):
-    with ops.ring_options(layout=layout):
-      o = ops.attention(perm(q), perm(k), perm(v), segment_ids=None if seg is None else perm(seg),
-                        positions=pos, causal=causal, implementation=implementation)
+    o = ops.attention(perm(q), perm(k), perm(v), segment_ids=None if seg is None else perm(seg),
+                      positions=pos, causal=causal, implementation=implementation,
+                      ring=ops.RingOptions(layout=layout, loop=loop))
     return unperm(o)
 
   with jax.set_mesh(mesh):
@@ -103,7 +107,7 @@ def test_permute_counts(n):
   """T4: N-1 KV shifts forward; backward N-1 KV + N dK/dV shifts; saved context: no re-run."""
   q, k, v, do = make_qkv(b=1, s=8 * n, n=2, kh=1, h=8)
   mesh = make_mesh(sequence=n)
-  f = lambda q, k, v: ops.attention(q, k, v, implementation="blockwise")
+  f = lambda q, k, v: ops.attention(q, k, v, implementation="blockwise", ring=ZIGZAG)
   loss = lambda f: (lambda q, k, v: jnp.sum(f(q, k, v) * do))
   save = jax.checkpoint(f, policy=checkpoint_policies.save_only_these_names(
       "context", "context_lse"))
@@ -122,17 +126,17 @@ def test_errors_say_what_was_expected():
   q, k, v, _ = make_qkv(b=2, s=24, n=4, kh=2, h=8)
   with jax.set_mesh(make_mesh(sequence=8)):
     with pytest.raises(ValueError, match=r"divisible by 2 \* 'sequence' axis size = 16"):
-      ops.attention(q, k, v)
+      ops.attention(q, k, v, ring=ZIGZAG)
   q2, k2, v2, _ = make_qkv(b=2, s=32, n=3, kh=3, h=8)
   with jax.set_mesh(make_mesh(sequence=4, tensor=2)):
     with pytest.raises(ValueError, match=r"query heads \(3\) and kv heads \(3\) must both be "
                                          r"divisible by the 'tensor' mesh axis size \(2\)"):
-      ops.attention(q2, k2, v2)
+      ops.attention(q2, k2, v2, ring=ZIGZAG)
   with jax.set_mesh(make_mesh(data=2)):
     with pytest.raises(ValueError, match=r"needs a mesh with a 'sequence' axis.*\('data',\)"):
-      ops.ring_attention(q, k, v, kernel=ops.attention.__globals__["BLOCKWISE"])
+      ops.ring_attention(q, k, v, kernel=ops.attention.__globals__["BLOCKWISE"], options=ZIGZAG)
   with pytest.raises(ValueError, match="needs a mesh with a 'sequence' axis"):
-    ops.ring_attention(q, k, v, kernel=ops.attention.__globals__["BLOCKWISE"])
+    ops.ring_attention(q, k, v, kernel=ops.attention.__globals__["BLOCKWISE"], options=ZIGZAG)
   with pytest.raises(ValueError, match="layout must be one of"):
     ops.RingOptions(layout="striped")
 
@@ -143,11 +147,11 @@ def test_scan_loop_matches_reference_without_extra_permutes():
   q, k, v, do = make_qkv(b=2, s=32, n=4, kh=2, h=8, seed=11)
   seg = packed_segments(2, 32, seed=11)
   mesh = make_mesh(sequence=n)
-  with ops.ring_options(loop="scan"):
-    o, grads = _ring_run(mesh, n, "zigzag", q, k, v, do, seg)
-    with jax.set_mesh(mesh):
-      jaxpr = jax.make_jaxpr(lambda q, k, v: ops.attention(q, k, v, implementation="blockwise"))(
-          q, k, v)
+  o, grads = _ring_run(mesh, n, "zigzag", q, k, v, do, seg, loop="scan")
+  scan = ops.RingOptions(layout="zigzag", loop="scan")
+  with jax.set_mesh(mesh):
+    jaxpr = jax.make_jaxpr(lambda q, k, v: ops.attention(q, k, v, implementation="blockwise",
+                                                         ring=scan))(q, k, v)
   # one shift before the scan (step 0) + one in its body (run N-2 times) = N-1 at run time
   assert "scan[" in str(jaxpr) and _count(jaxpr) == 2
   o_ref, grads_ref = reference(q, k, v, do, segment_ids=seg)
@@ -174,8 +178,8 @@ def test_ring_with_an_index_only_kernel(n, layout, dtype):
   unperm = (lambda x: ops.unzigzag(x, n)) if layout == "zigzag" else (lambda x: x)
 
   def f(q, k, v):
-    with ops.ring_options(layout=layout):
-      return unperm(ops.ring_attention(perm(q), perm(k), perm(v), kernel=index_only))
+    return unperm(ops.ring_attention(perm(q), perm(k), perm(v), kernel=index_only,
+                                     options=ops.RingOptions(layout=layout)))
 
   with jax.set_mesh(make_mesh(sequence=n)):
     o, vjp = jax.vjp(jax.jit(f), q, k, v)

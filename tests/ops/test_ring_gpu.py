@@ -21,7 +21,7 @@ from flax import nnx
 from longjax import ops
 from longjax.models import Llama, LlamaConfig
 from longjax.train.sharding import logical_axis_rules
-from tests.ops.conftest import make_mesh, make_qkv, packed_segments, reference
+from tests.helpers.attention import make_mesh, make_qkv, packed_segments, reference
 
 pytestmark = [
     pytest.mark.gpu,
@@ -56,8 +56,8 @@ def _ring(n, layout, implementation, seg=None, loop="unroll"):
   def f(q, k, v):
     b, s = q.shape[:2]
     pos = perm(jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s)))
-    with ops.ring_options(layout=layout, loop=loop):
-      o = ops.attention(perm(q), perm(k), perm(v), positions=pos,
+    o = ops.attention(perm(q), perm(k), perm(v), positions=pos,
+                      ring=ops.RingOptions(layout=layout, loop=loop),
                         segment_ids=None if seg is None else perm(seg),
                         implementation=implementation)
     return unperm(o)
@@ -129,10 +129,10 @@ def test_llama_ring_on_gpus_as_accurate_as_one_gpu(n):
   positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
   cot = jax.random.normal(jax.random.key(2), (b, s, cfg.vocab_size), jnp.float32)
 
-  def logits_and_grads(gd):
+  def logits_and_grads(gd, ring=None):
     def loss(st, t, p, c):
-      return jnp.sum(nnx.merge(gd, st)(t, p).astype(jnp.float32) * c)
-    return lambda st, t, p, c: (nnx.merge(gd, st)(t, p), jax.grad(loss)(st, t, p, c))
+      return jnp.sum(nnx.merge(gd, st)(t, p, ring=ring).astype(jnp.float32) * c)
+    return lambda st, t, p, c: (nnx.merge(gd, st)(t, p, ring=ring), jax.grad(loss)(st, t, p, c))
 
   def errors(logits, grads, ref):
     flat = dict(nnx.to_flat_state(grads))
@@ -146,7 +146,7 @@ def test_llama_ring_on_gpus_as_accurate_as_one_gpu(n):
   mesh = make_mesh(data=1, fsdp=1, sequence=n, tensor=1)
   with jax.set_mesh(mesh), nnx.logical_axis_rules(logical_axis_rules()):
     sharded = jax.device_put(state, nnx.get_named_sharding(state, mesh))
-    fn = logits_and_grads(graphdef)
+    fn = logits_and_grads(graphdef, ops.RingOptions(layout="zigzag"))
     assert "ppermute" in str(jax.make_jaxpr(fn)(sharded, z(tokens), z(positions), z(cot)))
     logits, grads = jax.jit(fn)(sharded, z(tokens), z(positions), z(cot))
   ring = errors(ops.unzigzag(logits, n), grads, ref)

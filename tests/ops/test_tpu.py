@@ -11,7 +11,7 @@ import pytest
 from longjax import ops
 from longjax.ops.kernels import BlockMask
 from longjax.ops.tpu import tpu_fwd
-from tests.ops.conftest import (assert_close, make_mesh, make_qkv, packed_segments,
+from tests.helpers.attention import (assert_close, make_mesh, make_qkv, packed_segments,
                                 reference)
 
 pytestmark = pytest.mark.slow
@@ -51,8 +51,8 @@ def test_ring_with_tpu_kernel():
   z = lambda x: ops.zigzag(x, n)
 
   def f(q, k, v):
-    return ops.unzigzag(ops.attention(z(q), z(k), z(v), segment_ids=z(seg),
-                                      implementation="tpu"), n)
+    return ops.unzigzag(ops.attention(z(q), z(k), z(v), segment_ids=z(seg), implementation="tpu",
+                                      ring=ops.RingOptions(layout="zigzag")), n)
 
   with jax.set_mesh(make_mesh(sequence=n)):
     o, vjp = jax.vjp(jax.jit(f), q, k, v)

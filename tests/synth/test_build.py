@@ -12,7 +12,7 @@ from longjax.synth import artifacts, default_corpus
 from longjax.synth.__main__ import main
 from longjax.synth.chunking import open_chunk_store
 from longjax.synth.corpus import open_store
-from method_helpers import byte_tokenizer
+from tests.helpers.synth import byte_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -163,3 +163,17 @@ def test_manifest_completion_tracks_config_and_inputs(tmp_path):
       w.write({"i": i, "t": "é" * i})
   r = artifacts.RecordReader(tmp_path / "r")
   assert [r[i]["t"] for i in (2, 0, 1)] == ["éé", "", "é"] and len(r) == 3
+
+
+def test_methods_require_a_finished_build(tmp_path):
+  """Reading a method's index before `synth build` finished says which command builds it."""
+  from longjax.synth.methods import METHODS
+  for name in ("quest", "nextlong"):  # the others stop earlier, at the missing corpus store
+    with pytest.raises(FileNotFoundError, match=rf"no finished build of method '{name}'.*"
+                                                rf"`python -m longjax.synth build --methods {name}`"):
+      next(iter(METHODS[name].examples(tmp_path, length=64, tokenizer=None, shard=0,
+                                        num_shards=1, seed=0)))
+  with pytest.raises(FileNotFoundError, match="no finished build of method 'knn'"):
+    artifacts.require_built(tmp_path / "knn", method="knn")
+  artifacts.write_manifest(tmp_path / "knn", kind="knn", config={}, inputs={}, counts={})
+  assert artifacts.require_built(tmp_path / "knn", method="knn")["kind"] == "knn"

@@ -15,7 +15,7 @@ from longjax.synth.chunking import open_chunk_store
 from longjax.synth.corpus import open_store
 from longjax.synth.embed import HashingEmbedder
 from longjax.synth.methods import METHODS
-from method_helpers import BOS, EOS, byte_tokenizer
+from tests.helpers.synth import BOS, EOS, byte_tokenizer
 
 LENGTH = 256
 

@@ -13,7 +13,7 @@ import pytest
 from longjax.synth import artifacts, embed
 from longjax.synth.methods import METHODS, contexts
 from longjax.synth.methods.base import BuildContext
-from method_helpers import BOS, EOS, byte_tokenizer, make_store
+from tests.helpers.synth import BOS, EOS, byte_tokenizer, make_store
 
 L = 128
 TOPICS = [["river", "boat", "water", "fish", "bank"], ["stock", "market", "price", "trade"],

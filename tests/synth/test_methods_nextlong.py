@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from longjax.synth.methods import nextlong as nl
-from method_helpers import BOS, byte_tokenizer
+from tests.helpers.synth import BOS, byte_tokenizer
 
 SEP = "\n\n"
 

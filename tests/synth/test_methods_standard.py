@@ -8,7 +8,7 @@ import pytest
 from longjax.synth import artifacts
 from longjax.synth.methods.base import BuildContext
 from longjax.synth.methods.standard import StandardMethod
-from method_helpers import EOS, byte_tokenizer, make_store
+from tests.helpers.synth import EOS, byte_tokenizer, make_store
 
 L = 64
 

@@ -8,7 +8,7 @@ import pytest
 from longjax.synth import embed, preview
 from longjax.synth.methods import METHODS
 from longjax.synth.methods.base import BuildContext
-from method_helpers import byte_tokenizer, make_store
+from tests.helpers.synth import byte_tokenizer, make_store
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from longjax.synth.methods.base import BuildContext
 from longjax.synth.quest import QuestMethod
 from longjax.synth.quest.predict import T5QueryPredictor
 from longjax.synth.quest.queries import predict_queries, read_queries
-from method_helpers import EOS, byte_tokenizer, make_store
+from tests.helpers.synth import EOS, byte_tokenizer, make_store
 
 L = 128
 TOPICS = ["solar panel", "rice cooker", "wind turbine", "coral reef", "jazz piano",

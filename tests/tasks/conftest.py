@@ -1,14 +1,11 @@
 """Fixtures for the SeqIO-layer tests: a byte-level HF tokenizer dir and a small built index."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "synth"))
-from method_helpers import byte_tokenizer  # noqa: E402  pylint: disable=wrong-import-position
+from tests.helpers.synth import byte_tokenizer
 
 TOPICS = [["river", "boat", "water", "fish"], ["stock", "market", "price", "trade"],
           ["goal", "match", "team", "score"], ["chip", "code", "server", "data"]]

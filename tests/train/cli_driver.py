@@ -9,11 +9,11 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import shakespeare_task  # noqa: E402,F401  (registers the task)
 from longjax.tasks import input as task_input  # noqa: E402
 from longjax.train.__main__ import main  # noqa: E402
+from tests.helpers import shakespeare_task  # noqa: E402,F401  (registers the task)
 
 if float(os.environ.get("SLOW_BATCHES", "0")) > 0:
   _batches = task_input.SeqioBatches.batches

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-import shakespeare_task
 from longjax.models import load_hf, load_tokenizer, smollm2_checkpoint
 from longjax.train.checkpoint import CheckpointConfig
 from longjax.train.data import IterableSource
@@ -17,6 +16,7 @@ from longjax.train.mesh import MeshConfig
 from longjax.train.optimizer import OptimizerConfig
 from longjax.train.step import StepConfig
 from longjax.train.trainer import TrainConfig, train
+from tests.helpers import shakespeare_task
 
 SEQ, BATCH, THETA = 128, 8, 1_000_000.0
 

@@ -35,11 +35,10 @@ def test_every_gin_file_parses(gin_file):
     LlamaConfig.preset(gin.query_parameter("model_config.preset"))
 
 
-def test_experiment_builds_its_arguments(monkeypatch):
-  seen = {}
-  monkeypatch.setattr(cli, "train", lambda c, s, m: seen.update(config=c, source=s, model=m))
+def test_experiment_builds_its_arguments():
   cli.parse(["gin/experiments/tiny_synthetic.gin"], ["MODEL_DIR='/tmp/unused'"])
-  cli.run()  # pylint: disable=no-value-for-parameter
+  config, source, model = cli.run()  # pylint: disable=no-value-for-parameter
+  seen = {"config": config, "source": source, "model": model}
   assert isinstance(seen["config"], TrainConfig) and seen["config"].seq_len == 256
   assert seen["config"].mesh.sequence == 4 and seen["config"].optimizer.b2 == 0.95
   assert isinstance(seen["source"], SyntheticSource)
@@ -84,3 +83,19 @@ def test_sequence_not_divisible_by_the_ring(capsys, tmp_path):
   err = _main(capsys, f"--gin.MODEL_DIR='{tmp_path}'",
               "--gin.TASK_FEATURE_LENGTHS={'targets': 100}", "--gin.synthetic_batches.seq_len=100")
   assert "sequence length (100) must be divisible by 2*sequence (zigzag) (8)" in err
+
+
+def test_errors_after_configuration_keep_their_traceback(monkeypatch, tmp_path, capsys):
+  """Only configuration errors become a one-line message; a bug inside training (here a
+  ValueError, as a shape bug would raise) propagates with its traceback."""
+  def shape_bug(config, source, model):
+    raise ValueError("operand shapes (8, 3) and (4,) do not broadcast")
+  monkeypatch.setattr(cli, "train", shape_bug)
+  with pytest.raises(ValueError, match="do not broadcast"):
+    cli.main(["--gin_file=gin/experiments/tiny_synthetic.gin", f"--gin.MODEL_DIR='{tmp_path}'"])
+
+  def config_error(config, source, model):
+    raise cli.ConfigError("mesh needs 16 devices, but there are 8")
+  monkeypatch.setattr(cli, "train", config_error)
+  code = cli.main(["--gin_file=gin/experiments/tiny_synthetic.gin", f"--gin.MODEL_DIR='{tmp_path}'"])
+  assert code == 2 and "error: mesh needs 16 devices" in capsys.readouterr().err

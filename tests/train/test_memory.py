@@ -72,7 +72,9 @@ def test_save_context_keeps_one_context_per_layer(sequence, impl, capsys):
   positions = ops.zigzag(jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s)), sequence)
 
   def loss(st):
-    return jnp.sum(nnx.merge(graphdef, st)(tokens, positions).astype(jnp.float32))
+    model = nnx.merge(graphdef, st)
+    return jnp.sum(model(tokens, positions, ring=ops.RingOptions(layout="zigzag")).astype(
+        jnp.float32))
   mesh = make_mesh(MeshConfig(data=1, sequence=sequence), jax.devices()[:sequence])
   with activate(mesh, logical_axis_rules()):
     print_saved_residuals(loss, state)

@@ -10,7 +10,7 @@ from flax import nnx
 
 from longjax.models import Llama
 from longjax.train.optimizer import OptimizerConfig, decay_mask, make_optimizer, make_schedule
-from train_helpers import tiny_model
+from tests.helpers.training import tiny_model
 
 
 def test_warmup_then_cosine_to_min_ratio():

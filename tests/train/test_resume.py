@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from train_helpers import logged
+from tests.helpers.training import logged
 
 DRIVER = Path(__file__).with_name("cli_driver.py")
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 from longjax.models import Llama
 from longjax.train import sharding
 from longjax.train.mesh import MeshConfig, make_mesh
-from train_helpers import tiny_model
+from tests.helpers.training import tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ import jax
 import numpy as np
 import pytest
 
-import shakespeare_task
 from longjax.tasks.input import SeqioBatches
 from longjax.train.data import IterableSource
 from longjax.train.mesh import MeshConfig
 from longjax.train.step import StepConfig
 from longjax.train.trainer import train
-from train_helpers import logged, small_config, tiny_model
+from tests.helpers import shakespeare_task
+from tests.helpers.training import logged, small_config, tiny_model
 
 
 @pytest.fixture(scope="module")

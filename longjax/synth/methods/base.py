@@ -19,14 +19,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar, \
-  runtime_checkable
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from longjax.models.tokenizer import Tokenizer
-
-_T = TypeVar("_T")
+from longjax.progress import Progress, silent
 
 
 @runtime_checkable
@@ -51,10 +49,6 @@ class Embedder(Protocol):
   name: str
 
   def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-def _identity_progress(items: Iterable[_T], **_: Any) -> Iterable[_T]:
-  return items
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +76,7 @@ class BuildContext:
   index_dir: Path
   lengths: tuple[int, ...] = ()
   log: Callable[[str], None] = logging.getLogger("longjax.synth").info
-  progress: Callable[..., Iterable[Any]] = _identity_progress
+  progress: Progress = silent
 
   def __post_init__(self):
     object.__setattr__(self, "index_dir", Path(self.index_dir))
@@ -149,25 +143,3 @@ def shard_range(n: int, shard: int, num_shards: int) -> range:
   """The contiguous slice [start, stop) of `n` items that `shard` owns (sizes differ by <= 1)."""
   check_shard(shard, num_shards)
   return range(n * shard // num_shards, n * (shard + 1) // num_shards)
-
-
-_SUFFIX = {"k": 1024, "m": 1024 ** 2}
-
-
-def parse_length(text: str | int) -> int:
-  """'8k' -> 8192, '1m' -> 1048576, '4096' -> 4096 (task names use the short form)."""
-  if isinstance(text, int):
-    return text
-  t = text.strip().lower()
-  try:
-    return int(t[:-1]) * _SUFFIX[t[-1]] if t and t[-1] in _SUFFIX else int(t)
-  except ValueError:
-    raise ValueError(f"length {text!r}: expected an integer with optional k/m suffix, like 8k")
-
-
-def format_length(n: int) -> str:
-  """8192 -> '8k', 1048576 -> '1m', 1000 -> '1000'; inverse of `parse_length`."""
-  for suffix, unit in (("m", 1024 ** 2), ("k", 1024)):
-    if n % unit == 0:
-      return f"{n // unit}{suffix}"
-  return str(n)

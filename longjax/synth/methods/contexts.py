@@ -131,10 +131,7 @@ def stream_plan(directory: Path, *, method: str, store: DocStore, length: int,
                 tokenizer: Tokenizer, shard: int, num_shards: int,
                 seed: int) -> Iterator[dict[str, Any]]:
   """Examples for `shard` from the plan in `directory`: shuffled context ids, contiguous ranges."""
-  manifest = artifacts.read_manifest(directory)
-  if manifest is None:
-    raise FileNotFoundError(f"{directory}: no manifest.json; run `python -m longjax.synth build` "
-                            f"with method {method!r} first")
+  manifest = artifacts.require_built(directory, method=method)
   check_tokenizer(manifest, tokenizer, directory)
   plan = Plan(directory, length)
   ids = np.random.default_rng(seed).permutation(len(plan))

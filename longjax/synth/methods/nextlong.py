@@ -370,10 +370,7 @@ class NExtLongMethod:
                num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
     index_dir = Path(index_dir)
     out = index_dir / self.name
-    manifest = artifacts.read_manifest(out)
-    if manifest is None:
-      raise FileNotFoundError(f"{out}: no manifest.json; run `python -m longjax.synth build` "
-                              "with method 'nextlong' first")
+    manifest = artifacts.require_built(out, method=self.name)
     contexts.check_tokenizer(manifest, tokenizer, out)
     options = {k: v for k, v in manifest["config"].items()
                if k not in ("collection", "tokenizer", "lengths")}

@@ -17,8 +17,8 @@ import os
 import re
 from pathlib import Path
 
+from longjax.io import format_length, parse_length
 from longjax.synth import artifacts
-from longjax.synth.methods.base import format_length, parse_length
 
 ENV_INDEX_DIRS = "LONGJAX_INDEX_DIRS"
 PREFIX = "longjax"

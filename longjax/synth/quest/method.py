@@ -251,10 +251,7 @@ class QuestMethod:
                num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
     check_shard(shard, num_shards)
     directory = Path(index_dir) / self.name
-    manifest = artifacts.read_manifest(directory)
-    if manifest is None:
-      raise FileNotFoundError(f"{directory}: no manifest.json; run `python -m longjax.synth "
-                              "build` with the quest method first")
+    manifest = artifacts.require_built(directory, method=self.name)
     contexts.check_tokenizer(manifest, tokenizer, directory)
     options = {k: v for k, v in manifest["config"].items() if k not in ("lengths", "tokenizer")}
     cfg = QuestConfig.from_mapping(options)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from longjax.progress import Progress, silent
 from longjax.synth import artifacts
 from longjax.synth.methods.base import DocStore
 from longjax.synth.quest.predict import QueryPredictor
@@ -30,7 +31,7 @@ def _part_path(directory: Path, i: int) -> Path:
 def predict_queries(store: DocStore, predictor: QueryPredictor, directory: str | Path, *,
                     seed: int, part_size: int = 4096,
                     log: Callable[[str], None] = print,
-                    progress: Callable[..., Iterable[Any]] = lambda x, **_: x) -> dict[str, Any]:
+                    progress: Progress = silent) -> dict[str, Any]:
   """Predicts queries for every document of `store` into `directory`; returns counts."""
   if part_size < 1:
     raise ValueError(f"part_size ({part_size}) must be >= 1")

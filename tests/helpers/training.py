@@ -1,4 +1,4 @@
-"""Trainer-test helpers: the tiny Llama preset in float32 and a small TrainConfig."""
+"""Trainer-test helpers: the tiny Llama preset in float32, a small TrainConfig, logged metrics."""
 
 import dataclasses
 

@@ -1,9 +1,8 @@
-"""Shared helpers for the ops tests: random q/k/v, packed segment ids, meshes, comparisons."""
+"""Attention-test helpers: random q/k/v, packed segment ids, meshes, the dense reference."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from jax.sharding import AxisType
 
 from longjax import ops
@@ -57,8 +56,3 @@ def assert_close(actual, expected, dtype):
   else:
     rel = np.linalg.norm(a - e) / np.linalg.norm(e)
     assert rel <= 2e-2, f"relative error {rel:.3g} > 2e-2"
-
-
-@pytest.fixture
-def qkv():
-  return make_qkv
