@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   from longjax.synth.corpus import CorpusError  # pylint: disable=import-outside-toplevel
   try:
     return _build(args) if args.command == "build" else _preview(args)
-  except (CorpusError, FileNotFoundError, ValueError) as e:
+  except (CorpusError, OSError, ValueError) as e:  # OSError: names the path (--out a file...)
     print(f"error: {e}", file=sys.stderr)
     return 2
 

@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.debug("configuration error", exc_info=True)
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # MODEL_DIR a file or not writable: the message names the path
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   return 0
 
 
