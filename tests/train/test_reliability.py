@@ -47,8 +47,9 @@ def _steps(model_dir: Path) -> list[int]:
 
 
 def test_failed_save_ends_the_process(tmp_path):
-  """MODEL_DIR/checkpoints turns read-only mid-run: an error and an exit, not a hang."""
-  env = _env(SLOW_BATCHES="0.3", READONLY_AT="5")
+  """MODEL_DIR/checkpoints turns read-only once training started (the input pipeline does it
+  while step 1 compiles), before the first save: an error and an exit, not a hang."""
+  env = _env(READONLY_AT="2")
   try:
     run = subprocess.run(_driver(tmp_path, 10, **env), cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=240)
