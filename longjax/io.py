@@ -233,11 +233,17 @@ def begin_stage(directory: str | os.PathLike) -> Path:
   """Creates `directory` and removes its manifest, so work being redone never looks finished.
 
   Without this, a rebuild that crashes after replacing some files of an earlier build would
-  leave those files under the earlier build's manifest.
+  leave those files under the earlier build's manifest. Temporaries a killed run left anywhere
+  under `directory` (`.tmp-*`, `.old-*` of `atomic_path`) are removed too.
   """
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   (directory / MANIFEST).unlink(missing_ok=True)
+  for litter in sorted(directory.rglob(".tmp-*")) + sorted(directory.rglob(".old-*")):
+    if litter.is_dir() and not litter.is_symlink():
+      shutil.rmtree(litter, ignore_errors=True)
+    else:
+      litter.unlink(missing_ok=True)
   return directory
 
 

@@ -18,6 +18,7 @@ import argparse
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,18 +29,19 @@ ENV = {
 }
 
 
-def commands(args) -> list[list[str]]:
+def commands(args, tarball: str) -> list[list[str]]:
+  """The commands in order; `tarball` is a path in a directory private to this run (a fixed
+  /tmp name could be pre-created or linked elsewhere by another user of the host)."""
   env = " ".join(f"{k}={shlex.quote(v)}" for k, v in ENV.items())
   train_args = " ".join(shlex.quote(a) for a in args.train_args)
   if not args.host:
-    return [["bash", "-c", f"cd {shlex.quote(str(REPO))} && {env} {args.python} -m longjax.train "
-             f"{train_args}"]]
-  tarball = "/tmp/longjax-src.tar.gz"
+    return [["bash", "-c", f"cd {shlex.quote(str(REPO))} && {env} {shlex.quote(args.python)} "
+             f"-m longjax.train {train_args}"]]
   install = " && ".join([
       "rm -rf ~/longjax && mkdir -p ~/longjax && tar xzf ~/longjax-src.tar.gz -C ~/longjax",
       "cd ~/longjax && python3 -m venv .venv && .venv/bin/pip install -q -U pip",
-      f".venv/bin/pip install -q 'jax[{args.jax_extra}]' flax optax orbax-checkpoint gin-config "
-      "etils safetensors ml_dtypes transformers tokenizers",
+      f".venv/bin/pip install -q {shlex.quote(f'jax[{args.jax_extra}]')} flax optax "
+      "orbax-checkpoint gin-config etils safetensors ml_dtypes transformers tokenizers",
       ".venv/bin/pip install -q --no-deps -e ."])
   out = [["git", "-C", str(REPO), "archive", "--format=tar.gz", "-o", tarball, "HEAD"],
          ["scp", tarball, f"{args.host}:~/longjax-src.tar.gz"]]
@@ -65,11 +67,12 @@ def main() -> int:
     args.train_args = args.train_args[1:]
   if not any(a.startswith("--gin_file") for a in args.train_args):
     parser.error("give the training arguments after `--`, at least one --gin_file=...")
-  for cmd in commands(args):
-    print("+ " + shlex.join(cmd), flush=True)
-    if not args.dry_run and (code := subprocess.call(cmd)):
-      print(f"command failed with exit code {code}", file=sys.stderr)
-      return code
+  with tempfile.TemporaryDirectory(prefix="longjax-launch-") as tmp:
+    for cmd in commands(args, f"{tmp}/longjax-src.tar.gz"):
+      print("+ " + shlex.join(cmd), flush=True)
+      if not args.dry_run and (code := subprocess.call(cmd)):
+        print(f"command failed with exit code {code}", file=sys.stderr)
+        return code
   return 0
 
 

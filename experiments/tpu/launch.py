@@ -18,6 +18,7 @@ import argparse
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,14 +39,15 @@ def _generation(accelerator: str) -> str:
                    "followed by -<cores or chips>, e.g. v4-32, v5litepod-16, v5p-16, v6e-8")
 
 
-def commands(args) -> list[tuple[list[str], bool]]:
-  """The gcloud commands in order; the bool says whether a failure may be ignored."""
+def commands(args, tarball: str) -> list[tuple[list[str], bool]]:
+  """The gcloud commands in order; the bool says whether a failure may be ignored. `tarball`
+  is a path in a directory private to this run (not a fixed /tmp name another user could
+  pre-create or link)."""
   where = ["--zone", args.zone] + (["--project", args.project] if args.project else [])
   tpu = ["gcloud", "compute", "tpus", "tpu-vm"]
   version = args.version or RUNTIME[_generation(args.accelerator)]
   create = tpu + ["create", args.name, *where, "--accelerator-type", args.accelerator,
                   "--version", version] + (["--spot"] if args.spot else [])
-  tarball = "/tmp/longjax-src.tar.gz"
   install = " && ".join([
       "rm -rf ~/longjax && mkdir -p ~/longjax && tar xzf ~/longjax-src.tar.gz -C ~/longjax",
       "cd ~/longjax && python3 -m venv .venv && .venv/bin/pip install -q -U pip",
@@ -96,14 +98,15 @@ def main() -> int:
   if not any(a.startswith("--gin_file") for a in args.train_args):
     parser.error("give the training arguments after `--`, at least one --gin_file=...")
   _generation(args.accelerator)
-  for cmd, may_fail in commands(args):
-    print("+ " + shlex.join(cmd), flush=True)
-    if args.dry_run:
-      continue
-    code = subprocess.call(cmd)
-    if code and not may_fail:
-      print(f"command failed with exit code {code}", file=sys.stderr)
-      return code
+  with tempfile.TemporaryDirectory(prefix="longjax-launch-") as tmp:
+    for cmd, may_fail in commands(args, f"{tmp}/longjax-src.tar.gz"):
+      print("+ " + shlex.join(cmd), flush=True)
+      if args.dry_run:
+        continue
+      code = subprocess.call(cmd)
+      if code and not may_fail:
+        print(f"command failed with exit code {code}", file=sys.stderr)
+        return code
   return 0
 
 

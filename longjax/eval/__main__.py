@@ -18,6 +18,7 @@ from typing import Sequence
 
 from longjax.eval.model_dir import EvalInputError
 from longjax.eval.task import TaskFitError
+from longjax.models.hf import CheckpointError
 
 log = logging.getLogger("longjax.eval")
 
@@ -175,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   try:
     run(argv)
-  except (EvalInputError, TaskFitError, FileNotFoundError) as e:
+  except (EvalInputError, TaskFitError, CheckpointError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0

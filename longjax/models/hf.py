@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import json
+import math
 import mmap
 import os
 from pathlib import Path
@@ -101,6 +102,10 @@ def _hf_names(key: str, config: LlamaConfig) -> list[str]:
 # safetensors, read through mmap (the safetensors package cannot hand numpy bfloat16).
 
 
+class CheckpointError(ValueError):
+  """An HF checkpoint that is not what its config says: a missing, truncated or odd tensor."""
+
+
 class _SafetensorsFile:
   """Lazy, memory-mapped view of one .safetensors file."""
 
@@ -124,8 +129,14 @@ class _SafetensorsFile:
       with open(self.path, "rb") as f:
         self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     start, end = info["data_offsets"]
+    dtype = np.dtype(_ST_DTYPES[info["dtype"]])
+    if self.offset + end > len(self._map) or end - start != math.prod(info["shape"]) * \
+        dtype.itemsize:
+      raise CheckpointError(
+          f"{self.path}: truncated or damaged: tensor {name} {info['shape']} needs bytes "
+          f"{self.offset + start}..{self.offset + end} of a {len(self._map)}-byte file")
     buf = memoryview(self._map)[self.offset + start:self.offset + end]
-    return np.frombuffer(buf, _ST_DTYPES[info["dtype"]]).reshape(info["shape"])
+    return np.frombuffer(buf, dtype).reshape(info["shape"])
 
 
 def _write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
@@ -207,7 +218,7 @@ def load_hf(path: str | os.PathLike, **overrides: Any) -> Llama:
     for name in _hf_names(key, config):
       used.add(name)
       if name not in files:
-        raise KeyError(f"{path}: tensor {name} is missing from the checkpoint "
+        raise CheckpointError(f"{path}: tensor {name} is missing from the checkpoint "
                        f"(needed for {key}; config {config_path})")
       x = files[name].get(name)
       want = spec.hf_shape(config)

@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "inspect": lambda a: _inspect(a, argv)}
   try:
     return commands[args.command](args)
-  except (CorpusError, FileNotFoundError, ValueError) as e:
+  except (CorpusError, OSError, ValueError) as e:  # OSError: names the path (--out a file...)
     print(f"error: {e}", file=sys.stderr)
     return 2
 

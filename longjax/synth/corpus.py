@@ -13,9 +13,9 @@ Input formats (`iter_raw_documents`):
 
 Malformed structure (invalid JSON, no `text` column, a non-string text) raises `CorpusError`
 naming the file and line/row. Bad *content* is skipped and recorded with a reason:
-`not_utf8`, `too_long` (more than `max_chars` characters), `binary` (contains NUL), `empty`
-(whitespace only), `duplicate` (exact text seen before), `duplicate_id`, `heldout` (text equal
-to a held-out evaluation document).
+`not_utf8` (also a JSON escape of an unpaired surrogate, "\\ud83d"), `too_long` (more than
+`max_chars` characters), `binary` (contains NUL), `empty` (whitespace only), `duplicate` (exact
+text seen before), `duplicate_id`, `heldout` (text equal to a held-out evaluation document).
 
 Store layout (`<dir>/`): `documents.jsonl` + `documents.offsets.npy` (records
 `{"key", "title", "source", "text"}`, see `artifacts.RecordWriter`), `keys.json` (stable ids and
@@ -208,6 +208,9 @@ def _validate(raw: RawDocument, max_chars: int) -> tuple[str | None, str, str]:
       data = data.decode("utf-8")
     except UnicodeDecodeError as e:
       return None, "not_utf8", f"invalid UTF-8 at byte {e.start}"
+  surrogate = _lone_surrogate(data, raw.title, raw.key)
+  if surrogate:  # JSON escapes like "\ud83d" decode to text that UTF-8 cannot store
+    return None, "not_utf8", surrogate
   if len(data) > max_chars:
     return None, "too_long", f"{len(data)} characters > max_chars ({max_chars})"
   if "\x00" in data:
@@ -215,6 +218,16 @@ def _validate(raw: RawDocument, max_chars: int) -> tuple[str | None, str, str]:
   if not data.strip():
     return None, "empty", "whitespace only" if data else "zero length"
   return data, "", ""
+
+
+def _lone_surrogate(*fields: str | None) -> str:
+  """Where the first field that UTF-8 cannot encode (an unpaired surrogate) breaks, or ''."""
+  for name, text in zip(("text", "title", "id"), fields):
+    try:
+      (text or "").encode("utf-8")
+    except UnicodeEncodeError as e:
+      return f"{name} has an unpaired surrogate at character {e.start}"
+  return ""
 
 
 def build_store(raw_documents: Iterable[RawDocument], out_dir: str | os.PathLike, *,

@@ -144,24 +144,56 @@ class Index:
     return ids, scores
 
   def save(self, directory: str | os.PathLike) -> None:
-    """Serialises into `<directory>/scann/` (relative asset paths: the directory can move)."""
+    """Serialises into `<directory>/scann/` (relative asset paths: the directory can move).
+
+    Never with a pickle: ScaNN pickles the searcher's doc ids when it has any, and we index
+    by row number, so none are set (`_check_no_pickle` refuses an index that has one).
+    """
+    if getattr(self.searcher, "docids", None) is not None:
+      raise ValueError("a ScaNN searcher with doc ids would be saved with a pickle; index rows")
     with artifacts.atomic_path(Path(directory) / "scann") as tmp:
       tmp.mkdir()
       self.searcher.serialize(str(tmp), relative_path=True)
+      _check_no_pickle(tmp)
 
   @classmethod
   def load(cls, directory: str | os.PathLike) -> "Index":
-    """Loads an index that `build_index(..., out_dir=directory)` wrote."""
+    """Loads an index that `build_index(..., out_dir=directory)` wrote, without unpickling.
+
+    ScaNN's own `load_searcher` unpickles `scann_docids.pkl` when the file exists, which runs
+    any code in it; an index from elsewhere must be safe to open, so the assets are read here
+    and a directory holding a pickle is refused.
+    """
     manifest = artifacts.read_manifest(directory)
     if manifest is None or manifest.get("kind") != "index":
       raise FileNotFoundError(f"{directory}: not a finished ScaNN index (no index manifest)")
-    searcher = _scann().load_searcher(str(Path(directory) / "scann"))
+    searcher = _load_searcher(Path(directory) / "scann")
     c = manifest["config"]
     config = IndexConfig(**{f.name: c[f.name] for f in dataclasses.fields(IndexConfig)})
     tuned = manifest.get("search", {})
     return cls(searcher, config, manifest["counts"]["vectors"], manifest["counts"]["dim"],
                manifest, leaves_to_search=tuned.get("leaves_to_search"),
                reorder=tuned.get("reorder"))
+
+
+def _check_no_pickle(directory: Path) -> None:
+  """Refuses a ScaNN directory that holds a pickle (unpickling runs arbitrary code)."""
+  pickles = sorted(p.name for p in Path(directory).iterdir()
+                   if p.suffix in (".pkl", ".pickle"))
+  if pickles:
+    raise ValueError(f"{directory}: refusing a ScaNN index that holds a pickle ({pickles}): "
+                     "opening it could run code; rebuild the index with `synth build`")
+
+
+def _load_searcher(directory: Path) -> Any:
+  """ScaNN's `load_searcher` without its pickle path (doc ids) and its assets-guessing shim."""
+  assets = directory / "scann_assets.pbtxt"
+  if not assets.is_file():
+    raise FileNotFoundError(f"{directory}: no scann_assets.pbtxt (not a ScaNN index)")
+  _check_no_pickle(directory)
+  pybind = _scann()
+  return pybind.ScannSearcher(
+      pybind.scann_pybind.ScannNumpy(str(directory), assets.read_text()), None)
 
 
 def _build_searcher(vectors: np.ndarray, config: IndexConfig, k: int) -> Any:

@@ -25,6 +25,7 @@ from etils import epath
 
 from longjax import io
 from longjax.models import LlamaConfig
+from longjax.models.hf import CheckpointError
 from longjax.train.checkpoint import CheckpointConfig
 from longjax.train.data import SyntheticSource
 from longjax.train.mesh import MeshConfig, maybe_initialize_distributed
@@ -127,16 +128,16 @@ def main(argv: list[str] | None = None) -> int:
       model_dir.mkdir(parents=True, exist_ok=True)
       io.write_text(model_dir / "config.gin", gin.config_str())
     config, source, model = run()  # pylint: disable=no-value-for-parameter  (gin supplies them)
-  except ValueError as e:  # gin errors (ConfigError) and invalid values in the config objects
+  except (ValueError, OSError) as e:  # gin errors, invalid config values; MODEL_DIR unwritable
     return _config_error(e)
   try:
     train(config, source, model)
-  except ConfigError as e:  # the trainer's checks, before compiling; other errors keep traceback
-    return _config_error(e)
+  except (ConfigError, CheckpointError, OSError) as e:  # checks before compiling, checkpoints
+    return _config_error(e)  # that do not restore, paths; any other error keeps its traceback
   return 0
 
 
-def _config_error(e: ValueError) -> int:
+def _config_error(e: Exception) -> int:
   logging.debug("configuration error", exc_info=True)
   print(f"error: {e}", file=sys.stderr)
   return 2

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from longjax.io import atomic_path
-from longjax.models.hf import write_hf_files
+from longjax.models.hf import CheckpointError, write_hf_files
 
 log = logging.getLogger("longjax.train")
 
@@ -39,17 +40,32 @@ class CheckpointConfig:
       raise ValueError(f"checkpoint keep must be >= 1, got {self.keep}")
 
 
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a step directory still being written
+
+
 class Checkpointer:
-  """Saves every `config.every` steps into `directory/<step>`, keeping the newest `keep`."""
+  """Saves every `config.every` steps into `directory/<step>`, keeping the newest `keep`.
+
+  A local `directory` must be writable: that is checked before training and before each save,
+  because orbax makes the step directory in a background thread, and when that fails its other
+  save threads wait for it forever (the process never exits). Unfinished step directories (a
+  save cut short by a kill) are removed, with a warning.
+  """
 
   def __init__(self, directory: str | epath.PathLike, config: CheckpointConfig):
     self.config = config
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=max(config.every, 1), max_to_keep=config.keep,
-        enable_async_checkpointing=config.asynchronous, create=True)
+        enable_async_checkpointing=config.asynchronous, create=True,
+        cleanup_tmp_directories=True)
     directory = epath.Path(directory)
-    if "://" not in str(directory):
-      directory = directory.absolute()
+    self._local = None if "://" in str(directory) else Path(directory).absolute()
+    if self._local:
+      directory = epath.Path(self._local)
+      self._check_writable()
+    if directory.is_dir():
+      for tmp in sorted(p.name for p in directory.iterdir() if TMP_SUFFIX in p.name):
+        log.warning("checkpoint: removing %s/%s, a save that never finished", directory, tmp)
     self._manager = ocp.CheckpointManager(directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -61,6 +77,7 @@ class Checkpointer:
       return False
     if step == self.latest_step():
       return False
+    self._check_writable()
     saved = self._manager.save(
         step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                       data=ocp.args.JsonSave({"position": int(data_position)})),
@@ -80,6 +97,55 @@ class Checkpointer:
                                       data=ocp.args.JsonRestore()))
     return out["state"], int(out["data"]["position"])
 
+  def restore_newest_good(self, abstract_state: Any) -> tuple[Any, int] | None:
+    """Restores the newest step that restores (None without any), moving newer damaged steps
+    aside to `<directory>.damaged/` with a warning that names each one and why it failed.
+
+    A step that fails while an older one restores is damaged (a truncated or missing file);
+    when every step fails the cause is more likely the configuration (a changed model), so
+    then nothing is moved and the error lists every step's failure.
+    """
+    failures = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self.restore(abstract_state, step)
+      except Exception as e:  # pylint: disable=broad-except  (orbax/TensorStore raise many kinds)
+        failures.append((step, error_summary(e)))
+        log.warning("checkpoint: step %d does not restore (%s); trying an older step", step,
+                    failures[-1][1])
+        continue
+      for bad, reason in failures:
+        self._set_aside(bad, reason)
+      if failures:
+        self._manager.reload()
+      return restored
+    if failures:
+      raise CheckpointError(f"no checkpoint under {self._manager.directory} restores: " + "; ".join(
+          f"step {s}: {r}" for s, r in failures))
+    return None
+
+  def _set_aside(self, step: int, reason: str) -> None:
+    """Moves step `step` out of the manager's directory (it could not be saved again there)."""
+    directory = epath.Path(self._manager.directory)
+    target = directory.parent / f"{directory.name}.damaged" / f"{step}-{int(time.time())}"
+    if jax.process_index() == 0:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      (directory / str(step)).rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"longjax_checkpoint_set_aside_{step}")
+    log.warning("checkpoint: skipped step %d (%s); moved it to %s", step, reason, target)
+
+  def _check_writable(self) -> None:
+    """Raises an OSError naming the (local) directory unless process 0 can create a file in it."""
+    if not self._local or jax.process_index() != 0:
+      return
+    try:
+      self._local.mkdir(parents=True, exist_ok=True)
+      tempfile.TemporaryFile(dir=self._local).close()
+    except OSError as e:
+      raise OSError(e.errno, f"checkpoint directory is not writable ({e.strerror})",
+                    str(self._local)) from None
+
   def reached_preemption(self, step: int) -> bool:
     """True on every host once the cluster announced a preemption (multi-host TPU/GPU)."""
     return jax.process_count() > 1 and self._manager.reached_preemption(step)
@@ -90,6 +156,14 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def error_summary(error: Exception, limit: int = 300) -> str:
+  """`TypeName: first line of the message`, cut to `limit` characters (TensorStore errors run to
+  a hundred lines)."""
+  text = str(error).strip().splitlines()
+  line = f"{type(error).__name__}: {text[0] if text else ''}"
+  return line if len(line) <= limit else line[:limit] + "..."
 
 
 def abstract(tree: Any, shardings: Any) -> Any:

@@ -14,6 +14,7 @@ MFU = FLOPs per step / (step time * number of devices * peak dense bf16 FLOP/s p
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -61,7 +62,9 @@ class MetricWriter:
   stores (gs://) have no append, so there the JSONL goes to ./metrics-<run name>.jsonl locally.
   """
 
-  def __init__(self, logdir: str | epath.PathLike):
+  def __init__(self, logdir: str | epath.PathLike, *, after_step: int = 0):
+    """`after_step`: the step training resumes after; records of later steps (written before a
+    kill or a fall back to an older checkpoint) are dropped, as those steps run again."""
     self.logdir = epath.Path(logdir)
     self._main = jax.process_index() == 0
     self._tb = None
@@ -77,6 +80,7 @@ class MetricWriter:
       except ImportError:
         logging.warning("clu is not installed: no TensorBoard events, only %s/metrics.jsonl",
                         self.logdir)
+      _truncate_after(Path(jsonl), after_step)
       self._jsonl = open(jsonl, "a", encoding="utf-8")
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
@@ -93,6 +97,28 @@ class MetricWriter:
         self._tb.flush()
         self._tb.close()
       self._jsonl.close()
+
+
+def _truncate_after(jsonl: Path, step: int) -> None:
+  """Rewrites `jsonl` (atomically) without records past `step` or a torn last line."""
+  if not jsonl.is_file():
+    return
+  lines = jsonl.read_text(encoding="utf-8").splitlines()
+  kept = [line for line in lines if _record_step(line) <= step]
+  if len(kept) < len(lines):
+    logging.info("%s: dropped %d records after step %d (those steps run again)", jsonl,
+                 len(lines) - len(kept), step)
+    tmp = jsonl.with_name(f".tmp-{jsonl.name}")
+    tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, jsonl)
+
+
+def _record_step(line: str) -> float:
+  """The step of one JSONL record; infinity for a torn or foreign line (so it is dropped)."""
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return float("inf")
 
 
 def _duration(seconds: float) -> str:

@@ -271,8 +271,9 @@ def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | 
   model_dir = epath.Path(config.model_dir)  # local or gs://
   ckpt = ckpt_lib.Checkpointer(model_dir / "checkpoints", config.checkpoint)
   with sharding.activate(run.mesh, run.rules):
-    if ckpt.latest_step() is not None:
-      state, position = ckpt.restore(run.abstract_state)
+    restored = ckpt.restore_newest_good(run.abstract_state)
+    if restored is not None:
+      state, position = restored
       log.info("resumed from step %d (data position %d)", int(state.step), position)
     else:
       state, position = run.init_state(), 0
@@ -282,7 +283,7 @@ def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | 
   # ---------------------------------------------------------------- data, metrics, hooks
   batches = _prefetch(_host_batches(source, position, config, run.mesh))
   throughput = Throughput(config.batch_size * config.seq_len, run.flops_per_step)
-  writer = MetricWriter(model_dir)
+  writer = MetricWriter(model_dir, after_step=start)  # drops records of steps to be replayed
   last: dict[str, float] = {}
   crc = 0
   finite_at = start
@@ -312,12 +313,12 @@ def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | 
   # ---------------------------------------------------------------- loop
   stop = threading.Event()
   main_thread = threading.current_thread() is threading.main_thread()
-  previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main_thread else None
+  previous = _on_stop_signals(stop) if main_thread else {}
   try:
     with sharding.activate(run.mesh, run.rules):
       t0 = time.perf_counter()
       for n in range(start + 1, config.train_steps + 1):
-        batch, crc = next(batches)
+        batch, crc = _next_batch(batches, n, source)
         state, metrics = run.train_step(state, batch)
         position += 1
         if n == start + 1:  # keep compilation out of the throughput numbers
@@ -333,12 +334,42 @@ def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | 
           break
     ckpt.wait()
   finally:
-    if main_thread:
-      signal.signal(signal.SIGTERM, previous)
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
     writer.close()
+    _close_quietly(ckpt)  # its threads would keep a failed run from exiting
   if config.export_hf and not stop.is_set():
     ckpt_lib.export_hf(nnx.merge(run.graphdef, state.params), model_dir / "hf",
                        tokenizer_from=hf_dir(config) if config.init_from_hf else None)
-  ckpt.close()
   write_manifest(config, run, source, int(state.step), position)
   return last
+
+
+def _on_stop_signals(stop: threading.Event) -> dict[int, object]:
+  """SIGTERM and SIGINT (Ctrl-C) set `stop`: the loop saves a checkpoint and returns. A second
+  Ctrl-C abandons that (KeyboardInterrupt). Returns the previous handlers."""
+  def handle(signum, _):
+    if stop.is_set() and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    stop.set()
+  return {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _next_batch(batches: Iterator[tuple[dict, int]], step: int,
+                source: BatchSource) -> tuple[dict, int]:
+  """The batch of `step`, or a ValueError saying the data ran out (not a bare StopIteration)."""
+  try:
+    return next(batches)
+  except StopIteration:
+    raise ValueError(f"the data ran out at step {step}: {type(source).__name__} yielded no "
+                     "batch for it (an empty or too short Task? see its manifest's "
+                     "counts['budget'])") from None
+
+
+def _close_quietly(ckpt: ckpt_lib.Checkpointer) -> None:
+  """Closes `ckpt`; an error there (a save that failed) is logged, not raised over the error
+  that may already be on its way out."""
+  try:
+    ckpt.close()
+  except Exception as e:  # pylint: disable=broad-except
+    log.error("checkpoint: closing failed: %s", ckpt_lib.error_summary(e))

@@ -9,7 +9,7 @@ import transformers
 
 from longjax.models import load_hf, save_hf
 from longjax.models import hf as hf_lib
-from longjax.models.hf import _SafetensorsFile, _write_safetensors
+from longjax.models.hf import CheckpointError, _SafetensorsFile, _write_safetensors
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
@@ -163,7 +163,7 @@ def test_error_missing_tensor(saved):
   f = _SafetensorsFile(saved / "model.safetensors")
   tensors = {n: np.array(f.get(n)) for n in f.header if n != "model.layers.1.mlp.up_proj.weight"}
   _write_safetensors(saved / "model.safetensors", tensors)
-  with pytest.raises(KeyError, match=r"tensor model.layers.1.mlp.up_proj.weight is missing"):
+  with pytest.raises(CheckpointError, match=r"tensor model.layers.1.mlp.up_proj.weight is missing"):
     load_hf(saved)
 
 
@@ -189,4 +189,12 @@ def test_error_unused_tensor(saved):
   config["num_hidden_layers"] = 1
   (saved / "config.json").write_text(json.dumps(config))
   with pytest.raises(ValueError, match=r"tensors not used by a Llama .*model.layers.1."):
+    load_hf(saved)
+
+
+def test_truncated_safetensors_names_the_file(saved):
+  """Not numpy's "cannot reshape array of size 3774 into shape (176,64)", but the file."""
+  weights = saved / "model.safetensors"
+  weights.write_bytes(weights.read_bytes()[:weights.stat().st_size - 1000])
+  with pytest.raises(CheckpointError, match=f"{weights}: truncated or damaged: tensor "):
     load_hf(saved)

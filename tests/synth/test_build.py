@@ -177,3 +177,51 @@ def test_methods_require_a_finished_build(tmp_path):
     artifacts.require_built(tmp_path / "knn", method="knn")
   artifacts.write_manifest(tmp_path / "knn", kind="knn", config={}, inputs={}, counts={})
   assert artifacts.require_built(tmp_path / "knn", method="knn")["kind"] == "knn"
+
+
+def _short_corpus(tmp_path, n=3):
+  path = tmp_path / "c.jsonl"
+  path.write_text("".join(json.dumps({"text": f"short document number {i}."}) + "\n"
+                          for i in range(n)))
+  return path
+
+
+@pytest.mark.parametrize("config,message", [
+    ('{"nextlong": {"overgen": "two"}}', "nextlong.overgen: expected a number, got 'two' (str)"),
+    ('{"knn": {"k_nn": 2.5}}', "knn.k_nn: expected an integer, got 2.5"),
+    ('{"iclm": {"windw": 3}}', "iclm: unknown options ['windw']"),
+    ('{"quest": {"fill_policy": "nope"}}', "quest.fill_policy must be one of"),
+])
+def test_method_options_checked_before_anything_is_built(tmp_path, capsys, config, message):
+  """Every requested method's options, types included, before the corpus or a method is built."""
+  out = tmp_path / "o"
+  argv = ["build", "--corpus", str(_short_corpus(tmp_path)), "--out", str(out), "--methods",
+          "standard,knn,iclm,quest,nextlong", "--embedder", "hashing-16", "--config", config]
+  assert main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and message in err, err
+  assert not out.exists()
+
+
+@pytest.mark.parametrize("method", ["standard", "knn", "iclm"])
+def test_empty_task_fails_naming_method_and_length(tmp_path, tokenizer_dir, capsys, method):
+  """3 short documents at 64k: no sample can be made; say so instead of `built ...`."""
+  argv = ["build", "--corpus", str(_short_corpus(tmp_path)), "--out", str(tmp_path / "o"),
+          "--methods", method, "--embedder", "hashing-16", "--tokenizer", str(tokenizer_dir),
+          "--lengths", "64k"]
+  assert main(argv) == 2
+  err = capsys.readouterr().err
+  assert f"error: {method} made 0 samples of 64k (65536 tokens) from a corpus of 3 documents" \
+      in err, err
+  assert "fewer than one sample" in err and "built" not in err
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_out_in_the_way_of_a_file(tmp_path, capsys, where):
+  (tmp_path / "f").write_text("")
+  out = tmp_path / "f" if where == "a file" else tmp_path / "f" / "idx"
+  argv = ["build", "--corpus", str(_short_corpus(tmp_path)), "--out", str(out),
+          "--methods", "none"]
+  assert main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and str(tmp_path / "f") in err, err

@@ -174,3 +174,17 @@ def test_default_corpus_split(tmp_path):
   assert sum(k.startswith("sotu/") for k in keys) == 249
   assert sum(k.startswith("shakespeare/") for k in keys) > 40
   assert max(len(d.text) for d in heldout) > 100_000  # genuinely long documents
+
+
+def test_lone_surrogate_skips_that_record_only(tmp_path):
+  """A JSON escape of half a UTF-16 pair decodes to text UTF-8 cannot store: skip it, say where."""
+  path = tmp_path / "c.jsonl"
+  path.write_text('{"text": "good one"}\n{"text": "emoji cut \\ud83d here"}\n'
+                  '{"text": "fine", "title": "\\udc00"}\n{"text": "good two"}\n')
+  store = ingest_corpus(path, tmp_path / "store")
+  assert [store.text(i) for i in range(len(store))] == ["good one", "good two"]
+  skipped = store.manifest["skipped"]
+  assert [(s["source"], s["reason"]) for s in skipped] == [(f"{path}:2", "not_utf8"),
+                                                          (f"{path}:3", "not_utf8")]
+  assert skipped[0]["detail"] == "text has an unpaired surrogate at character 10"
+  assert skipped[1]["detail"].startswith("title has an unpaired surrogate")

@@ -105,3 +105,42 @@ def test_scann_import_keeps_tensorflow_out():
           "import longjax.synth.corpus, longjax.synth.embed, longjax.synth.chunking; "
           "assert 'tensorflow' not in sys.modules, 'TF imported'")
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class _Payload:
+  """Unpickling this creates the file `path` (what a hostile index would do, harmlessly)."""
+
+  def __init__(self, path):
+    self.path = str(path)
+
+  def __reduce__(self):
+    return (open, (self.path, "w"))
+
+
+def test_index_with_a_pickle_is_refused_not_executed(tmp_path):
+  """An index from a colleague or a bucket: its scann_docids.pkl must never be unpickled."""
+  import pickle  # pylint: disable=import-outside-toplevel
+  x = _clustered(500, 8)
+  build_index(x, k=5, out_dir=tmp_path / "idx")
+  assert not [p for p in (tmp_path / "idx" / "scann").iterdir() if p.suffix == ".pkl"]
+  marker = tmp_path / "pwned"
+  (tmp_path / "idx" / "scann" / "scann_docids.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+  with pytest.raises(ValueError, match="refusing a ScaNN index that holds a pickle"):
+    Index.load(tmp_path / "idx")
+  with pytest.raises(ValueError, match="pickle"):  # the reuse path of build_index
+    build_index(x, k=5, out_dir=tmp_path / "idx")
+  assert not marker.exists()
+
+
+def test_temporaries_of_a_killed_neighbour_stage_are_removed(tmp_path):
+  """SIGKILL mid-stage leaves `.tmp-*.npy` (atomic_path never reached its cleanup)."""
+  x = _clustered(300, 8)
+  index = build_index(x, k=5)
+  out = tmp_path / "neighbours"
+  out.mkdir()
+  litter = [out / ".tmp-0badf00d-neighbours.npy", out / ".tmp-0badf00d-scores.npy"]
+  for path in litter:
+    path.write_bytes(b"half written")
+  neighbour_lists(index, x, 5, out_dir=out)
+  assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "neighbours.npy",
+                                                   "scores.npy"]

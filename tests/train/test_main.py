@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import gin
+import numpy as np
 import jax
 import pytest
 
@@ -99,3 +100,26 @@ def test_errors_after_configuration_keep_their_traceback(monkeypatch, tmp_path, 
   monkeypatch.setattr(cli, "train", config_error)
   code = cli.main(["--gin_file=gin/experiments/tiny_synthetic.gin", f"--gin.MODEL_DIR='{tmp_path}'"])
   assert code == 2 and "error: mesh needs 16 devices" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_model_dir_in_the_way_of_a_file(capsys, tmp_path, where):
+  """MODEL_DIR that cannot be a directory: an `error:` line naming it, exit 2 (no traceback)."""
+  (tmp_path / "f").write_text("")
+  model_dir = tmp_path / "f" if where == "a file" else tmp_path / "f" / "run"
+  err = _main(capsys, f"--gin.MODEL_DIR='{model_dir}'")
+  assert err.startswith("error: ") and str(tmp_path / "f") in err
+
+
+def test_init_from_hf_with_a_missing_tensor(capsys, tmp_path):
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from longjax.models import Llama, save_hf  # pylint: disable=import-outside-toplevel
+  from longjax.models.hf import _write_safetensors, read_safetensors  # pylint: disable=import-outside-toplevel
+  hf = save_hf(Llama(LlamaConfig.preset("tiny", vocab_size=512), rngs=nnx.Rngs(0)),
+               tmp_path / "hf")
+  tensors = {k: np.array(v) for k, v in read_safetensors(hf).items()}  # not the mmap we rewrite
+  del tensors["model.norm.weight"]
+  _write_safetensors(hf / "model.safetensors", tensors)
+  err = _main(capsys, f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+              f"--gin.TrainConfig.init_from_hf='{hf}'")
+  assert "error: " in err and "tensor model.norm.weight is missing" in err
