@@ -72,9 +72,12 @@ class Tokenizer:
   def vocab_size(self) -> int:
     return len(self._impl) if self._kind == "hf" else self._impl.get_piece_size()
 
-  def encode(self, text: str) -> list[int]:
+  def encode(self, text: str, *, parse_special: bool = False) -> list[int]:
+    """Token ids of `text`; `parse_special` turns written control tokens (a chat template's
+    `<|im_start|>`) into their ids, which data text must never do."""
     if self._kind == "hf":
-      return self._impl.encode(text, add_special_tokens=False, split_special_tokens=True)
+      return self._impl.encode(text, add_special_tokens=False,
+                               split_special_tokens=not parse_special)
     return self._impl.encode(text)
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:

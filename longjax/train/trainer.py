@@ -143,22 +143,43 @@ def _check_one_segment(segment_ids: np.ndarray, step: int) -> None:
 
 
 def _prefetch(it: Iterator, size: int = 2) -> Iterator:
-  """Runs `it` in a background thread, `size` items ahead (host input overlaps device work)."""
+  """Runs `it` in a background thread, `size` items ahead (host input overlaps device work).
+
+  Closing the generator (the trainer returning, or an error) stops the thread and waits for it:
+  a thread left inside JAX or TensorFlow while the interpreter shuts down can abort the process
+  after a clean save (seen as exit -6 after a Ctrl-C under load).
+  """
   q: queue.Queue = queue.Queue(size)
-  done = object()
+  done, stop = object(), threading.Event()
+
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        q.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
 
   def work():
     try:
       for item in it:
-        q.put(item)
-      q.put(done)
+        if not put(item):
+          return
+      put(done)
     except BaseException as e:  # pylint: disable=broad-except  (re-raised in the consumer)
-      q.put(e)
-  threading.Thread(target=work, daemon=True).start()
-  while (item := q.get()) is not done:
-    if isinstance(item, BaseException):
-      raise item
-    yield item
+      put(e)
+
+  thread = threading.Thread(target=work, daemon=True)
+  thread.start()
+  try:
+    while (item := q.get()) is not done:
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()
+    thread.join(timeout=60)
 
 
 def hf_dir(config: TrainConfig) -> Path:
@@ -336,6 +357,7 @@ def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | 
   finally:
     for signum, handler in previous.items():
       signal.signal(signum, handler)
+    batches.close()  # stops and joins the input thread
     writer.close()
     _close_quietly(ckpt)  # its threads would keep a failed run from exiting
   if config.export_hf and not stop.is_set():

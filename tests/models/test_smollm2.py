@@ -48,7 +48,8 @@ def test_logits_match_transformers(smollm2_fp32, smollm2_torch, smollm2_dir, tok
 
 
 def test_greedy_generation_matches_transformers(smollm2_fp32, smollm2_torch, tokenizer):
-  prompts = [[tokenizer.bos_id] + tokenizer.encode(STORY), tokenizer.encode(CHAT)]
+  prompts = [[tokenizer.bos_id] + tokenizer.encode(STORY),
+             tokenizer.encode(CHAT, parse_special=True)]  # the chat markers are meant here
   ours = generate(smollm2_fp32, prompts, 24, prefill_chunk=8)
   for prompt, new in zip(prompts, ours):
     with torch.no_grad():
