@@ -137,6 +137,15 @@ def fingerprint_array(array: np.ndarray) -> str:
   return h.hexdigest()
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+  """sha256 of a file's content, read in 16 MiB pieces (about 1 s per GB)."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    while piece := f.read(1 << 24):
+      h.update(piece)
+  return h.hexdigest()
+
+
 def write_manifest(directory: str | os.PathLike, *, kind: str, config: Mapping[str, Any],
                    inputs: Mapping[str, Any], counts: Mapping[str, Any],
                    skipped: Sequence[Mapping[str, Any]] = (),

@@ -2,13 +2,14 @@
 
 A `BatchSource` yields this host's rows of each global batch, starting at a given batch index
 (the data position stored in checkpoints), so a restarted run sees exactly the batches an
-uninterrupted one would. Sources: `longjax.tasks.input.SeqioBatches` (SeqIO, TF), `IterableSource`
+uninterrupted one would. Sources: `longjax.tasks.input.SeqioBatches` (SeqIO, TF),
+`longjax.train.arrayrecord.ArrayRecordSource` (exported rows, Grain), `IterableSource`
 (any iterable of global numpy batches) and `SyntheticSource` (seeded random tokens, benchmarks).
 TF never enters this module.
 """
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -23,6 +24,15 @@ class BatchSource(Protocol):
 
   def batches(self, *, start: int, rows: slice, global_batch: int) -> Iterator[Batch]:
     """Yields batches `start`, `start + 1`, ...: rows `rows` of each [global_batch, S] batch."""
+    ...
+
+
+@runtime_checkable
+class CheckedSource(Protocol):
+  """A source that can tell, before anything compiles, whether a run fits its data."""
+
+  def check_run(self, *, seq_len: int, vocab_size: int) -> None:
+    """Raises ValueError naming what differs (row length, vocabulary) from the run's config."""
     ...
 
 

@@ -28,7 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from longjax.models import Llama, LlamaConfig, load_hf, smollm2_checkpoint
 from longjax.train import checkpoint as ckpt_lib
 from longjax.train import sharding
-from longjax.train.data import BatchSource, complete, zigzag_batch
+from longjax.train.data import BatchSource, CheckedSource, complete, zigzag_batch
 from longjax.train.loss import chunk_size
 from longjax.train.mesh import MeshConfig, make_mesh, maybe_initialize_distributed
 from longjax.train.metrics import MetricWriter, Throughput, console_line, training_flops_per_token
@@ -224,6 +224,8 @@ def train(config: TrainConfig, source: BatchSource,
   checkpoint, on SIGTERM or a cluster preemption notice."""
   # ---------------------------------------------------------------- setup and state
   run = prepare(config, model_config)
+  if isinstance(source, CheckedSource):
+    source.check_run(seq_len=config.seq_len, vocab_size=run.model_config.vocab_size)
   model_dir = epath.Path(config.model_dir)  # local or gs://
   ckpt = ckpt_lib.Checkpointer(model_dir / "checkpoints", config.checkpoint)
   with sharding.activate(run.mesh, run.rules):
