@@ -149,7 +149,7 @@ class ArrayRecordSource:
 
   def __init__(self, data_dir: str | Path, *, seed: int = 0, shuffle: bool = True,
                mixture_or_task_name: str | None = None, verify: bool = True,
-               read_threads: int = 8, prefetch: int = 4):
+               read_threads: int = 4, prefetch: int = 4):
     """Validates the export now (before anything compiles): manifest, shards, sha256, and that
     it was exported from `mixture_or_task_name` when given."""
     self.data_dir = Path(data_dir)
