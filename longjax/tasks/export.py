@@ -193,15 +193,22 @@ def export(options: ExportOptions,
       write_shard(path, progress(rows, total=n, desc=f"{options.name} shard {i + 1}/{shards}"),
                   fmt)
 
-  summaries = [summarize_shard(out / shard_name(i, shards), fmt) for i in range(shards)]
+  return finish_export(out, fmt, [shard_name(i, shards) for i in range(shards)], config, inputs)
+
+
+def finish_export(out: Path, fmt: RowFormat, files: list[str], config: dict[str, Any],
+                  inputs: dict[str, Any]) -> dict[str, Any]:
+  """Summarizes the written shards `files` of `out` into its manifest (written last)."""
+  summaries = [summarize_shard(out / f, fmt) for f in files]
   documents = set().union(*(s.pop("documents") for s in summaries))
-  counts = {"rows": sum(s["rows"] for s in summaries), "tokens": options.rows * options.length,
+  rows = sum(s["rows"] for s in summaries)
+  counts = {"rows": rows, "tokens": rows * fmt.length,
             "non_padding_tokens": sum(s.pop("tokens") for s in summaries),
             "examples": sum(s.pop("examples") for s in summaries),
             "unique_documents": len(documents) if documents else None}
   manifest = artifacts.write_manifest(out, kind=KIND, config=config, inputs=inputs, counts=counts,
                                       extra={"format": fmt.to_json(), "shards": summaries})
-  (out / PLAN).unlink()
+  (out / PLAN).unlink(missing_ok=True)
   return manifest
 
 
