@@ -41,12 +41,14 @@ def write_synthetic(out: Path, length: int, rows: int, vocab: int, shards: int) 
       row = {"targets": np.where(seg > 0, rng.integers(3, vocab, length), 0),
              "segment_ids": seg, "positions": np.where(seg > 0, pos, 0)}
       yield row, [{"synthetic": True}] * int(seg.max())
-  files = [export.shard_name(i, shards) for i in range(shards)]
-  for i, name in enumerate(files):
-    export.write_shard(out / name, rows_of(export.shard_rows(i, rows, shards)), fmt)
+  options = export.ExportOptions("synthetic", length=length, tokens=rows * length, out=out,
+                                 shards=shards)
   config = {"task": "synthetic", "length": length, "tokens": rows * length, "rows": rows,
             "seed": 0, "shards": shards, "pack": True, "tokenizer": "random", "vocab_size": vocab}
-  export.finish_export(out, fmt, files, config, inputs={})
+  plan = export.Plan(options, fmt, shards, config, inputs={})
+  for i, name in enumerate(plan.files):
+    export.write_shard(out / name, rows_of(export.shard_rows(i, rows, shards)), fmt)
+  export.finish_export(plan)
 
 
 def measure(source: ArrayRecordSource, batch: int, batches: int, host_work: bool) -> dict:

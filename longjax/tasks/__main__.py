@@ -6,7 +6,8 @@
         --length 128 --tokens 64k --out /tmp/std
 
 Tasks come from the index directories in $LONGJAX_INDEX_DIRS (as for training) and from each
-`--index-dir`. Sizes take k/m/g suffixes (powers of 2). Re-running a command resumes an
+`--index-dir`. `--runner DirectRunner` (or DataflowRunner, ...) writes the shards with Apache
+Beam, one shard per element, for large runs. Sizes take k/m/g suffixes (powers of 2). Re-running a command resumes an
 interrupted export; a finished one is verified and left as it is. Train on the result with
 `--gin_file=gin/data/arrayrecord.gin --gin.DATA_DIR="'DIR'"` (docs/training.md). Bad input
 prints one `error:` line and exits with status 2.
@@ -40,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
   exp.add_argument("--out", type=Path, required=True, help="output directory")
   exp.add_argument("--seed", type=int, default=0, help="seqio shuffle/mixing seed (as training)")
   exp.add_argument("--shards", type=int, default=None, help="output shards (default: ~256 MiB)")
+  exp.add_argument("--runner", default=None,
+                   help="write the shards with Apache Beam on this runner (e.g. DirectRunner, "
+                        "DataflowRunner); default: in this process")
+  exp.add_argument("--beam-option", action="append", default=[],
+                   help="a Beam pipeline option, e.g. --beam-option=--direct_num_workers=4")
   exp.add_argument("--index-dir", action="append", default=[], type=Path,
                    help="register the Tasks of this index directory too (repeatable)")
   return parser
@@ -52,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     from longjax.tasks import export  # pylint: disable=import-outside-toplevel
     for index_dir in args.index_dir:
       longjax.tasks.register(index_dir)
-    manifest = export.export(export.ExportOptions(
-        name=args.name, length=args.length, tokens=args.tokens, out=args.out, seed=args.seed,
-        shards=args.shards))
+    options = export.ExportOptions(name=args.name, length=args.length, tokens=args.tokens,
+                                   out=args.out, seed=args.seed, shards=args.shards)
+    if args.runner:
+      manifest = export.export_beam(options, [f"--runner={args.runner}", *args.beam_option])
+    else:
+      manifest = export.export(options)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

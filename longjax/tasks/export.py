@@ -25,7 +25,7 @@ import itertools
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,45 +169,98 @@ def summarize_shard(path: Path, fmt: RowFormat) -> dict[str, Any]:
           "documents": documents}
 
 
-def export(options: ExportOptions,
-           progress: Callable[..., Iterable[Any]] = _tqdm) -> dict[str, Any]:
-  """Runs the export (or finishes an interrupted one); returns the manifest."""
-  source = SeqioBatches(options.name, {"targets": options.length}, seed=options.seed)
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What an export writes: its shards, record format and the manifest's config and inputs."""
+  options: ExportOptions
+  fmt: RowFormat
+  shards: int
+  config: dict[str, Any]
+  inputs: dict[str, Any]
+
+  @property
+  def files(self) -> list[str]:
+    return [shard_name(i, self.shards) for i in range(self.shards)]
+
+  def todo(self) -> list[int]:
+    """Shards not written yet (a finished shard exists under its name, a partial one never)."""
+    return [i for i, f in enumerate(self.files) if not (Path(self.options.out) / f).exists()]
+
+
+def make_plan(options: ExportOptions) -> Plan:
   vocabulary = seqio.get_mixture_or_task(options.name).output_features["targets"].vocabulary
   fmt = RowFormat.make(options.length, vocabulary.vocab_size)
   shards = options.shards or math.ceil(options.rows / max(1, SHARD_BYTES // _row_bytes(fmt)))
   config = {"task": options.name, "length": options.length, "tokens": options.tokens,
-            "rows": options.rows, "seed": options.seed, "shards": shards, "pack": source.pack,
+            "rows": options.rows, "seed": options.seed, "shards": shards, "pack": True,
             "tokenizer": tokenizer_spec(vocabulary), "vocab_size": vocabulary.vocab_size}
-  inputs = {"indexes": index_fingerprints(options.name)}
-  out = Path(options.out)
-  if artifacts.is_complete(out, config=config, inputs=inputs):
-    return read_export(out)
-  _claim(out, config, inputs)
-
-  for i in range(shards):
-    path = out / shard_name(i, shards)
-    if not path.exists():
-      n = shard_rows(i, options.rows, shards)
-      rows = itertools.islice(packed_rows(source, shard=i, num_shards=shards), n)
-      write_shard(path, progress(rows, total=n, desc=f"{options.name} shard {i + 1}/{shards}"),
-                  fmt)
-
-  return finish_export(out, fmt, [shard_name(i, shards) for i in range(shards)], config, inputs)
+  return Plan(options, fmt, shards, config, {"indexes": index_fingerprints(options.name)})
 
 
-def finish_export(out: Path, fmt: RowFormat, files: list[str], config: dict[str, Any],
-                  inputs: dict[str, Any]) -> dict[str, Any]:
-  """Summarizes the written shards `files` of `out` into its manifest (written last)."""
-  summaries = [summarize_shard(out / f, fmt) for f in files]
+def _begin(options: ExportOptions) -> tuple[Plan, dict[str, Any] | None]:
+  """The plan, and the manifest if the export is already complete (else `out` is claimed)."""
+  plan = make_plan(options)
+  if artifacts.is_complete(options.out, config=plan.config, inputs=plan.inputs):
+    return plan, read_export(options.out)
+  _claim(Path(options.out), plan.config, plan.inputs)
+  return plan, None
+
+
+def export(options: ExportOptions,
+           progress: Callable[..., Iterable[Any]] = _tqdm) -> dict[str, Any]:
+  """Runs the export (or finishes an interrupted one) in this process; returns the manifest."""
+  plan, done = _begin(options)
+  if done:
+    return done
+  for i in plan.todo():
+    export_shard(plan, i, progress)
+  return finish_export(plan)
+
+
+def export_beam(options: ExportOptions, pipeline_args: Sequence[str] = ()) -> dict[str, Any]:
+  """The same export with the missing shards written by Apache Beam workers, one shard per
+  element (DirectRunner locally; Dataflow/Flink/Spark for large runs, whose workers must see the
+  same Tasks: set LONGJAX_INDEX_DIRS there). The manifest is written here, afterwards."""
+  import apache_beam as beam  # pylint: disable=import-outside-toplevel
+  plan, done = _begin(options)
+  if done:
+    return done
+  with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(
+      list(pipeline_args))) as pipeline:
+    _ = (pipeline | beam.Create(plan.todo())
+         | beam.Map(lambda i, plan=plan: export_shard(plan, i, _no_progress)))
+  return finish_export(plan)
+
+
+def _no_progress(rows: Iterable[Any], **_: Any) -> Iterable[Any]:
+  return rows
+
+
+def export_shard(plan: Plan, i: int, progress: Callable[..., Iterable[Any]] = _tqdm) -> str:
+  """Writes output shard `i` (seqio shard i of `plan.shards`); returns its file name."""
+  options = plan.options
+  source = SeqioBatches(options.name, {"targets": options.length}, seed=options.seed)
+  n = shard_rows(i, options.rows, plan.shards)
+  rows = itertools.islice(packed_rows(source, shard=i, num_shards=plan.shards), n)
+  write_shard(Path(options.out) / plan.files[i],
+              progress(rows, total=n, desc=f"{options.name} shard {i + 1}/{plan.shards}"),
+              plan.fmt)
+  return plan.files[i]
+
+
+def finish_export(plan: Plan) -> dict[str, Any]:
+  """Summarizes the written shards into the export's manifest (written last)."""
+  out = Path(plan.options.out)
+  summaries = [summarize_shard(out / f, plan.fmt) for f in plan.files]
   documents = set().union(*(s.pop("documents") for s in summaries))
   rows = sum(s["rows"] for s in summaries)
-  counts = {"rows": rows, "tokens": rows * fmt.length,
+  counts = {"rows": rows, "tokens": rows * plan.fmt.length,
             "non_padding_tokens": sum(s.pop("tokens") for s in summaries),
             "examples": sum(s.pop("examples") for s in summaries),
             "unique_documents": len(documents) if documents else None}
-  manifest = artifacts.write_manifest(out, kind=KIND, config=config, inputs=inputs, counts=counts,
-                                      extra={"format": fmt.to_json(), "shards": summaries})
+  manifest = artifacts.write_manifest(out, kind=KIND, config=plan.config, inputs=plan.inputs,
+                                      counts=counts,
+                                      extra={"format": plan.fmt.to_json(), "shards": summaries})
   (out / PLAN).unlink(missing_ok=True)
   return manifest
 

@@ -119,6 +119,15 @@ def test_interrupted_export_resumes_and_other_configs_are_refused(registered, tm
   assert {p.name: p.read_bytes() for p in out.iterdir()} == snapshot  # nothing overwritten
 
 
+def test_beam_direct_runner_writes_the_same_shards(registered, tmp_path):
+  name = "longjax_toy_standard_128_mix"
+  options = lambda out: export_lib.ExportOptions(name, length=L, tokens=10 * L,  # noqa: E731
+                                                 out=out, shards=3)
+  local = export_lib.export(options(tmp_path / "local"), progress=lambda rows, **_: rows)
+  beam = export_lib.export_beam(options(tmp_path / "beam"), ["--runner=DirectRunner"])
+  assert beam["shards"] == local["shards"] and beam["counts"] == local["counts"]
+
+
 def test_cli_exports_and_rejects_bad_input(registered, tmp_path):
   env = {**os.environ, "LONGJAX_INDEX_DIRS": ""}
   base = [sys.executable, "-m", "longjax.tasks", "export", "--index-dir", str(registered),
