@@ -7,10 +7,10 @@
 
 Tasks come from the index directories in $LONGJAX_INDEX_DIRS (as for training) and from each
 `--index-dir`. `--runner DirectRunner` (or DataflowRunner, ...) writes the shards with Apache
-Beam, one shard per element, for large runs. Sizes take k/m/g suffixes (powers of 2). Re-running a command resumes an
-interrupted export; a finished one is verified and left as it is. Train on the result with
-`--gin_file=gin/data/arrayrecord.gin --gin.DATA_DIR="'DIR'"` (docs/training.md). Bad input
-prints one `error:` line and exits with status 2.
+Beam, one shard per element, for large runs. Sizes take k/m/g suffixes (powers of 2).
+Re-running a command resumes an interrupted export; a finished one is verified and left as is.
+Train on the result with `--gin_file=gin/data/arrayrecord.gin --gin.DATA_DIR="'DIR'"`
+(docs/training.md). Bad input prints one `error:` line and exits with status 2.
 """
 
 import argparse

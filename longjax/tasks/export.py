@@ -125,10 +125,20 @@ def _match_provenance(row: dict[str, np.ndarray], pending: collections.deque) ->
     while len(example) == 0:  # an empty example packs into no segment
       example, prov = pending.popleft()
     if not np.array_equal(example[:len(tokens)], tokens) or len(example) < len(tokens):
-      raise RuntimeError(f"segment {segment} of a packed row does not hold the next example's "
-                         "tokens: seqio's packing no longer keeps stream order")
+      raise ExportError(f"segment {segment} of a packed row does not hold its example's tokens "
+                        f"({_why_mismatch(example)}); provenance ({str(prov)[:80]}...)")
     out.append(None if prov is None else _json_or_text(prov))
   return out
+
+
+def _why_mismatch(example: np.ndarray) -> str:
+  if (example == 0).any():
+    return (f"the example holds token id 0 {int((example == 0).sum())} times, and seqio's packing "
+            "takes id 0 for padding: it drops as many tokens from the example's end and gives "
+            "the zeros segment id 0, so SeqioBatches trains on altered rows too. The vocabulary's "
+            "id 0 is a real token (SmolLM2's <|endoftext|>, Llama 3's '!'); that must be fixed "
+            "in the SeqIO layer before exporting")
+  return "seqio's packing no longer keeps stream order"
 
 
 def _json_or_text(text: str) -> Any:

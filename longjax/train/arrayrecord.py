@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,6 @@ import numpy as np
 from grain.sources import ArrayRecordDataSource
 
 from longjax.synth import artifacts
-
-log = logging.getLogger("longjax.train")
 
 KIND = "export"
 FORMAT = "longjax-rows-v1"
@@ -197,6 +194,7 @@ class ArrayRecordSource:
       raise ValueError(f"host rows {rows.start}:{rows.stop} do not split the global batch "
                        f"({global_batch}) into equal parts")
     hosts = global_batch // n
-    # Element k of the batched dataset is rows [k n, (k + 1) n): global batch b, host part k % hosts.
+    # Element k of the batched dataset holds rows [k n, (k + 1) n): host part k % hosts of
+    # global batch k // hosts.
     mine = self.dataset().batch(n, drop_remainder=True)[rows.start // n::hosts]
     yield from mine[start:].to_iter_dataset(self.read_options)

@@ -119,6 +119,20 @@ def test_interrupted_export_resumes_and_other_configs_are_refused(registered, tm
   assert {p.name: p.read_bytes() for p in out.iterdir()} == snapshot  # nothing overwritten
 
 
+def test_token_id_zero_in_examples_is_refused_with_the_reason():
+  """seqio's packing takes id 0 for padding (it drops a token from the example's end per 0 and
+  puts the zeros in segment 0); the exporter refuses such rows instead of writing them."""
+  import collections  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  example = np.array([5, 0, 7, 8], np.int32)
+  ds = tf.data.Dataset.from_tensors({"targets": example})
+  row = next(seqio.LMFeatureConverter(pack=True)(ds, {"targets": 6}).as_numpy_iterator())
+  np.testing.assert_array_equal(row["decoder_target_tokens"], [5, 0, 7, 0, 0, 0])  # 8 is gone
+  row = {"targets": row["decoder_target_tokens"], "segment_ids": row["decoder_segment_ids"]}
+  with pytest.raises(ExportError, match="holds token id 0 1 times, and seqio's packing takes"):
+    export_lib._match_provenance(row, collections.deque([(example, "{}")]))  # pylint: disable=protected-access
+
+
 def test_beam_direct_runner_writes_the_same_shards(registered, tmp_path):
   name = "longjax_toy_standard_128_mix"
   options = lambda out: export_lib.ExportOptions(name, length=L, tokens=10 * L,  # noqa: E731
