@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import longjax.tasks
-from longjax.synth.methods.base import parse_length
+from longjax.io import parse_length
 from longjax.synth.methods.task_names import IndexInfo, task_name
 from longjax.tasks import export
 

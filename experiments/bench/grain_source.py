@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longjax.synth.methods.base import parse_length
+from longjax.io import parse_length
 from longjax.train.arrayrecord import ArrayRecordSource, RowFormat
 from longjax.train.data import complete, zigzag_batch
 

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from longjax.synth.methods.base import parse_length
+from longjax.io import parse_length
 
 
 def _size(text: str) -> int:

@@ -67,6 +67,7 @@ def arrayrecord_batches(data_dir: str, *, mixture_or_task_name: str | None = Non
                            shuffle=shuffle, verify=verify)
 
 
+@gin.configurable(module="longjax.train")
 def run(config: TrainConfig, source, model=None) -> tuple:
   """The gin entry point: `run.config = @TrainConfig()`, `run.source = @...`, `run.model = ...`.
 

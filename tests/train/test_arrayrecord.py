@@ -21,7 +21,7 @@ from longjax.train.arrayrecord import ArrayRecordSource, ExportError
 from longjax.train.mesh import MeshConfig
 from longjax.train.trainer import train
 from test_trainer import SigtermAt, compile_cache  # noqa: F401  pylint: disable=unused-import
-from train_helpers import logged, small_config, tiny_model
+from tests.helpers.training import logged, small_config, tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("tasks_fixtures", REPO / "tests/tasks/conftest.py")
