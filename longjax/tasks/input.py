@@ -36,10 +36,23 @@ class SeqioBatches:
     self.split, self.shuffle, self.seed, self.pack = split, shuffle, seed, pack
     self.use_cached = use_cached
 
+  @property
+  def converter(self) -> seqio.FeatureConverter:
+    return seqio.LMFeatureConverter(pack=self.pack)
+
+  def examples(self, *, shard: int, num_shards: int) -> tf.data.Dataset:
+    """The endless example stream of one shard before feature conversion: the first half of
+    `dataset` (`seqio.get_dataset` applies `converter` to it), for exports that keep each
+    example's provenance."""
+    return seqio.get_mixture_or_task(self.name).get_dataset(
+        self.lengths, split=self.split, use_cached=self.use_cached, shuffle=self.shuffle,
+        seed=self.seed, shard_info=seqio.ShardInfo(index=shard, num_shards=num_shards),
+        num_epochs=None, trim_output_features=True)
+
   def dataset(self, *, shard: int, num_shards: int) -> tf.data.Dataset:
     """The endless, packed, converted example stream of one shard (unbatched)."""
     return seqio.get_dataset(
-        self.name, self.lengths, seqio.LMFeatureConverter(pack=self.pack),
+        self.name, self.lengths, self.converter,
         dataset_split=self.split, use_cached=self.use_cached, shuffle=self.shuffle,
         num_epochs=None, shard_info=seqio.ShardInfo(index=shard, num_shards=num_shards),
         seed=self.seed, verbose=False)
@@ -71,7 +84,7 @@ def unshift(batch: Mapping[str, np.ndarray], offset: int) -> dict[str, np.ndarra
   """Token ids back to the model's: id - offset, and 0 where seqio padded (or, for inputs, where
   a packed document starts; the model reads 0 there, as without the shift)."""
   out = dict(batch)
-  for key in ("decoder_target_tokens", "decoder_input_tokens"):
+  for key in ("decoder_target_tokens", "decoder_input_tokens", "targets"):
     if key in out:
       x = out[key]
       out[key] = np.where(x > 0, x - offset, 0).astype(x.dtype)

@@ -54,6 +54,10 @@ class MethodSource(seqio.DataSource):
     super().__init__(splits=(SPLIT,), caching_permitted=True)
 
   @property
+  def index_dir(self) -> Path:
+    return self._index_dir
+
+  @property
   def supports_arbitrary_sharding(self) -> bool:
     return True
 

@@ -59,6 +59,15 @@ def seqio_batches(mixture_or_task_name: str, task_feature_lengths: dict, *, spli
 
 
 @gin.configurable(module="longjax.train")
+def arrayrecord_batches(data_dir: str, *, mixture_or_task_name: str | None = None, seed: int = 0,
+                        shuffle: bool = True, verify: bool = True):
+  """Rows exported by `python -m longjax.tasks export`, read with Grain (TF-free), validated."""
+  from longjax.train.arrayrecord import ArrayRecordSource  # pylint: disable=import-outside-toplevel
+  return ArrayRecordSource(data_dir, mixture_or_task_name=mixture_or_task_name, seed=seed,
+                           shuffle=shuffle, verify=verify)
+
+
+@gin.configurable(module="longjax.train")
 def run(config: TrainConfig, source, model=None) -> tuple:
   """The gin entry point: `run.config = @TrainConfig()`, `run.source = @...`, `run.model = ...`.
 

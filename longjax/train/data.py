@@ -2,14 +2,15 @@
 
 A `BatchSource` yields this host's rows of each global batch, starting at a given batch index
 (the data position stored in checkpoints), so a restarted run sees exactly the batches an
-uninterrupted one would. Sources: `longjax.tasks.input.SeqioBatches` (SeqIO, TF), `IterableSource`
+uninterrupted one would. Sources: `longjax.tasks.input.SeqioBatches` (SeqIO, TF),
+`longjax.train.arrayrecord.ArrayRecordSource` (exported rows, Grain), `IterableSource`
 (any iterable of global numpy batches) and `SyntheticSource` (seeded random tokens, benchmarks).
 TF never enters this module.
 """
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -39,6 +40,15 @@ def describe(source: BatchSource) -> dict[str, Any]:
   cls = type(source)
   settings = {k: v for k, v in vars(source).items() if not k.startswith("_") and jsonable(v)}
   return {"type": f"{cls.__module__}.{cls.__qualname__}", **settings}
+
+
+@runtime_checkable
+class CheckedSource(Protocol):
+  """A source that can tell, before anything compiles, whether a run fits its data."""
+
+  def check_run(self, *, seq_len: int, vocab_size: int) -> None:
+    """Raises ValueError naming what differs (row length, vocabulary) from the run's config."""
+    ...
 
 
 class IterableSource:

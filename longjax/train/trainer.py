@@ -30,7 +30,7 @@ from longjax.models import Llama, LlamaConfig, load_hf, smollm2_checkpoint
 from longjax.ops import RingOptions
 from longjax.train import checkpoint as ckpt_lib
 from longjax.train import sharding
-from longjax.train.data import BatchSource, complete, describe, zigzag_batch
+from longjax.train.data import BatchSource, CheckedSource, complete, describe, zigzag_batch
 from longjax.train.loss import chunk_size
 from longjax.train.mesh import MeshConfig, make_mesh, maybe_initialize_distributed
 from longjax.train.metrics import MetricWriter, Throughput, console_line, training_flops_per_token
@@ -289,6 +289,8 @@ def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | 
   (metrics, then checkpoints), in order."""
   # ---------------------------------------------------------------- setup and state
   run = prepare(config, model_config)
+  if isinstance(source, CheckedSource):
+    source.check_run(seq_len=config.seq_len, vocab_size=run.model_config.vocab_size)
   model_dir = epath.Path(config.model_dir)  # local or gs://
   ckpt = ckpt_lib.Checkpointer(model_dir / "checkpoints", config.checkpoint)
   with sharding.activate(run.mesh, run.rules):
