@@ -105,8 +105,11 @@ def run(argv: Sequence[str] | None = None) -> dict:
       generator.units(tasks[name], length)
 
   dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+  # On a CPU, up to 8K tokens, the dense attention is ~10x faster than the blockwise kernel
+  # for these forward-only passes; its S x S scores stay small enough there.
+  impl = "reference" if jax.default_backend() == "cpu" and max(lengths, default=0) <= 8192 else None
   log.info("loading %s (%s) on %s", info.hf_dir, dtype, jax.default_backend())
-  model = load_hf(info.hf_dir, dtype=dtype)
+  model = load_hf(info.hf_dir, dtype=dtype, attention_impl=impl)
   records: list[dict] = []
   gold_records: list[dict] = []
   gold: dict[str, dict[int, dict]] = {}
