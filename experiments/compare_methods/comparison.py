@@ -34,6 +34,9 @@ import stats
 from longjax.io import atomic_path, format_length, write_json, write_text
 from presets import METHODS
 
+ONE_SEED_NOTE = ("one seed: these intervals cover the eval samples only, not training noise "
+                 "(data order, initialisation); run --seeds 2 or more before reading a "
+                 "difference between arms.")
 REPLAY_SHARE = 0.1  # longjax.tasks.register's replay_ratio default, which run.py registers with
 BOOTSTRAP_SEED = 0
 NOTES = [
@@ -262,6 +265,8 @@ def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
   notes = [n.format(resamples=cmp["resamples"]) for n in NOTES]
   if any(not cell["per_sample"] for r in cmp["arms"].values() for cell in r["cells"].values()):
     notes.append(AGGREGATE_NOTE)
+  if any(len(r["seeds"]) < 2 for r in cmp["arms"].values()):
+    notes.append(ONE_SEED_NOTE)
   lines += [""] + [f"- {n}" for n in notes] + [""]
   return "\n".join(lines + _budget_markdown(cmp))
 

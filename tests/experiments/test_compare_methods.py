@@ -1,6 +1,7 @@
 """The method-comparison driver: presets, seeds, and its table on hand-made result files."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -271,3 +272,12 @@ def test_data_diagnostics_lead_the_table(out):
   assert rows["nextlong"][-1] == "0.0800 [0.0200, 0.1300]"
   assert rows["standard"][-1] == "0.0010 [-0.0200, 0.0200]"
   assert "ruler 1k" in trained
+  assert "one seed:" not in table  # the fixture's arms have two seeds each
+
+
+def test_one_seed_says_its_intervals_miss_training_noise(out):
+  for seed1 in (out / "eval").glob("*_seed1"):
+    shutil.rmtree(seed1)
+  assert comparison.main([str(out), "--title", "t"]) == 0
+  assert "one seed: these intervals cover the eval samples only" in (
+      out / "comparison.md").read_text()
