@@ -49,9 +49,12 @@ def document_tokens(tokenizer: Tokenizer, text: str) -> np.ndarray:
 
 
 def count_tokens(store: DocStore, doc_ids: np.ndarray, tokenizer: Tokenizer,
-                 progress: Callable[..., Iterable[Any]]) -> np.ndarray:
-  """Tokens per document *including its boundary tokens*, int64 aligned with `doc_ids`."""
-  extra = len(tokenizer.boundaries.start) + len(tokenizer.boundaries.end)
+                 progress: Callable[..., Iterable[Any]], *,
+                 with_boundaries: bool = True) -> np.ndarray:
+  """Tokens per text of `store` (documents, or NExtLong's chunks), int64 aligned with
+  `doc_ids`; documents count their boundary tokens."""
+  b = tokenizer.boundaries
+  extra = len(b.start) + len(b.end) if with_boundaries else 0
   counts = np.empty(len(doc_ids), np.int64)
   starts = range(0, len(doc_ids), _BATCH)
   for start in progress(starts, desc="count tokens", total=len(starts)):

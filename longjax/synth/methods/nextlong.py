@@ -304,7 +304,8 @@ class NExtLongMethod:
       retrieval.neighbour_lists(index, vectors, cfg.precompute_k, progress=ctx.progress,
                                 out_dir=_lists_dir(ctx.index_dir, cfg))
     out = ctx.method_dir(self.name)
-    chunk_tokens = _count_chunk_tokens(chunks, ctx)
+    chunk_tokens = contexts.count_tokens(chunks, np.arange(len(chunks)), ctx.tokenizer,
+                                         ctx.progress, with_boundaries=False)
     artifacts.write_npy(out / "chunk_tokens.npy", chunk_tokens)
     p = np.diff(chunks.doc_chunk_offsets)
     doc_chunks = [chunks.chunks_of(d) for d in range(len(p))]
@@ -400,18 +401,6 @@ class NExtLongMethod:
              "nextlong shard %d/%d L=%d: %d samples, %d discarded as shorter than T (%.1f%%); "
              "%d negatives short of k (fetch cap or index size)", shard, num_shards, length, made,
              discarded, 100 * rate, shortfall)
-
-
-def _count_chunk_tokens(chunks: chunking.ChunkStore, ctx: BuildContext) -> np.ndarray:
-  """Tokens of every chunk (no boundary tokens), in chunk id order."""
-  counts = np.empty(len(chunks), np.int64)
-  batch = 256
-  starts = range(0, len(chunks), batch)
-  for s in ctx.progress(starts, desc="nextlong: count chunk tokens", total=len(starts)):
-    ids = range(s, min(s + batch, len(chunks)))
-    counts[s:s + len(ids)] = [len(t) for t in ctx.tokenizer.encode_batch(
-        [chunks.text(c) for c in ids])]
-  return counts
 
 
 def _lists_dir(index_dir: Path, cfg: NExtLongConfig) -> Path:
