@@ -247,10 +247,23 @@ class SentenceEncoder:
   def encode(self, texts: Sequence[str], *,
              progress: Progress = silent) -> np.ndarray:
     """float32 [len(texts), D]; batches are length-sorted and bucketed, order is restored."""
-    out = np.zeros((len(texts), self.dim), np.float32)
-    if not len(texts):
+    return self.encode_ids(self.token_ids(texts), progress=progress)
+
+  def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+    """The word-piece ids the encoder reads for each text (special tokens included, truncated
+    at `max_length`): what another machine needs to compute the same vectors."""
+    return [e.ids for e in self.tokenizer.encode_batch(list(texts))] if len(texts) else []
+
+  def encode_ids(self, ids: Sequence[Sequence[int]], *,
+                 progress: Progress = silent) -> np.ndarray:
+    """float32 [len(ids), D] from `token_ids` output."""
+    out = np.zeros((len(ids), self.dim), np.float32)
+    if not len(ids):
       return out
-    ids = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+    too_long = [i for i, x in enumerate(ids) if len(x) > self.max_length]
+    if too_long:
+      raise ValueError(f"{len(too_long)} id lists are longer than max_length {self.max_length} "
+                       f"(first: row {too_long[0]}, {len(ids[too_long[0]])} ids)")
     order = np.argsort([len(x) for x in ids], kind="stable")
     batches, start = [], 0
     while start < len(order):

@@ -1,4 +1,5 @@
-"""`python -m longjax.synth {build,preview,inspect}`: build an index; preview; diagnose the data.
+"""`python -m longjax.synth {build,preview,inspect,embed-inputs,embed-table}`: build an index;
+preview; diagnose the data; embed on another machine (synth/embed_table.py).
 
     python -m longjax.synth build --corpus default --out /tmp/idx --embedder minilm \
         --methods standard,knn,iclm,nextlong --lengths 8k
@@ -90,6 +91,25 @@ def make_parser() -> argparse.ArgumentParser:
   b.add_argument("--text-field", default="text", help="text field/column name (default: text)")
   b.add_argument("--config", type=_config_arg, default={},
                  help="per-method options as JSON {method: {option: value}} or @file.json")
+  b.add_argument("--embedding-table", type=Path, default=None, metavar="DIR",
+                 help="read the --embedder's vectors from a table computed elsewhere "
+                 "(embed-inputs, then embed-table on an accelerator)")
+  e = sub.add_parser("embed-inputs", help="word-piece ids of every text a build embeds",
+                     description="Write the exact embedder inputs (documents and NExtLong "
+                     "chunks) of an index whose corpus store exists (`build --methods none`), "
+                     "for `embed-table` on another machine.")
+  e.add_argument("--index-dir", type=Path, required=True)
+  e.add_argument("--embedder", required=True, help="minilm or minilm-<max tokens>")
+  e.add_argument("--chunk-sizes", type=_ints_arg, default=(2048,),
+                 help="NExtLong chunk sizes in characters to include (default 2048; '' for none)")
+  e.add_argument("--out", type=Path, required=True, help="table directory to write")
+  t = sub.add_parser("embed-table", help="compute the vectors of embed-inputs' output",
+                     description="On an accelerator: embed DIR/inputs.npz into float16 shards "
+                     "(each under 16 MiB) that `build --embedding-table DIR` reads.")
+  t.add_argument("table", type=Path, help="the directory embed-inputs wrote")
+  t.add_argument("--embedder", required=True, help="as for embed-inputs")
+  t.add_argument("--model-path", type=Path, default=None,
+                 help="the embedder's checkpoint directory (default: the installed package)")
   p = sub.add_parser("preview", help="print the structure of a Task's samples",
                      description="Show which documents/chunks make a sample and where the "
                      "boundaries fall.")
@@ -144,11 +164,39 @@ def _build(args: argparse.Namespace) -> int:
       corpus=args.corpus, out=args.out, methods=methods, embedder=args.embedder,
       tokenizer=args.tokenizer, lengths=args.lengths,
       max_chars=DEFAULT_MAX_CHARS if args.max_chars is None else args.max_chars,
-      text_field=args.text_field, config=args.config)
+      text_field=args.text_field, config=args.config, embedding_table=args.embedding_table)
   manifest = build.run_build(opts)
   c, done = manifest["counts"]["corpus"], manifest["counts"]["methods_done"]
   print(f"built {args.out}: {c['kept']} documents ({c['read']} read, skipped "
         f"{c['skipped'] or 'none'}); methods: {', '.join(done) or '-'}")
+  return 0
+
+
+def _minilm(name: str, model_path: Path | None = None):
+  from longjax.synth.embed import MiniLMEmbedder, make_embedder  # pylint: disable=import-outside-toplevel,line-too-long
+  embedder = make_embedder(name, model_path=model_path)
+  if not isinstance(embedder, MiniLMEmbedder):
+    raise ValueError(f"--embedder {name}: only MiniLM embedders run elsewhere (others are cheap "
+                     "enough to run in the build)")
+  return embedder
+
+
+def _embed_inputs(args: argparse.Namespace) -> int:
+  from longjax.progress import console  # pylint: disable=import-outside-toplevel
+  from longjax.synth import embed_table  # pylint: disable=import-outside-toplevel
+  texts = embed_table.index_texts(args.index_dir, args.chunk_sizes, progress=console)
+  counts = embed_table.write_inputs(texts, _minilm(args.embedder), args.out, progress=console)
+  print(f"wrote {args.out / embed_table.INPUTS}: {counts['texts']} texts, "
+        f"{counts['word_pieces']} word pieces")
+  return 0
+
+
+def _embed_table(args: argparse.Namespace) -> int:
+  from longjax.progress import console  # pylint: disable=import-outside-toplevel
+  from longjax.synth import embed_table  # pylint: disable=import-outside-toplevel
+  counts = embed_table.compute_table(args.table, _minilm(args.embedder, args.model_path),
+                                     progress=console)
+  print(f"wrote {counts['shards']} shards of {counts['texts']} vectors under {args.table}")
   return 0
 
 
@@ -197,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = make_parser().parse_args(argv)
   from longjax.synth.corpus import CorpusError  # pylint: disable=import-outside-toplevel
-  commands = {"build": _build, "preview": _preview,
+  commands = {"build": _build, "preview": _preview, "embed-inputs": _embed_inputs,
+              "embed-table": _embed_table,
               "inspect": lambda a: _inspect(a, argv)}
   try:
     return commands[args.command](args)

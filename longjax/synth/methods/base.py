@@ -25,6 +25,7 @@ import numpy as np
 
 from longjax.models.tokenizer import Tokenizer
 from longjax.progress import Progress, silent
+from longjax.synth.embed import Embedder
 
 
 @runtime_checkable
@@ -41,14 +42,6 @@ class DocStore(Protocol):
   def text(self, doc_id: int) -> str:
     """The text of one document."""
     ...
-
-
-@runtime_checkable
-class Embedder(Protocol):
-  """Maps texts to L2-normalised float32 vectors [n, d]; similarity is the dot product."""
-  name: str
-
-  def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclasses.dataclass(frozen=True)
