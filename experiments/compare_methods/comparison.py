@@ -2,15 +2,18 @@
 
     python experiments/compare_methods/comparison.py OUT   # rebuilds OUT/comparison.{md,json,png}
 
-Reads only result files (results.py): each arm's eval dirs OUT/eval/<method>_seed<k>, its runs'
-config.gin and the synthesis manifests. The table has the shape of the papers' Table 1 (NExtLong
-arXiv 2501.12766): one row per method, a column per category and length, and the categories'
-average; here `lite_avg` (specs/evaluation.md), never comparable with a published Avg. Every
-cell is a mean over seeds with a 95% bootstrap interval over seeds and eval samples (stats.py);
-a column says which arms are within noise of its best one. The loss columns carry the signal for
-models too small to generate answers: the teacher-forced NLL of the tasks' gold answers, the
-full-context NLL on the last position bucket of held-out text, and how much the context beyond
-the smallest window lowers it there. A budget table shows what each arm trained on.
+Reads only the raw records OUT/results/*.json (records.py), and first checks that every trained
+arm shares tokenizer, RoPE theta, hyper-parameters and training tokens; reference records (a
+model evaluated without training) become reference rows, outside that check and the verdicts.
+The data diagnostics of OUT/inspect lead the table when present. The table has the shape of the
+papers' Table 1 (NExtLong arXiv 2501.12766): one row per method, a column per category and
+length, and the categories' average; here `lite_avg` (specs/evaluation.md), never comparable
+with a published Avg. Every cell is a mean over seeds with a 95% bootstrap interval over seeds
+and eval samples (stats.py); a column says which arms are within noise of its best one. The loss
+columns carry the signal for models too small to generate answers: the teacher-forced NLL of the
+tasks' gold answers, the full-context NLL on the last position bucket of held-out text, and how
+much the context beyond the smallest window lowers it there. A budget table shows what each arm
+trained on.
 """
 
 import argparse
@@ -29,7 +32,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
 # pylint: disable=wrong-import-position
-import results as results_lib  # this directory is on sys.path (script, run.py, tests)
+import records as records_lib  # this directory is on sys.path (script, run.py, tests)
+import results as results_lib
 import stats
 from longjax.io import atomic_path, format_length, write_json, write_text
 from presets import METHODS
@@ -37,7 +41,6 @@ from presets import METHODS
 ONE_SEED_NOTE = ("one seed: these intervals cover the eval samples only, not training noise "
                  "(data order, initialisation); run --seeds 2 or more before reading a "
                  "difference between arms.")
-REPLAY_SHARE = 0.1  # longjax.tasks.register's replay_ratio default, which run.py registers with
 BOOTSTRAP_SEED = 0
 NOTES = [
     "Cells: mean over seeds [95% interval]; the interval is a bootstrap ({resamples} resamples) "
@@ -47,6 +50,9 @@ NOTES = [
     "all arms within noise: every interval in the column overlaps every other.",
     "0 (floor): every sample of every seed scored 0; a floor, not a result.",
 ]
+REFERENCE_NOTE = ("*reference* rows: models evaluated without training (records with "
+                  "\"reference\": true); shown for scale, never judged: no bold or ≈, not in the "
+                  "verdicts, the equality check or the budgets.")
 AGGREGATE_NOTE = ("†: the results hold only means for this metric, so the interval covers the "
                   "seeds alone, not the samples.")
 
@@ -99,12 +105,12 @@ def columns(s: results_lib.EvalSamples) -> list[Column]:
 
 
 def _seed_cells(seeds: Sequence[results_lib.EvalSamples], metric: str,
-                dirs: Sequence[Path]) -> list[dict[Any, np.ndarray]]:
+                names: Sequence[str]) -> list[dict[Any, np.ndarray]]:
   """Per seed, the cells of one metric; every seed of an arm must have been evaluated alike."""
   cells = [dict(s.values.get(metric, {})) for s in seeds]
   if any(set(c) != set(cells[0]) for c in cells):
-    raise ValueError(f"{metric}: the eval dirs {[str(d) for d in dirs]} hold different tasks, "
-                     "lengths or buckets; evaluate every seed with the same options")
+    raise ValueError(f"{metric}: the evals of {list(names)} hold different tasks, lengths or "
+                     "buckets; evaluate every seed with the same options")
   return cells
 
 
@@ -112,18 +118,22 @@ def _cell_json(iv: stats.Interval, **flags: bool) -> dict[str, Any]:
   return {"mean": iv.mean, "lo": iv.lo, "hi": iv.hi, **flags}
 
 
-def summarize_arm(method: str, dirs: Sequence[Path],
+def summarize_arm(label: str, records: Sequence[Mapping[str, Any]],
                   resamples: int = stats.RESAMPLES) -> tuple[dict[str, Any], list[Column]]:
-  """One arm's cells (mean, interval, floor) over its seeds' eval dirs, and its columns."""
-  seeds = [results_lib.read_samples(d) for d in dirs]
-  rng = np.random.default_rng((BOOTSTRAP_SEED, zlib.crc32(method.encode())))
+  """One row's cells (mean, interval, floor) over its records (an arm's seeds, or one
+  reference), and its columns."""
+  seeds = [results_lib.read_samples(r["eval"]) for r in records]
+  names = [r["name"] if r["reference"] else r["arm"] for r in records]
+  rng = np.random.default_rng((BOOTSTRAP_SEED, zlib.crc32(label.encode())))
   boots: dict[str, stats.Bootstrap] = {}
-  row: dict[str, Any] = {"seeds": [int(results_lib.ARM_DIR.match(d.name)["seed"]) for d in dirs],
-                         "eval_dirs": [str(d) for d in dirs], "cells": {}}
+  row: dict[str, Any] = {"reference": records[0]["reference"],
+                         "seeds": [r["seed"] for r in records if not r["reference"]],
+                         "records": names, "eval_dirs": [r["eval_dir"] for r in records],
+                         "cells": {}}
   cols = columns(seeds[0])
   for col in cols:
     if col.metric not in boots:
-      boots[col.metric] = stats.Bootstrap(_seed_cells(seeds, col.metric, dirs), rng, resamples)
+      boots[col.metric] = stats.Bootstrap(_seed_cells(seeds, col.metric, names), rng, resamples)
     floor = col.metric == "score" and all(
         not s.values["score"][c].any() for s in seeds for c in col.weights)
     per_sample = not any(col.metric in s.aggregate_only for s in seeds)
@@ -137,21 +147,24 @@ def summarize_arm(method: str, dirs: Sequence[Path],
   return row, cols
 
 
-def arm_budget(out: Path, method: str, dirs: Sequence[Path],
-               replay_share: float) -> dict[str, Any]:
-  """Training tokens (steps x batch x length, per seed's config.gin), the method's unique
-  tokens per pass and documents used (synthesis manifest), and the passes that implies."""
-  configs = [results_lib.read_run_config(out / "runs" / d.name) for d in dirs]
-  if not configs or any(c is None for c in configs):
-    return {"training_tokens": None}
-  trained = sorted({c["train_steps"] * c["batch_size"] * c["length"] for c in configs})
-  budget: dict[str, Any] = {"training_tokens": trained, "length": configs[0]["length"],
-                            "init_from_hf": configs[0]["init_from_hf"]}
-  synth = results_lib.read_budget(out / "index", method, configs[0]["length"])
+def arm_budget(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """Training tokens (steps x batch x length) and documents in the exported training data, per
+  seed; the method's unique tokens per pass and documents used (synthesis manifest), and the
+  passes over its data that the training tokens make."""
+  training = [r["training"] for r in records]
+  hyper = training[0]["hyperparameters"]
+  trained = sorted({t["training_tokens"] for t in training})
+  budget: dict[str, Any] = {
+      "training_tokens": trained, "length": hyper["length"],
+      "init_from_hf": hyper["init_from_hf"], "replay_share": hyper["replay_share"],
+      "trained_documents": sorted({(t["data"] or {}).get("unique_documents") for t in training
+                                   if (t["data"] or {}).get("unique_documents") is not None})}
+  synth = records[0].get("synthesis")
   if synth:
     budget.update(synth)
     if synth.get("sample_tokens"):
-      budget["passes"] = [t * (1 - replay_share) / synth["sample_tokens"] for t in trained]
+      budget["passes"] = [t * (1 - hyper["replay_share"]) / synth["sample_tokens"]
+                          for t in trained]
   return budget
 
 
@@ -160,23 +173,39 @@ def _order(methods: Sequence[str]) -> list[str]:
   return known + sorted(set(methods) - set(known))
 
 
-def compare(out: Path, arms: Mapping[str, Sequence[Path]], title: str,
-            replay_share: float = REPLAY_SHARE, resamples: int = stats.RESAMPLES) -> dict[str, Any]:
-  """The whole comparison as a JSON-ready dict: per arm cells and budget, per column verdict."""
+def _rows(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+  """{row label: its records}: trained arms (seeds in order, methods in table order), then the
+  references by name; a reference named like a method is refused."""
+  rows: dict[str, list[Mapping[str, Any]]] = {}
+  for r in sorted(records, key=lambda r: (r["reference"], r.get("seed", 0))):
+    rows.setdefault(records_lib.label(r), []).append(r)
+  for name, rs in rows.items():
+    if rs[0]["reference"] and len(rs) > 1 or len({r["reference"] for r in rs}) > 1:
+      raise ValueError(f"row {name!r}: {len(rs)} records share it; a reference needs its own name")
+  arms = _order([n for n, rs in rows.items() if not rs[0]["reference"]])
+  return {n: rows[n] for n in arms + sorted(n for n in rows if n not in arms)}
+
+
+def compare(records: Sequence[Mapping[str, Any]], title: str,
+            resamples: int = stats.RESAMPLES) -> dict[str, Any]:
+  """The whole comparison as a JSON-ready dict: per row cells and budget, per column verdict
+  (over the trained arms; reference rows are shown, never judged)."""
   rows, order = {}, []
-  for method in _order(list(arms)):
-    rows[method], cols = summarize_arm(method, [Path(d) for d in arms[method]], resamples)
-    rows[method]["budget"] = arm_budget(out, method, [Path(d) for d in arms[method]],
-                                        replay_share)
+  for name, recs in _rows(records).items():
+    rows[name], cols = summarize_arm(name, recs, resamples)
+    rows[name]["budget"] = None if rows[name]["reference"] else arm_budget(recs)
     order += [c for c in cols if c.name not in {o.name for o in order}]
+  arms = {m: r for m, r in rows.items() if not r["reference"]}
+  replay_share = next(iter(arms.values()))["budget"]["replay_share"] if arms else 0.0
   verdicts = []
   for col in order:
     intervals = {m: stats.Interval(**{k: r["cells"][col.name][k] for k in ("mean", "lo", "hi")})
-                 for m, r in rows.items() if col.name in r["cells"]}
-    best = stats.best_arm(intervals, col.higher_is_better)
+                 for m, r in arms.items() if col.name in r["cells"]}
+    best = stats.best_arm(intervals, col.higher_is_better) if intervals else None
     verdicts.append({"name": col.name, "digits": col.digits,
                      "higher_is_better": col.higher_is_better, "best": best,
-                     "within_noise_of_best": stats.within_noise_of(best, intervals),
+                     "within_noise_of_best": stats.within_noise_of(best, intervals)
+                                             if intervals else [],
                      "all_within_noise": stats.all_within_noise(intervals)})
   return {"title": title, "resamples": resamples, "level": stats.LEVEL,
           "bootstrap_seed": BOOTSTRAP_SEED, "replay_share": replay_share,
@@ -213,21 +242,25 @@ def _span(xs: Sequence[float] | None, fmt) -> str:
 
 
 def _budget_markdown(cmp: Mapping[str, Any]) -> list[str]:
-  head = ["method", "training tokens", "unique tokens (per pass)", "passes", "documents used",
-          "source tokens dropped"]
+  head = ["method", "training tokens", "documents trained on", "unique tokens (per pass)",
+          "passes", "documents used", "source tokens dropped"]
   lines = ["## Budgets", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
   for method, row in cmp["arms"].items():
     b = row["budget"]
+    if b is None:  # a reference row
+      continue
     dropped = "–"
     if b.get("source_tokens"):
       share = 100 * b["source_tokens_dropped"] / b["source_tokens"]
       dropped = f"{_count(b['source_tokens_dropped'])} ({share:.1f}%)"
-    cells = [_span(b.get("training_tokens"), _count), _count(b.get("sample_tokens")),
+    cells = [_span(b.get("training_tokens"), _count), _span(b.get("trained_documents"), _count),
+             _count(b.get("sample_tokens")),
              _span(b.get("passes"), lambda p: f"{p:.2f}"), _count(b.get("documents_used")),
              dropped]
     lines.append(f"| {method} | " + " | ".join(cells) + " |")
   return lines + [
-      "", "training tokens = steps × batch × length (the run's config.gin); unique tokens = "
+      "", "training tokens = steps × batch × length (the trainer's manifest); documents trained "
+      "on = distinct documents in the exported rows (export manifest); unique tokens = "
       "the method Task's tokens per pass (synthesis manifest); passes = training tokens × "
       f"(1 − replay share {cmp['replay_share']}) / unique tokens; documents used and source "
       "tokens dropped (read but in no sample) per pass, from the synthesis manifest.", ""]
@@ -257,16 +290,20 @@ def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
   head = ["method", "seeds"] + [c["name"] for c in cols]
   lines = [f"# {cmp['title']}", ""] + (_inspect_markdown(out) if out else []) + [
       "| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(cols)]
-  for method, row in cmp["arms"].items():
-    cells = [_cell_text(row["cells"].get(c["name"]), c, method) for c in cols]
-    lines.append(f"| {method} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+  rows = cmp["arms"]
+  for name, row in rows.items():
+    cells = [_cell_text(row["cells"].get(c["name"]), c, name) for c in cols]
+    label, seeds = (f"*{name}*", "ref") if row["reference"] else (name, str(len(row["seeds"])))
+    lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
   verdict = ["all arms within noise" if c["all_within_noise"] else "" for c in cols]
   lines.append("| *verdict* | | " + " | ".join(verdict) + " |")
   notes = [n.format(resamples=cmp["resamples"]) for n in NOTES]
-  if any(not cell["per_sample"] for r in cmp["arms"].values() for cell in r["cells"].values()):
+  if any(not cell["per_sample"] for r in rows.values() for cell in r["cells"].values()):
     notes.append(AGGREGATE_NOTE)
-  if any(len(r["seeds"]) < 2 for r in cmp["arms"].values()):
+  if any(len(r["seeds"]) < 2 for r in rows.values() if not r["reference"]):
     notes.append(ONE_SEED_NOTE)
+  if any(r["reference"] for r in rows.values()):
+    notes.append(REFERENCE_NOTE)
   lines += [""] + [f"- {n}" for n in notes] + [""]
   return "\n".join(lines + _budget_markdown(cmp))
 
@@ -276,8 +313,8 @@ def _errorbar(cells: Sequence[Mapping[str, float]]) -> list[list[float]]:
 
 
 def plot(cmp: Mapping[str, Any], path: Path) -> None:
-  """Score averages and gold-answer NLL per method, and loss by position, with 95% intervals."""
-  rows = cmp["arms"]
+  """Score averages and gold-answer NLL per row, and loss by position, with 95% intervals."""
+  rows = {f"{n} (ref)" if r["reference"] else n: r for n, r in cmp["arms"].items()}
   names = [c["name"] for c in cmp["columns"]]
   avgs = [n for n in names if n.endswith(" avg")]
   has_gold = "gold-answer NLL" in names
@@ -321,19 +358,16 @@ def plot(cmp: Mapping[str, Any], path: Path) -> None:
   plt.close(fig)
 
 
-def write_comparison(out: Path, title: str, arms: Mapping[str, Sequence[Path]] | None = None,
-                     replay_share: float = REPLAY_SHARE,
-                     resamples: int = stats.RESAMPLES) -> str:
-  """Writes OUT/comparison.{md,json,png}; returns the Markdown.
-
-  `arms` maps a method to its eval dirs (one per seed); by default every
-  OUT/eval/<method>_seed<k> with a results.json.
-  """
+def write_comparison(out: Path, title: str, resamples: int = stats.RESAMPLES) -> str:
+  """Writes OUT/comparison.{md,json,png} from the records OUT/results/*.json; returns the
+  Markdown. Raises ValueError when there is none, or when the trained arms differ in what
+  `records.check_comparable` compares."""
   out = Path(out)
-  arms = results_lib.find_arms(out) if arms is None else arms
-  if not arms:
-    raise ValueError(f"no eval results under {out}/eval/<method>_seed<k>/results.json")
-  cmp = compare(out, arms, title, replay_share, resamples)
+  records = records_lib.read_records(out)
+  if not records:
+    raise ValueError(f"no records under {out}/results/*.json (run.py's eval stage writes them)")
+  records_lib.check_comparable(records)
+  cmp = compare(records, title, resamples)
   table = markdown(cmp, out)
   write_json(out / "comparison.json", cmp)
   write_text(out / "comparison.md", table)
@@ -341,18 +375,31 @@ def write_comparison(out: Path, title: str, arms: Mapping[str, Sequence[Path]] |
   return table
 
 
+def _reference(text: str) -> tuple[str, Path]:
+  name, sep, eval_dir = text.partition("=")
+  if not (sep and name and eval_dir):
+    raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=EVAL_DIR")
+  return name, Path(eval_dir)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description="Rebuilds OUT/comparison.{md,json,png} from the "
-                                   "result files of experiments/compare_methods/run.py.")
+                                   "records OUT/results/*.json of "
+                                   "experiments/compare_methods/run.py.")
   parser.add_argument("out", type=Path, help="the comparison's output directory (run.py --out)")
   parser.add_argument("--title", default=None, help="table title (default: the directory name)")
-  parser.add_argument("--replay-share", type=float, default=REPLAY_SHARE,
-                      help="replay share of training tokens in the arms' Mixtures")
   parser.add_argument("--resamples", type=int, default=stats.RESAMPLES)
+  parser.add_argument("--reference", type=_reference, action="append", default=[],
+                      metavar="NAME=EVAL_DIR",
+                      help="first record the `python -m longjax.eval` output EVAL_DIR of a model "
+                           "evaluated without training as the reference row NAME (repeatable), "
+                           "e.g. 'SmolLM2 as shipped=runs/eval_smollm2'")
   args = parser.parse_args(argv)
   try:
+    for name, eval_dir in args.reference:
+      print(f"wrote {records_lib.write_reference(args.out, name, eval_dir)}", file=sys.stderr)
     print(write_comparison(args.out, args.title or args.out.resolve().name,
-                           replay_share=args.replay_share, resamples=args.resamples))
+                           resamples=args.resamples))
   except (ValueError, OSError) as e:
     print(f"comparison: {e}", file=sys.stderr)
     return 2

@@ -8,6 +8,7 @@ import dataclasses
 from typing import Any, Mapping
 
 METHODS = ("standard", "knn", "iclm", "quest", "nextlong")
+REPLAY_SHARE = 0.1  # share of replay tokens in a `_mix` Mixture (longjax.tasks.register's default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +25,9 @@ class Comparison:
     tokenizer: 'spm:<vocab>' trains a SentencePiece model on the corpus (small models), or a
       tokenizer spec `synth build` accepts ('smollm2', an HF dir).
     synth_config: per-method build options ({method: {option: value}}).
-    train_gin: the gin experiment file (model, mesh, optimizer, steps, batch).
+    train_gin: the gin experiment file (model, mesh, optimizer, steps, batch). The arms' token
+      budget, TRAIN_STEPS x BATCH_SIZE x `length`, is declared there (or in `train_bindings`)
+      and nowhere else: the export stage reads it with gin, as the trainer will.
     train_bindings: extra gin bindings applied to every arm.
     eval_lengths / eval_tasks / eval_samples: the eval suite run on every trained arm.
     loss_sequences: held-out sequences for the loss-by-position diagnostic.
@@ -65,6 +68,11 @@ class Comparison:
       raise ValueError(f"methods {sorted(unknown)} unknown; expected a subset of {METHODS}")
     if self.tokenizer.startswith("spm:") and not self.tokenizer[4:].isdigit():
       raise ValueError(f"tokenizer {self.tokenizer!r}: expected spm:<vocab size>, e.g. spm:4096")
+
+  @property
+  def replay_share(self) -> float:
+    """The share of every arm's training tokens that is replay (0 without `replay`)."""
+    return REPLAY_SHARE if self.replay else 0.0
 
 
 PRESETS = {

@@ -1,43 +1,25 @@
-"""Reads one comparison's result files: eval samples, run configs and synthesis budgets.
+"""Reads what the comparison table needs from result files: eval samples and synthesis budgets.
 
-The layout `run.py` writes: OUT/eval/<method>_seed<k> (`python -m longjax.eval`),
-OUT/runs/<method>_seed<k> (the trainer's MODEL_DIR, with its operative `config.gin`) and
-OUT/index/<method>/manifest.json (the method's synthesis manifest).
+`eval_results` reads one `python -m longjax.eval` directory into the dict that a per-arm record
+(records.py) stores; `read_samples` turns that dict into per-sample values; `read_budget` reads a
+method's synthesis manifest OUT/index/<method>/manifest.json.
 """
 
-import ast
 import dataclasses
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ARM_DIR = re.compile(r"^(?P<method>.+)_seed(?P<seed>\d+)$")
 BUDGET_KEYS = ("samples", "sample_tokens", "documents_used", "source_tokens",
                "source_tokens_dropped")
 
 
-def arm_name(method: str, seed: int) -> str:
-  """The directory name of one training seed of one arm, under OUT/runs and OUT/eval."""
-  return f"{method}_seed{seed}"
-
-
-def find_arms(out: Path) -> dict[str, list[Path]]:
-  """{method: its eval dirs in seed order} for every OUT/eval/<method>_seed<k>/results.json."""
-  found: dict[str, list[tuple[int, Path]]] = {}
-  for d in sorted((out / "eval").glob("*_seed*")):
-    m = ARM_DIR.match(d.name)
-    if m and (d / "results.json").is_file():
-      found.setdefault(m["method"], []).append((int(m["seed"]), d))
-  return {method: [d for _, d in sorted(dirs)] for method, dirs in found.items()}
-
-
 @dataclasses.dataclass(frozen=True)
 class EvalSamples:
-  """One eval directory's values, per sample where the results hold them.
+  """One eval's values, per sample where its results hold them.
 
   Attributes:
     values: {metric: {cell: per-sample values}}. Metrics: 'score' (0..100, cells (task,
@@ -57,17 +39,33 @@ class EvalSamples:
   loss_window: int | None = None
 
 
-def read_samples(eval_dir: Path) -> EvalSamples:
-  """Reads results.json (or predictions.jsonl) of one `python -m longjax.eval` run.
+def eval_results(eval_dir: Path) -> dict[str, Any]:
+  """results.json of one `python -m longjax.eval` run, per sample where the eval wrote them.
+
+  Results written before `per_sample` existed keep their task scores per sample only in
+  predictions.jsonl (one record per sample, score in 0..1): those are put into
+  `per_sample.scores` here, so that the returned dict alone holds everything `read_samples` reads.
+  """
+  results = json.loads((eval_dir / "results.json").read_text())
+  predictions = eval_dir / "predictions.jsonl"
+  if not (results.get("per_sample") or {}).get("scores") and predictions.is_file():
+    scores: dict[str, dict[str, list[float]]] = {}
+    for line in predictions.read_text().splitlines():
+      r = json.loads(line)
+      scores.setdefault(r["task"], {}).setdefault(str(r["length"]), []).append(100.0 * r["score"])
+    results["per_sample"] = {**(results.get("per_sample") or {}), "scores": scores}
+  return results
+
+
+def read_samples(results: Mapping[str, Any]) -> EvalSamples:
+  """The values of one eval's results (`eval_results`), per sample where they hold them.
 
   Per-sample values: `per_sample.scores` {task: {length: [score x 100 per example]}},
   `per_sample.gold_loglik` {task: {length: {"nll": [...]}}} and, per held-out sequence,
-  `loss.sequences[i].log` (the loss tables of that sequence alone). Results written before
-  those existed give task scores from predictions.jsonl (one record per sample, score in 0..1)
-  and otherwise means only: such a metric is `aggregate_only`. This is the one function that
-  knows the eval layout.
+  `loss.sequences[i].log` (the loss tables of that sequence alone). Results without them give
+  means only: such a metric is `aggregate_only`. This is the one function that knows the eval
+  layout.
   """
-  results = json.loads((eval_dir / "results.json").read_text())
   per_sample = results.get("per_sample") or {}
   values: dict[str, dict[Any, np.ndarray]] = {}
   aggregate: set[str] = set()
@@ -78,13 +76,8 @@ def read_samples(eval_dir: Path) -> EvalSamples:
       v = [v]
     values.setdefault(metric, {})[cell] = np.asarray(v, dtype=float)
 
-  scores = per_sample.get("scores") or {}
-  predictions = eval_dir / "predictions.jsonl"
-  if not scores and predictions.is_file():
-    for line in predictions.read_text().splitlines():
-      r = json.loads(line)
-      scores.setdefault(r["task"], {}).setdefault(r["length"], []).append(100.0 * r["score"])
-  for task, by_len in (scores or results.get("scores") or {}).items():
+  scores = per_sample.get("scores") or results.get("scores") or {}
+  for task, by_len in scores.items():
     for n, v in by_len.items():
       put("score", (task, int(n)), v)
   gold = per_sample.get("gold_loglik") or results.get("gold_loglik") or {}
@@ -108,42 +101,6 @@ def read_samples(eval_dir: Path) -> EvalSamples:
                 for name, cat in (results["summary"].get("categories") or {}).items()}
   return EvalSamples(values, frozenset(aggregate), categories,
                      tuple(int(n) for n in results.get("lengths", [])), buckets, window)
-
-
-def _gin_statements(text: str) -> dict[str, str]:
-  """{name: value text} of a gin config string (continuation lines joined, comments dropped)."""
-  joined = re.sub(r"\\\n\s*", "", text)
-  joined = re.sub(r"\n[ \t]+", " ", joined)  # indented continuation of a wrapped literal
-  out = {}
-  for line in joined.splitlines():
-    if line.strip() and not line.lstrip().startswith("#") and " = " in line:
-      name, value = line.split(" = ", 1)
-      out[name.strip()] = value.strip()
-  return out
-
-
-def read_run_config(run_dir: Path) -> dict[str, Any] | None:
-  """The budget-relevant settings of one training run, from its operative MODEL_DIR/config.gin.
-
-  Returns {train_steps, batch_size, length, data_seed, init_seed, init_from_hf}, or None when
-  the run has no config.gin.
-  """
-  path = run_dir / "config.gin"
-  if not path.is_file():
-    return None
-  statements = _gin_statements(path.read_text())
-
-  def value(name: str, default: Any = None) -> Any:
-    text = statements.get(name)
-    while text is not None and text.startswith("%"):  # a macro reference
-      text = statements.get(text[1:])
-    return default if text is None else ast.literal_eval(text)
-
-  return {"train_steps": value("TrainConfig.train_steps"),
-          "batch_size": value("TrainConfig.batch_size"),
-          "length": value("TrainConfig.task_feature_lengths")["targets"],
-          "data_seed": value("seqio_batches.seed", 0), "init_seed": value("TrainConfig.seed", 0),
-          "init_from_hf": value("TrainConfig.init_from_hf")}
 
 
 def read_budget(index_dir: Path, method: str, length: int) -> dict[str, int] | None:

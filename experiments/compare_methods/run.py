@@ -1,32 +1,56 @@
-"""Compare the synthesis methods end to end: build -> train each arm -> evaluate -> one table.
+"""Compare the synthesis methods end to end: build -> export -> train each arm -> evaluate -> table.
 
     python experiments/compare_methods/run.py --preset demo --out demo_out      # `make demo`
     python experiments/compare_methods/run.py --preset wiki_smollm2_8k --out runs/cmp8k --seeds 3
 
-Each stage runs the project's own entry points (`longjax.synth build`, `longjax.tasks.train_spm`,
-`longjax.train`, `longjax.eval`) with the preset's arguments, in this process, and is skipped when
-its output already exists, so an interrupted comparison resumes. `--seeds N` trains every arm N
-times; seed k sets the data order (the SeqIO shuffle seed) and the initial parameters of a model
-trained from scratch (a continued-pretraining arm keeps its loaded weights). Output:
-OUT/index (synthesis), OUT/runs/<method>_seed<k> (MODEL_DIR), OUT/eval/<method>_seed<k> (eval
-results), and OUT/comparison.{md,json,png}: methods x task categories x lengths, plus loss by
-position, each a mean over seeds with a 95% interval, and each arm's token budget
-(`python experiments/compare_methods/comparison.py OUT` rebuilds them from those files).
+Stages (`--stages`, default all, always run in this order):
+  index       `longjax.synth build` (and `longjax.tasks.train_spm` for an `spm:` tokenizer)
+  inspect     `longjax.synth inspect`: every method's data diagnostics before training
+  export      `longjax.tasks export` of each arm's Mixture (or Task) with seed k to
+              OUT/data/<method>_seed<k>: exactly the tokens its training reads (TRAIN_STEPS x
+              BATCH_SIZE x length, parsed from the preset's gin run with gin), plus
+              OUT/data/synthesis.json (tokenizer and synthesis budgets)
+  train       `longjax.train` of each arm from its export (gin/data/arrayrecord.gin)
+  eval        `longjax.eval` of each trained arm, then its raw record OUT/results/<arm>.json
+  comparison  OUT/comparison.{md,json,png} from OUT/results/*.json alone
+The train and eval stages import neither TensorFlow, seqio nor ScaNN: export on a CPU machine,
+carry OUT/data (and an `spm:` preset's OUT/spm<N>.model) to the accelerator machine, run
+`--stages train,eval` there (one arm per command with `--methods M --seed K` if you like), bring
+OUT/results back and run `--stages comparison` (docs/training.md, "Exported data").
+
+Every stage runs the project's own entry points in this process and skips an arm whose output
+exists, so an interrupted comparison resumes. Seed k sets the data order (the export's seqio
+seed and the Grain shuffle seed) and the initial parameters of a model trained from scratch (a
+continued-pretraining arm keeps its loaded weights); `--seeds N` runs seeds 0..N-1, `--seed K`
+the listed ones. Outputs: OUT/index, OUT/inspect, OUT/data/<arm>, OUT/runs/<arm> (MODEL_DIR),
+OUT/eval/<arm>, OUT/results/<arm>.json, OUT/comparison.{md,json,png}: methods x task categories
+x lengths, plus loss by position, each a mean over seeds with a 95% interval, and each arm's token
+budget (`python experiments/compare_methods/comparison.py OUT` rebuilds them).
 Expect for `demo`: about 10 minutes on 2 CPU cores; tiny models trained for a few dozen steps
 score near zero on retrieval tasks, so the loss columns carry the signal there.
 """
 
 import argparse
+import functools
 import glob
+import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "experiments" / "compare_methods"))
-from presets import PRESETS, Comparison  # pylint: disable=wrong-import-position
-from results import arm_name  # pylint: disable=wrong-import-position
+# Each stage imports its entry points when it runs, so that the train and eval stages never
+# import the index, inspect and export stages' TensorFlow, seqio and ScaNN.
+# pylint: disable=wrong-import-position,import-outside-toplevel
+import records
+from presets import PRESETS, REPLAY_SHARE, Comparison
+
+STAGES = ("index", "inspect", "export", "train", "eval", "comparison")
+DATA_GIN = "gin/data/arrayrecord.gin"
+Arm = tuple[str, int]  # (method, seed)
 
 
 def _stage(title: str) -> float:
@@ -46,6 +70,13 @@ def _call(main, argv: list[str], what: str) -> None:
     raise SystemExit(f"compare_methods: `{what}` failed with status {status}")
 
 
+def tokenizer_spec(cmp: Comparison, out: Path) -> str:
+  """The tokenizer as the entry points take it: an `spm:<vocab>` preset's model is trained into
+  OUT/spm<vocab>.model by the index stage."""
+  return str(out / f"spm{cmp.tokenizer[4:]}.model") if cmp.tokenizer.startswith("spm:") \
+      else cmp.tokenizer
+
+
 def _corpus_arg(cmp: Comparison, out: Path) -> str:
   """The corpus as `synth build` takes it; a glob becomes a directory of links to its files."""
   if cmp.corpus == "default" or not any(c in cmp.corpus for c in "*?["):
@@ -62,76 +93,120 @@ def _corpus_arg(cmp: Comparison, out: Path) -> str:
   return str(link_dir)
 
 
-def build_index(cmp: Comparison, out: Path) -> tuple[Path, str]:
+def build_index(cmp: Comparison, methods: Sequence[str], out: Path) -> None:
   """Corpus store, tokenizer (trained if `spm:`), then every method's corpus-wide index."""
-  from longjax.synth.__main__ import main as synth_main  # pylint: disable=import-outside-toplevel
-  from longjax.tasks.train_spm import main as spm_main  # pylint: disable=import-outside-toplevel
-  index, corpus = out / "index", _corpus_arg(cmp, out)
-  tokenizer = cmp.tokenizer
-  if tokenizer.startswith("spm:"):
-    tokenizer = str(out / f"spm{tokenizer[4:]}.model")
-    if not Path(tokenizer).exists():
-      _call(synth_main, ["build", "--corpus", corpus, "--out", str(index), "--methods", "none"],
-            "longjax.synth")
-      _call(spm_main, ["--index-dir", str(index), "--out", tokenizer,
-                       "--vocab-size", cmp.tokenizer[4:]], "longjax.tasks.train_spm")
-  import json  # pylint: disable=import-outside-toplevel
+  from longjax.synth.__main__ import main as synth_main
+  from longjax.tasks.train_spm import main as spm_main
+  index, corpus, tokenizer = out / "index", _corpus_arg(cmp, out), tokenizer_spec(cmp, out)
+  if cmp.tokenizer.startswith("spm:") and not Path(tokenizer).exists():
+    _call(synth_main, ["build", "--corpus", corpus, "--out", str(index), "--methods", "none"],
+          "longjax.synth")
+    _call(spm_main, ["--index-dir", str(index), "--out", tokenizer,
+                     "--vocab-size", cmp.tokenizer[4:]], "longjax.tasks.train_spm")
+  options = {m: o for m, o in cmp.synth_config.items() if m in methods}  # build refuses others
   _call(synth_main, ["build", "--corpus", corpus, "--out", str(index),
-                     "--methods", ",".join(cmp.methods), "--embedder", cmp.embedder,
+                     "--methods", ",".join(methods), "--embedder", cmp.embedder,
                      "--tokenizer", tokenizer, "--lengths", str(cmp.length),
-                     "--config", json.dumps(cmp.synth_config)], "longjax.synth")
-  return index, tokenizer
+                     "--config", json.dumps(options)], "longjax.synth")
 
 
-def inspect_data(cmp: Comparison, index: Path, out: Path) -> Path:
+def inspect_data(cmp: Comparison, out: Path) -> Path:
   """`synth inspect`: every method's data diagnostics before any training (OUT/inspect)."""
-  from longjax.synth.__main__ import main as synth_main  # pylint: disable=import-outside-toplevel
+  from longjax.synth.__main__ import main as synth_main
   inspect_dir = out / "inspect"
   if (inspect_dir / "inspect.json").exists():
     print(f"{inspect_dir}: already inspected", flush=True)
     return inspect_dir
-  _call(synth_main, ["inspect", "--index-dir", str(index), "--length", str(cmp.length),
+  _call(synth_main, ["inspect", "--index-dir", str(out / "index"), "--length", str(cmp.length),
                      "--model", cmp.inspect_model, "--samples", str(cmp.inspect_samples),
                      "--contexts", cmp.inspect_contexts, "--out", str(inspect_dir)],
         "longjax.synth")
   return inspect_dir
 
 
-def train_argv(cmp: Comparison, mixture: str, vocab: int, model_dir: Path, seed: int) -> list[str]:
-  """The `longjax.train` arguments of one arm and seed.
+def gin_args(cmp: Comparison, *, task: str, vocab: int, data_dir: Path, model_dir: Path,
+             seed: int) -> tuple[list[str], list[str]]:
+  """The gin files and bindings of one arm's `longjax.train` run, training from its export.
 
-  The seed sets SHUFFLE_SEED (seqio's shuffle and mixing seed: the data order) and
-  TrainConfig.seed (the initial parameters; the trainer ignores it when it loads weights).
+  The seed sets SHUFFLE_SEED (the Grain shuffle of the exported rows, which the export drew with
+  the same seed) and TrainConfig.seed (the initial parameters; the trainer ignores it when it
+  loads weights).
   """
-  return [f"--gin_file={cmp.train_gin}",
-          f"--gin.MIXTURE_OR_TASK_NAME='{mixture}'",
-          f"--gin.TASK_FEATURE_LENGTHS={{'targets': {cmp.length}}}",
-          f"--gin.MODEL_DIR='{model_dir}'",
-          f"--gin.VOCAB_SIZE={vocab}",
-          f"--gin.SHUFFLE_SEED={seed}",
-          f"--gin.TrainConfig.seed={seed}",
-          *(f"--gin.{b}" for b in cmp.train_bindings)]
+  return [cmp.train_gin, DATA_GIN], [
+      f"MIXTURE_OR_TASK_NAME='{task}'", f"TASK_FEATURE_LENGTHS={{'targets': {cmp.length}}}",
+      f"DATA_DIR='{data_dir}'", f"MODEL_DIR='{model_dir}'", f"VOCAB_SIZE={vocab}",
+      f"SHUFFLE_SEED={seed}", f"TrainConfig.seed={seed}", *cmp.train_bindings]
 
 
-def train_arm(cmp: Comparison, method: str, seed: int, index: Path, tokenizer: str,
-              out: Path) -> Path:
-  """Trains one seed of one arm on its Mixture `longjax_<corpus>_<method>_<length>_mix` (or on
-  the method's Task alone when the preset has no replay); returns MODEL_DIR."""
-  model_dir = out / "runs" / arm_name(method, seed)
+def train_argv(cmp: Comparison, **arm) -> list[str]:
+  """The `longjax.train` arguments of one arm and seed (`gin_args`)."""
+  files, bindings = gin_args(cmp, **arm)
+  return [f"--gin_file={f}" for f in files] + [f"--gin.{b}" for b in bindings]
+
+
+def training_tokens(cmp: Comparison, **arm) -> int:
+  """TRAIN_STEPS x BATCH_SIZE x length of one arm's run, from the TrainConfig that gin builds
+  out of `gin_args` (the trainer's own parsing; nothing is trained)."""
+  import gin
+  from longjax.train.__main__ import parse
+  from longjax.train.trainer import TrainConfig
+  try:
+    parse(*gin_args(cmp, **arm))
+    config = gin.get_configurable(TrainConfig)()
+  finally:
+    gin.clear_config()
+  return config.train_steps * config.batch_size * config.seq_len
+
+
+@functools.cache
+def _vocab_size(tokenizer: str) -> int:
+  from longjax.models.tokenizer import load_tokenizer_spec
+  return load_tokenizer_spec(tokenizer).vocab_size
+
+
+def export_arm(cmp: Comparison, method: str, seed: int, tokenizer: str, out: Path) -> Path:
+  """Exports the rows one seed of one arm trains on to OUT/data/<arm> (the method's Mixture
+  `longjax_<corpus>_<method>_<length>_mix`, or its Task alone when the preset has no replay);
+  an export that exists is verified and kept. The Tasks must be registered."""
+  from longjax.synth.methods.task_names import IndexInfo, task_name
+  from longjax.tasks.__main__ import main as tasks_main
+  arm = records.arm_name(method, seed)
+  task = task_name(IndexInfo.read(out / "index").corpus, method, cmp.length)
+  task += "_mix" if cmp.replay else ""
+  data_dir = out / "data" / arm
+  tokens = training_tokens(cmp, task=task, vocab=_vocab_size(tokenizer), data_dir=data_dir,
+                           model_dir=out / "runs" / arm, seed=seed)
+  _call(tasks_main, ["export", task, "--length", str(cmp.length), "--tokens", str(tokens),
+                     "--out", str(data_dir), "--seed", str(seed)], "longjax.tasks")
+  return data_dir
+
+
+def _check_export(cmp: Comparison, export: dict, data_dir: Path, seed: int, **arm) -> None:
+  """Stops unless the export holds exactly the run's tokens, drawn with the arm's seed."""
+  tokens = training_tokens(cmp, seed=seed, data_dir=data_dir, **arm)
+  got = (export["counts"]["tokens"], export["config"]["seed"])
+  if got != (tokens, seed):
+    raise SystemExit(f"compare_methods: {data_dir} holds {got[0]} tokens drawn with seed "
+                     f"{got[1]}, but this arm trains on {tokens} tokens with seed {seed}; "
+                     "export it again (--stages export) into an empty directory")
+
+
+def train_arm(cmp: Comparison, method: str, seed: int, out: Path) -> Path:
+  """Trains one seed of one arm from its export OUT/data/<arm>; returns MODEL_DIR."""
+  arm = records.arm_name(method, seed)
+  model_dir, data_dir = out / "runs" / arm, out / "data" / arm
   if (model_dir / "hf" / "config.json").exists():
     print(f"{model_dir}: already trained", flush=True)
     return model_dir
-  from longjax.models.tokenizer import load_tokenizer_spec  # pylint: disable=import-outside-toplevel,line-too-long
-  from longjax.io import format_length  # pylint: disable=import-outside-toplevel
-  from longjax.synth.methods.task_names import IndexInfo  # pylint: disable=import-outside-toplevel
-  from longjax.train.__main__ import main as train_main  # pylint: disable=import-outside-toplevel
-  corpus = IndexInfo.read(index).corpus
-  mixture = f"longjax_{corpus}_{method}_{format_length(cmp.length)}" + ("_mix" if cmp.replay
-                                                                         else "")
-  vocab = load_tokenizer_spec(tokenizer).vocab_size
-  _call(train_main, train_argv(cmp, mixture, vocab, model_dir, seed), "longjax.train")
+  from longjax.train.__main__ import main as train_main
+  from longjax.train.arrayrecord import read_export
+  export = read_export(data_dir, verify=False)  # the trainer verifies every shard's sha256
+  run_args = {"task": export["config"]["task"], "vocab": export["config"]["vocab_size"],
+              "data_dir": data_dir, "model_dir": model_dir}
+  _check_export(cmp, export, seed=seed, **run_args)
+  _call(train_main, train_argv(cmp, seed=seed, **run_args), "longjax.train")
   if not (model_dir / "hf" / "config.json").exists():  # SIGTERM: the trainer saved and returned
-    raise SystemExit(f"compare_methods: training of `{model_dir.name}` stopped before its export "
+    raise SystemExit(f"compare_methods: training of `{arm}` stopped before its export "
                      f"(was it preempted?); rerun the same command to resume from "
                      f"{model_dir}/checkpoints")
   return model_dir
@@ -143,7 +218,10 @@ def evaluate_arm(cmp: Comparison, model_dir: Path, tokenizer: str, out: Path) ->
   if (eval_dir / "results.json").exists():
     print(f"{eval_dir}: already evaluated", flush=True)
     return eval_dir
-  from longjax.eval.__main__ import main as eval_main  # pylint: disable=import-outside-toplevel
+  if not (model_dir / "hf" / "config.json").exists():
+    raise SystemExit(f"compare_methods: {model_dir} holds no trained model (hf/config.json); "
+                     "run the train stage first")
+  from longjax.eval.__main__ import main as eval_main
   _call(eval_main, ["--model", str(model_dir), "--tokenizer", tokenizer,
                     "--lengths", cmp.eval_lengths, "--tasks", cmp.eval_tasks,
                     "--samples", str(cmp.eval_samples),
@@ -153,56 +231,111 @@ def evaluate_arm(cmp: Comparison, model_dir: Path, tokenizer: str, out: Path) ->
   return eval_dir
 
 
-def main(argv: list[str] | None = None) -> int:
+def _each_arm(stage: str, arms: Sequence[Arm], fn: Callable[[str, int], object]) -> None:
+  for i, (method, seed) in enumerate(arms):
+    t = _stage(f"{stage} arm {i + 1}/{len(arms)}: {method}, seed {seed}")
+    fn(method, seed)
+    _done(t)
+
+
+def run_stages(cmp: Comparison, preset: str, stages: Sequence[str], arms: Sequence[Arm],
+               out: Path) -> None:
+  """Runs the selected stages, in STAGES order, for `arms` (seed 0 of every method first)."""
+  tokenizer = tokenizer_spec(cmp, out)
+  methods = [m for m in cmp.methods if m in {a for a, _ in arms}]
+  if "index" in stages:
+    t = _stage(f"index: synthesis index ({', '.join(methods)})")
+    build_index(cmp, methods, out)
+    _done(t)
+  if "inspect" in stages:
+    t = _stage("inspect: data diagnostics (synth inspect)")
+    inspect_data(cmp, out)
+    _done(t)
+  if "export" in stages:
+    import longjax.tasks
+    longjax.tasks.register(out / "index", replay_ratio=REPLAY_SHARE)
+    records.write_synthesis(out, out / "index", tokenizer, cmp.length)
+    _each_arm("export", arms, lambda m, s: export_arm(cmp, m, s, tokenizer, out))
+  if "train" in stages:
+    _each_arm("train", arms, lambda m, s: train_arm(cmp, m, s, out))
+  if "eval" in stages:
+    def evaluate(method: str, seed: int) -> None:
+      evaluate_arm(cmp, out / "runs" / records.arm_name(method, seed), tokenizer, out)
+      print(f"wrote {records.write_record(out, method, seed, cmp.replay_share)}", flush=True)
+    _each_arm("eval", arms, evaluate)
+  if "comparison" in stages:
+    from comparison import write_comparison
+    t = _stage("comparison")
+    print(write_comparison(out, f"{preset}: methods at {cmp.length} tokens"))
+    _done(t)
+
+
+def _csv(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+  def parse(text: str) -> tuple[str, ...]:
+    items = tuple(x for x in text.split(",") if x)
+    unknown = [x for x in items if x not in choices]
+    if unknown or not items:
+      raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of {', '.join(choices)}")
+    return items
+  return parse
+
+
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
   parser.add_argument("--out", type=Path, required=True, help="output directory")
+  parser.add_argument("--stages", type=_csv(STAGES), default=STAGES,
+                      help=f"comma list of stages to run (default all: {','.join(STAGES)})")
   parser.add_argument("--methods", default=None, help="comma list: a subset of the preset's arms")
-  parser.add_argument("--seeds", type=int, default=1,
-                      help="train and evaluate every arm this many times (seeds 0..N-1)")
-  args = parser.parse_args(argv)
-  if args.seeds < 1:
-    parser.error(f"--seeds must be >= 1, got {args.seeds}")
-  cmp = PRESETS[args.preset]
+  seeds = parser.add_mutually_exclusive_group()
+  seeds.add_argument("--seeds", type=int, default=1,
+                     help="train and evaluate every arm this many times (seeds 0..N-1)")
+  seeds.add_argument("--seed", default=None, help="comma list of seeds to run instead, e.g. 1")
+  return parser
+
+
+def _arms(parser: argparse.ArgumentParser, args: argparse.Namespace,
+          cmp: Comparison) -> list[Arm]:
+  """The selected (method, seed) pairs, every method's seed 0 first."""
   methods = tuple(args.methods.split(",")) if args.methods else cmp.methods
-  if cmp.cpu_devices:  # before jax is imported anywhere
+  unknown = sorted(set(methods) - set(cmp.methods))
+  if unknown:
+    parser.error(f"--methods {unknown} not in the preset's arms {cmp.methods}")
+  if args.seed is not None:
+    if not all(s.isdigit() for s in args.seed.split(",")):
+      parser.error(f"--seed {args.seed!r}: expected a comma list of seeds >= 0, e.g. 0,2")
+    seeds = sorted({int(s) for s in args.seed.split(",")})
+  elif args.seeds < 1:
+    parser.error(f"--seeds must be >= 1, got {args.seeds}")
+  else:
+    seeds = list(range(args.seeds))
+  return [(method, seed) for seed in seeds for method in methods]
+
+
+def _environment(cmp: Comparison, out: Path) -> None:
+  """Devices and caches, set before jax is imported anywhere."""
+  if cmp.cpu_devices:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # TensorFlow would probe for a GPU
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={cmp.cpu_devices}")
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  out = args.out.resolve()
   # Every arm compiles the same train and eval programs: compile them once.
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(out / "jax_cache"))
-  start = time.time()
 
-  t = _stage(f"1/5 synthesis index ({', '.join(methods)})")
-  index, tokenizer = build_index(cmp, out)
-  _done(t)
-  t = _stage("2/5 data diagnostics (synth inspect)")
-  inspect_data(cmp, index, out)
-  _done(t)
-  import longjax.tasks  # pylint: disable=import-outside-toplevel
-  from comparison import REPLAY_SHARE, write_comparison  # pylint: disable=import-outside-toplevel
-  longjax.tasks.register(index, replay_ratio=REPLAY_SHARE)  # every built method's Tasks, Mixtures
-  runs = [(method, seed) for seed in range(args.seeds) for method in methods]  # seed 0 first
-  model_dirs, eval_dirs = {}, {m: [] for m in methods}
-  for i, (method, seed) in enumerate(runs):
-    t = _stage(f"3/5 train arm {i + 1}/{len(runs)}: {method}, seed {seed}")
-    model_dirs[method, seed] = train_arm(cmp, method, seed, index, tokenizer, out)
-    _done(t)
-  for i, (method, seed) in enumerate(runs):
-    t = _stage(f"4/5 evaluate arm {i + 1}/{len(runs)}: {method}, seed {seed}")
-    eval_dirs[method].append(evaluate_arm(cmp, model_dirs[method, seed], tokenizer, out))
-    _done(t)
-  t = _stage("5/5 comparison")
-  table = write_comparison(out, f"{args.preset}: methods at {cmp.length} tokens, "
-                           f"{args.seeds} seed(s)", eval_dirs,
-                           replay_share=REPLAY_SHARE if cmp.replay else 0.0)
-  print(table)
-  print(f"\nall outputs under {out} (comparison.md, comparison.png); total "
-        f"{(time.time() - start) / 60:.1f} min")
+
+def main(argv: list[str] | None = None) -> int:
+  parser = _parser()
+  args = parser.parse_args(argv)
+  cmp = PRESETS[args.preset]
+  arms = _arms(parser, args, cmp)
+  out = args.out.resolve()
+  _environment(cmp, out)
+  start = time.time()
+  run_stages(cmp, args.preset, args.stages, arms, out)
+  print(f"\nstages {','.join(s for s in STAGES if s in args.stages)} done; outputs under {out}; "
+        f"total {(time.time() - start) / 60:.1f} min")
   return 0
 
 

@@ -37,7 +37,7 @@ from array_record.python.array_record_module import ArrayRecordWriter, ArrayReco
 from longjax import io as artifacts  # the bottom layer: atomic files, manifests, hashes
 from longjax.tasks.input import SeqioBatches, unshift
 from longjax.tasks.registry import MethodSource
-from longjax.tasks.vocabularies import HFVocabulary
+from longjax.tasks.vocabularies import HFVocabulary, id_offset
 from longjax.train.arrayrecord import KIND, ExportError, RowFormat, read_export
 
 PLAN = "export-plan.json"
@@ -199,11 +199,12 @@ class Plan:
 
 def make_plan(options: ExportOptions) -> Plan:
   vocabulary = seqio.get_mixture_or_task(options.name).output_features["targets"].vocabulary
-  fmt = RowFormat.make(options.length, vocabulary.vocab_size)
+  vocab_size = vocabulary.vocab_size - id_offset(vocabulary)  # the rows hold unshifted ids
+  fmt = RowFormat.make(options.length, vocab_size)
   shards = options.shards or math.ceil(options.rows / max(1, SHARD_BYTES // _row_bytes(fmt)))
   config = {"task": options.name, "length": options.length, "tokens": options.tokens,
             "rows": options.rows, "seed": options.seed, "shards": shards, "pack": True,
-            "tokenizer": tokenizer_spec(vocabulary), "vocab_size": vocabulary.vocab_size}
+            "tokenizer": tokenizer_spec(vocabulary), "vocab_size": vocab_size}
   return Plan(options, fmt, shards, config, {"indexes": index_fingerprints(options.name)})
 
 

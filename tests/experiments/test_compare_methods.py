@@ -1,7 +1,10 @@
 """The method-comparison driver: presets, seeds, and its table on hand-made result files."""
 
+import dataclasses
+import importlib.util
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +16,7 @@ sys.path.insert(0, str(REPO / "experiments" / "compare_methods"))
 # pylint: disable=wrong-import-position
 import comparison
 import presets
+import records
 import results
 import run
 import stats
@@ -63,26 +67,28 @@ def test_noise_verdicts():
 
 # ---- hand-made result files --------------------------------------------------------------
 
-CONFIG_GIN = """\
-# Macros:
-# ==============================================================================
-BATCH_SIZE = 4
-SHUFFLE_SEED = {seed}
-TASK_FEATURE_LENGTHS = {{'targets': 2048}}
-TRAIN_STEPS = 40
 
-# Parameters for model_config:
-model_config.overrides = \\
-    {{'hidden_size': 128,
-     'vocab_size': 2048}}
-
-# Parameters for TrainConfig:
-TrainConfig.batch_size = %BATCH_SIZE
-TrainConfig.seed = {seed}
-TrainConfig.task_feature_lengths = %TASK_FEATURE_LENGTHS
-TrainConfig.train_steps = %TRAIN_STEPS
-seqio_batches.seed = %SHUFFLE_SEED
-"""
+def _train_manifest(out: Path, arm: str, seed: int) -> dict:
+  """A trainer manifest as `longjax.train.trainer.write_manifest` writes it, for a run of 40
+  steps of 4 x 2048 tokens from an export drawn with `seed`."""
+  from longjax import io  # pylint: disable=import-outside-toplevel
+  from longjax.models import LlamaConfig  # pylint: disable=import-outside-toplevel
+  from longjax.train.optimizer import OptimizerConfig  # pylint: disable=import-outside-toplevel
+  from longjax.train.trainer import TrainConfig  # pylint: disable=import-outside-toplevel
+  config = TrainConfig(model_dir=str(out / "runs" / arm), train_steps=40, batch_size=4,
+                       task_feature_lengths={"targets": 2048}, seed=seed,
+                       optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=3))
+  model = LlamaConfig.preset("tiny", vocab_size=2048)
+  export = {"kind": "export", "config": {"task": f"longjax_bbc_{arm.split('_')[0]}_2k_mix",
+                                         "seed": seed, "tokenizer": "/cpu/out/spm2048.model",
+                                         "vocab_size": 2048, "length": 2048},
+            "counts": {"rows": 160, "tokens": 327680, "non_padding_tokens": 327000,
+                       "examples": 500, "unique_documents": 300 + seed}}
+  return {"kind": "train", "complete": True, "config": io.to_json(dataclasses.asdict(config)),
+          "inputs": {"source": {"type": "longjax.train.arrayrecord.ArrayRecordSource",
+                                "manifest": export, "seed": seed, "shuffle": True}},
+          "counts": {"parameters": 1234, "steps": 40, "data_position": 40},
+          "model": io.to_json(dataclasses.asdict(model))}
 
 
 def _loss(nll_last: float, per_sequence: bool) -> dict:
@@ -116,8 +122,9 @@ def _write_eval(out: Path, method: str, seed: int, scores: dict, nll_last: float
     res["per_sample"] = {"scores": by_task, "gold_loglik": {"niah": {"1024": {"nll": gold}}}}
   (d / "results.json").write_text(json.dumps(res))
   run_dir = out / "runs" / d.name
-  run_dir.mkdir(parents=True)
-  (run_dir / "config.gin").write_text(CONFIG_GIN.format(seed=seed))
+  (run_dir / "hf").mkdir(parents=True)
+  (run_dir / "hf" / "config.json").write_text("{}")
+  (run_dir / "manifest.json").write_text(json.dumps(_train_manifest(out, d.name, seed)))
 
 
 def _scores(niah_1k, vt_1k, niah_2k, vt_2k) -> dict:
@@ -125,24 +132,34 @@ def _scores(niah_1k, vt_1k, niah_2k, vt_2k) -> dict:
           ("niah", 2048): niah_2k, ("vt", 2048): vt_2k}
 
 
-@pytest.fixture(name="out")
-def _out(tmp_path):
-  """Three arms x two seeds: at 1k nextlong is perfect, knn near it, standard scores nothing;
-  at 2k every arm is a coin flip (noise)."""
+def _write_arms(out: Path) -> list[tuple[str, int]]:
+  """The eval, run and data files of three arms x two seeds: at 1k nextlong is perfect, knn near
+  it, standard scores nothing; at 2k every arm is a coin flip (noise)."""
   flip = [0.0, 100.0, 0.0, 100.0]
   for seed in (0, 1):
-    _write_eval(tmp_path, "nextlong", seed, _scores([100.0] * 4, [100.0] * 4, flip, flip),
+    _write_eval(out, "nextlong", seed, _scores([100.0] * 4, [100.0] * 4, flip, flip),
                 nll_last=5.0, gold=[1.0, 2.0])
-    _write_eval(tmp_path, "knn", seed, _scores([100.0, 100.0, 0.0, 100.0], [100.0] * 4, flip,
+    _write_eval(out, "knn", seed, _scores([100.0, 100.0, 0.0, 100.0], [100.0] * 4, flip,
                                                [0.0, 100.0, 100.0, 100.0]),
                 nll_last=5.5, gold=[2.0, 2.0])
-    _write_eval(tmp_path, "standard", seed, _scores([0.0] * 4, [0.0] * 4, flip, flip),
+    _write_eval(out, "standard", seed, _scores([0.0] * 4, [0.0] * 4, flip, flip),
                 nll_last=6.0, gold=[3.0, 3.0], legacy=True)
-  index = tmp_path / "index" / "nextlong"
-  index.mkdir(parents=True)
-  (index / "manifest.json").write_text(json.dumps({"counts": {"budget": {"L2048": {
-      "samples": 50, "sample_tokens": 102400, "documents_used": 120, "source_tokens": 110000,
-      "source_tokens_dropped": 5500}}}}))
+  (out / "data").mkdir()
+  (out / "data" / records.SYNTHESIS).write_text(json.dumps({
+      "tokenizer": {"spec": "/cpu/out/spm2048.model", "sha256": "ab" * 32}, "length": 2048,
+      "budgets": {"nextlong": {"samples": 50, "sample_tokens": 102400, "documents_used": 120,
+                               "source_tokens": 110000, "source_tokens_dropped": 5500}}}))
+  return [(m, seed) for seed in (0, 1) for m in ("nextlong", "knn", "standard")]
+
+
+@pytest.fixture(name="out")
+def _out(tmp_path):
+  """The records of `_write_arms`, and nothing else: every table below is rebuilt from
+  OUT/results/*.json alone."""
+  for method, seed in _write_arms(tmp_path):
+    records.write_record(tmp_path, method, seed, replay_share=0.1)
+  for stage in ("eval", "runs", "data"):
+    shutil.rmtree(tmp_path / stage)
   return tmp_path
 
 
@@ -191,42 +208,98 @@ def test_table_intervals_markers_noise_and_floor(out):
 def test_budget_table(out):
   comparison.write_comparison(out, "t")
   budget = _rows((out / "comparison.md").read_text().split("## Budgets")[1])
-  # 40 steps x 4 rows x 2048 tokens = 327,680; passes = 327,680 x (1 - 0.1) / 102,400 = 2.88.
-  assert budget["nextlong"] == ["327,680", "102,400", "2.88", "120", "5,500 (5.0%)"]
-  assert budget["knn"] == ["327,680", "–", "–", "–", "–"]  # no budget in a manifest
+  # 40 steps x 4 rows x 2048 tokens = 327,680; passes = 327,680 x (1 - 0.1) / 102,400 = 2.88;
+  # the seeds' exports hold 300 and 301 documents.
+  assert budget["nextlong"] == ["327,680", "300–301", "102,400", "2.88", "120",
+                                "5,500 (5.0%)"]
+  assert budget["knn"] == ["327,680", "300–301", "–", "–", "–", "–"]  # no synthesis budget
 
 
-def test_reader_takes_scores_from_predictions_in_the_legacy_layout(out):
-  s = results.read_samples(out / "eval" / "standard_seed0")
+def test_records_alone_rebuild_the_table(out):
+  """The fixture left OUT/results only: the table, JSON and plot come from the records."""
+  assert sorted(p.name for p in out.iterdir()) == ["results"]
+  comparison.write_comparison(out, "t")
+  assert (out / "comparison.png").stat().st_size > 0
+  record = json.loads((out / "results" / "knn_seed1.json").read_text())
+  training = record["training"]
+  assert training["tokenizer"] == {"spec": "/cpu/out/spm2048.model", "vocab_size": 2048,
+                                   "sha256": "ab" * 32}
+  assert training["hyperparameters"]["learning_rate"] == 3e-3
+  assert training["hyperparameters"]["replay_share"] == 0.1
+  assert (training["training_tokens"], training["rope_theta"]) == (327680, 10000.0)
+  assert training["data"]["export_seed"] == training["data"]["shuffle_seed"] == 1
+  assert training["data"]["unique_documents"] == 301 and len(training["data"]["fingerprint"]) == 64
+  assert record["eval"]["per_sample"]["scores"]["vt"]["2048"] == [0.0, 100.0, 100.0, 100.0]
+  assert record["eval"]["loss"]["sequences"][0]["log"]["nll_full"] == [6.0, 5.5]
+
+
+@pytest.mark.parametrize("field, value", [("hyperparameters.learning_rate", 1e-3),
+                                          ("tokenizer.sha256", "cd" * 32),
+                                          ("rope_theta", 5e5), ("training_tokens", 163840)])
+def test_arms_that_trained_differently_are_refused(out, field, value):
+  path = out / "results" / "knn_seed1.json"
+  record = json.loads(path.read_text())
+  *parents, leaf = field.split(".")
+  node = record["training"]
+  for key in parents:
+    node = node[key]
+  node[leaf] = value
+  path.write_text(json.dumps(record))
+  with pytest.raises(ValueError, match=rf"arm knn_seed1 differs from arm \w+_seed0 in "
+                                       rf"training\.{field}: {value!r} vs "):
+    comparison.write_comparison(out, "t")
+  assert comparison.main([str(out)]) == 2 and not (out / "comparison.md").exists()
+
+
+def test_reference_rows_are_shown_but_not_judged(out, tmp_path_factory):
+  """A model evaluated without training: a reference row, outside the equality check (it has no
+  training summary) and the verdicts, though it beats every arm."""
+  ref = tmp_path_factory.mktemp("ref")
+  _write_eval(ref, "smollm2", 0, _scores([100.0] * 4, [100.0] * 4, [100.0] * 4, [100.0] * 4),
+              nll_last=2.0, gold=[0.5, 0.5])
+  assert comparison.main([str(out), "--title", "t", "--reference",
+                          f"SmolLM2 as shipped={ref / 'eval' / 'smollm2_seed0'}"]) == 0
+  record = json.loads((out / "results" / "reference_smollm2_as_shipped.json").read_text())
+  assert record["reference"] and "training" not in record
+  table = (out / "comparison.md").read_text()
+  main = _rows(table.split("## Budgets")[0])
+  assert list(main)[-2:] == ["*SmolLM2 as shipped*", "*verdict*"]
+  assert main["*SmolLM2 as shipped*"][:2] == ["ref", "100.0 [100.0, 100.0]"]
+  assert main["nextlong"][1] == "**100.0** [100.0, 100.0]"  # still the best arm
+  assert main["*SmolLM2 as shipped*"][6] == "2.000 [2.000, 2.000]"  # NLL last bucket, not bold
+  assert "*reference* rows" in table
+  assert "SmolLM2" not in table.split("## Budgets")[1]
+
+
+def test_eval_results_take_scores_from_predictions_in_the_legacy_layout(tmp_path):
+  _write_eval(tmp_path, "standard", 0, _scores([0.0] * 4, [0.0] * 4, [0.0, 100.0, 0.0, 100.0],
+                                              [0.0] * 4), nll_last=6.0, gold=[3.0], legacy=True)
+  s = results.read_samples(results.eval_results(tmp_path / "eval" / "standard_seed0"))
   assert s.values["score"][("niah", 2048)].tolist() == [0.0, 100.0, 0.0, 100.0]
   assert s.aggregate_only == {"gold_nll", "nll_full", "gain_w512"}
   assert s.categories == {"ruler": ("niah", "vt")} and s.loss_window == 512
 
 
-def test_run_config_and_seed_dirs(out):
-  assert results.read_run_config(out / "runs" / "knn_seed1") == {
-      "train_steps": 40, "batch_size": 4, "length": 2048, "data_seed": 1, "init_seed": 1,
-      "init_from_hf": None}
-  assert list(results.find_arms(out)["knn"]) == [out / "eval" / "knn_seed0",
-                                                 out / "eval" / "knn_seed1"]
-
-
 def test_seed_binds_data_order_and_init(tmp_path):
-  """`train_argv` for seed k parses, with the demo gin file, to shuffle seed k and init seed k."""
+  """`train_argv` for seed k parses, with the demo gin file, to the export in DATA_DIR read with
+  shuffle seed k, and init seed k; the token budget is gin's TRAIN_STEPS x BATCH_SIZE x L."""
   import gin  # pylint: disable=import-outside-toplevel
   from longjax.train.__main__ import parse  # pylint: disable=import-outside-toplevel
+  from longjax.train.trainer import TrainConfig  # pylint: disable=import-outside-toplevel
   cmp = presets.PRESETS["demo"]
-  model_dir = tmp_path / "runs" / "knn_seed2"
-  argv = run.train_argv(cmp, "longjax_bbc_knn_2k_mix", 2048, model_dir, seed=2)
+  arm = {"task": "longjax_bbc_knn_2k_mix", "vocab": 2048, "data_dir": tmp_path / "data" / "k",
+         "model_dir": tmp_path / "runs" / "knn_seed2", "seed": 2}
+  argv = run.train_argv(cmp, **arm)
   try:
     parse([a.split("=", 1)[1] for a in argv if a.startswith("--gin_file=")],
           [a[len("--gin."):] for a in argv if a.startswith("--gin.")])
-    model_dir.mkdir(parents=True)
-    (model_dir / "config.gin").write_text(gin.config_str())
+    assert gin.query_parameter("run.source").selector.endswith("arrayrecord_batches")
+    assert gin.query_parameter("DATA_DIR/macro.value") == str(arm["data_dir"])
+    assert gin.query_parameter("SHUFFLE_SEED/macro.value") == 2
+    assert gin.get_configurable(TrainConfig)().seed == 2
   finally:
     gin.clear_config()
-  config = results.read_run_config(model_dir)
-  assert (config["data_seed"], config["init_seed"], config["length"]) == (2, 2, 2048)
+  assert run.training_tokens(cmp, **arm) == 12 * 4 * 2048  # compare_demo.gin
 
 
 def test_existing_seed_outputs_are_skipped(tmp_path, capsys):
@@ -235,7 +308,7 @@ def test_existing_seed_outputs_are_skipped(tmp_path, capsys):
   (tmp_path / "runs" / "knn_seed1" / "hf" / "config.json").write_text("{}")
   (tmp_path / "eval" / "knn_seed1").mkdir(parents=True)
   (tmp_path / "eval" / "knn_seed1" / "results.json").write_text("{}")
-  model_dir = run.train_arm(cmp, "knn", 1, tmp_path / "index", "unused", tmp_path)
+  model_dir = run.train_arm(cmp, "knn", 1, tmp_path)
   assert model_dir == tmp_path / "runs" / "knn_seed1"
   assert run.evaluate_arm(cmp, model_dir, "unused", tmp_path) == tmp_path / "eval" / "knn_seed1"
   assert "already trained" in capsys.readouterr().out
@@ -276,8 +349,72 @@ def test_data_diagnostics_lead_the_table(out):
 
 
 def test_one_seed_says_its_intervals_miss_training_noise(out):
-  for seed1 in (out / "eval").glob("*_seed1"):
-    shutil.rmtree(seed1)
+  for seed1 in (out / "results").glob("*_seed1.json"):
+    seed1.unlink()
   assert comparison.main([str(out), "--title", "t"]) == 0
   assert "one seed: these intervals cover the eval samples only" in (
       out / "comparison.md").read_text()
+
+
+# ---- the export stage and the TF-free train and eval stages -----------------------------
+
+MANIFEST = "manifest.json"
+_spec = importlib.util.spec_from_file_location("tasks_fixtures", REPO / "tests/tasks/conftest.py")
+tasks_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tasks_fixtures)
+byte_tokenizer_dir, corpus_file = tasks_fixtures.byte_tokenizer_dir, tasks_fixtures.corpus_file
+
+
+def test_export_stage_writes_each_arms_training_tokens(
+    tmp_path, corpus_file, byte_tokenizer_dir):  # pylint: disable=redefined-outer-name
+  """Each (method, seed) is exported to OUT/data/<arm> with exactly TRAIN_STEPS x BATCH_SIZE x L
+  tokens drawn with seed k; the train stage refuses an export of another budget."""
+  from longjax.synth import build  # pylint: disable=import-outside-toplevel
+  build.run_build(build.BuildOptions(corpus=str(corpus_file), out=tmp_path / "index",
+                                     methods=("standard",), tokenizer=str(byte_tokenizer_dir),
+                                     lengths=(128,)),
+                  progress=lambda x, **_: x, log_fn=lambda _: None)
+  cmp = presets.Comparison(corpus="unused", length=128, embedder="unused",
+                           tokenizer=str(byte_tokenizer_dir), methods=("standard",),
+                           train_gin="gin/experiments/compare_demo.gin",
+                           train_bindings=("TRAIN_STEPS=3", "BATCH_SIZE=2"))
+  run.run_stages(cmp, "t", ["export"], [("standard", 0), ("standard", 1)], tmp_path)
+  for seed in (0, 1):
+    manifest = json.loads((tmp_path / "data" / f"standard_seed{seed}" / MANIFEST).read_text())
+    assert manifest["config"]["task"] == "longjax_toy_standard_128_mix"
+    assert (manifest["counts"]["tokens"], manifest["config"]["seed"]) == (3 * 2 * 128, seed)
+  synthesis = json.loads((tmp_path / "data" / records.SYNTHESIS).read_text())
+  assert synthesis["tokenizer"]["sha256"] == records.tokenizer_sha256(str(byte_tokenizer_dir))
+  assert synthesis["budgets"]["standard"]["samples"] > 0
+  longer = dataclasses.replace(cmp, train_bindings=("TRAIN_STEPS=4", "BATCH_SIZE=2"))
+  with pytest.raises(SystemExit, match="holds 768 tokens drawn with seed 1, but this arm trains "
+                                       "on 1024 tokens with seed 1"):
+    run.train_arm(longer, "standard", 1, tmp_path)
+
+
+def test_train_and_eval_stages_import_no_tensorflow_seqio_or_scann(tmp_path):
+  """`--stages train,eval` on an accelerator machine without TensorFlow, seqio or ScaNN: run.py's
+  path (here on finished outputs, which it turns into a record), then every module of the
+  trainer, eval and model packages and the tokenizer libraries that the entry points it calls
+  import lazily, leave none of them in sys.modules."""
+  _write_arms(tmp_path)
+  code = f"""
+import importlib, pkgutil, sys
+sys.path.insert(0, {str(REPO / "experiments" / "compare_methods")!r})
+import run
+run.main(["--preset", "demo", "--out", {str(tmp_path)!r}, "--stages", "train,eval",
+          "--methods", "knn", "--seed", "1"])
+import longjax.eval, longjax.models, longjax.train
+for package in (longjax.train, longjax.eval, longjax.models):
+  for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+    importlib.import_module(module.name)
+import longjax.synth.default_corpus  # the eval's held-out text
+from transformers import AutoModelForCausalLM, AutoTokenizer  # load_tokenizer, smollm2
+import sentencepiece
+print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"tensorflow", "seqio", "scann"}}))
+"""
+  done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stdout.splitlines()[-1] == "[]", done.stdout[-2000:]
+  assert (tmp_path / "results" / "knn_seed1.json").is_file()

@@ -178,3 +178,9 @@ def test_id_zero_documents_survive_seqio_packing(tmp_path):
   assert (batch["decoder_segment_ids"] == 1).all()
   assert (batch["decoder_target_tokens"] == 0).sum() > 0  # the separators are there
   np.testing.assert_array_equal(batch["decoder_input_tokens"][:, 1:], np.stack(want)[:, :-1])
+  # An export records the ids its (unshifted) rows hold: the tokenizer's, not seqio's shifted
+  # count (a model of the tokenizer's vocab_size must be able to train on it).
+  from longjax.tasks import export  # pylint: disable=import-outside-toplevel
+  plan = export.make_plan(export.ExportOptions("longjax_sep0_standard_64", length=64, tokens=64,
+                                               out=tmp_path))
+  assert plan.config["vocab_size"] == tok.vocab_size
