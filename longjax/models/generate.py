@@ -4,18 +4,21 @@ Axis letters: B batch, C prefill chunk, T cache length, L layers, K kv heads, H 
 
 Shapes are bucketed so that one compiled program serves many prompts: the longest prompt is
 right-padded to P = chunk x (power of two) tokens and the cache holds T = P + max_new_tokens
-slots, rounded up to a multiple of 128. Prefill runs `Llama.run` on one [B, C] chunk at a time:
-its K/V go into the cache, then its queries attend to the cache. Every cache slot carries a
-position and a segment id (1 = filled, 0 = empty or padding), so "causal within the prompt,
-nothing unfilled" is the ordinary mask `q_pos >= k_pos` within equal non-zero segments, and a
-32K prompt never needs S x S (or even C x T) attention scores at once.
+slots, rounded up to a multiple of 128. Every cache slot carries a position and a segment id
+(1 = filled, 0 = empty or padding), so "causal within the prompt, nothing unfilled" is the
+ordinary mask `q_pos >= k_pos` within equal non-zero segments. Three attention paths:
 
-Why not `longjax.ops.attention`: its contract is self-attention over one sequence (q and k of the
-same length). Attending C queries to T cache slots is the same mask with separate key
-positions/segments, which the ops block-kernel contract (`ops/kernels.py`, R2) takes, so the
-cache path calls the blockwise kernel's forward rather than a copy of the math: it holds one
-[chunk, block] score tile per head at a time and skips cache tiles with no visible slot, so
-unfilled cache costs nothing and prefill does about the causal half of chunk x T.
+- Whole-prompt prefill (`prefill_chunk` >= the prompt bucket, the accelerator setting): one
+  `Llama.run` over [B, P] with the model's own causal attention (`longjax.ops.attention`:
+  cuDNN on a GPU), writing every layer's K/V into the cache. Right padding follows every real
+  token, so causality alone keeps it out of a real token's context.
+- Chunked prefill (smaller `prefill_chunk`, the CPU/memory-bound setting): one [B, C] chunk at
+  a time; its K/V go into the cache, then its queries attend to the T cache slots through the
+  blockwise kernel's forward (`ops/kernels.py`, R2: separate key positions/segments), one
+  [chunk, block] score tile per head at a time, skipping tiles with no visible slot, so a 32K
+  prompt never needs S x S (or C x T) scores at once.
+- Decode (one token per row): dense scores [B, N, T] against the cache, one fused einsum per
+  layer; a loop over key tiles costs far more than the arithmetic at C = 1.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from longjax.models.llama import Llama
+from longjax.ops.attention import attention
 from longjax.ops.blockwise import BLOCKWISE
 from longjax.ops.kernels import BlockMask
 
@@ -55,6 +59,38 @@ def _cache_attend(q, k, v, cache, layer, *, start, q_pos, q_seg, kv_pos, kv_seg)
   mask = BlockMask(q_seg, kv_seg, q_pos, kv_pos, causal=True)
   out, _ = BLOCKWISE.fwd(q, k_layer, v_layer, mask, q.shape[-1] ** -0.5)
   return out.astype(q.dtype), (k_cache, v_cache)
+
+
+def _decode_attend(q, k, v, cache, layer, *, start, q_pos, kv_pos, kv_seg):
+  """One new token per row: writes its k/v at slot `start`, then attends densely to the cache
+  (scores [B, N, T], cheap at C = 1; one fused einsum instead of a loop over key tiles)."""
+  k_cache, v_cache = cache
+  at = (layer, 0, start, 0, 0)
+  k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype), at)
+  v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype), at)
+  k_layer = jax.lax.dynamic_index_in_dim(k_cache, layer, keepdims=False)
+  v_layer = jax.lax.dynamic_index_in_dim(v_cache, layer, keepdims=False)
+  b, c, n, h = q.shape
+  groups = n // k_layer.shape[2]
+  qg = q.reshape(b, c, k_layer.shape[2], groups, h)
+  scores = jnp.einsum("bckgh,btkh->bkgct", qg, k_layer,
+                      preferred_element_type=jnp.float32) * h ** -0.5
+  visible = (kv_seg[:, None, :] > 0) & (kv_pos[:, None, :] <= q_pos[:, :, None])  # [B, C, T]
+  scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_layer.dtype)
+  out = jnp.einsum("bkgct,btkh->bckgh", probs, v_layer, preferred_element_type=jnp.float32)
+  return out.reshape(b, c, n, h).astype(q.dtype), (k_cache, v_cache)
+
+
+def _prefill_attend(q, k, v, cache, layer, *, implementation):
+  """The whole (right-padded) prompt at once: its k/v fill cache slots [0, P), and attention is
+  the model's own causal self-attention (cuDNN on a GPU); padding comes after every real token,
+  so causality alone keeps it out of the real tokens' context."""
+  k_cache, v_cache = cache
+  at = (layer, 0, 0, 0, 0)
+  k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype), at)
+  v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype), at)
+  return attention(q, k, v, implementation=implementation), (k_cache, v_cache)
 
 
 def _step(model: Llama, cache, tokens, start, q_pos, q_seg, kv_pos, kv_seg):
@@ -99,9 +135,18 @@ def _generate(graphdef, state, prompts, lengths, eos_ids, *, max_new_tokens: int
     picked = jnp.take_along_axis(hidden, idx[:, None, None], axis=1)[:, 0]
     return (cache, kv_pos, kv_seg, jnp.where(here[:, None], picked, last)), None
 
-  last = jnp.zeros((b, cfg.hidden_size), dtype)
-  (cache, kv_pos, kv_seg, last), _ = jax.lax.scan(
-      prefill, (cache, kv_pos, kv_seg, last), jnp.arange(p // chunk))
+  if chunk == p:  # one chunk: the whole prompt through the model's own attention
+    q_pos = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
+    q_seg = (q_pos < lengths[:, None]).astype(jnp.int32)
+    kv_pos = jax.lax.dynamic_update_slice(kv_pos, q_pos, (0, 0))
+    kv_seg = jax.lax.dynamic_update_slice(kv_seg, q_seg, (0, 0))
+    attend = functools.partial(_prefill_attend, implementation=cfg.attention_impl)
+    hidden, cache = model.run(prompts, q_pos, attend, cache)
+    last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)[:, 0]
+  else:
+    last = jnp.zeros((b, cfg.hidden_size), dtype)
+    (cache, kv_pos, kv_seg, last), _ = jax.lax.scan(
+        prefill, (cache, kv_pos, kv_seg, last), jnp.arange(p // chunk))
   token = jnp.argmax(_logits(model, last), axis=-1).astype(jnp.int32)
   done = jnp.isin(token, eos_ids)
   out = jnp.full((b, max_new_tokens), -1, jnp.int32).at[:, 0].set(token)
@@ -113,8 +158,12 @@ def _generate(graphdef, state, prompts, lengths, eos_ids, *, max_new_tokens: int
   def decode(carry):
     i, cache, kv_pos, kv_seg, token, done, out = carry
     q_pos = (lengths + i - 1)[:, None]
-    hidden, cache, kv_pos, kv_seg = _step(model, cache, token[:, None], p + i - 1, q_pos,
-                                          jnp.ones((b, 1), jnp.int32), kv_pos, kv_seg)
+    start = p + i - 1
+    kv_pos = jax.lax.dynamic_update_slice(kv_pos, q_pos, (0, start))
+    kv_seg = jax.lax.dynamic_update_slice(kv_seg, jnp.ones((b, 1), jnp.int32), (0, start))
+    attend = functools.partial(_decode_attend, start=start, q_pos=q_pos, kv_pos=kv_pos,
+                               kv_seg=kv_seg)
+    hidden, cache = model.run(token[:, None], q_pos, attend, cache)
     token = jnp.argmax(_logits(model, hidden[:, 0]), axis=-1).astype(jnp.int32)
     out = out.at[:, i].set(jnp.where(done, -1, token))
     return i + 1, cache, kv_pos, kv_seg, token, done | jnp.isin(token, eos_ids), out

@@ -40,9 +40,10 @@ def test_greedy_matches_full_forward(model, chunk):
   _assert_greedy(model, prompt, new)
 
 
-def test_ragged_batch_is_greedy_per_row(model):
+@pytest.mark.parametrize("chunk", [4, 512])  # chunked prefill; the whole prompt at once
+def test_ragged_batch_is_greedy_per_row(model, chunk):
   prompts = [_prompt(5, 1), _prompt(17, 2), _prompt(9, 3)]
-  batch = generate(model, prompts, 8, prefill_chunk=4)
+  batch = generate(model, prompts, 8, prefill_chunk=chunk)
   for prompt, new in zip(prompts, batch):
     _assert_greedy(model, prompt, new)
 
