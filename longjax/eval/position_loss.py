@@ -132,42 +132,67 @@ class LossSequence:
 
 
 def heldout_sequences(documents: Iterable, tokenizer, length: int, per_source: int,
-                      sources: Sequence[str] = ("sotu", "shakespeare")) -> list[LossSequence]:
+                      sources: Sequence[str] = ("sotu", "shakespeare"), *,
+                      concatenate: bool = True) -> list[LossSequence]:
   """`per_source` sequences of `length` tokens from each source, documents in natural order.
 
   Every document is laid out as in training data, `boundaries.wrap(tokens)` (for SmolLM2: the
   document then `<|endoftext|>`; never the chat BOS). Documents whose wrapped form has at least
-  `length` tokens come first (their first tokens); if a source has too few, consecutive other
-  documents are concatenated, each wrapped (`concatenated` is then True). `documents` are
-  objects with `key` ("<source>/<name>") and `text`, as `heldout_documents()` returns.
+  `length` tokens come first (their first tokens); if a source has too few and `concatenate` is
+  True, consecutive other documents are concatenated, each wrapped (`concatenated` is then
+  True). `documents` are objects with `key` ("<source>/<name>") and `text`, as
+  `heldout_documents()` returns. Documents are tokenized only until enough are found (a novel
+  is ~10^5 tokens). Raises ValueError when a source yields fewer than `per_source`.
   """
   by_source: dict[str, list] = {s: [] for s in sources}
   for d in documents:
     src = d.key.split("/", 1)[0]
     if src in by_source:
       by_source[src].append(d)
-  wrap = tokenizer.boundaries.wrap
   out: list[LossSequence] = []
   for src, docs in by_source.items():
     if not docs:
       raise ValueError(f"held-out source {src!r} has no documents")
-    wrapped = [(d.key, wrap(tokenizer.encode(d.text))) for d in docs]
-    picked = [LossSequence(src, (k,), np.asarray(ids[:length], np.int32))
-              for k, ids in wrapped if len(ids) >= length][:per_source]
-    rest = [(k, ids) for k, ids in wrapped if k not in {s.keys[0] for s in picked}]
-    i = 0
-    while len(picked) < per_source and i < len(rest):
-      keys, ids = [], []
-      while len(ids) < length and i < len(rest):
-        keys.append(rest[i][0])
-        ids += rest[i][1]
-        i += 1
-      if len(ids) >= length and len(keys) > 1:
-        picked.append(LossSequence(src, tuple(keys), np.asarray(ids[:length], np.int32)))
+    picked, short = _single_document_sequences(src, docs, tokenizer, length, per_source)
+    if concatenate:
+      picked += _concatenated_sequences(src, short, length, per_source - len(picked))
     if len(picked) < per_source:
       raise ValueError(f"held-out source {src!r}: only {len(picked)} sequences of {length} "
                        f"tokens, {per_source} asked for")
     out += picked
+  return out
+
+
+def _single_document_sequences(src: str, docs: Sequence, tokenizer, length: int,
+                               num: int) -> tuple[list[LossSequence], list[tuple[str, list]]]:
+  """The first `num` documents with >= `length` wrapped tokens, and the shorter ones passed on
+  the way (all of them when fewer than `num` are long enough), as (key, wrapped ids)."""
+  picked: list[LossSequence] = []
+  short: list[tuple[str, list]] = []
+  for d in docs:
+    if len(picked) == num:
+      break
+    ids = tokenizer.boundaries.wrap(tokenizer.encode(d.text))
+    if len(ids) >= length:
+      picked.append(LossSequence(src, (d.key,), np.asarray(ids[:length], np.int32)))
+    else:
+      short.append((d.key, ids))
+  return picked, short
+
+
+def _concatenated_sequences(src: str, short: Sequence[tuple[str, list]], length: int,
+                            num: int) -> list[LossSequence]:
+  """Up to `num` sequences of consecutive short documents, each wrapped, cut at `length`."""
+  out: list[LossSequence] = []
+  i = 0
+  while len(out) < num and i < len(short):
+    keys, ids = [], []
+    while len(ids) < length and i < len(short):
+      keys.append(short[i][0])
+      ids += short[i][1]
+      i += 1
+    if len(ids) >= length and len(keys) > 1:
+      out.append(LossSequence(src, tuple(keys), np.asarray(ids[:length], np.int32)))
   return out
 
 

@@ -33,6 +33,10 @@ def markdown(results: Mapping[str, Any]) -> str:
   lines = [f"# Long-context evaluation: `{results['model']}`", "",
            f"{results['samples']} samples per task and length, seed {results['seed']}, greedy "
            f"decoding, tokenizer `{results['tokenizer']}`.", ""]
+  heldout = results.get("heldout")
+  if heldout:
+    lines += [f"Held-out text (NIAH text haystack, loss sequences): `{heldout['file']}`, "
+              f"{heldout['documents']} documents, sha256 `{heldout['sha256']}`.", ""]
   scores, summary = results["scores"], results["summary"]
   if scores:
     lines += ["| task | " + " | ".join(heads) + " | avg |",
