@@ -41,6 +41,15 @@ class Comparison:
       method's Task alone, as the papers compare methods (one sample per row: the trainer
       checks that, which lets a GPU run unmasked cuDNN attention).
     cpu_devices: simulated CPU devices (None: use the real accelerators).
+    embed_elsewhere: the embedder runs on an accelerator machine, not in the index stage: that
+      stage writes OUT/embedding_table/inputs.npz and stops until the table's vectors are
+      there (`python -m longjax.synth embed-table`, docs/synthesis.md), then builds from them.
+    eval_heldout: a documents file (.jsonl.gz) for the eval's text haystack and loss
+      sequences, instead of the packaged held-out sources; the export stage writes its first
+      `eval_heldout_chars` characters per document to OUT/heldout/ (which travels with
+      OUT/data), and every arm is evaluated on that extract.
+    eval_batch_size / eval_prefill_chunk: prompts generated together, and the prefill chunk
+      (>= the longest eval length: the whole prompt at once, the accelerator setting).
   """
   corpus: str
   length: int
@@ -61,6 +70,11 @@ class Comparison:
   inspect_model: str = "smollm2"
   replay: bool = True
   cpu_devices: int | None = None
+  embed_elsewhere: bool = False
+  eval_heldout: str | None = None
+  eval_heldout_chars: int = 200_000
+  eval_batch_size: int = 1
+  eval_prefill_chunk: int = 512
 
   def __post_init__(self):
     unknown = set(self.methods) - set(METHODS)
@@ -100,4 +114,22 @@ PRESETS = {
         synth_config={"quest": {"predictor": "causal_lm", "checkpoint": "smollm2"}},
         train_gin="gin/experiments/compare_smollm2_8k.gin", replay=False,
         eval_lengths="2k,4k,8k,16k", eval_samples=100, loss_sequences=16),
+    # The scaled-down replication on one GPU (README "What the comparison shows"): SmolLM2-135M
+    # continued pretraining at 16K on the Wikipedia pool, each arm on its Task alone with the
+    # same 20,971,520 tokens; MiniLM vectors computed on the GPU; Quest's queries from the
+    # extractive stand-in with keywords shared by >= 20 documents (docs/quest.md: at df >= 6
+    # the median keyword has one document); evaluated on held-out ELTeC novels.
+    "wiki_smollm2_16k": Comparison(
+        corpus="../shared/corpora/wiki_en_2019-*.jsonl.gz", corpus_name="wiki", length=16384,
+        embedder="minilm", tokenizer="smollm2", embed_elsewhere=True,
+        synth_config={"quest": {"predictor": "extractive",
+                                "predictor_options": {"max_phrase_words": 2,
+                                                      "phrases_per_query": 12,
+                                                      "window_words": 120},
+                                "min_keyword_df": 20}},
+        train_gin="gin/experiments/compare_smollm2_16k.gin", replay=False,
+        eval_lengths="4k,8k,16k", eval_tasks="ruler,json_kv", eval_samples=100,
+        loss_sequences=16, eval_heldout="../shared/corpora/eltec_eng_novels.jsonl.gz",
+        eval_batch_size=50, eval_prefill_chunk=16384,
+        inspect_samples=48, inspect_contexts="512,1024,4096"),
 }

@@ -104,10 +104,30 @@ def build_index(cmp: Comparison, methods: Sequence[str], out: Path) -> None:
     _call(spm_main, ["--index-dir", str(index), "--out", tokenizer,
                      "--vocab-size", cmp.tokenizer[4:]], "longjax.tasks.train_spm")
   options = {m: o for m, o in cmp.synth_config.items() if m in methods}  # build refuses others
+  table = embedding_table(cmp, corpus, out) if cmp.embed_elsewhere else []
   _call(synth_main, ["build", "--corpus", corpus, "--out", str(index),
                      "--methods", ",".join(methods), "--embedder", cmp.embedder,
                      "--tokenizer", tokenizer, "--lengths", str(cmp.length),
-                     "--config", json.dumps(options)], "longjax.synth")
+                     "--config", json.dumps(options), *table], "longjax.synth")
+
+
+def embedding_table(cmp: Comparison, corpus: str, out: Path) -> list[str]:
+  """The build's `--embedding-table` arguments once OUT/embedding_table holds the vectors;
+  until then writes its inputs and stops with what to run on the accelerator."""
+  from longjax.io import read_manifest
+  from longjax.synth.__main__ import main as synth_main
+  table = out / "embedding_table"
+  if (read_manifest(table) or {}).get("kind") == "embedding_table":
+    return ["--embedding-table", str(table)]
+  if not (table / "inputs.npz").exists():
+    _call(synth_main, ["build", "--corpus", corpus, "--out", str(out / "index"),
+                       "--methods", "none"], "longjax.synth")
+    _call(synth_main, ["embed-inputs", "--index-dir", str(out / "index"),
+                       "--embedder", cmp.embedder, "--out", str(table)], "longjax.synth")
+  raise SystemExit(f"compare_methods: the embeddings are computed on an accelerator: copy "
+                   f"{table} there, run `python -m longjax.synth embed-table {table.name} "
+                   f"--embedder {cmp.embedder}`, copy its vectors-*.npy and manifest.json back "
+                   f"into {table}, then rerun this command (docs/synthesis.md)")
 
 
 def inspect_data(cmp: Comparison, out: Path) -> Path:
@@ -222,13 +242,49 @@ def evaluate_arm(cmp: Comparison, model_dir: Path, tokenizer: str, out: Path) ->
     raise SystemExit(f"compare_methods: {model_dir} holds no trained model (hf/config.json); "
                      "run the train stage first")
   from longjax.eval.__main__ import main as eval_main
-  _call(eval_main, ["--model", str(model_dir), "--tokenizer", tokenizer,
-                    "--lengths", cmp.eval_lengths, "--tasks", cmp.eval_tasks,
-                    "--samples", str(cmp.eval_samples),
-                    "--loss-sequences", str(cmp.loss_sequences), "--out", str(eval_dir),
-                    *(["--gold-loglik"] if cmp.gold_loglik else [])],
-        "longjax.eval")
+  _call(eval_main, eval_argv(cmp, model_dir, tokenizer, eval_dir, out), "longjax.eval")
   return eval_dir
+
+
+def eval_argv(cmp: Comparison, model: Path, tokenizer: str, eval_dir: Path,
+              out: Path) -> list[str]:
+  """The preset's eval suite on `model`, written to `eval_dir`."""
+  heldout = ["--heldout", str(heldout_extract(cmp, out))] if cmp.eval_heldout else []
+  return ["--model", str(model), "--tokenizer", tokenizer, "--lengths", cmp.eval_lengths,
+          "--tasks", cmp.eval_tasks, "--samples", str(cmp.eval_samples),
+          "--batch-size", str(cmp.eval_batch_size),
+          "--prefill-chunk", str(cmp.eval_prefill_chunk),
+          "--loss-sequences", str(cmp.loss_sequences), "--out", str(eval_dir),
+          *heldout, *(["--gold-loglik"] if cmp.gold_loglik else [])]
+
+
+def evaluate_reference(cmp: Comparison, spec: str, out: Path) -> Path:
+  """`NAME=MODEL`: the preset's eval suite on a model without training (lengths beyond its
+  window allowed: that is what the row shows), recorded as OUT/results/reference_<name>.json."""
+  from longjax.eval.__main__ import main as eval_main
+  name, _, model = spec.partition("=")
+  if not name or not model:
+    raise SystemExit(f"compare_methods: --evaluate-reference {spec!r}: expected NAME=MODEL_DIR")
+  eval_dir = out / "eval" / f"reference_{name}"
+  if not (eval_dir / "results.json").exists():
+    argv = eval_argv(cmp, Path(model), tokenizer_spec(cmp, out), eval_dir, out)
+    _call(eval_main, [*argv, "--allow-extrapolation"], "longjax.eval")
+  return records.write_reference(out, name, eval_dir)
+
+
+def heldout_extract(cmp: Comparison, out: Path) -> Path:
+  """OUT/heldout/<name>: the preset's held-out documents cut to `eval_heldout_chars` each, the
+  one file every arm is evaluated on (written by the export stage, carried with OUT/data)."""
+  name = Path(cmp.eval_heldout).name
+  return out / "heldout" / name.replace(".jsonl", f"_{cmp.eval_heldout_chars // 1000}k.jsonl")
+
+
+def write_heldout_extract(cmp: Comparison, out: Path) -> None:
+  from longjax.eval.heldout import extract
+  path = heldout_extract(cmp, out)
+  if not path.exists():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extract(cmp.eval_heldout, path, cmp.eval_heldout_chars)
 
 
 def _each_arm(stage: str, arms: Sequence[Arm], fn: Callable[[str, int], object]) -> None:
@@ -255,6 +311,8 @@ def run_stages(cmp: Comparison, preset: str, stages: Sequence[str], arms: Sequen
     import longjax.tasks
     longjax.tasks.register(out / "index", replay_ratio=REPLAY_SHARE)
     records.write_synthesis(out, out / "index", tokenizer, cmp.length)
+    if cmp.eval_heldout:
+      write_heldout_extract(cmp, out)
     _each_arm("export", arms, lambda m, s: export_arm(cmp, m, s, tokenizer, out))
   if "train" in stages:
     _each_arm("train", arms, lambda m, s: train_arm(cmp, m, s, out))
@@ -291,6 +349,9 @@ def _parser() -> argparse.ArgumentParser:
   seeds.add_argument("--seeds", type=int, default=1,
                      help="train and evaluate every arm this many times (seeds 0..N-1)")
   seeds.add_argument("--seed", default=None, help="comma list of seeds to run instead, e.g. 1")
+  parser.add_argument("--evaluate-reference", default=None, metavar="NAME=MODEL_DIR",
+                      help="instead of the stages: evaluate an untrained model (e.g. the base "
+                      "checkpoint) with the preset's eval suite as reference row NAME")
   return parser
 
 
@@ -333,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
   out = args.out.resolve()
   _environment(cmp, out)
   start = time.time()
+  if args.evaluate_reference:
+    print(f"wrote {evaluate_reference(cmp, args.evaluate_reference, out)}")
+    return 0
   run_stages(cmp, args.preset, args.stages, arms, out)
   print(f"\nstages {','.join(s for s in STAGES if s in args.stages)} done; outputs under {out}; "
         f"total {(time.time() - start) / 60:.1f} min")

@@ -16,6 +16,33 @@ import seqio
 import tensorflow as tf
 
 
+class FullRowsConverter(seqio.LMFeatureConverter):
+  """The packed LM features of examples that each fill a row exactly (a synthesis method's
+  Task alone): segment id 1 and positions 0..L-1, as packing gives a one-example row.
+
+  seqio packs `L` examples at a time (one `padded_batch` window per row length), so at 16K it
+  would synthesize 16,384 samples before the first row; these rows need no packing.
+  """
+
+  def __init__(self):
+    super().__init__(pack=True)
+
+  def _pack_or_pad(self, ds: tf.data.Dataset, packed_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    length = packed_lengths["targets"]
+
+    def one_row(ex):
+      targets = ex["targets"]
+      check = tf.debugging.assert_equal(
+          tf.size(targets), length, message=f"FullRowsConverter: an example is not {length} "
+          "tokens long (pack it with seqio.LMFeatureConverter)")
+      with tf.control_dependencies([check]):
+        return {"targets": tf.identity(targets),
+                "targets_segment_ids": tf.ones([length], tf.int32),
+                "targets_positions": tf.range(length, dtype=tf.int32)}
+
+    return ds.map(one_row, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 class SeqioBatches:
   """A `longjax.train.data.BatchSource` over a registered SeqIO Mixture or Task."""
 
@@ -38,6 +65,9 @@ class SeqioBatches:
 
   @property
   def converter(self) -> seqio.FeatureConverter:
+    from longjax.tasks.registry import full_rows  # pylint: disable=import-outside-toplevel
+    if self.pack and full_rows(self.name, self.lengths["targets"]):
+      return FullRowsConverter()
     return seqio.LMFeatureConverter(pack=self.pack)
 
   def examples(self, *, shard: int, num_shards: int) -> tf.data.Dataset:

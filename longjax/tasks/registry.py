@@ -58,6 +58,11 @@ class MethodSource(seqio.DataSource):
     return self._index_dir
 
   @property
+  def fixed_length(self) -> int | None:
+    """The length of every example, or None where examples vary (replay)."""
+    return self._length if self._fixed else None
+
+  @property
   def supports_arbitrary_sharding(self) -> bool:
     return True
 
@@ -92,6 +97,14 @@ class MethodSource(seqio.DataSource):
     offset = self._offset()  # token ids travel shifted in the SeqIO layer (vocabularies.py)
     ds = tf.data.Dataset.from_generator(lambda: self.examples(shard, n), output_signature=spec)
     return ds.map(lambda ex: {**ex, "targets": ex["targets"] + offset}) if offset else ds
+
+
+def full_rows(name: str, length: int) -> bool:
+  """Whether every example of Task or Mixture `name` is exactly `length` tokens (synthesis
+  method Tasks, alone or mixed without replay), so that each one is a training row as is."""
+  tasks = seqio.get_subtasks(seqio.get_mixture_or_task(name))
+  return all(isinstance(t.source, MethodSource) and t.source.fixed_length == length
+             for t in tasks)
 
 
 def output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:

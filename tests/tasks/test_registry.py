@@ -184,3 +184,24 @@ def test_id_zero_documents_survive_seqio_packing(tmp_path):
   plan = export.make_plan(export.ExportOptions("longjax_sep0_standard_64", length=64, tokens=64,
                                                out=tmp_path))
   assert plan.config["vocab_size"] == tok.vocab_size
+
+
+@pytest.mark.parametrize("method", ["knn", "nextlong"])
+def test_full_rows_equal_seqio_packing(names, method):
+  """A method's Task alone fills every row with one example: the converter that skips seqio's
+  packing window (L examples per window: 16,384 samples before the first 16K row) gives
+  exactly the rows packing gives; a `_mix` Mixture (short replay documents) is still packed."""
+  from longjax.tasks.input import FullRowsConverter, SeqioBatches  # pylint: disable=import-outside-toplevel
+  name = f"longjax_toy_{method}_128"
+  source = SeqioBatches(name, {"targets": L}, seed=3)
+  assert isinstance(source.converter, FullRowsConverter)
+  assert not isinstance(SeqioBatches(f"{name}_mix", {"targets": L}).converter, FullRowsConverter)
+  packed = seqio.get_dataset(name, {"targets": L}, seqio.LMFeatureConverter(pack=True),
+                             shuffle=True, seed=3, num_epochs=None)
+  rows = list(source.dataset(shard=0, num_shards=1).take(6).as_numpy_iterator())
+  want = list(packed.take(6).as_numpy_iterator())
+  assert len(rows) == len(want) == 6
+  for row, ref in zip(rows, want):
+    assert row.keys() == ref.keys()
+    for key in ref:
+      np.testing.assert_array_equal(row[key], ref[key], err_msg=key)

