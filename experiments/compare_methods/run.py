@@ -248,9 +248,11 @@ def evaluate_arm(cmp: Comparison, model_dir: Path, tokenizer: str, out: Path) ->
 
 def eval_argv(cmp: Comparison, model: Path, tokenizer: str, eval_dir: Path,
               out: Path) -> list[str]:
-  """The preset's eval suite on `model`, written to `eval_dir`."""
+  """The preset's eval suite on `model`, written to `eval_dir` (a trained `spm:` model is told
+  its tokenizer; HF tokenizers travel inside the model directory)."""
   heldout = ["--heldout", str(heldout_extract(cmp, out))] if cmp.eval_heldout else []
-  return ["--model", str(model), "--tokenizer", tokenizer, "--lengths", cmp.eval_lengths,
+  spm = ["--tokenizer", tokenizer] if cmp.tokenizer.startswith("spm:") else []
+  return ["--model", str(model), *spm, "--lengths", cmp.eval_lengths,
           "--tasks", cmp.eval_tasks, "--samples", str(cmp.eval_samples),
           "--batch-size", str(cmp.eval_batch_size),
           "--prefill-chunk", str(cmp.eval_prefill_chunk),

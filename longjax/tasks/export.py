@@ -159,6 +159,16 @@ def write_shard(path: Path, rows: Iterable[tuple[dict, list]], fmt: RowFormat) -
       writer.close()
 
 
+def provenance_documents(prov: Any) -> list[int]:
+  """Document ids an example's provenance names: its spans' documents (a span ends in
+  `doc_id, start, end`; Quest's start with the keyword) or NExtLong's meta-document (its hard
+  negatives are chunks of other documents, not counted)."""
+  if not isinstance(prov, dict):
+    return []
+  docs = [int(span[-3]) for span in prov.get("spans", ())]
+  return docs + ([int(prov["doc_id"])] if "doc_id" in prov else [])
+
+
 def summarize_shard(path: Path, fmt: RowFormat) -> dict[str, Any]:
   """Rows, tokens, examples and document ids of a written shard (read back: kept shards too)."""
   reader = ArrayRecordReader(str(path))
@@ -170,8 +180,7 @@ def summarize_shard(path: Path, fmt: RowFormat) -> dict[str, Any]:
       tokens += int(np.count_nonzero(fmt.decode(record)["segment_ids"]))
       for prov in fmt.provenance(record):
         examples += 1
-        if isinstance(prov, dict):
-          documents.update(int(span[0]) for span in prov.get("spans", ()))
+        documents.update(provenance_documents(prov))
   finally:
     reader.close()
   return {"file": path.name, "rows": n, "tokens": tokens, "examples": examples,

@@ -155,3 +155,12 @@ def test_cli_exports_and_rejects_bad_input(registered, tmp_path):
                                     "1k"], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=300)
   assert bad.returncode == 2 and "error: " in bad.stderr and "longjax_toy_nope_128" in bad.stderr
+
+
+def test_provenance_documents_of_every_method():
+  """The manifest's unique documents read every method's provenance layout (a Quest span leads
+  with its keyword: the export once stopped on `int('modern welsh')`)."""
+  assert export_lib.provenance_documents({"spans": [[4, 0, 10], [9, 0, 5]]}) == [4, 9]
+  assert export_lib.provenance_documents({"spans": [["modern welsh", 7, 0, 3]]}) == [7]
+  assert export_lib.provenance_documents({"doc_id": 3, "negatives": [[11, 12]]}) == [3]
+  assert export_lib.provenance_documents("replay row") == []
