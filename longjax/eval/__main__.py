@@ -11,6 +11,10 @@ A smaller copy of such a file (the first N characters of each document) to ship 
   python -m longjax.eval extract-heldout IN.jsonl.gz OUT.jsonl.gz --chars 200000
 
 Writes OUT/results.json, OUT/results.md, OUT/predictions.jsonl, OUT/*.png and OUT/manifest.json.
+Each finished (task, length) is also kept under OUT/parts/<run fingerprint>/ until the results
+are written, so an interrupted evaluation (a time limit, a lost machine) reruns only the rest:
+the fingerprint covers the model's weights and config, tokenizer, samples, seed, dtype, the
+generation cap and the held-out file.
 """
 
 from __future__ import annotations
@@ -127,22 +131,28 @@ def run(argv: Sequence[str] | None = None) -> dict:
   impl = "reference" if jax.default_backend() == "cpu" and max(lengths, default=0) <= 8192 else None
   log.info("loading %s (%s) on %s", info.hf_dir, dtype, jax.default_backend())
   model = load_hf(info.hf_dir, dtype=dtype, attention_impl=impl)
+  parts = _Parts(args, info, dtype, heldout)
   records: list[dict] = []
   gold_records: list[dict] = []
   gold: dict[str, dict[int, dict]] = {}
   for length in lengths:
     for name in task_names:
-      if args.gold_loglik:
-        g = gold_loglik(model, generator, tasks[name], length, args.samples)
+      def evaluate(name=name, length=length) -> dict:
+        g = gold_loglik(model, generator, tasks[name], length, args.samples) \
+            if args.gold_loglik else []
+        recs = run_task(model, generator, tasks[name], length, args.samples,
+                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                        prefill_chunk=args.prefill_chunk,
+                        progress=_progress(f"{name} @ {length}"))
+        return {"records": recs, "gold": g}
+      part = parts.get(f"{name}@{length}", evaluate)
+      recs, g = part["records"], part["gold"]
+      records += recs
+      if g:
         gold_records += g
         gold.setdefault(name, {})[length] = {
             "nll": sum(r["gold_nll"] for r in g) / len(g),
             "exact": 100.0 * sum(r["gold_exact"] for r in g) / len(g)}
-      recs = run_task(model, generator, tasks[name], length, args.samples,
-                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                      prefill_chunk=args.prefill_chunk,
-                      progress=_progress(f"{name} @ {length}"))
-      records += recs
       log.info("%s @ %d: %.1f (%d samples, %.1f s/sample)", name, length,
                100 * sum(r["score"] for r in recs) / len(recs), len(recs),
                sum(r["seconds"] for r in recs) / len(recs))
@@ -152,7 +162,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
   loss = None
   if loss_seqs:
     from longjax.eval.position_loss import loss_by_position
-    loss = loss_by_position(model, loss_seqs, windows, progress=_progress("loss by position"))
+    loss = parts.get("loss", lambda: loss_by_position(model, loss_seqs, windows,
+                                                      progress=_progress("loss by position")))
 
   results = {
       "model": str(info.hf_dir), "tokenizer": str(info.tokenizer_dir),
@@ -168,7 +179,41 @@ def run(argv: Sequence[str] | None = None) -> dict:
       "per_sample": per_sample(records, gold_records if args.gold_loglik else None),
       "seconds": round(time.time() - started, 1)}
   _write(args, results, records, info)
+  parts.remove()
   return results
+
+
+class _Parts:
+  """Finished pieces of one evaluation run, kept until its results are written."""
+
+  def __init__(self, args, info, dtype: str, heldout):
+    from pathlib import Path
+    from longjax.io import fingerprint_files, fingerprint_json
+    weights = sorted(info.hf_dir.glob("*.safetensors"))
+    key = fingerprint_json({
+        "model": fingerprint_files([info.hf_dir / "config.json", *weights]),
+        "tokenizer": str(info.tokenizer_dir), "samples": args.samples, "seed": args.seed,
+        "dtype": dtype, "max_new_tokens": args.max_new_tokens, "windows": args.loss_windows,
+        "loss": [args.loss_sequences, args.loss_length], "gold": args.gold_loglik,
+        "heldout": heldout.config()["sha256"] if heldout else None})
+    self.root = Path(args.out) / "parts"
+    self.dir = self.root / key[:16]
+
+  def get(self, name: str, compute):
+    """The saved result of piece `name`, or `compute()`, saved."""
+    import json
+    from longjax.io import write_json
+    path = self.dir / f"{name}.json"
+    if path.is_file():
+      log.info("%s: reusing %s", name, path)
+      return json.loads(path.read_text())
+    value = compute()
+    write_json(path, value)
+    return json.loads(path.read_text())  # the same JSON types whether computed or reused
+
+  def remove(self) -> None:
+    import shutil
+    shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _loss_sequences(args, heldout, tokenizer, length: int) -> list:

@@ -122,3 +122,39 @@ def test_tiny_model_end_to_end_from_training_model_dir(tmp_path, capsys, smol_di
     assert len(s["log"]["nll_full"]) == len(loss["log"]["buckets"])
     assert len(s["1k"]["gain_w128"]) == len(loss["1k"]["buckets"])
   assert json.loads((out / "manifest.json").read_text())["complete"] is True
+
+
+def test_interrupted_eval_resumes_with_the_finished_tasks(tmp_path, capsys, smol_dir,
+                                                          monkeypatch):
+  """A run stopped after its first (task, length) reruns only the rest and writes the results
+  an uninterrupted run writes (the GPU machine's 10-minute commands need this)."""
+  from longjax.eval import runner
+  model_dir = tmp_path / "run"
+  save_hf(Llama(LlamaConfig.preset("tiny", dtype="float32"), rngs=nnx.Rngs(0)),
+          model_dir / "hf")
+  argv = ["--model", str(model_dir), "--tokenizer", str(smol_dir), "--lengths", "1k",
+          "--tasks", "niah_single_1,vt", "--samples", "2", "--batch-size", "2",
+          "--max-new-tokens", "8"]
+  assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+  calls, real = [], runner.run_task
+
+  def stop_at_second(model, generator, task, *a, **kw):
+    calls.append(task.name)
+    if len(calls) == 2:
+      raise KeyboardInterrupt("the machine went away")
+    return real(model, generator, task, *a, **kw)
+
+  monkeypatch.setattr(runner, "run_task", stop_at_second)
+  with pytest.raises(KeyboardInterrupt):
+    main([*argv, "--out", str(tmp_path / "resumed")])
+  assert len(list((tmp_path / "resumed" / "parts").rglob("*.json"))) == 1
+  calls.clear()
+  monkeypatch.setattr(runner, "run_task",
+                      lambda *a, **kw: calls.append(a[2].name) or real(*a, **kw))
+  assert main([*argv, "--out", str(tmp_path / "resumed")]) == 0
+  assert calls == ["vt"]  # niah_single_1 came from its saved part
+  assert not (tmp_path / "resumed" / "parts").exists()
+  whole = load_results(tmp_path / "whole" / "results.json")
+  resumed = load_results(tmp_path / "resumed" / "results.json")
+  assert resumed["scores"] == whole["scores"]
+  assert resumed["per_sample"] == whole["per_sample"]
