@@ -11,10 +11,12 @@
 #                     and converts it to the HF checkpoint the runs start from
 #   common            copy .gpu/common (OUT/heldout, OUT/data/synthesis.json) into $RUN
 #   reference NAME    evaluate SmolLM2 without training: `shipped`, or `theta` (the new RoPE theta)
-#   arm M K           copy .gpu/arms/M_seedK into $RUN/data, then train and evaluate it
+#   train M K         copy .gpu/arms/M_seedK into $RUN/data and train it (~4 min on one H200)
+#   eval M K          evaluate it and copy its record to $OUT; a command cut by the 10-minute
+#                     limit keeps the finished (task, length) pieces, so repeat it until done
 #
 # Example (README "What the comparison shows" lists the exact sequence that was run):
-#   bash experiments/compare_methods/gpu_steps.sh arm standard 0
+#   bash experiments/compare_methods/gpu_steps.sh train standard 0
 set -euo pipefail
 KEEP=/root/keep
 RUN=$KEEP/run
@@ -51,11 +53,15 @@ case "$1" in
     python3 experiments/compare_methods/run.py --preset $PRESET --out "$RUN" \
         --evaluate-reference "$2=$model"
     mkdir -p "$OUT/results" && cp "$RUN/results/reference_$2.json" "$OUT/results/" ;;
-  arm)
+  train)
     mkdir -p "$RUN/data" && cp -r ".gpu/arms/$2_seed$3" "$RUN/data/"
     python3 experiments/compare_methods/run.py --preset $PRESET --out "$RUN" \
-        --stages train,eval --methods "$2" --seed "$3"
-    mkdir -p "$OUT/results" && cp "$RUN/results/$2_seed$3.json" "$OUT/results/"
+        --stages train --methods "$2" --seed "$3"
+    mkdir -p "$OUT/results"
     cp "$RUN/runs/$2_seed$3/metrics.jsonl" "$OUT/results/$2_seed$3.metrics.jsonl" ;;
+  eval)
+    python3 experiments/compare_methods/run.py --preset $PRESET --out "$RUN" \
+        --stages eval --methods "$2" --seed "$3"
+    mkdir -p "$OUT/results" && cp "$RUN/results/$2_seed$3.json" "$OUT/results/" ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac
