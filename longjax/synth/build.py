@@ -88,7 +88,7 @@ def resolve_methods(names: Iterable[str]) -> list[Any]:
 # Where each method's option resolution lives: a `DEFAULTS` dict resolved by `resolve_options`,
 # or a config dataclass the method builds from its options (module, class).
 _OPTION_CLASSES = {"nextlong": ("longjax.synth.methods.nextlong", "NExtLongConfig"),
-                   "quest": ("longjax.synth.quest.method", "QuestConfig")}
+                   "quest": ("longjax.synth.methods.quest.method", "QuestConfig")}
 _OPTION_DEFAULTS = {"knn": "longjax.synth.methods.knn", "iclm": "longjax.synth.methods.iclm",
                     "standard": None}
 

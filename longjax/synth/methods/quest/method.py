@@ -28,13 +28,13 @@ from longjax.models.tokenizer import Tokenizer
 from longjax.synth import artifacts, corpus
 from longjax.synth.methods import contexts, packer
 from longjax.synth.methods.base import BuildContext, check_shard
-from longjax.synth.quest import index as qindex
-from longjax.synth.quest import keywords as qkw
-from longjax.synth.quest import rake
-from longjax.synth.quest.predict import PREDICTORS, make_predictor
-from longjax.synth.quest.queries import predict_queries, query_counts, read_queries
-from longjax.synth.quest.report import plot_index_stats
-from longjax.synth.quest.sampler import FILL_POLICIES, LONG_DOC_POLICIES, SampleOptions, \
+from longjax.synth.methods.quest import index as qindex
+from longjax.synth.methods.quest import keywords as qkw
+from longjax.synth.methods.quest import rake
+from longjax.synth.methods.quest.predict import PREDICTORS, make_predictor
+from longjax.synth.methods.quest.queries import predict_queries, query_counts, read_queries
+from longjax.synth.methods.quest.report import plot_index_stats
+from longjax.synth.methods.quest.sampler import FILL_POLICIES, LONG_DOC_POLICIES, SampleOptions, \
   Span, plan_samples
 
 NO_KEYWORD = "<no-keyword>"  # the pool keyword-less documents join with keywordless="pool"

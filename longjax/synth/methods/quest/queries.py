@@ -19,7 +19,7 @@ import numpy as np
 from longjax.progress import Progress, silent
 from longjax.synth import artifacts
 from longjax.synth.methods.base import DocStore
-from longjax.synth.quest.predict import QueryPredictor
+from longjax.synth.methods.quest.predict import QueryPredictor
 
 CONFIG_FILE = "config.json"
 

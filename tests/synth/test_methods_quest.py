@@ -9,9 +9,9 @@ from flax import nnx
 from longjax.models.t5 import T5, T5Config
 from longjax.synth import artifacts
 from longjax.synth.methods.base import BuildContext
-from longjax.synth.quest import QuestMethod
-from longjax.synth.quest.predict import T5QueryPredictor
-from longjax.synth.quest.queries import predict_queries, read_queries
+from longjax.synth.methods.quest import QuestMethod
+from longjax.synth.methods.quest.predict import T5QueryPredictor
+from longjax.synth.methods.quest.queries import predict_queries, read_queries
 from tests.helpers.synth import EOS, byte_tokenizer, make_store
 
 L = 128
@@ -221,7 +221,7 @@ def test_t5_predictor_segments_and_keys_queries(tmp_path):
 
 def test_causal_lm_predictor_prompts_a_llama():
   from longjax.models import Llama, LlamaConfig, generate
-  from longjax.synth.quest.predict import CausalLMQueryPredictor
+  from longjax.synth.methods.quest.predict import CausalLMQueryPredictor
   tok = byte_tokenizer()
   model = Llama(LlamaConfig.preset("tiny", vocab_size=tok.vocab_size), rngs=nnx.Rngs(0))
   pred = CausalLMQueryPredictor(model, tok, max_input_tokens=24, max_segments_per_doc=2,
