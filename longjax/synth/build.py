@@ -18,12 +18,8 @@ recorded here with a finished `<method>/manifest.json` is skipped.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
-import sys
-import types
-import typing
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -85,81 +81,15 @@ def resolve_methods(names: Iterable[str]) -> list[Any]:
   return out
 
 
-# Where each method's option resolution lives: a `DEFAULTS` dict resolved by `resolve_options`,
-# or a config dataclass the method builds from its options (module, class).
-_OPTION_CLASSES = {"nextlong": ("longjax.synth.methods.nextlong", "NExtLongConfig"),
-                   "quest": ("longjax.synth.methods.quest.method", "QuestConfig")}
-_OPTION_DEFAULTS = {"knn": "longjax.synth.methods.knn", "iclm": "longjax.synth.methods.iclm",
-                    "standard": None}
-
-
 def check_options(methods: Iterable[Any], config: Mapping[str, Mapping[str, Any]]) -> None:
-  """Resolves every method's options as its `build` will, before anything is built.
+  """Parses every method's options as its `build` will, before anything is built.
 
   A misspelt name, a value of the wrong type (a string for a float) or out of range is a
   ValueError naming the method and option, instead of an error after the methods before it
   spent their build time.
   """
-  from longjax.synth.methods.base import resolve_options  # pylint: disable=import-outside-toplevel
   for method in methods:
-    given = dict(config.get(method.name, {}))
-    if method.name in _OPTION_CLASSES:
-      module, name = _OPTION_CLASSES[method.name]
-      cls = getattr(importlib.import_module(module), name)
-      hints = typing.get_type_hints(cls)
-      _check_types(method.name, given, {f.name: hints[f.name] for f in dataclasses.fields(cls)})
-      _resolve_dataclass(method.name, cls, given)
-    elif method.name in _OPTION_DEFAULTS:
-      module = _OPTION_DEFAULTS[method.name]
-      defaults = importlib.import_module(module).DEFAULTS if module else {}
-      _check_types(method.name, given, {k: _type_of(v) for k, v in defaults.items()})
-      resolve_options(method.name, given, defaults)
-
-
-def _resolve_dataclass(method: str, cls: type, given: dict[str, Any]) -> None:
-  from longjax.synth.methods.base import resolve_options  # pylint: disable=import-outside-toplevel
-  if hasattr(cls, "from_mapping"):
-    cls.from_mapping(given)
-  else:
-    defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
-    cls(**resolve_options(method, given, defaults))
-
-
-def _type_of(default: Any) -> Any:
-  """The type an option must have, judged by its default (None: any)."""
-  return Any if default is None else type(default)
-
-
-def _check_types(method: str, given: Mapping[str, Any], types_: Mapping[str, Any]) -> None:
-  for name, value in given.items():
-    if name in types_ and not _has_type(value, types_[name]):
-      raise ValueError(f"{method}.{name}: expected {_type_name(types_[name])}, got {value!r} "
-                       f"({type(value).__name__})")
-
-
-def _has_type(value: Any, hint: Any) -> bool:
-  """isinstance for the option annotations in use (JSON gives int where a float is meant)."""
-  origin = typing.get_origin(hint)
-  if origin in (typing.Union, types.UnionType):
-    return any(_has_type(value, h) for h in typing.get_args(hint))
-  if hint is Any:
-    return True
-  if hint is type(None):
-    return value is None
-  if hint is float:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-  if hint is int:
-    return isinstance(value, int) and not isinstance(value, bool)
-  cls = origin or hint
-  return not isinstance(cls, type) or isinstance(value, cls)
-
-
-def _type_name(hint: Any) -> str:
-  if typing.get_origin(hint) in (typing.Union, types.UnionType):
-    return " or ".join(_type_name(h) for h in typing.get_args(hint))
-  return {type(None): "null", float: "a number", int: "an integer", bool: "true/false",
-          str: "a string"}.get(hint, getattr(typing.get_origin(hint) or hint, "__name__",
-                                             str(hint)))
+    method.options_type.parse(method.name, config.get(method.name, {}))
 
 
 def check_samples(method: str, manifest: Mapping[str, Any] | None,

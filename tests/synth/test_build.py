@@ -189,7 +189,7 @@ def _short_corpus(tmp_path, n=3):
 @pytest.mark.parametrize("config,message", [
     ('{"nextlong": {"overgen": "two"}}', "nextlong.overgen: expected a number, got 'two' (str)"),
     ('{"knn": {"k_nn": 2.5}}', "knn.k_nn: expected an integer, got 2.5"),
-    ('{"iclm": {"windw": 3}}', "iclm: unknown options ['windw']"),
+    ('{"iclm": {"windw": 3}}', "iclm: unknown option 'windw'; known: cluster_size, dedup_chars,"),
     ('{"quest": {"fill_policy": "nope"}}', "quest.fill_policy must be one of"),
 ])
 def test_method_options_checked_before_anything_is_built(tmp_path, capsys, config, message):

@@ -156,11 +156,12 @@ def test_nextlong_samples_keep_every_meta_chunk(built):
     assert info["tokens_before_truncation"] >= L
 
 
-@pytest.mark.parametrize("method", ["knn", "iclm", "nextlong"])
+@pytest.mark.parametrize("method", ["standard", "knn", "iclm", "quest", "nextlong"])
 def test_unknown_options_are_named(built, tmp_path, method):
+  """Each build parses its options before any work: a misspelt one stops it, naming it."""
   index_dir, _, tok = built
   from longjax.synth import corpus
   ctx = BuildContext(corpus.open_store(index_dir), tok, embed.HashingEmbedder(8),
                      {method: {"w": 2.0}}, tmp_path, lengths=(L,))
-  with pytest.raises(ValueError, match=r"unknown options \['w'\]"):
+  with pytest.raises(ValueError, match=rf"^{method}: unknown option 'w'; known: "):
     METHODS[method].build(ctx)

@@ -170,7 +170,7 @@ def test_bad_config_and_missing_build(tmp_path):
   store = make_store(tmp_path, ["a b c", "d e f"])
   with pytest.raises(ValueError, match="checkpoint"):
     QuestMethod().build(BuildContext(store, byte_tokenizer(), None, {}, tmp_path))
-  with pytest.raises(ValueError, match="unknown quest options"):
+  with pytest.raises(ValueError, match="quest: unknown option 'split'; known: "):
     QuestMethod().build(BuildContext(store, byte_tokenizer(), None,
                                      {"quest": {"predictor": "extractive", "split": 1}}, tmp_path))
   with pytest.raises(FileNotFoundError, match="synth build"):

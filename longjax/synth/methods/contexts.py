@@ -13,6 +13,7 @@ tokenizer (`tokenizer_signature`) and streaming checks that the caller's tokeniz
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -23,6 +24,7 @@ from longjax.models.tokenizer import Tokenizer
 from longjax.synth import artifacts, chunking, corpus
 from longjax.synth.methods import packer
 from longjax.synth.methods.base import BuildContext, DocStore, shard_range
+from longjax.synth.methods.options import MethodOptions
 
 _BATCH = 256
 
@@ -155,11 +157,11 @@ class PlannedMethod:
   manifest over their per-length plans, and streaming a shard of a plan."""
   name: str
 
-  def write_plan_manifest(self, out: Path, ctx: BuildContext, cfg: Mapping[str, Any],
+  def write_plan_manifest(self, out: Path, ctx: BuildContext, cfg: MethodOptions,
                           stats: Mapping[str, Any], skipped: list, retrieval_info: Any) -> None:
     artifacts.write_manifest(
         out, kind=self.name,
-        config={**cfg, "lengths": list(ctx.lengths),
+        config={**dataclasses.asdict(cfg), "lengths": list(ctx.lengths),
                 "tokenizer": tokenizer_signature(ctx.tokenizer)},
         inputs={"store": chunking.store_fingerprint(ctx.store)},
         counts=stats, skipped=skipped, extra={"retrieval": retrieval_info})

@@ -28,6 +28,7 @@ from longjax.models.tokenizer import Tokenizer
 from longjax.synth import artifacts, corpus
 from longjax.synth.methods import contexts, packer
 from longjax.synth.methods.base import BuildContext, check_shard
+from longjax.synth.methods.options import MethodOptions
 from longjax.synth.methods.quest import index as qindex
 from longjax.synth.methods.quest import keywords as qkw
 from longjax.synth.methods.quest import rake
@@ -41,8 +42,8 @@ NO_KEYWORD = "<no-keyword>"  # the pool keyword-less documents join with keyword
 
 
 @dataclasses.dataclass(frozen=True)
-class QuestConfig:
-  """Options of `synth build` for quest (`config["quest"]`); defaults are specs/quest.md §10."""
+class QuestOptions(MethodOptions):
+  """Quest options (`config["quest"]`); defaults are specs/quest.md §10."""
   # Stage 1: query prediction. A model predictor needs `checkpoint`; "extractive" needs none.
   predictor: str = "t5"
   checkpoint: str | None = None
@@ -88,14 +89,6 @@ class QuestConfig:
     if self.min_keyword_df < 1:
       raise ValueError(f"quest.min_keyword_df ({self.min_keyword_df}) must be >= 1")
 
-  @classmethod
-  def from_mapping(cls, options: Mapping[str, Any]) -> "QuestConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-      raise ValueError(f"unknown quest options {unknown}; known: {sorted(names)}")
-    return cls(**options)
-
   def sample_options(self, length: int) -> SampleOptions:
     return SampleOptions(length=length, fill_policy=self.fill_policy,
                          long_doc_policy=self.long_doc_policy,
@@ -110,7 +103,7 @@ def _shard_quota(total: int | None, shard: int, num_shards: int) -> int | None:
   return total // num_shards + (1 if shard < total % num_shards else 0)
 
 
-def plan_shard(directory: Path, cfg: QuestConfig, doc_tokens: np.ndarray, *, length: int,
+def plan_shard(directory: Path, cfg: QuestOptions, doc_tokens: np.ndarray, *, length: int,
                shard: int, num_shards: int, seed: int):
   """The seeded, shuffled sample plans of one shard (and the planner's statistics)."""
   entries = list(qindex.read_index(directory, shard=shard, num_shards=num_shards))
@@ -148,9 +141,10 @@ def quest_budget(plans: list[list[Span]], indexed_tokens: np.ndarray,
 class QuestMethod:
   """Quest (`longjax_<corpus>_quest_<length>`): keyword-grouped, split-ratio oversampled."""
   name = "quest"
+  options_type = QuestOptions
 
   def build(self, ctx: BuildContext) -> None:
-    cfg = QuestConfig.from_mapping(ctx.method_config(self.name))
+    cfg = ctx.options(self)
     out = ctx.method_dir(self.name)
     out.mkdir(parents=True, exist_ok=True)
     doc_ids = np.asarray(ctx.store.doc_ids(), np.int64)
@@ -254,7 +248,7 @@ class QuestMethod:
     manifest = artifacts.require_built(directory, method=self.name)
     contexts.check_tokenizer(manifest, tokenizer, directory)
     options = {k: v for k, v in manifest["config"].items() if k not in ("lengths", "tokenizer")}
-    cfg = QuestConfig.from_mapping(options)
+    cfg = QuestOptions.parse(self.name, options)
     doc_tokens = np.load(directory / "doc_tokens.npy")
     store = corpus.open_store(index_dir)
     return self._stream(directory, cfg, doc_tokens, store, length=length, tokenizer=tokenizer,
