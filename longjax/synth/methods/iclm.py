@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from longjax.synth import artifacts
+from longjax import io
 from longjax.synth.methods import contexts, packer
 from longjax.synth.methods.base import BuildContext
 from longjax.synth.methods.options import MethodOptions
@@ -153,7 +153,7 @@ class ICLMMethod(contexts.PlannedMethod):
                                cfg.dedup_chars, cfg.dedup_threshold)
     kept_ids = doc_ids[kept]
     counts = contexts.store_token_counts(ctx)[kept]
-    artifacts.write_npy(out / "order.npy", kept_ids)
+    io.write_npy(out / "order.npy", kept_ids)
     stats: dict[str, Any] = {
         "documents": len(doc_ids), "path_clusters": len(clusters),
         "clusters_after_merge": sum(1 for c in merged if c), "leftover_documents": len(leftover),

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from longjax import io
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import artifacts, chunking
 from longjax.synth.methods import contexts
@@ -296,7 +297,7 @@ class NExtLongMethod:
     chunks = chunking.build_chunk_store(
         ctx.store, chunking.chunk_dir(ctx.index_dir, cfg.chunk_size), size=cfg.chunk_size,
         progress=ctx.progress)
-    inputs = {"chunks": artifacts.fingerprint_json(chunks.manifest["inputs"]),
+    inputs = {"chunks": io.fingerprint_json(chunks.manifest["inputs"]),
               "chunk_size": cfg.chunk_size}
     collection = f"chunks-{cfg.chunk_size}"
     vectors, index = neighbours.embed_and_index(ctx, collection, chunks, inputs)
@@ -307,7 +308,7 @@ class NExtLongMethod:
     out = ctx.method_dir(self.name)
     chunk_tokens = contexts.count_tokens(chunks, np.arange(len(chunks)), ctx.tokenizer,
                                          ctx.progress, with_boundaries=False)
-    artifacts.write_npy(out / "chunk_tokens.npy", chunk_tokens)
+    io.write_npy(out / "chunk_tokens.npy", chunk_tokens)
     p = np.diff(chunks.doc_chunk_offsets)
     doc_chunks = [chunks.chunks_of(d) for d in range(len(p))]
     sep_tokens = len(ctx.tokenizer.encode(cfg.sep))
@@ -319,7 +320,7 @@ class NExtLongMethod:
     for length in ctx.lengths:
       plan = meta_documents(doc_chunks, chunk_tokens, length=length, start_tokens=start_tokens,
                             sep_tokens=sep_tokens)
-      artifacts.write_npy(out / f"L{length}.meta_docs.npy", plan)
+      io.write_npy(out / f"L{length}.meta_docs.npy", plan)
       stats[f"L{length}"] = self._length_stats(plan, chunk_tokens, length, start_tokens,
                                                sep_tokens)
       stats[f"L{length}"]["check"] = self._check(plan, source, ctx, length, cfg)
@@ -331,7 +332,7 @@ class NExtLongMethod:
       ctx.log(f"nextlong L={length}: {stats[f'L{length}']}")
     skipped = [{"doc_id": int(d), "reason": "no non-blank meta-chunk: cannot be a meta-document "
                 "(its text is not in the chunk index either)"} for d in np.flatnonzero(p == 0)]
-    artifacts.write_manifest(
+    io.write_manifest(
         out, kind=self.name,
         config={**dataclasses.asdict(cfg), "collection": collection,
                 "tokenizer": contexts.tokenizer_signature(ctx.tokenizer),

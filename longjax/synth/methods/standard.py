@@ -16,8 +16,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from longjax import io
 from longjax.models.tokenizer import Tokenizer
-from longjax.synth import artifacts, chunking, corpus
+from longjax.synth import chunking, corpus
 from longjax.synth.methods import contexts, packer
 from longjax.synth.methods.base import BuildContext, DocStore, shard_range
 from longjax.synth.methods.options import MethodOptions
@@ -59,7 +60,7 @@ class StandardMethod:
     budgets = {f"L{n}": contexts.budget(samples=total // n, length=n, documents_used=len(doc_ids),
                                         source_tokens=total, source_tokens_dropped=total % n)
                for n in ctx.lengths}
-    artifacts.write_manifest(
+    io.write_manifest(
         ctx.method_dir(self.name), kind=self.name,
         config={"overflow": "carry", "tokenizer": contexts.tokenizer_signature(ctx.tokenizer)},
         inputs={"store": chunking.store_fingerprint(ctx.store)},

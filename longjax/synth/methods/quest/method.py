@@ -24,6 +24,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from longjax import io
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import artifacts, corpus
 from longjax.synth.methods import contexts, packer
@@ -184,10 +185,10 @@ class QuestMethod:
                                 "df_fallback": f}, ensure_ascii=False) + "\n"
                     for d, k, c, r, f in zip(doc_ids, keywords, candidates, chosen.reasons,
                                              chosen.df_fallback))
-    artifacts.write_text(out / "doc_keywords.jsonl", lines)
-    artifacts.write_json(out / f"keyword_df_top{cfg.df_report_top}.json",
-                         [{"keyword": k, "df": n} for k, n in chosen.df_top])
-    artifacts.write_npy(out / "doc_tokens.npy", doc_tokens)
+    io.write_text(out / "doc_keywords.jsonl", lines)
+    io.write_json(out / f"keyword_df_top{cfg.df_report_top}.json",
+                  [{"keyword": k, "df": n} for k, n in chosen.df_top])
+    io.write_npy(out / "doc_tokens.npy", doc_tokens)
     qindex.write_index(out, inv, weights)
 
     simulations, budgets = {}, {}
@@ -230,12 +231,12 @@ class QuestMethod:
       ctx.log(f"quest: min_keyword_df={cfg.min_keyword_df}: {fallbacks} documents had no keyword "
               "that common and drew from all of theirs")
     plot_index_stats(out / "index_stats.png", inv.n_docs, weights.short, simulations)
-    artifacts.write_manifest(
+    io.write_manifest(
         out, kind=self.name,
         config={**dataclasses.asdict(cfg), "predictor_options": dict(cfg.predictor_options),
                 "lengths": list(ctx.lengths),
                 "tokenizer": contexts.tokenizer_signature(ctx.tokenizer)},
-        inputs={"doc_ids": artifacts.fingerprint_json(doc_ids.tolist()),
+        inputs={"doc_ids": io.fingerprint_json(doc_ids.tolist()),
                 "stopwords_sha256": rake.stopwords_sha256(),
                 "blacklist_sha256": qkw.blacklist_sha256(cfg.blacklist_file)},
         counts=counts, skipped=skipped,
