@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from longjax import io
-from longjax.synth import artifacts, default_corpus
+from longjax import bundled_texts, io
+from longjax.synth import artifacts
 from longjax.synth.__main__ import main
 from longjax.synth.chunking import open_chunk_store
 from longjax.synth.corpus import open_store
@@ -40,7 +40,7 @@ def _hostile_corpus(root):
   (d / "zz_dup.txt").write_text(normal[3])
   (d / "huge.txt").write_text("x" * 1_200_000)  # one line, over the default max_chars
   (d / "long_line.txt").write_text("y " * 150_000)  # one 300K-char line: kept, one big chunk
-  sotu = default_corpus.sotu_documents()[0]
+  sotu = bundled_texts.sotu_documents()[0]
   (d / "speech.txt").write_text(sotu.text)  # an evaluation document must not enter training
   return d, {"speech.txt": "heldout", "empty.txt": "empty", "blank.txt": "empty", "binary.bin": "not_utf8",
              "nul.txt": "binary", "zz_dup.txt": "duplicate", "huge.txt": "too_long"}
