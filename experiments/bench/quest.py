@@ -27,7 +27,7 @@ def bench_predict(args) -> list[dict]:
   from flax import nnx
   from longjax.models.t5 import T5, T5Config
   from longjax.models.t5_generate import DecodeConfig
-  from longjax.synth.quest.predict import T5QueryPredictor
+  from longjax.synth.methods.quest.predict import T5QueryPredictor
 
   print(f"devices: {jax.devices()}", flush=True)
   cfg = T5Config.v1_1_base(dtype=args.dtype, param_dtype=args.dtype)
@@ -82,8 +82,8 @@ def _synthetic_queries(n_docs: int, seed: int) -> list[list[str]]:
 
 
 def bench_rake(args) -> dict:
-  from longjax.synth.quest import index as qindex
-  from longjax.synth.quest import keywords as qkw
+  from longjax.synth.methods.quest import index as qindex
+  from longjax.synth.methods.quest import keywords as qkw
 
   queries = _synthetic_queries(args.docs, 0)
   doc_ids = np.arange(args.docs, dtype=np.int64)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from longjax.io import parse_length
+from longjax.io import parse_length, read_manifest, versions, write_json
 from longjax.models.tokenizer import load_tokenizer_spec
-from longjax.synth import artifacts, build
+from longjax.synth import build
 from longjax.synth.methods import METHODS
 
 
@@ -83,7 +83,7 @@ def nextlong_discards(args) -> dict:
                                          shard=0, num_shards=args.discard_shards, seed=0):
     prov = json.loads(ex["provenance"])
     complete.append(prov["meta_chunks_complete"] == prov["p"])
-  config = artifacts.read_manifest(args.index_dir / "nextlong")["config"]
+  config = read_manifest(args.index_dir / "nextlong")["config"]
   row = {"meta_documents": tried, "samples": len(complete),
          "discarded_fraction": round(1 - len(complete) / tried, 4),
          "all_meta_chunks_inside_T": round(float(np.mean(complete)), 4),
@@ -110,16 +110,16 @@ def main():
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   methods = args.methods.split(",")
   result = {"length": args.length, "tokenizer": args.tokenizer, "corpus": args.corpus,
-            "embedder": args.embedder, "versions": artifacts.versions()}
+            "embedder": args.embedder, "versions": versions()}
   if not args.no_build:
     result["build_seconds"] = time_builds(args, methods)
-  docs = artifacts.read_manifest(args.index_dir / "corpus")["counts"]["kept"]
+  docs = read_manifest(args.index_dir / "corpus")["counts"]["kept"]
   result["documents"] = docs
   result["stream"] = time_stream(args, methods)
   if args.discard_shards:
     result["nextlong_discards"] = nextlong_discards(args)
   args.out.mkdir(parents=True, exist_ok=True)
-  artifacts.write_json(args.out / "synthesis_methods.json", result)
+  write_json(args.out / "synthesis_methods.json", result)
 
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")

@@ -224,7 +224,7 @@ def _loss_sequences(args, heldout, tokenizer, length: int) -> list:
   if heldout:
     return heldout.loss_sequences(tokenizer, length, args.loss_sequences)
   from longjax.eval.position_loss import heldout_sequences
-  from longjax.synth.default_corpus import heldout_documents
+  from longjax.bundled_texts import heldout_documents
   return heldout_sequences(heldout_documents(), tokenizer, length, args.loss_sequences)
 
 

@@ -1,7 +1,7 @@
 """A held-out corpus given as a file (`python -m longjax.eval --heldout PATH`).
 
 The file is JSON lines, optionally gzipped (`.jsonl`, `.jsonl.gz`): one object per line with a
-string `text`, optional `id` and `title` (the corpus reader of `longjax.synth.corpus`, plain
+string `text`, optional `id` and `title` (the corpus reader of `longjax.documents`, plain
 json/gzip, so no TensorFlow is needed). Its source name is the file name without the suffix
 (`eltec_eng_novels.jsonl.gz` -> `eltec_eng_novels`); a document's key is `<source>/<id>` (else
 its title, else `line<N>`). From it come both held-out uses of evaluation:
@@ -86,7 +86,7 @@ def source_name(path: str | Path) -> str:
 
 def read_heldout(path: str | Path) -> HeldoutFile:
   """Reads a held-out file; EvalInputError names the file and what was expected."""
-  from longjax.synth.corpus import CorpusError, iter_raw_documents
+  from longjax.documents import CorpusError, iter_raw_documents
   path = _checked_name(path)
   if not path.is_file():
     why = "not a file" if path.exists() else "no such file"

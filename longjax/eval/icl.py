@@ -3,7 +3,7 @@
 Yen et al., arXiv 2410.02694 (HELMET ICL); spec section 2. The five BBC classes map to a random
 permutation of 0..4, seeded per test item by a hash of its text, so the task measures learning
 the mapping from the demonstrations, not label semantics. Items come only from the BBC articles
-that `longjax.synth.default_corpus.reserved_bbc_ids()` keeps out of training: the first
+that `longjax.bundled_texts.reserved_bbc_ids()` keeps out of training: the first
 `TEST_PER_CLASS` of each class are test items, the rest the demonstration pool.
 
 units = number of demonstrations, label-balanced (classes in round-robin, each class's demos in
@@ -49,7 +49,7 @@ def _item(key: str, data: bytes | str) -> LabelledItem:
 @functools.cache
 def bbc_items() -> tuple[tuple[LabelledItem, ...], tuple[LabelledItem, ...]]:
   """(test items, demonstration pool) from the reserved BBC articles, in id order."""
-  from longjax.synth.default_corpus import bbc_documents, reserved_bbc_ids
+  from longjax.bundled_texts import bbc_documents, reserved_bbc_ids
   reserved = set(reserved_bbc_ids())
   items = [_item(d.key, d.text) for d in bbc_documents() if d.key in reserved]
   test, pool, seen = [], [], {}

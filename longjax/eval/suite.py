@@ -30,8 +30,8 @@ TEXT_HAYSTACK_SOURCE = "sotu/"  # the essay-like prose of the held-out corpus
 
 @functools.cache
 def default_text_haystack() -> TextHaystack:
-  """The held-out SOTU speeches in chronological order (`longjax.synth.default_corpus`)."""
-  from longjax.synth.default_corpus import heldout_documents
+  """The held-out SOTU speeches in chronological order (`longjax.bundled_texts`)."""
+  from longjax.bundled_texts import heldout_documents
   docs = [d.text for d in heldout_documents() if d.key.startswith(TEXT_HAYSTACK_SOURCE)]
   return TextHaystack(docs, name="sotu")
 

@@ -244,7 +244,7 @@ def _inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = make_parser().parse_args(argv)
-  from longjax.synth.corpus import CorpusError  # pylint: disable=import-outside-toplevel
+  from longjax.documents import CorpusError  # pylint: disable=import-outside-toplevel
   commands = {"build": _build, "preview": _preview, "embed-inputs": _embed_inputs,
               "embed-table": _embed_table,
               "inspect": lambda a: _inspect(a, argv)}

@@ -1,12 +1,13 @@
-"""Synthesis record files, plus the `longjax.io` names that synthesis modules use.
+"""What synthesis writes and reads beyond `longjax.io`: record files and the built-method check.
 
-Atomic files, manifests, fingerprints and versions live in `longjax.io` (the bottom layer that
-every writer uses); they are re-exported here so that the synthesis modules keep one import.
+Atomic files, manifests, fingerprints and versions are `longjax.io`'s (the bottom layer that
+every writer imports directly); this module holds only what is synthesis's own:
 
-Record files (`RecordWriter` / `RecordReader`) are the random-access format of the document
-and chunk stores: one JSON object per line in `<name>.jsonl`, plus `<name>.offsets.npy`
-(int64 [n + 1] byte offsets). We chose this over ArrayRecord because it is plain text a person
-can `head`, needs no extra reader, and `np.load(mmap_mode="r")` + one `seek` gives O(1) access.
+- `require_built`: the one check a method's `examples` makes before reading its build output.
+- Record files (`RecordWriter` / `RecordReader`), the random-access format of the document and
+  chunk stores: one JSON object per line in `<name>.jsonl`, plus `<name>.offsets.npy` (int64
+  [n + 1] byte offsets). We chose this over ArrayRecord because it is plain text a person can
+  `head`, needs no extra reader, and `np.load(mmap_mode="r")` + one `seek` gives O(1) access.
 """
 
 from __future__ import annotations
@@ -19,10 +20,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from longjax.io import (  # noqa: F401  (re-exported for the synthesis modules)
-    MANIFEST, atomic_path, begin_stage, fingerprint_array, fingerprint_files, fingerprint_json,
-    is_complete, json_default, read_manifest, to_json, versions, write_bytes, write_json,
-    write_manifest, write_npy, write_text)
+from longjax.io import atomic_path, json_default, read_manifest, write_npy
 
 
 def require_built(directory: str | os.PathLike, *, method: str) -> dict[str, Any]:

@@ -18,18 +18,14 @@ recorded here with a finished `<method>/manifest.json` is skipped.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
-import sys
-import types
-import typing
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from longjax import io
 from longjax.models.tokenizer import load_tokenizer_spec
 from longjax.progress import Progress, console
-from longjax.synth import artifacts
 from longjax.synth.corpus import DEFAULT_MAX_CHARS, STORE_DIRNAME, DocumentStore, ingest_corpus
 
 log = logging.getLogger("longjax.synth")
@@ -85,81 +81,15 @@ def resolve_methods(names: Iterable[str]) -> list[Any]:
   return out
 
 
-# Where each method's option resolution lives: a `DEFAULTS` dict resolved by `resolve_options`,
-# or a config dataclass the method builds from its options (module, class).
-_OPTION_CLASSES = {"nextlong": ("longjax.synth.methods.nextlong", "NExtLongConfig"),
-                   "quest": ("longjax.synth.quest.method", "QuestConfig")}
-_OPTION_DEFAULTS = {"knn": "longjax.synth.methods.knn", "iclm": "longjax.synth.methods.iclm",
-                    "standard": None}
-
-
 def check_options(methods: Iterable[Any], config: Mapping[str, Mapping[str, Any]]) -> None:
-  """Resolves every method's options as its `build` will, before anything is built.
+  """Parses every method's options as its `build` will, before anything is built.
 
   A misspelt name, a value of the wrong type (a string for a float) or out of range is a
   ValueError naming the method and option, instead of an error after the methods before it
   spent their build time.
   """
-  from longjax.synth.methods.base import resolve_options  # pylint: disable=import-outside-toplevel
   for method in methods:
-    given = dict(config.get(method.name, {}))
-    if method.name in _OPTION_CLASSES:
-      module, name = _OPTION_CLASSES[method.name]
-      cls = getattr(importlib.import_module(module), name)
-      hints = typing.get_type_hints(cls)
-      _check_types(method.name, given, {f.name: hints[f.name] for f in dataclasses.fields(cls)})
-      _resolve_dataclass(method.name, cls, given)
-    elif method.name in _OPTION_DEFAULTS:
-      module = _OPTION_DEFAULTS[method.name]
-      defaults = importlib.import_module(module).DEFAULTS if module else {}
-      _check_types(method.name, given, {k: _type_of(v) for k, v in defaults.items()})
-      resolve_options(method.name, given, defaults)
-
-
-def _resolve_dataclass(method: str, cls: type, given: dict[str, Any]) -> None:
-  from longjax.synth.methods.base import resolve_options  # pylint: disable=import-outside-toplevel
-  if hasattr(cls, "from_mapping"):
-    cls.from_mapping(given)
-  else:
-    defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
-    cls(**resolve_options(method, given, defaults))
-
-
-def _type_of(default: Any) -> Any:
-  """The type an option must have, judged by its default (None: any)."""
-  return Any if default is None else type(default)
-
-
-def _check_types(method: str, given: Mapping[str, Any], types_: Mapping[str, Any]) -> None:
-  for name, value in given.items():
-    if name in types_ and not _has_type(value, types_[name]):
-      raise ValueError(f"{method}.{name}: expected {_type_name(types_[name])}, got {value!r} "
-                       f"({type(value).__name__})")
-
-
-def _has_type(value: Any, hint: Any) -> bool:
-  """isinstance for the option annotations in use (JSON gives int where a float is meant)."""
-  origin = typing.get_origin(hint)
-  if origin in (typing.Union, types.UnionType):
-    return any(_has_type(value, h) for h in typing.get_args(hint))
-  if hint is Any:
-    return True
-  if hint is type(None):
-    return value is None
-  if hint is float:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-  if hint is int:
-    return isinstance(value, int) and not isinstance(value, bool)
-  cls = origin or hint
-  return not isinstance(cls, type) or isinstance(value, cls)
-
-
-def _type_name(hint: Any) -> str:
-  if typing.get_origin(hint) in (typing.Union, types.UnionType):
-    return " or ".join(_type_name(h) for h in typing.get_args(hint))
-  return {type(None): "null", float: "a number", int: "an integer", bool: "true/false",
-          str: "a string"}.get(hint, getattr(typing.get_origin(hint) or hint, "__name__",
-                                             str(hint)))
+    method.options_type.parse(method.name, config.get(method.name, {}))
 
 
 def check_samples(method: str, manifest: Mapping[str, Any] | None,
@@ -236,8 +166,8 @@ def run_build(opts: BuildOptions, *,
          f"skipped {counts['skipped'] or 'none'} -> {store.directory}")
   if len(store) == 0:
     raise ValueError(f"corpus {opts.corpus}: no usable documents "
-                     f"(see {store.directory / artifacts.MANIFEST})")
-  previous = artifacts.read_manifest(opts.out) or {}
+                     f"(see {store.directory / io.MANIFEST})")
+  previous = io.read_manifest(opts.out) or {}
   stages: dict[str, str] = dict(previous.get("stages", {})) if previous.get("kind") == "build" \
       else {}
   top = {"corpus": opts.corpus, "methods": list(opts.methods), "embedder": opts.embedder,
@@ -251,12 +181,12 @@ def run_build(opts: BuildOptions, *,
     ctx = BuildContext(store=store, tokenizer=tokenizer, embedder=embedder, config=opts.config,
                        index_dir=opts.out, lengths=opts.lengths, log=log_fn, progress=progress)
     for method in methods:
-      key = artifacts.fingerprint_json({
+      key = io.fingerprint_json({
           "store": store_fingerprint(store), "tokenizer": opts.tokenizer,
           "vocab_size": tokenizer.vocab_size,
           "embedder": embedder.name if embedder and needs_embedder(method) else None,
           "config": dict(opts.config.get(method.name, {})), "lengths": list(opts.lengths)})
-      finished = artifacts.read_manifest(ctx.method_dir(method.name))
+      finished = io.read_manifest(ctx.method_dir(method.name))
       if stages.get(method.name) == key and finished and finished.get("complete"):
         log_fn(f"{method.name}: up to date, skipped ({ctx.method_dir(method.name)})")
       else:
@@ -264,7 +194,7 @@ def run_build(opts: BuildOptions, *,
         if stages.pop(method.name, None) is not None:  # not finished until build() returns
           _write_top(opts.out, top, store, stages, done)
         method.build(ctx)
-        check_samples(method.name, artifacts.read_manifest(ctx.method_dir(method.name)),
+        check_samples(method.name, io.read_manifest(ctx.method_dir(method.name)),
                       opts.lengths, len(store))
         stages[method.name] = key
         _write_top(opts.out, top, store, stages, done + [method.name])
@@ -275,7 +205,7 @@ def run_build(opts: BuildOptions, *,
 def _write_top(out: Path, config: dict[str, Any], store: DocumentStore, stages: dict[str, str],
                done: list[str]) -> dict[str, Any]:
   from longjax.synth.chunking import store_fingerprint  # pylint: disable=import-outside-toplevel
-  return artifacts.write_manifest(
+  return io.write_manifest(
       out, kind="build", config=config, inputs={"store": store_fingerprint(store)},
       counts={"corpus": store.manifest["counts"], "methods_done": done},
       extra={"stages": stages})

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from longjax import io
 from longjax.progress import Progress, silent
 from longjax.synth import artifacts
 from longjax.synth.corpus import DocumentStore
@@ -61,7 +62,7 @@ class Chunk:
 
 def store_fingerprint(store: DocumentStore) -> str:
   """Identifies a store's content (its ordered document hashes) for downstream manifests."""
-  return artifacts.fingerprint_json(store.hashes)
+  return io.fingerprint_json(store.hashes)
 
 
 def chunk_dir(index_dir: str | os.PathLike, size: int = CHUNK_CHARS) -> Path:
@@ -76,9 +77,9 @@ def build_chunk_store(store: DocumentStore, out_dir: str | os.PathLike, *,
   out_dir = Path(out_dir)
   config = {"size": size, "drop_blank": True}
   inputs = {"store": store_fingerprint(store)}
-  if artifacts.is_complete(out_dir, config=config, inputs=inputs):
+  if io.is_complete(out_dir, config=config, inputs=inputs):
     return ChunkStore(out_dir)
-  artifacts.begin_stage(out_dir)
+  io.begin_stage(out_dir)
   doc_of_chunk: list[int] = []
   offsets = [0]
   blank = 0
@@ -95,14 +96,14 @@ def build_chunk_store(store: DocumentStore, out_dir: str | os.PathLike, *,
                       "text": text})
         doc_of_chunk.append(doc.doc_id)
       offsets.append(len(doc_of_chunk))
-  artifacts.write_npy(out_dir / "doc_of_chunk.npy", np.asarray(doc_of_chunk, np.int64))
-  artifacts.write_npy(out_dir / "doc_chunk_offsets.npy", np.asarray(offsets, np.int64))
+  io.write_npy(out_dir / "doc_of_chunk.npy", np.asarray(doc_of_chunk, np.int64))
+  io.write_npy(out_dir / "doc_chunk_offsets.npy", np.asarray(offsets, np.int64))
   per_doc = np.diff(offsets)
   counts = {"documents": len(store), "chunks": len(doc_of_chunk), "blank_dropped": blank,
             "chunks_per_doc_mean": float(per_doc.mean()) if len(per_doc) else 0.0,
             "chunks_per_doc_max": int(per_doc.max()) if len(per_doc) else 0}
-  artifacts.write_manifest(out_dir, kind="chunks", config=config, inputs=inputs, counts=counts,
-                           skipped=skipped)
+  io.write_manifest(out_dir, kind="chunks", config=config, inputs=inputs, counts=counts,
+                    skipped=skipped)
   return ChunkStore(out_dir)
 
 
@@ -111,7 +112,7 @@ class ChunkStore:
 
   def __init__(self, directory: str | os.PathLike):
     self.directory = Path(directory)
-    self.manifest = artifacts.read_manifest(self.directory)
+    self.manifest = io.read_manifest(self.directory)
     if self.manifest is None or self.manifest.get("kind") != "chunks":
       raise FileNotFoundError(f"{self.directory}: not a finished chunk store")
     self.size: int = self.manifest["config"]["size"]

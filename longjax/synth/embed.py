@@ -22,8 +22,8 @@ from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from longjax import io
 from longjax.progress import Progress, silent
-from longjax.synth import artifacts
 
 EMBEDDERS = ("minilm", "hashing")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -130,10 +130,10 @@ def embed_corpus(source: Any, embedder: Embedder, out_dir: str | os.PathLike, *,
   n = len(source)
   config = {"embedder": embedder.name, "dim": embedder.dim, "block_size": block_size}
   final = out_dir / "vectors.npy"
-  if artifacts.is_complete(out_dir, config=config, inputs=inputs):
+  if io.is_complete(out_dir, config=config, inputs=inputs):
     return np.load(final, mmap_mode="r")
-  artifacts.begin_stage(out_dir)
-  parts = out_dir / "parts" / artifacts.fingerprint_json([config, dict(inputs)])[:12]
+  io.begin_stage(out_dir)
+  parts = out_dir / "parts" / io.fingerprint_json([config, dict(inputs)])[:12]
   parts.mkdir(parents=True, exist_ok=True)
   blocks = range(0, n, block_size)
   part = lambda start: parts / f"{start // block_size:06d}.npy"
@@ -145,9 +145,9 @@ def embed_corpus(source: Any, embedder: Embedder, out_dir: str | os.PathLike, *,
     texts = [source.text(i) for i in range(b, min(b + batch_size, stop))]
     pending.append(np.asarray(embedder.embed(texts), np.float32))
     if b + batch_size >= stop:  # last batch of the block: save it
-      artifacts.write_npy(part(start), np.concatenate(pending))
+      io.write_npy(part(start), np.concatenate(pending))
       pending = []
-  with artifacts.atomic_path(final) as tmp:
+  with io.atomic_path(final) as tmp:
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, embedder.dim))
     for start in blocks:
       block = np.load(part(start))
@@ -161,7 +161,7 @@ def embed_corpus(source: Any, embedder: Embedder, out_dir: str | os.PathLike, *,
   if not np.allclose(norms, 1.0, atol=1e-3):
     raise ValueError(f"embedder {embedder.name} returned vectors that are not L2-normalised "
                      f"(norms {norms.min():.4f}..{norms.max():.4f})")
-  artifacts.write_manifest(out_dir, kind="embeddings", config=config, inputs=inputs,
-                           counts={"vectors": n, "dim": embedder.dim})
+  io.write_manifest(out_dir, kind="embeddings", config=config, inputs=inputs,
+                    counts={"vectors": n, "dim": embedder.dim})
   shutil.rmtree(out_dir / "parts", ignore_errors=True)
   return np.load(final, mmap_mode="r")

@@ -41,11 +41,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from longjax.io import atomic_path, format_length, read_manifest, write_json, write_manifest
 from longjax.models.tokenizer import Tokenizer, load_tokenizer_spec
 from longjax.progress import silent
-from longjax.synth import artifacts, chunking, corpus
+from longjax.synth import chunking, corpus
 from longjax.synth.methods import METHODS
-from longjax.io import format_length
 from longjax.synth.methods.task_names import IndexInfo
 
 DEFAULT_SAMPLES = 3
@@ -102,7 +102,7 @@ class IndexReader:
   @functools.cached_property
   def _nextlong(self) -> tuple[chunking.ChunkStore, int]:
     """NExtLong's chunk store and the length in tokens of its piece separator."""
-    cfg = artifacts.read_manifest(self.index_dir / "nextlong")["config"]
+    cfg = read_manifest(self.index_dir / "nextlong")["config"]
     return (chunking.open_chunk_store(self.index_dir, cfg["chunk_size"]),
             len(self.tokenizer.encode(cfg["sep"])))
 
@@ -133,7 +133,7 @@ class IndexReader:
       chunks = self._nextlong[0]
       collection, text = f"chunks-{chunks.size}", chunks.text
     stored = self.index_dir / "embeddings" / collection  # neighbours.embed_and_index's layout
-    m = artifacts.read_manifest(stored)
+    m = read_manifest(stored)
     if m is not None and m.get("complete"):
       vecs = np.load(stored / "vectors.npy", mmap_mode="r")
       return ((lambda ids: np.asarray(vecs[ids])),
@@ -277,7 +277,7 @@ def select_samples(index_dir: str | Path, *, length: int, model: str = "smollm2"
   names = _check_request(info, length, methods)
   if samples < 1:
     raise ValueError(f"--samples ({samples}) must be >= 1")
-  top = artifacts.read_manifest(info.index_dir)
+  top = read_manifest(info.index_dir)
   tokenizer = load_tokenizer_spec(info.tokenizer)
   reader = IndexReader(info.index_dir, tokenizer, top["config"].get("embedder"))
   result: dict[str, Any] = {
@@ -367,10 +367,10 @@ def write_selection(result: dict[str, Any], tokens: dict[str, np.ndarray],
   """
   out = Path(out)
   small = all(t.size == 0 or int(t.max()) < 1 << 16 for t in tokens.values())
-  with artifacts.atomic_path(out / "samples.npz") as tmp:
+  with atomic_path(out / "samples.npz") as tmp:
     with open(tmp, "wb") as f:
       np.savez(f, **{n: t.astype(np.uint16 if small else np.int32) for n, t in tokens.items()})
-  artifacts.write_json(out / "selection.json", result)
+  write_json(out / "selection.json", result)
   return out
 
 
@@ -451,7 +451,7 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
   fig.suptitle(f"{result['corpus']}, L = {result['length']}, {result['samples_requested']} "
                "samples per method (95% bootstrap intervals)")
   fig.tight_layout()
-  with artifacts.atomic_path(path) as tmp:
+  with atomic_path(path) as tmp:
     fig.savefig(tmp, format="png", dpi=110)
   plt.close(fig)
 
@@ -459,9 +459,9 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
 def write_outputs(result: dict[str, Any], out: str | Path) -> Path:
   """`out/inspect.json`, `out/inspect.png` and `out/manifest.json` (written last)."""
   out = Path(out)
-  artifacts.write_json(out / "inspect.json", result)
+  write_json(out / "inspect.json", result)
   plot(result, out / "inspect.png")
-  artifacts.write_manifest(
+  write_manifest(
       out, kind="inspect", config={k: result[k] for k in (
           "index_dir", "length", "model", "samples_requested", "contexts", "seed")},
       inputs={"index": result["index_inputs"]},

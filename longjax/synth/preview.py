@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from longjax.io import format_length
+from longjax.io import format_length, read_manifest
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import corpus
 from longjax.synth.methods import METHODS, replay
@@ -50,7 +50,7 @@ def _spans_view(prov: dict[str, Any], store: corpus.DocumentStore,
 
 def _nextlong_view(prov: dict[str, Any], index_dir: Path) -> list[str]:
   from longjax.synth import chunking  # pylint: disable=import-outside-toplevel
-  manifest_cfg = json.loads((index_dir / "nextlong" / "manifest.json").read_text())["config"]
+  manifest_cfg = read_manifest(index_dir / "nextlong")["config"]
   chunks = chunking.open_chunk_store(index_dir, manifest_cfg["chunk_size"])
   lines = [f"  meta doc {prov['doc_id']}: p={prov['p']} meta-chunks, k={prov['k']} (last block "
            f"{prov.get('k_last')}), {prov['tokens_before_truncation']} tokens before the cut; "

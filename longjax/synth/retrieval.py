@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from longjax import io
 from longjax.progress import Progress, silent
-from longjax.synth import artifacts
 
 BRUTE_FORCE_BELOW = 20_000
 TREE_FROM = 100_000
@@ -151,7 +151,7 @@ class Index:
     """
     if getattr(self.searcher, "docids", None) is not None:
       raise ValueError("a ScaNN searcher with doc ids would be saved with a pickle; index rows")
-    with artifacts.atomic_path(Path(directory) / "scann") as tmp:
+    with io.atomic_path(Path(directory) / "scann") as tmp:
       tmp.mkdir()
       self.searcher.serialize(str(tmp), relative_path=True)
       _check_no_pickle(tmp)
@@ -164,7 +164,7 @@ class Index:
     any code in it; an index from elsewhere must be safe to open, so the assets are read here
     and a directory holding a pickle is refused.
     """
-    manifest = artifacts.read_manifest(directory)
+    manifest = io.read_manifest(directory)
     if manifest is None or manifest.get("kind") != "index":
       raise FileNotFoundError(f"{directory}: not a finished ScaNN index (no index manifest)")
     searcher = _load_searcher(Path(directory) / "scann")
@@ -231,11 +231,11 @@ def build_index(vectors: np.ndarray, *, config: IndexConfig | None = None, k: in
   config = config or index_config(n)
   cfg = {**dataclasses.asdict(config), "k": k, "recall_queries": recall_queries,
          "min_recall": min_recall, "seed": seed}
-  inputs = dict(inputs or {"vectors": artifacts.fingerprint_array(vectors)})
-  if out_dir is not None and artifacts.is_complete(out_dir, config=cfg, inputs=inputs):
+  inputs = dict(inputs or {"vectors": io.fingerprint_array(vectors)})
+  if out_dir is not None and io.is_complete(out_dir, config=cfg, inputs=inputs):
     return Index.load(out_dir)
   if out_dir is not None:
-    artifacts.begin_stage(out_dir)
+    io.begin_stage(out_dir)
   t0 = time.perf_counter()
   index = Index(_build_searcher(vectors, config, min(k, n)), config, n, dim)
   build_s = time.perf_counter() - t0
@@ -263,8 +263,8 @@ def build_index(vectors: np.ndarray, *, config: IndexConfig | None = None, k: in
             "build_seconds": round(build_s, 3)}
   if out_dir is not None:
     index.save(out_dir)
-    index.manifest = artifacts.write_manifest(out_dir, kind="index", config=cfg, inputs=inputs,
-                                              counts=counts, extra={"search": search})
+    index.manifest = io.write_manifest(out_dir, kind="index", config=cfg, inputs=inputs,
+                                       counts=counts, extra={"search": search})
   else:
     index.manifest = {"config": cfg, "counts": counts, "search": search}
   return index
@@ -292,17 +292,17 @@ def neighbour_lists(index: Index, vectors: np.ndarray, k: int, *, batch_size: in
     return ids, scores
   out_dir = Path(out_dir)
   paths = out_dir / "neighbours.npy", out_dir / "scores.npy"
-  if not artifacts.is_complete(out_dir, config=config, inputs=inputs):
-    artifacts.begin_stage(out_dir)
-    with artifacts.atomic_path(paths[0]) as tmp_ids, artifacts.atomic_path(paths[1]) as tmp_sc:
+  if not io.is_complete(out_dir, config=config, inputs=inputs):
+    io.begin_stage(out_dir)
+    with io.atomic_path(paths[0]) as tmp_ids, io.atomic_path(paths[1]) as tmp_sc:
       ids = np.lib.format.open_memmap(tmp_ids, mode="w+", dtype=np.int32, shape=(n, k))
       scores = np.lib.format.open_memmap(tmp_sc, mode="w+", dtype=np.float16, shape=(n, k))
       _fill(index, vectors, k, batch_size, batches, ids, scores)
       ids.flush()
       scores.flush()
       del ids, scores
-    artifacts.write_manifest(out_dir, kind="neighbours", config=config, inputs=inputs,
-                             counts={"rows": n, "k": k})
+    io.write_manifest(out_dir, kind="neighbours", config=config, inputs=inputs,
+                      counts={"rows": n, "k": k})
   return np.load(paths[0], mmap_mode="r"), np.load(paths[1], mmap_mode="r")
 
 

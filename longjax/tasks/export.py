@@ -34,7 +34,7 @@ import seqio
 import tensorflow as tf
 from array_record.python.array_record_module import ArrayRecordWriter, ArrayRecordReader
 
-from longjax import io as artifacts  # the bottom layer: atomic files, manifests, hashes
+from longjax import io
 from longjax.tasks.input import SeqioBatches, unshift
 from longjax.tasks.registry import MethodSource
 from longjax.tasks.vocabularies import HFVocabulary, id_offset
@@ -86,7 +86,7 @@ def index_fingerprints(name: str) -> dict[str, str]:
   provider = seqio.get_mixture_or_task(name)
   tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
   dirs = {t.source.index_dir for t in tasks if isinstance(t.source, MethodSource)}
-  return {str(d): artifacts.fingerprint_json(artifacts.read_manifest(d)) for d in sorted(dirs)}
+  return {str(d): io.fingerprint_json(io.read_manifest(d)) for d in sorted(dirs)}
 
 
 def shard_name(i: int, shards: int) -> str:
@@ -150,7 +150,7 @@ def _json_or_text(text: str) -> Any:
 
 def write_shard(path: Path, rows: Iterable[tuple[dict, list]], fmt: RowFormat) -> None:
   """Writes one shard atomically: a crash leaves a temporary file, never a short shard."""
-  with artifacts.atomic_path(path) as tmp:
+  with io.atomic_path(path) as tmp:
     writer = ArrayRecordWriter(str(tmp), WRITER_OPTIONS)
     try:
       for row, provenance in rows:
@@ -184,7 +184,7 @@ def summarize_shard(path: Path, fmt: RowFormat) -> dict[str, Any]:
   finally:
     reader.close()
   return {"file": path.name, "rows": n, "tokens": tokens, "examples": examples,
-          "bytes": path.stat().st_size, "sha256": artifacts.file_sha256(path),
+          "bytes": path.stat().st_size, "sha256": io.file_sha256(path),
           "documents": documents}
 
 
@@ -220,7 +220,7 @@ def make_plan(options: ExportOptions) -> Plan:
 def _begin(options: ExportOptions) -> tuple[Plan, dict[str, Any] | None]:
   """The plan, and the manifest if the export is already complete (else `out` is claimed)."""
   plan = make_plan(options)
-  if artifacts.is_complete(options.out, config=plan.config, inputs=plan.inputs):
+  if io.is_complete(options.out, config=plan.config, inputs=plan.inputs):
     return plan, read_export(options.out)
   _claim(Path(options.out), plan.config, plan.inputs)
   return plan, None
@@ -278,9 +278,9 @@ def finish_export(plan: Plan) -> dict[str, Any]:
             "non_padding_tokens": sum(s.pop("tokens") for s in summaries),
             "examples": sum(s.pop("examples") for s in summaries),
             "unique_documents": len(documents) if documents else None}
-  manifest = artifacts.write_manifest(out, kind=KIND, config=plan.config, inputs=plan.inputs,
-                                      counts=counts,
-                                      extra={"format": plan.fmt.to_json(), "shards": summaries})
+  manifest = io.write_manifest(out, kind=KIND, config=plan.config, inputs=plan.inputs,
+                               counts=counts,
+                               extra={"format": plan.fmt.to_json(), "shards": summaries})
   (out / PLAN).unlink(missing_ok=True)
   return manifest
 
@@ -292,7 +292,7 @@ def _row_bytes(fmt: RowFormat) -> int:
 def _claim(out: Path, config: dict[str, Any], inputs: dict[str, Any]) -> None:
   """Records the plan in `out`, or raises if `out` holds (part of) a different export."""
   plan = {"config": config, "inputs": inputs}
-  existing = artifacts.read_manifest(out)
+  existing = io.read_manifest(out)
   if existing is not None:
     raise ExportError(f"{out} holds a finished export of a different configuration "
                       f"({existing.get('config')}); choose another --out (nothing was changed)")
@@ -306,4 +306,4 @@ def _claim(out: Path, config: dict[str, Any], inputs: dict[str, Any]) -> None:
     return
   if out.exists() and any(out.iterdir()):
     raise ExportError(f"{out} is not empty and holds no export plan; choose another --out")
-  artifacts.write_json(out / PLAN, plan)
+  io.write_json(out / PLAN, plan)

@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 
 
 def _texts(args: argparse.Namespace) -> Iterator[str]:
+  from longjax.documents import iter_raw_documents  # pylint: disable=import-outside-toplevel
   from longjax.progress import console  # pylint: disable=import-outside-toplevel
   from longjax.synth import corpus  # pylint: disable=import-outside-toplevel
 
@@ -24,7 +25,7 @@ def _texts(args: argparse.Namespace) -> Iterator[str]:
     store = corpus.open_store(args.index_dir)
     yield from (d.text for d in console(store, total=len(store), desc="documents"))
     return
-  for raw in console(corpus.iter_raw_documents(args.corpus), desc="documents"):
+  for raw in console(iter_raw_documents(args.corpus), desc="documents"):
     text = raw.text
     if isinstance(text, bytes):
       try:
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--max-sentences", type=int, default=2_000_000,
                       help="lines sampled for training (default 2,000,000)")
   args = parser.parse_args(argv)
-  from longjax.synth.corpus import CorpusError  # pylint: disable=import-outside-toplevel
+  from longjax.documents import CorpusError  # pylint: disable=import-outside-toplevel
   from longjax.tasks import vocabularies  # pylint: disable=import-outside-toplevel
   try:
     out = vocabularies.train_sentencepiece(

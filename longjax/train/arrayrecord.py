@@ -34,7 +34,7 @@ import grain
 import numpy as np
 from grain.sources import ArrayRecordDataSource
 
-from longjax import io as artifacts  # the bottom layer: atomic files, manifests, hashes
+from longjax import io
 
 KIND = "export"
 FORMAT = "longjax-rows-v2"
@@ -119,8 +119,8 @@ def read_export(data_dir: str | Path, *, verify: bool = True) -> dict[str, Any]:
   Raises `ExportError` naming the file and what was expected; reads only, writes nothing.
   """
   data_dir = Path(data_dir)
-  manifest = artifacts.read_manifest(data_dir)
-  where = data_dir / artifacts.MANIFEST
+  manifest = io.read_manifest(data_dir)
+  where = data_dir / io.MANIFEST
   if manifest is None:
     raise ExportError(f"{where} not found: DATA_DIR must be a directory written by "
                       "`python -m longjax.tasks export`")
@@ -134,7 +134,7 @@ def read_export(data_dir: str | Path, *, verify: bool = True) -> dict[str, Any]:
     _check_size(data_dir / shard["file"], shard["bytes"])
   if verify:
     with concurrent.futures.ThreadPoolExecutor(8) as pool:  # hashlib releases the GIL
-      digests = pool.map(artifacts.file_sha256, [data_dir / s["file"] for s in manifest["shards"]])
+      digests = pool.map(io.file_sha256, [data_dir / s["file"] for s in manifest["shards"]])
       for shard, digest in zip(manifest["shards"], digests):
         if digest != shard["sha256"]:
           raise ExportError(f"{data_dir / shard['file']}: sha256 {digest} does not match the "
@@ -164,7 +164,7 @@ class ArrayRecordSource:
     self.format = RowFormat.from_manifest(self.manifest)
     task = self.manifest["config"]["task"]
     if mixture_or_task_name is not None and mixture_or_task_name != task:
-      raise ExportError(f"{self.data_dir / artifacts.MANIFEST}: exported from {task!r}, but "
+      raise ExportError(f"{self.data_dir / io.MANIFEST}: exported from {task!r}, but "
                         f"MIXTURE_OR_TASK_NAME is {mixture_or_task_name!r}")
     self.seed, self.shuffle = seed, shuffle
     self.read_options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch)
@@ -175,7 +175,7 @@ class ArrayRecordSource:
 
   def check_run(self, *, seq_len: int, vocab_size: int) -> None:
     """Raises unless the run trains on rows of this length with every stored token id."""
-    where = self.data_dir / artifacts.MANIFEST
+    where = self.data_dir / io.MANIFEST
     if seq_len != self.format.length:
       raise ExportError(f"{where}: rows of {self.format.length} tokens, but "
                         f"TASK_FEATURE_LENGTHS['targets'] is {seq_len}")

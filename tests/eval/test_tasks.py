@@ -123,7 +123,7 @@ def test_too_short_length_is_a_clear_error(tasks, gen):
 
 def test_icl_demos_balanced_disjoint_and_gold_follows_the_mapping(tasks, gen):
   from longjax.eval import icl
-  from longjax.synth.default_corpus import reserved_bbc_ids
+  from longjax.bundled_texts import reserved_bbc_ids
   test, pool = icl.bbc_items()
   assert len(test) == 100 and len(pool) == 200
   assert {i.key for i in test}.isdisjoint({i.key for i in pool})

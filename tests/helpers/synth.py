@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from longjax.documents import RawDocument
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import corpus
 
@@ -32,7 +33,7 @@ def byte_tokenizer() -> Tokenizer:
 
 def make_store(index_dir: Path, texts: Sequence[str]) -> corpus.DocumentStore:
   """A corpus store under `index_dir` (as `build` lays it out) holding `texts` in order."""
-  raws = [corpus.RawDocument(f"test:{i}", t, key=f"d{i}") for i, t in enumerate(texts)]
+  raws = [RawDocument(f"test:{i}", t, key=f"d{i}") for i, t in enumerate(texts)]
   store = corpus.build_store(raws, Path(index_dir) / corpus.STORE_DIRNAME)
   assert len(store) == len(texts), "test texts must be distinct and non-blank"
   return store

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from longjax.synth import artifacts, default_corpus
+from longjax import bundled_texts, io
+from longjax.synth import artifacts
 from longjax.synth.__main__ import main
 from longjax.synth.chunking import open_chunk_store
 from longjax.synth.corpus import open_store
@@ -39,7 +40,7 @@ def _hostile_corpus(root):
   (d / "zz_dup.txt").write_text(normal[3])
   (d / "huge.txt").write_text("x" * 1_200_000)  # one line, over the default max_chars
   (d / "long_line.txt").write_text("y " * 150_000)  # one 300K-char line: kept, one big chunk
-  sotu = default_corpus.sotu_documents()[0]
+  sotu = bundled_texts.sotu_documents()[0]
   (d / "speech.txt").write_text(sotu.text)  # an evaluation document must not enter training
   return d, {"speech.txt": "heldout", "empty.txt": "empty", "blank.txt": "empty", "binary.bin": "not_utf8",
              "nul.txt": "binary", "zz_dup.txt": "duplicate", "huge.txt": "too_long"}
@@ -59,21 +60,21 @@ def test_hostile_corpus_builds_and_accounts_for_every_document(tmp_path, tokeniz
   assert {s["key"]: s["reason"] for s in m["skipped"]} == expected_skips
   assert sorted(store.key(i) for i in range(len(store))) == sorted(
       set(files) - set(expected_skips))
-  top = artifacts.read_manifest(out)
+  top = io.read_manifest(out)
   assert top["counts"]["methods_done"] == ["standard", "knn", "nextlong"]
   for name in ("standard", "knn", "nextlong"):
-    assert artifacts.read_manifest(out / name)["complete"]
+    assert io.read_manifest(out / name)["complete"]
   chunks = open_chunk_store(out)
   long_doc = store.index_of("long_line.txt")
   (only,) = chunks.chunks_of(long_doc)  # the 300K-character line is one chunk, never split
   assert chunks.text(only) == store.text(long_doc)
   # Second run: every stage is up to date; no method rebuilds.
-  created = {n: artifacts.read_manifest(out / n)["created"] for n in ("knn", "nextlong")}
+  created = {n: io.read_manifest(out / n)["created"] for n in ("knn", "nextlong")}
   caplog.clear()
   with caplog.at_level("INFO", logger="longjax.synth"):
     assert main(argv) == 0
   assert sum("up to date" in r.message for r in caplog.records) == 3
-  assert {n: artifacts.read_manifest(out / n)["created"] for n in created} == created
+  assert {n: io.read_manifest(out / n)["created"] for n in created} == created
 
 
 def test_preview_after_build(tmp_path, tokenizer_dir, capsys):
@@ -130,15 +131,15 @@ def test_cli_help_and_malformed_input_subprocess(tmp_path):
 
 def test_atomic_writes_never_leave_half_files(tmp_path):
   target = tmp_path / "a.json"
-  artifacts.write_json(target, {"v": 1})
+  io.write_json(target, {"v": 1})
   with pytest.raises(RuntimeError):
-    with artifacts.atomic_path(target) as tmp:
+    with io.atomic_path(target) as tmp:
       tmp.write_text("half")
       raise RuntimeError("crash mid-write")
   assert json.loads(target.read_text()) == {"v": 1}
   d = tmp_path / "dir"
   for v in ("old", "new"):  # directories are replaced whole
-    with artifacts.atomic_path(d) as tmp:
+    with io.atomic_path(d) as tmp:
       tmp.mkdir()
       (tmp / "f").write_text(v)
   assert (d / "f").read_text() == "new"
@@ -150,13 +151,13 @@ def test_atomic_writes_never_leave_half_files(tmp_path):
 
 
 def test_manifest_completion_tracks_config_and_inputs(tmp_path):
-  assert not artifacts.is_complete(tmp_path, config={}, inputs={})
-  artifacts.write_manifest(tmp_path, kind="x", config={"a": 1}, inputs={"f": "h"},
-                           counts={"n": 2}, skipped=[{"reason": "empty"}])
-  assert artifacts.is_complete(tmp_path, config={"a": 1}, inputs={"f": "h"})
-  assert not artifacts.is_complete(tmp_path, config={"a": 2}, inputs={"f": "h"})
-  assert not artifacts.is_complete(tmp_path, config={"a": 1}, inputs={"f": "other"})
-  m = artifacts.read_manifest(tmp_path)
+  assert not io.is_complete(tmp_path, config={}, inputs={})
+  io.write_manifest(tmp_path, kind="x", config={"a": 1}, inputs={"f": "h"},
+                    counts={"n": 2}, skipped=[{"reason": "empty"}])
+  assert io.is_complete(tmp_path, config={"a": 1}, inputs={"f": "h"})
+  assert not io.is_complete(tmp_path, config={"a": 2}, inputs={"f": "h"})
+  assert not io.is_complete(tmp_path, config={"a": 1}, inputs={"f": "other"})
+  m = io.read_manifest(tmp_path)
   assert m["versions"]["numpy"] and m["skipped"] == [{"reason": "empty"}]
   with artifacts.RecordWriter(tmp_path / "r") as w:
     for i in range(3):
@@ -175,7 +176,7 @@ def test_methods_require_a_finished_build(tmp_path):
                                         num_shards=1, seed=0)))
   with pytest.raises(FileNotFoundError, match="no finished build of method 'knn'"):
     artifacts.require_built(tmp_path / "knn", method="knn")
-  artifacts.write_manifest(tmp_path / "knn", kind="knn", config={}, inputs={}, counts={})
+  io.write_manifest(tmp_path / "knn", kind="knn", config={}, inputs={}, counts={})
   assert artifacts.require_built(tmp_path / "knn", method="knn")["kind"] == "knn"
 
 
@@ -189,7 +190,7 @@ def _short_corpus(tmp_path, n=3):
 @pytest.mark.parametrize("config,message", [
     ('{"nextlong": {"overgen": "two"}}', "nextlong.overgen: expected a number, got 'two' (str)"),
     ('{"knn": {"k_nn": 2.5}}', "knn.k_nn: expected an integer, got 2.5"),
-    ('{"iclm": {"windw": 3}}', "iclm: unknown options ['windw']"),
+    ('{"iclm": {"windw": 3}}', "iclm: unknown option 'windw'; known: cluster_size, dedup_chars,"),
     ('{"quest": {"fill_policy": "nope"}}', "quest.fill_policy must be one of"),
 ])
 def test_method_options_checked_before_anything_is_built(tmp_path, capsys, config, message):

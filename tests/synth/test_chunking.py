@@ -5,7 +5,8 @@ import random
 import pytest
 
 from longjax.synth.chunking import build_chunk_store, meta_chunks
-from longjax.synth.corpus import RawDocument, build_store
+from longjax.documents import RawDocument
+from longjax.synth.corpus import build_store
 
 
 def test_hand_computed_groups():

@@ -1,4 +1,5 @@
-"""Corpus store: readers, skips with reasons, dedup, random access, the default corpus split."""
+"""Corpus store: every input format stored, skips with reasons, dedup, random access, and the
+default corpus split."""
 
 import gzip
 import json
@@ -7,9 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from longjax.bundled_texts import heldout_documents, reserved_bbc_ids
+from longjax.documents import CorpusError, iter_raw_documents
 from longjax.synth import default_corpus
-from longjax.synth.corpus import (CorpusError, DocumentStore, ingest_corpus,
-                                  iter_raw_documents, text_hash)
+from longjax.synth.corpus import DocumentStore, ingest_corpus, text_hash
 
 ROWS = [{"id": "d1", "text": "first document", "title": "One"},
         {"id": 7, "text": "second document"},
@@ -92,27 +94,6 @@ def test_oversized_text_file_is_not_read_whole(tmp_path):
   assert "400 bytes" in skip["detail"]
 
 
-@pytest.mark.parametrize("line,message", [
-    ('{"text": "ok"', "not valid JSON"),
-    ('["a list"]', "expected a JSON object"),
-    ('{"body": "x"}', "missing field 'text'"),
-    ('{"text": 5}', "must be a string"),
-])
-def test_malformed_jsonl_names_file_and_line(tmp_path, line, message):
-  path = tmp_path / "bad.jsonl"
-  path.write_text('{"text": "fine"}\n' + line + "\n")
-  with pytest.raises(CorpusError, match=rf"bad\.jsonl:2: .*{message}"):
-    list(iter_raw_documents(path))
-
-
-def test_missing_column_and_path(tmp_path):
-  pq.write_table(pa.table({"body": ["x"]}), tmp_path / "t.parquet")
-  with pytest.raises(CorpusError, match=r"t\.parquet: no column 'text'"):
-    list(iter_raw_documents(tmp_path / "t.parquet"))
-  with pytest.raises(CorpusError, match="no such file"):
-    list(iter_raw_documents(tmp_path / "nope"))
-
-
 def test_every_document_accounted_for(tmp_path):
   path = tmp_path / "c.jsonl"
   lines = [json.dumps({"id": "ok", "text": "fine text"}).encode(),
@@ -153,23 +134,16 @@ def test_no_store_is_a_clear_error(tmp_path):
     DocumentStore(tmp_path)
 
 
-def test_reserved_bbc_ids_fixed_and_balanced():
-  ids = default_corpus.reserved_bbc_ids()
-  assert ids == default_corpus.reserved_bbc_ids() and len(set(ids)) == 300
-  for cls in default_corpus.BBC_CLASSES:
-    assert sum(default_corpus.bbc_label(i) == cls for i in ids) == 60
-
-
 def test_default_corpus_split(tmp_path):
   store = default_corpus.build_default_corpus(tmp_path / "corpus")
   m = store.manifest
   assert m["counts"]["read"] == 2225 == m["counts"]["kept"] + len(m["skipped"])
-  reserved = set(default_corpus.reserved_bbc_ids())
+  reserved = set(reserved_bbc_ids())
   kept = {store.key(i) for i in range(len(store))}
   assert not kept & reserved
   held = default_corpus.heldout_hashes()
   assert not set(store.hashes) & held
-  heldout = default_corpus.heldout_documents()
+  heldout = heldout_documents()
   keys = [d.key for d in heldout]
   assert sum(k.startswith("sotu/") for k in keys) == 249
   assert sum(k.startswith("shakespeare/") for k in keys) > 40

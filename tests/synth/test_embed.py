@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from longjax.synth import artifacts
+from longjax import io
 from longjax.synth.embed import Embedder, HashingEmbedder, embed_corpus, make_embedder
 
 
@@ -49,7 +49,7 @@ def test_make_embedder_needs_a_known_name():
 def test_embed_corpus_matches_direct_and_resumes(tmp_path):
   texts = _Texts([f"document {i} about topic {i % 7}" for i in range(23)])
   e = _Counting(HashingEmbedder(32))
-  inputs = {"texts": artifacts.fingerprint_json(texts.texts)}
+  inputs = {"texts": io.fingerprint_json(texts.texts)}
   first = embed_corpus(texts, e, tmp_path / "emb", inputs=inputs, block_size=10, batch_size=4)
   np.testing.assert_array_equal(first, HashingEmbedder(32).embed(texts.texts))
   assert e.calls == 23
@@ -57,11 +57,11 @@ def test_embed_corpus_matches_direct_and_resumes(tmp_path):
   assert e.calls == 23  # finished stage reused
   # Interrupted run: only the missing block is recomputed.
   e2 = _Counting(HashingEmbedder(32))
-  parts = tmp_path / "emb2" / "parts" / artifacts.fingerprint_json(
+  parts = tmp_path / "emb2" / "parts" / io.fingerprint_json(
       [{"embedder": e2.name, "dim": 32, "block_size": 10}, inputs])[:12]
   parts.mkdir(parents=True)
-  artifacts.write_npy(parts / "000000.npy", first[:10])
-  artifacts.write_npy(parts / "000001.npy", first[10:20])
+  io.write_npy(parts / "000000.npy", first[:10])
+  io.write_npy(parts / "000001.npy", first[10:20])
   again = embed_corpus(texts, e2, tmp_path / "emb2", inputs=inputs, block_size=10)
   assert e2.calls == 3
   np.testing.assert_array_equal(again, first)

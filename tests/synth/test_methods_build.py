@@ -10,7 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from longjax.synth import artifacts, embed
+from longjax import io
+from longjax.synth import embed
 from longjax.synth.methods import METHODS, contexts
 from longjax.synth.methods.base import BuildContext
 from tests.helpers.synth import BOS, EOS, byte_tokenizer, make_store
@@ -96,7 +97,7 @@ def test_knn_groups_follow_the_neighbour_lists_and_keep_every_token(built):
   assert len(docs) == len(set(docs))  # each document once, globally
   # Every document is whole (the group stream is cut with carry), except the very last one.
   assert all(s == 0 and e == n_tok[d] for d, s, e in stream[:-1])
-  manifest = artifacts.read_manifest(index_dir / "knn")
+  manifest = io.read_manifest(index_dir / "knn")
   skipped = {s["doc_id"] for s in manifest["skipped"]}
   assert skipped.isdisjoint(docs) and len(skipped) + len(docs) == len(texts)
   # Regroup the stream by the rule (independent of knn_groups): a group opens with a seed and
@@ -127,7 +128,7 @@ def test_knn_groups_follow_the_neighbour_lists_and_keep_every_token(built):
 def test_iclm_stream_follows_the_built_order(built):
   index_dir, texts, _ = built
   order = np.load(index_dir / "iclm" / "order.npy").tolist()
-  manifest = artifacts.read_manifest(index_dir / "iclm")
+  manifest = io.read_manifest(index_dir / "iclm")
   dropped = {s["doc_id"] for s in manifest["skipped"]}
   assert sorted(order + [d for d in dropped if d not in order]) == list(range(len(texts)))
   ctxs = {json.loads(e["provenance"])["context"]: json.loads(e["provenance"])["spans"]
@@ -138,7 +139,7 @@ def test_iclm_stream_follows_the_built_order(built):
 
 def test_nextlong_samples_keep_every_meta_chunk(built):
   index_dir, texts, tok = built
-  manifest = artifacts.read_manifest(index_dir / "nextlong")
+  manifest = io.read_manifest(index_dir / "nextlong")
   stats = manifest["counts"][f"L{L}"]
   assert manifest["counts"]["documents_with_chunks"] == len(texts)
   assert stats["meta_documents_losing_a_meta_chunk"] == 0
@@ -156,11 +157,12 @@ def test_nextlong_samples_keep_every_meta_chunk(built):
     assert info["tokens_before_truncation"] >= L
 
 
-@pytest.mark.parametrize("method", ["knn", "iclm", "nextlong"])
+@pytest.mark.parametrize("method", ["standard", "knn", "iclm", "quest", "nextlong"])
 def test_unknown_options_are_named(built, tmp_path, method):
+  """Each build parses its options before any work: a misspelt one stops it, naming it."""
   index_dir, _, tok = built
   from longjax.synth import corpus
   ctx = BuildContext(corpus.open_store(index_dir), tok, embed.HashingEmbedder(8),
                      {method: {"w": 2.0}}, tmp_path, lengths=(L,))
-  with pytest.raises(ValueError, match=r"unknown options \['w'\]"):
+  with pytest.raises(ValueError, match=rf"^{method}: unknown option 'w'; known: "):
     METHODS[method].build(ctx)

@@ -65,12 +65,12 @@ def _reference_negatives(texts, doc_of, sims, metas, ks, meta_doc=0, dedup=True)
 
 
 def test_num_negatives_formula():
-  cfg = nl.NExtLongConfig()
+  cfg = nl.NExtLongOptions()
   # ceil((65536*4*1.5 - 6000) / (3*2048)) = ceil(63.02) = 64
   assert nl.num_negatives(65536, 6000, 3, cfg) == 64
   assert nl.num_negatives(131072, 6000, 3, cfg) == 128
   assert nl.num_negatives(1000, 10_000, 2, cfg) == 0  # clipped at 0
-  small = nl.NExtLongConfig(chunk_size=64, chars_per_token=1.0)
+  small = nl.NExtLongOptions(chunk_size=64, chars_per_token=1.0)
   assert nl.num_negatives(100, 50, 2, small) == 1  # ceil(100 / 128)
   assert nl.fetch_size(5, 7, 3, cfg) == 5 + 7 + 3 + 32
   assert nl.fetch_size(4000, 500, 3, cfg) == 4096
@@ -84,7 +84,7 @@ def _assemble(tok, source, length, cfg, metas=(0, 1, 2)):
 
 def test_blocks_hold_the_top_k_after_the_exclusions(tok):
   texts, doc_of, sims, source = _corpus()
-  cfg = nl.NExtLongConfig(chunk_size=32, chars_per_token=1.0, overgen=1.5)
+  cfg = nl.NExtLongOptions(chunk_size=32, chars_per_token=1.0, overgen=1.5)
   tokens, info = _assemble(tok, source, 300, cfg)
   k = info["k"]
   assert k > 0
@@ -104,7 +104,7 @@ def test_blocks_hold_the_top_k_after_the_exclusions(tok):
 
 def test_text_dedup_can_be_switched_off(tok):
   texts, doc_of, sims, source = _corpus()
-  cfg = nl.NExtLongConfig(chunk_size=32, chars_per_token=1.0, dedup_text=False)
+  cfg = nl.NExtLongOptions(chunk_size=32, chars_per_token=1.0, dedup_text=False)
   _, info = _assemble(tok, source, 300, cfg)
   dup = int(np.flatnonzero(doc_of == 5)[0])
   assert info["negatives"][0][0] == dup
@@ -115,7 +115,7 @@ def test_text_dedup_can_be_switched_off(tok):
 
 def test_short_samples_are_discarded(tok):
   _, _, _, source = _corpus()
-  cfg = nl.NExtLongConfig(chunk_size=32, chars_per_token=1.0, fetch_cap=4)
+  cfg = nl.NExtLongOptions(chunk_size=32, chars_per_token=1.0, fetch_cap=4)
   tokens, info = _assemble(tok, source, 5000, cfg)
   assert tokens is None and info["tokens_before_truncation"] < 5000
   assert info["shortfall"] > 0  # the cap left blocks short of k, and that is recorded
@@ -124,7 +124,7 @@ def test_short_samples_are_discarded(tok):
 def test_every_meta_chunk_survives_where_the_paper_estimate_cuts_one(tok):
   texts, doc_of, sims, source = _corpus(dup_of_meta=False)
   length = 260
-  cfg = nl.NExtLongConfig(chunk_size=16, chars_per_token=1.0, overgen=1.5)
+  cfg = nl.NExtLongOptions(chunk_size=16, chars_per_token=1.0, overgen=1.5)
 
   def through(kk):  # blocks 1..2 with kk negatives + SEP + m_3, in tokens (= bytes)
     blocks = _reference_negatives(texts, doc_of, sims, [0, 1], kk)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from longjax.synth import artifacts
+from longjax import io
 from longjax.synth.methods.base import BuildContext
 from longjax.synth.methods.standard import StandardMethod
 from tests.helpers.synth import EOS, byte_tokenizer, make_store
@@ -41,7 +41,7 @@ def test_samples_are_the_shuffled_eos_joined_stream(built):
   assert all(ex["targets"].shape == (L,) and ex["targets"].dtype == np.int32 for ex in out)
   np.testing.assert_array_equal(got, stream[:len(got)])
   assert len(stream) - len(got) < L + len(texts[order[-1]]) + 1  # only the tail is dropped
-  assert artifacts.read_manifest(index_dir / "standard")["counts"]["documents"] == len(texts)
+  assert io.read_manifest(index_dir / "standard")["counts"]["documents"] == len(texts)
 
 
 def test_seed_determinism(built):

@@ -11,6 +11,9 @@ A method has two halves (ARCHITECTURE.md, "Synthesis"):
   yields examples of exactly `length` tokens. The same seed gives the same examples; shards
   `0..num_shards-1` are disjoint and together cover the method's samples.
 
+Its options are `options_type`, a frozen dataclass deriving from `options.MethodOptions` (names,
+types, defaults and ranges in one place); `ctx.options(method)` parses its `config` entry.
+
 This module is TF-free: `longjax.tasks` wraps `examples` into SeqIO data sources.
 """
 
@@ -26,6 +29,7 @@ import numpy as np
 from longjax.models.tokenizer import Tokenizer
 from longjax.progress import Progress, silent
 from longjax.synth.embed import Embedder
+from longjax.synth.methods.options import MethodOptions
 
 
 @runtime_checkable
@@ -54,7 +58,7 @@ class BuildContext:
       (ICLM, KNN) count tokens with it and record its name in their manifest.
     embedder: document/chunk embedder, or None when no method being built needs one.
     config: per-method options, `config[method_name] -> {option: value}`; missing keys take
-      the method's defaults.
+      the method's defaults (`options`).
     index_dir: root of the built index; method `m` writes under `index_dir / m`.
     lengths: target sample lengths in tokens. Methods whose grouping depends on the length
       (KNN, ICLM) plan one set of contexts per length at build time; others ignore it.
@@ -82,8 +86,10 @@ class BuildContext:
     """The directory method `name` writes its build output to."""
     return self.index_dir / name
 
-  def method_config(self, name: str) -> Mapping[str, Any]:
-    return dict(self.config.get(name, {}))
+  def options(self, method: "Method") -> Any:
+    """`method`'s options: its `config` entry parsed by `method.options_type` (unknown names and
+    wrong types are ValueErrors naming the method and option)."""
+    return method.options_type.parse(method.name, self.config.get(method.name, {}))
 
 
 @runtime_checkable
@@ -94,6 +100,7 @@ class Method(Protocol):
   object saying which documents / chunks (with token spans) and seeds made the sample.
   """
   name: str
+  options_type: type[MethodOptions]
 
   def build(self, ctx: BuildContext) -> None: ...
 
@@ -113,15 +120,6 @@ def check_boundaries(tokens: np.ndarray, tokenizer: Tokenizer, where: str) -> No
     ids = sorted({int(t) for t in np.asarray(tokens)[found]})
     raise ValueError(f"{where}: sample holds control tokens {ids} outside the boundary "
                      f"convention {tokenizer.boundaries.signature()} ({tokenizer.boundaries.rule})")
-
-
-def resolve_options(method: str, given: Mapping[str, Any],
-                    defaults: Mapping[str, Any]) -> dict[str, Any]:
-  """`defaults` updated with `given`; unknown option names raise a ValueError naming them."""
-  unknown = sorted(set(given) - set(defaults))
-  if unknown:
-    raise ValueError(f"{method}: unknown options {unknown}; valid options: {sorted(defaults)}")
-  return {**defaults, **given}
 
 
 def check_shard(shard: int, num_shards: int) -> None:

@@ -13,16 +13,19 @@ tokenizer (`tokenizer_signature`) and streaming checks that the caller's tokeniz
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from longjax import io
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import artifacts, chunking, corpus
 from longjax.synth.methods import packer
 from longjax.synth.methods.base import BuildContext, DocStore, shard_range
+from longjax.synth.methods.options import MethodOptions
 
 _BATCH = 256
 
@@ -71,14 +74,14 @@ def store_token_counts(ctx: BuildContext) -> np.ndarray:
   the first one to ask writes `<index>/token_counts/<fingerprint>.npy`, keyed by the store's
   fingerprint and the tokenizer's signature.
   """
-  key = artifacts.fingerprint_json({"store": chunking.store_fingerprint(ctx.store),
-                                    "tokenizer": tokenizer_signature(ctx.tokenizer)})
+  key = io.fingerprint_json({"store": chunking.store_fingerprint(ctx.store),
+                             "tokenizer": tokenizer_signature(ctx.tokenizer)})
   path = ctx.index_dir / "token_counts" / f"{key[:16]}.npy"
   if path.exists():
     return np.load(path)
   counts = count_tokens(ctx.store, np.asarray(ctx.store.doc_ids(), np.int64), ctx.tokenizer,
                         ctx.progress)
-  artifacts.write_npy(path, counts)
+  io.write_npy(path, counts)
   return counts
 
 
@@ -103,9 +106,9 @@ def write_plan(directory: Path, length: int, contexts: Iterable[list[packer.Span
   for ctx in contexts:
     spans.extend(ctx)
     offsets.append(len(spans))
-  artifacts.write_npy(directory / f"L{length}.spans.npy",
-                      np.asarray(spans, np.int64).reshape(-1, 3))
-  artifacts.write_npy(directory / f"L{length}.offsets.npy", np.asarray(offsets, np.int64))
+  io.write_npy(directory / f"L{length}.spans.npy",
+               np.asarray(spans, np.int64).reshape(-1, 3))
+  io.write_npy(directory / f"L{length}.offsets.npy", np.asarray(offsets, np.int64))
   return len(offsets) - 1
 
 
@@ -155,11 +158,11 @@ class PlannedMethod:
   manifest over their per-length plans, and streaming a shard of a plan."""
   name: str
 
-  def write_plan_manifest(self, out: Path, ctx: BuildContext, cfg: Mapping[str, Any],
+  def write_plan_manifest(self, out: Path, ctx: BuildContext, cfg: MethodOptions,
                           stats: Mapping[str, Any], skipped: list, retrieval_info: Any) -> None:
-    artifacts.write_manifest(
+    io.write_manifest(
         out, kind=self.name,
-        config={**cfg, "lengths": list(ctx.lengths),
+        config={**dataclasses.asdict(cfg), "lengths": list(ctx.lengths),
                 "tokenizer": tokenizer_signature(ctx.tokenizer)},
         inputs={"store": chunking.store_fingerprint(ctx.store)},
         counts=stats, skipped=skipped, extra={"retrieval": retrieval_info})

@@ -12,17 +12,32 @@ same window without depending on self landing in slot 0.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from longjax.synth import artifacts
+from longjax import io
 from longjax.synth.methods import contexts, packer
-from longjax.synth.methods.base import BuildContext, resolve_options
+from longjax.synth.methods.base import BuildContext
+from longjax.synth.methods.options import MethodOptions
 
-DEFAULTS = {"k_nn": 50, "window": 9, "cluster_size": 21, "dedup_chars": 100,
-            "dedup_threshold": 0.85, "seed": 0}
 _UNASSIGNED, _LEFTOVER = -1, -2
+
+
+@dataclasses.dataclass(frozen=True)
+class ICLMOptions(MethodOptions):
+  """ICLM options (`config["iclm"]`); defaults are the reference's (specs/baselines.md §3)."""
+  k_nn: int = 50  # neighbours retrieved per document
+  window: int = 9  # the first `window` of them are the path's candidates
+  cluster_size: int = 21  # a path cluster holds at most this many documents
+  dedup_chars: int = 100  # near-duplicates are judged on the first characters ...
+  dedup_threshold: float = 0.85  # ... by their 3-gram Jaccard with the previous kept document
+  seed: int = 0  # seeds the path's start documents
+
+  def __post_init__(self):
+    if not 1 <= self.window <= self.k_nn:
+      raise ValueError(f"iclm: window ({self.window}) must be in [1, k_nn={self.k_nn}]")
 
 
 def _first(row: np.ndarray, pred: Callable[[int], bool]) -> int:
@@ -119,33 +134,32 @@ def iclm_dedup(order: Sequence[int], text_of: Callable[[int], str], chars: int,
 class ICLMMethod(contexts.PlannedMethod):
   """The ICLM baseline (`longjax_<corpus>_iclm_<length>`)."""
   name = "iclm"
+  options_type = ICLMOptions
 
   def build(self, ctx: BuildContext) -> None:
     from longjax.synth.methods import neighbours  # embedding + ScaNN; heavy imports
 
-    cfg = resolve_options(self.name, ctx.method_config(self.name), DEFAULTS)
+    cfg = ctx.options(self)
     if not ctx.lengths:
       raise ValueError("iclm: BuildContext.lengths is empty; context boundaries need a length")
-    if not 1 <= cfg["window"] <= cfg["k_nn"]:
-      raise ValueError(f"iclm: window ({cfg['window']}) must be in [1, k_nn={cfg['k_nn']}]")
     out = ctx.method_dir(self.name)
     doc_ids = np.asarray(ctx.store.doc_ids(), np.int64)
-    nbrs, retrieval_info = neighbours.document_neighbours(ctx, int(cfg["k_nn"]), include_self=False)
-    window = nbrs[:, :cfg["window"]]
-    clusters = iclm_path(window, np.random.default_rng(cfg["seed"]), cfg["cluster_size"])
-    merged, leftover = iclm_merge(clusters, window, cfg["cluster_size"])
+    nbrs, retrieval_info = neighbours.document_neighbours(ctx, cfg.k_nn, include_self=False)
+    window = nbrs[:, :cfg.window]
+    clusters = iclm_path(window, np.random.default_rng(cfg.seed), cfg.cluster_size)
+    merged, leftover = iclm_merge(clusters, window, cfg.cluster_size)
     order = [d for c in merged for d in c] + leftover
     kept, dropped = iclm_dedup(order, lambda i: ctx.store.text(int(doc_ids[i])),
-                               cfg["dedup_chars"], cfg["dedup_threshold"])
+                               cfg.dedup_chars, cfg.dedup_threshold)
     kept_ids = doc_ids[kept]
     counts = contexts.store_token_counts(ctx)[kept]
-    artifacts.write_npy(out / "order.npy", kept_ids)
+    io.write_npy(out / "order.npy", kept_ids)
     stats: dict[str, Any] = {
         "documents": len(doc_ids), "path_clusters": len(clusters),
         "clusters_after_merge": sum(1 for c in merged if c), "leftover_documents": len(leftover),
         "near_duplicates_dropped": len(dropped), "budget": {}}
     skipped = [{"doc_id": int(doc_ids[d]), "reason": "iclm near-duplicate of the previous kept "
-                f"document {int(doc_ids[p])} (3-gram Jaccard {s:.3f} > {cfg['dedup_threshold']})"}
+                f"document {int(doc_ids[p])} (3-gram Jaccard {s:.3f} > {cfg.dedup_threshold})"}
                for d, p, s in dropped]
     for length in ctx.lengths:
       plan = list(packer.pack(zip(kept_ids.tolist(), counts.tolist()), length, overflow="carry"))

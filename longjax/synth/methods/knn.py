@@ -16,14 +16,27 @@ as skipped in the manifest.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from longjax.synth.methods import contexts, packer
-from longjax.synth.methods.base import BuildContext, resolve_options
+from longjax.synth.methods.base import BuildContext
+from longjax.synth.methods.options import MethodOptions
 
-DEFAULTS = {"k_nn": 256, "seed": 0, "overflow": "carry"}
+
+@dataclasses.dataclass(frozen=True)
+class KNNOptions(MethodOptions):
+  """KNN options (`config["knn"]`); defaults are specs/baselines.md §2's."""
+  k_nn: int = 256  # neighbours retrieved per seed document
+  seed: int = 0  # seeds the order in which seed documents are visited
+  overflow: str = "carry"  # or "truncate": one context per group, its tail dropped
+
+  def __post_init__(self):
+    if self.overflow not in packer.OVERFLOW_MODES:
+      raise ValueError(f"knn.overflow must be one of {packer.OVERFLOW_MODES}, "
+                       f"got {self.overflow!r}")
 
 
 def knn_groups(neighbours: np.ndarray, counts: np.ndarray, length: int,
@@ -83,30 +96,28 @@ def knn_contexts(groups: list[list[int]], doc_ids: np.ndarray, counts: np.ndarra
 class KNNMethod(contexts.PlannedMethod):
   """The KNN baseline (`longjax_<corpus>_knn_<length>`)."""
   name = "knn"
+  options_type = KNNOptions
 
   def build(self, ctx: BuildContext) -> None:
     from longjax.synth.methods import neighbours  # embedding + ScaNN; heavy imports
 
-    cfg = resolve_options(self.name, ctx.method_config(self.name), DEFAULTS)
+    cfg = ctx.options(self)
     if not ctx.lengths:
       raise ValueError("knn: BuildContext.lengths is empty; KNN groups depend on the length")
-    if cfg["overflow"] not in packer.OVERFLOW_MODES:
-      raise ValueError(f"knn.overflow must be one of {packer.OVERFLOW_MODES}, "
-                       f"got {cfg['overflow']!r}")
     out = ctx.method_dir(self.name)
     doc_ids = np.asarray(ctx.store.doc_ids(), np.int64)
     counts = contexts.store_token_counts(ctx)
-    nbrs, retrieval_info = neighbours.document_neighbours(ctx, int(cfg["k_nn"]), include_self=False)
+    nbrs, retrieval_info = neighbours.document_neighbours(ctx, cfg.k_nn, include_self=False)
     for length in ctx.lengths:
       need = length / max(1.0, float(counts.mean()))
-      if cfg["k_nn"] < need:
-        ctx.log(f"knn: warning: k_nn ({cfg['k_nn']}) is below L / mean document tokens "
+      if cfg.k_nn < need:
+        ctx.log(f"knn: warning: k_nn ({cfg.k_nn}) is below L / mean document tokens "
                 f"({need:.0f}) for L={length}; contexts will often need several seeds")
     stats: dict[str, Any] = {"documents": len(doc_ids), "budget": {}}
     skipped = []
     for length in ctx.lengths:
-      groups, leftover = knn_groups(nbrs, counts, length, np.random.default_rng(cfg["seed"]))
-      ctxs = knn_contexts(groups, doc_ids, counts, length, cfg["overflow"])
+      groups, leftover = knn_groups(nbrs, counts, length, np.random.default_rng(cfg.seed))
+      ctxs = knn_contexts(groups, doc_ids, counts, length, cfg.overflow)
       contexts.write_plan(out, length, ctxs)
       kept = sum(e - s for c in ctxs for _, s, e in c)
       used = sum(len(g) for g in groups)

@@ -39,10 +39,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from longjax import io
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import artifacts, chunking
 from longjax.synth.methods import contexts
-from longjax.synth.methods.base import BuildContext, resolve_options, shard_range
+from longjax.synth.methods.base import BuildContext, shard_range
+from longjax.synth.methods.options import MethodOptions
 
 _log = logging.getLogger(__name__)
 
@@ -51,8 +53,8 @@ SearchFn = Callable[[int, int], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
-class NExtLongConfig:
-  """NExtLong options; defaults are the spec's (§12)."""
+class NExtLongOptions(MethodOptions):
+  """NExtLong options (`config["nextlong"]`); defaults are the spec's (§12)."""
   chunk_size: int = 2048  # s, characters
   chars_per_token: float = 4.0  # E
   overgen: float = 1.5  # w
@@ -66,18 +68,18 @@ class NExtLongConfig:
   def __post_init__(self):
     for name in ("chunk_size", "fetch_cap"):
       if getattr(self, name) < 1:
-        raise ValueError(f"NExtLongConfig.{name} ({getattr(self, name)}) must be >= 1")
+        raise ValueError(f"nextlong.{name} ({getattr(self, name)}) must be >= 1")
     for name in ("chars_per_token", "overgen"):
       if not getattr(self, name) > 0:
-        raise ValueError(f"NExtLongConfig.{name} ({getattr(self, name)}) must be > 0")
+        raise ValueError(f"nextlong.{name} ({getattr(self, name)}) must be > 0")
     if self.margin < 0:
-      raise ValueError(f"NExtLongConfig.margin ({self.margin}) must be >= 0")
+      raise ValueError(f"nextlong.margin ({self.margin}) must be >= 0")
     for name in ("precompute_k", "check_samples"):
       if getattr(self, name) < 0:
-        raise ValueError(f"NExtLongConfig.{name} ({getattr(self, name)}) must be >= 0")
+        raise ValueError(f"nextlong.{name} ({getattr(self, name)}) must be >= 0")
 
 
-def num_negatives(target_tokens: int, doc_chars: int, p: int, cfg: NExtLongConfig) -> int:
+def num_negatives(target_tokens: int, doc_chars: int, p: int, cfg: NExtLongOptions) -> int:
   """k = max(0, ceil((T·E·w − S) / (p·s))) (§5)."""
   if p < 1:
     raise ValueError(f"a meta-document needs >= 1 non-blank meta-chunk, got p = {p}")
@@ -85,7 +87,7 @@ def num_negatives(target_tokens: int, doc_chars: int, p: int, cfg: NExtLongConfi
   return max(0, math.ceil((budget - doc_chars) / (p * cfg.chunk_size)))
 
 
-def fetch_size(k: int, used: int, p: int, cfg: NExtLongConfig) -> int:
+def fetch_size(k: int, used: int, p: int, cfg: NExtLongOptions) -> int:
   """Candidates to retrieve so that k survive the exclusions (§4)."""
   return min(k + used + p + cfg.margin, cfg.fetch_cap)
 
@@ -107,7 +109,7 @@ class _Selector:
   """Hard-negative selection for one sample; remembers what the sample already holds."""
 
   def __init__(self, source: ChunkSource, meta_doc: int, metas: Sequence[int],
-               cfg: NExtLongConfig):
+               cfg: NExtLongOptions):
     self.source, self.meta_doc, self.metas, self.cfg = source, meta_doc, list(metas), cfg
     self.used: set[int] = set()
     self.shortfall = 0  # negatives missing against the requested counts
@@ -186,7 +188,7 @@ def meta_documents(doc_chunks: Sequence[range], chunk_tokens: np.ndarray, *, len
 
 def assemble_sample(source: ChunkSource, tokenizer: Tokenizer, *, meta_doc: int,
                     metas: Sequence[int], length: int,
-                    cfg: NExtLongConfig) -> tuple[np.ndarray | None, dict[str, Any]]:
+                    cfg: NExtLongOptions) -> tuple[np.ndarray | None, dict[str, Any]]:
   """One sample in tokens (module docstring): every meta-chunk that fits in T survives the cut.
 
   Returns (np.int32[length], or None when the negatives ran out before T; provenance).
@@ -273,7 +275,7 @@ def _provenance(meta_doc: int, blocks: Sequence[tuple[int, list[int]]], k: int, 
 
 def stream_samples(plan: np.ndarray, order: Sequence[int], source: ChunkSource,
                    tokenizer: Tokenizer, *, length: int,
-                   cfg: NExtLongConfig) -> Iterator[tuple[np.ndarray | None, dict[str, Any]]]:
+                   cfg: NExtLongOptions) -> Iterator[tuple[np.ndarray | None, dict[str, Any]]]:
   """(tokens or None, provenance) for the meta-documents `plan[order]`, in that order."""
   for i in order:
     doc, first, end = (int(x) for x in plan[i])
@@ -286,16 +288,16 @@ def stream_samples(plan: np.ndarray, order: Sequence[int], source: ChunkSource,
 class NExtLongMethod:
   """NExtLong (`longjax_<corpus>_nextlong_<length>`)."""
   name = "nextlong"
+  options_type = NExtLongOptions
 
   def build(self, ctx: BuildContext) -> None:
     from longjax.synth.methods import neighbours  # embedding + ScaNN; heavy imports
 
-    defaults = dataclasses.asdict(NExtLongConfig())
-    cfg = NExtLongConfig(**resolve_options(self.name, ctx.method_config(self.name), defaults))
+    cfg = ctx.options(self)
     chunks = chunking.build_chunk_store(
         ctx.store, chunking.chunk_dir(ctx.index_dir, cfg.chunk_size), size=cfg.chunk_size,
         progress=ctx.progress)
-    inputs = {"chunks": artifacts.fingerprint_json(chunks.manifest["inputs"]),
+    inputs = {"chunks": io.fingerprint_json(chunks.manifest["inputs"]),
               "chunk_size": cfg.chunk_size}
     collection = f"chunks-{cfg.chunk_size}"
     vectors, index = neighbours.embed_and_index(ctx, collection, chunks, inputs)
@@ -306,7 +308,7 @@ class NExtLongMethod:
     out = ctx.method_dir(self.name)
     chunk_tokens = contexts.count_tokens(chunks, np.arange(len(chunks)), ctx.tokenizer,
                                          ctx.progress, with_boundaries=False)
-    artifacts.write_npy(out / "chunk_tokens.npy", chunk_tokens)
+    io.write_npy(out / "chunk_tokens.npy", chunk_tokens)
     p = np.diff(chunks.doc_chunk_offsets)
     doc_chunks = [chunks.chunks_of(d) for d in range(len(p))]
     sep_tokens = len(ctx.tokenizer.encode(cfg.sep))
@@ -318,7 +320,7 @@ class NExtLongMethod:
     for length in ctx.lengths:
       plan = meta_documents(doc_chunks, chunk_tokens, length=length, start_tokens=start_tokens,
                             sep_tokens=sep_tokens)
-      artifacts.write_npy(out / f"L{length}.meta_docs.npy", plan)
+      io.write_npy(out / f"L{length}.meta_docs.npy", plan)
       stats[f"L{length}"] = self._length_stats(plan, chunk_tokens, length, start_tokens,
                                                sep_tokens)
       stats[f"L{length}"]["check"] = self._check(plan, source, ctx, length, cfg)
@@ -330,7 +332,7 @@ class NExtLongMethod:
       ctx.log(f"nextlong L={length}: {stats[f'L{length}']}")
     skipped = [{"doc_id": int(d), "reason": "no non-blank meta-chunk: cannot be a meta-document "
                 "(its text is not in the chunk index either)"} for d in np.flatnonzero(p == 0)]
-    artifacts.write_manifest(
+    io.write_manifest(
         out, kind=self.name,
         config={**dataclasses.asdict(cfg), "collection": collection,
                 "tokenizer": contexts.tokenizer_signature(ctx.tokenizer),
@@ -353,7 +355,7 @@ class NExtLongMethod:
 
   @staticmethod
   def _check(plan: np.ndarray, source: ChunkSource, ctx: BuildContext, length: int,
-             cfg: NExtLongConfig) -> dict[str, Any]:
+             cfg: NExtLongOptions) -> dict[str, Any]:
     """Assembles the first `check_samples` meta-documents of seed 0's order (what the Task
     streams first) to measure the discard and meta-chunk-loss shares."""
     order = np.random.default_rng(0).permutation(len(plan))[:cfg.check_samples]
@@ -375,7 +377,7 @@ class NExtLongMethod:
     contexts.check_tokenizer(manifest, tokenizer, out)
     options = {k: v for k, v in manifest["config"].items()
                if k not in ("collection", "tokenizer", "lengths")}
-    cfg = NExtLongConfig(**options)
+    cfg = NExtLongOptions.parse(self.name, options)
     plan_path = out / f"L{length}.meta_docs.npy"
     if not plan_path.exists():
       raise FileNotFoundError(f"{out}: no meta-documents for length {length} (built lengths: "
@@ -403,11 +405,11 @@ class NExtLongMethod:
              discarded, 100 * rate, shortfall)
 
 
-def _lists_dir(index_dir: Path, cfg: NExtLongConfig) -> Path:
+def _lists_dir(index_dir: Path, cfg: NExtLongOptions) -> Path:
   return Path(index_dir) / "neighbours" / f"chunks-{cfg.chunk_size}-k{cfg.precompute_k}"
 
 
-def _search_fn(index_dir: Path, collection: str, cfg: NExtLongConfig) -> SearchFn:
+def _search_fn(index_dir: Path, collection: str, cfg: NExtLongOptions) -> SearchFn:
   """Chunk neighbours: a slice of the precomputed lists, or a live ScaNN search."""
   if cfg.precompute_k:
     table = np.load(_lists_dir(index_dir, cfg) / "neighbours.npy", mmap_mode="r")

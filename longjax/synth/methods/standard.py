@@ -9,16 +9,24 @@ over several contexts, as in every method); the trailing partial context of each
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from longjax import io
 from longjax.models.tokenizer import Tokenizer
-from longjax.synth import artifacts, chunking, corpus
+from longjax.synth import chunking, corpus
 from longjax.synth.methods import contexts, packer
 from longjax.synth.methods.base import BuildContext, DocStore, shard_range
+from longjax.synth.methods.options import MethodOptions
+
+
+@dataclasses.dataclass(frozen=True)
+class StandardOptions(MethodOptions):
+  """Standard takes no options: its order comes from the example seed, its packing is `carry`."""
 
 
 def standard_order(doc_ids: np.ndarray, seed: int) -> np.ndarray:
@@ -42,15 +50,17 @@ def stream_standard(store: DocStore, *, length: int, tokenizer: Tokenizer, shard
 class StandardMethod:
   """The Standard baseline (`longjax_<corpus>_standard_<length>`)."""
   name = "standard"
+  options_type = StandardOptions
 
   def build(self, ctx: BuildContext) -> None:
+    ctx.options(self)  # none to use; an unknown one is an error, not ignored
     doc_ids = np.asarray(ctx.store.doc_ids(), np.int64)
     counts = contexts.store_token_counts(ctx)
     total = int(counts.sum())
     budgets = {f"L{n}": contexts.budget(samples=total // n, length=n, documents_used=len(doc_ids),
                                         source_tokens=total, source_tokens_dropped=total % n)
                for n in ctx.lengths}
-    artifacts.write_manifest(
+    io.write_manifest(
         ctx.method_dir(self.name), kind=self.name,
         config={"overflow": "carry", "tokenizer": contexts.tokenizer_signature(ctx.tokenizer)},
         inputs={"store": chunking.store_fingerprint(ctx.store)},

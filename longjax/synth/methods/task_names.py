@@ -17,8 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from longjax.io import format_length, parse_length
-from longjax.synth import artifacts
+from longjax.io import format_length, parse_length, read_manifest
 
 ENV_INDEX_DIRS = "LONGJAX_INDEX_DIRS"
 PREFIX = "longjax"
@@ -61,7 +60,7 @@ class IndexInfo:
   @classmethod
   def read(cls, index_dir: str | os.PathLike) -> "IndexInfo":
     index_dir = Path(index_dir)
-    m = artifacts.read_manifest(index_dir)
+    m = read_manifest(index_dir)
     if m is None or m.get("kind") != "build":
       raise FileNotFoundError(f"{index_dir}: no build manifest.json; run "
                               f"`python -m longjax.synth build --out {index_dir}` first")

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from longjax.synth.quest import keywords as qkw
-from longjax.synth.quest import rake
-from longjax.synth.quest.predict import ExtractiveQueryPredictor, make_predictor, segment, \
+from longjax.synth.methods.quest import keywords as qkw
+from longjax.synth.methods.quest import rake
+from longjax.synth.methods.quest.predict import ExtractiveQueryPredictor, make_predictor, segment, \
   select_segments
 
 

@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from longjax.synth import artifacts
+from longjax import io
 
 
 def plot_index_stats(path: Path, n_docs_per_keyword: np.ndarray, short: np.ndarray,
@@ -50,7 +50,7 @@ def plot_index_stats(path: Path, n_docs_per_keyword: np.ndarray, short: np.ndarr
   if dry_runs:
     right.legend(fontsize=8)
   fig.tight_layout()
-  with artifacts.atomic_path(path) as tmp:
+  with io.atomic_path(path) as tmp:
     fig.savefig(tmp, format="png", dpi=100)
   plt.close(fig)
   return path

@@ -16,10 +16,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from longjax import io
 from longjax.progress import Progress, silent
-from longjax.synth import artifacts
 from longjax.synth.methods.base import DocStore
-from longjax.synth.quest.predict import QueryPredictor
+from longjax.synth.methods.quest.predict import QueryPredictor
 
 CONFIG_FILE = "config.json"
 
@@ -38,15 +38,15 @@ def predict_queries(store: DocStore, predictor: QueryPredictor, directory: str |
   directory = Path(directory)
   doc_ids = np.asarray(store.doc_ids(), np.int64)
   config = {"predictor": predictor.describe(), "seed": seed, "part_size": part_size,
-            "doc_ids": artifacts.fingerprint_json(doc_ids.tolist())}
+            "doc_ids": io.fingerprint_json(doc_ids.tolist())}
   cfg_path = directory / CONFIG_FILE
   if cfg_path.exists():
     old = json.loads(cfg_path.read_text())
-    if artifacts.fingerprint_json(old) != artifacts.fingerprint_json(config):
+    if io.fingerprint_json(old) != io.fingerprint_json(config):
       log(f"quest: query config changed; discarding the predictions in {directory}")
       shutil.rmtree(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  artifacts.write_json(cfg_path, config)
+  io.write_json(cfg_path, config)
   n_parts = (len(doc_ids) + part_size - 1) // part_size
   todo = [i for i in range(n_parts) if not _part_path(directory, i).exists()]
   if len(todo) < n_parts:
@@ -59,7 +59,7 @@ def predict_queries(store: DocStore, predictor: QueryPredictor, directory: str |
                          f"{len(ids)} documents")
     text = "".join(json.dumps({"doc_id": int(d), "queries": list(q)}, ensure_ascii=False) + "\n"
                    for d, q in zip(ids, preds))
-    artifacts.write_text(_part_path(directory, i), text)
+    io.write_text(_part_path(directory, i), text)
   return {"parts": n_parts, "parts_predicted_now": len(todo), "documents": len(doc_ids)}
 
 

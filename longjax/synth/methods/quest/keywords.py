@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from longjax.synth.quest import rake
+from longjax.synth.methods.quest import rake
 
 BLACKLIST_FILE = "blacklist.txt"
 

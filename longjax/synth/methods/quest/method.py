@@ -24,25 +24,27 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from longjax import io
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import artifacts, corpus
 from longjax.synth.methods import contexts, packer
 from longjax.synth.methods.base import BuildContext, check_shard
-from longjax.synth.quest import index as qindex
-from longjax.synth.quest import keywords as qkw
-from longjax.synth.quest import rake
-from longjax.synth.quest.predict import PREDICTORS, make_predictor
-from longjax.synth.quest.queries import predict_queries, query_counts, read_queries
-from longjax.synth.quest.report import plot_index_stats
-from longjax.synth.quest.sampler import FILL_POLICIES, LONG_DOC_POLICIES, SampleOptions, \
+from longjax.synth.methods.options import MethodOptions
+from longjax.synth.methods.quest import index as qindex
+from longjax.synth.methods.quest import keywords as qkw
+from longjax.synth.methods.quest import rake
+from longjax.synth.methods.quest.predict import PREDICTORS, make_predictor
+from longjax.synth.methods.quest.queries import predict_queries, query_counts, read_queries
+from longjax.synth.methods.quest.report import plot_index_stats
+from longjax.synth.methods.quest.sampler import FILL_POLICIES, LONG_DOC_POLICIES, SampleOptions, \
   Span, plan_samples
 
 NO_KEYWORD = "<no-keyword>"  # the pool keyword-less documents join with keywordless="pool"
 
 
 @dataclasses.dataclass(frozen=True)
-class QuestConfig:
-  """Options of `synth build` for quest (`config["quest"]`); defaults are specs/quest.md §10."""
+class QuestOptions(MethodOptions):
+  """Quest options (`config["quest"]`); defaults are specs/quest.md §10."""
   # Stage 1: query prediction. A model predictor needs `checkpoint`; "extractive" needs none.
   predictor: str = "t5"
   checkpoint: str | None = None
@@ -88,14 +90,6 @@ class QuestConfig:
     if self.min_keyword_df < 1:
       raise ValueError(f"quest.min_keyword_df ({self.min_keyword_df}) must be >= 1")
 
-  @classmethod
-  def from_mapping(cls, options: Mapping[str, Any]) -> "QuestConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-      raise ValueError(f"unknown quest options {unknown}; known: {sorted(names)}")
-    return cls(**options)
-
   def sample_options(self, length: int) -> SampleOptions:
     return SampleOptions(length=length, fill_policy=self.fill_policy,
                          long_doc_policy=self.long_doc_policy,
@@ -110,7 +104,7 @@ def _shard_quota(total: int | None, shard: int, num_shards: int) -> int | None:
   return total // num_shards + (1 if shard < total % num_shards else 0)
 
 
-def plan_shard(directory: Path, cfg: QuestConfig, doc_tokens: np.ndarray, *, length: int,
+def plan_shard(directory: Path, cfg: QuestOptions, doc_tokens: np.ndarray, *, length: int,
                shard: int, num_shards: int, seed: int):
   """The seeded, shuffled sample plans of one shard (and the planner's statistics)."""
   entries = list(qindex.read_index(directory, shard=shard, num_shards=num_shards))
@@ -148,9 +142,10 @@ def quest_budget(plans: list[list[Span]], indexed_tokens: np.ndarray,
 class QuestMethod:
   """Quest (`longjax_<corpus>_quest_<length>`): keyword-grouped, split-ratio oversampled."""
   name = "quest"
+  options_type = QuestOptions
 
   def build(self, ctx: BuildContext) -> None:
-    cfg = QuestConfig.from_mapping(ctx.method_config(self.name))
+    cfg = ctx.options(self)
     out = ctx.method_dir(self.name)
     out.mkdir(parents=True, exist_ok=True)
     doc_ids = np.asarray(ctx.store.doc_ids(), np.int64)
@@ -190,10 +185,10 @@ class QuestMethod:
                                 "df_fallback": f}, ensure_ascii=False) + "\n"
                     for d, k, c, r, f in zip(doc_ids, keywords, candidates, chosen.reasons,
                                              chosen.df_fallback))
-    artifacts.write_text(out / "doc_keywords.jsonl", lines)
-    artifacts.write_json(out / f"keyword_df_top{cfg.df_report_top}.json",
-                         [{"keyword": k, "df": n} for k, n in chosen.df_top])
-    artifacts.write_npy(out / "doc_tokens.npy", doc_tokens)
+    io.write_text(out / "doc_keywords.jsonl", lines)
+    io.write_json(out / f"keyword_df_top{cfg.df_report_top}.json",
+                  [{"keyword": k, "df": n} for k, n in chosen.df_top])
+    io.write_npy(out / "doc_tokens.npy", doc_tokens)
     qindex.write_index(out, inv, weights)
 
     simulations, budgets = {}, {}
@@ -236,12 +231,12 @@ class QuestMethod:
       ctx.log(f"quest: min_keyword_df={cfg.min_keyword_df}: {fallbacks} documents had no keyword "
               "that common and drew from all of theirs")
     plot_index_stats(out / "index_stats.png", inv.n_docs, weights.short, simulations)
-    artifacts.write_manifest(
+    io.write_manifest(
         out, kind=self.name,
         config={**dataclasses.asdict(cfg), "predictor_options": dict(cfg.predictor_options),
                 "lengths": list(ctx.lengths),
                 "tokenizer": contexts.tokenizer_signature(ctx.tokenizer)},
-        inputs={"doc_ids": artifacts.fingerprint_json(doc_ids.tolist()),
+        inputs={"doc_ids": io.fingerprint_json(doc_ids.tolist()),
                 "stopwords_sha256": rake.stopwords_sha256(),
                 "blacklist_sha256": qkw.blacklist_sha256(cfg.blacklist_file)},
         counts=counts, skipped=skipped,
@@ -254,7 +249,7 @@ class QuestMethod:
     manifest = artifacts.require_built(directory, method=self.name)
     contexts.check_tokenizer(manifest, tokenizer, directory)
     options = {k: v for k, v in manifest["config"].items() if k not in ("lengths", "tokenizer")}
-    cfg = QuestConfig.from_mapping(options)
+    cfg = QuestOptions.parse(self.name, options)
     doc_tokens = np.load(directory / "doc_tokens.npy")
     store = corpus.open_store(index_dir)
     return self._stream(directory, cfg, doc_tokens, store, length=length, tokenizer=tokenizer,

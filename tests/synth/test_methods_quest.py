@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from longjax import io
 from longjax.models.t5 import T5, T5Config
-from longjax.synth import artifacts
 from longjax.synth.methods.base import BuildContext
-from longjax.synth.quest import QuestMethod
-from longjax.synth.quest.predict import T5QueryPredictor
-from longjax.synth.quest.queries import predict_queries, read_queries
+from longjax.synth.methods.quest import QuestMethod
+from longjax.synth.methods.quest.predict import T5QueryPredictor
+from longjax.synth.methods.quest.queries import predict_queries, read_queries
 from tests.helpers.synth import EOS, byte_tokenizer, make_store
 
 L = 128
@@ -61,7 +61,7 @@ def _examples(index_dir, **kw):
 
 def test_build_accounts_for_every_document(built):
   index_dir, texts, topic_of, logs = built
-  m = artifacts.read_manifest(index_dir / "quest")
+  m = io.read_manifest(index_dir / "quest")
   c = m["counts"]
   assert c["documents"] == len(texts) == 61
   assert c["documents_indexed"] == 56 and c["keywords"] == 10
@@ -130,7 +130,7 @@ def test_shards_are_disjoint(built):
 
 def test_corpus_smaller_than_one_sample(tmp_path):
   _, _, logs = _build(tmp_path, lengths=(100_000,))
-  m = artifacts.read_manifest(tmp_path / "quest")
+  m = io.read_manifest(tmp_path / "quest")
   assert m["sampler_dry_run"]["100000"]["samples"] == 0
   assert any("no sample can be filled" in line for line in logs)
   assert _examples(tmp_path, length=100_000) == []
@@ -138,7 +138,7 @@ def test_corpus_smaller_than_one_sample(tmp_path):
 
 def test_keywordless_pool_option(tmp_path):
   _build(tmp_path, keywordless="pool")
-  m = artifacts.read_manifest(tmp_path / "quest")
+  m = io.read_manifest(tmp_path / "quest")
   assert m["counts"]["documents_indexed"] == 61 and m["skipped"] == []
   lines = (tmp_path / "quest" / "index.jsonl").read_text().splitlines()
   pool = [json.loads(l) for l in lines if json.loads(l)["keyword"] == "<no-keyword>"]
@@ -149,8 +149,8 @@ def test_min_keyword_df_fallbacks_are_counted(tmp_path, built):
   # Every document has one candidate (its topic); "solar panel" and "rice cooker" have df 2,
   # so with min_keyword_df=3 their 4 documents fall back to it, and nothing else changes.
   _build(tmp_path, min_keyword_df=3)
-  m = artifacts.read_manifest(tmp_path / "quest")
-  default = artifacts.read_manifest(built[0] / "quest")
+  m = io.read_manifest(tmp_path / "quest")
+  default = io.read_manifest(built[0] / "quest")
   assert m["config"]["min_keyword_df"] == 3 and default["config"]["min_keyword_df"] == 1
   assert m["counts"]["min_keyword_df_fallbacks"] == 4
   assert default["counts"]["min_keyword_df_fallbacks"] == 0
@@ -170,7 +170,7 @@ def test_bad_config_and_missing_build(tmp_path):
   store = make_store(tmp_path, ["a b c", "d e f"])
   with pytest.raises(ValueError, match="checkpoint"):
     QuestMethod().build(BuildContext(store, byte_tokenizer(), None, {}, tmp_path))
-  with pytest.raises(ValueError, match="unknown quest options"):
+  with pytest.raises(ValueError, match="quest: unknown option 'split'; known: "):
     QuestMethod().build(BuildContext(store, byte_tokenizer(), None,
                                      {"quest": {"predictor": "extractive", "split": 1}}, tmp_path))
   with pytest.raises(FileNotFoundError, match="synth build"):
@@ -221,7 +221,7 @@ def test_t5_predictor_segments_and_keys_queries(tmp_path):
 
 def test_causal_lm_predictor_prompts_a_llama():
   from longjax.models import Llama, LlamaConfig, generate
-  from longjax.synth.quest.predict import CausalLMQueryPredictor
+  from longjax.synth.methods.quest.predict import CausalLMQueryPredictor
   tok = byte_tokenizer()
   model = Llama(LlamaConfig.preset("tiny", vocab_size=tok.vocab_size), rngs=nnx.Rngs(0))
   pred = CausalLMQueryPredictor(model, tok, max_input_tokens=24, max_segments_per_doc=2,
@@ -256,7 +256,7 @@ def test_build_with_a_t5_checkpoint(tmp_path):
              "predictor_options": {"batch_size": 8, "dtype": "float32", "max_input_tokens": 24}}
   QuestMethod().build(BuildContext(store, tok, None, {"quest": options}, index_dir,
                                    lengths=(64,)))
-  m = artifacts.read_manifest(index_dir / "quest")
+  m = io.read_manifest(index_dir / "quest")
   assert m["predictor"]["kind"] == "t5" and m["predictor"]["checkpoint"] == str(ckpt)
   c = m["counts"]
   assert c["documents"] == 12 == c["documents_indexed"] + c["documents_without_keyword"]

@@ -5,8 +5,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from longjax.synth.quest import index as qindex
-from longjax.synth.quest.sampler import SampleOptions, _Fenwick, plan_samples
+from longjax.synth.methods.quest import index as qindex
+from longjax.synth.methods.quest.sampler import SampleOptions, _Fenwick, plan_samples
 
 
 def test_index_is_a_partition_with_token_counts():

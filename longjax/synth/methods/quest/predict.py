@@ -22,7 +22,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from longjax.synth.quest import rake
+from longjax.synth.methods.quest import rake
 
 
 @runtime_checkable

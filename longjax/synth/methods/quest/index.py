@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from longjax.synth import artifacts
+from longjax import io
 
 SIZE_METRICS = ("n_docs", "n_tokens")
 OVERSAMPLE_MODES = ("target_share", "factor")
@@ -126,7 +126,7 @@ def write_index(directory: str | os.PathLike, index: InvertedIndex,
                        "short": bool(weights.short[i]), "weight": float(weights.weights[i])},
                       ensure_ascii=False)
            for i, k in enumerate(index.keywords)]
-  return artifacts.write_text(Path(directory) / INDEX_FILE, "".join(l + "\n" for l in lines))
+  return io.write_text(Path(directory) / INDEX_FILE, "".join(l + "\n" for l in lines))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,0 @@
-"""Quest: query-centric long-context synthesis (specs/quest.md). See `method.QuestMethod`."""
-
-from longjax.synth.quest.method import QuestConfig, QuestMethod
-
-__all__ = ["QuestConfig", "QuestMethod"]
