@@ -47,29 +47,30 @@ def _bucket(n: int, chunk: int) -> int:
   return chunks * chunk
 
 
-def _cache_attend(q, k, v, cache, layer, *, start, q_pos, q_seg, kv_pos, kv_seg):
+def _write_cache(cache, layer, start, k, v):
   """Writes layer `layer`'s k/v [B, C, K, H] at slot `start` of the [L, B, T, K, H] cache (in
-  place: the cache is a loop carry), then attends q to that layer's T slots."""
+  place: the cache is a loop carry) -> (cache, that layer's k and v [B, T, K, H])."""
   k_cache, v_cache = cache
   at = (layer, 0, start, 0, 0)
   k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype), at)
   v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype), at)
-  k_layer = jax.lax.dynamic_index_in_dim(k_cache, layer, keepdims=False)
-  v_layer = jax.lax.dynamic_index_in_dim(v_cache, layer, keepdims=False)
+  return ((k_cache, v_cache), jax.lax.dynamic_index_in_dim(k_cache, layer, keepdims=False),
+          jax.lax.dynamic_index_in_dim(v_cache, layer, keepdims=False))
+
+
+def _cache_attend(q, k, v, cache, layer, *, start, q_pos, q_seg, kv_pos, kv_seg):
+  """Writes the chunk's k/v into the cache, then attends q to that layer's T slots through the
+  blockwise kernel."""
+  cache, k_layer, v_layer = _write_cache(cache, layer, start, k, v)
   mask = BlockMask(q_seg, kv_seg, q_pos, kv_pos, causal=True)
   out, _ = BLOCKWISE.fwd(q, k_layer, v_layer, mask, q.shape[-1] ** -0.5)
-  return out.astype(q.dtype), (k_cache, v_cache)
+  return out.astype(q.dtype), cache
 
 
 def _decode_attend(q, k, v, cache, layer, *, start, q_pos, kv_pos, kv_seg):
   """One new token per row: writes its k/v at slot `start`, then attends densely to the cache
   (scores [B, N, T], cheap at C = 1; one fused einsum instead of a loop over key tiles)."""
-  k_cache, v_cache = cache
-  at = (layer, 0, start, 0, 0)
-  k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype), at)
-  v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype), at)
-  k_layer = jax.lax.dynamic_index_in_dim(k_cache, layer, keepdims=False)
-  v_layer = jax.lax.dynamic_index_in_dim(v_cache, layer, keepdims=False)
+  cache, k_layer, v_layer = _write_cache(cache, layer, start, k, v)
   b, c, n, h = q.shape
   groups = n // k_layer.shape[2]
   qg = q.reshape(b, c, k_layer.shape[2], groups, h)
@@ -79,18 +80,15 @@ def _decode_attend(q, k, v, cache, layer, *, start, q_pos, kv_pos, kv_seg):
   scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
   probs = jax.nn.softmax(scores, axis=-1).astype(v_layer.dtype)
   out = jnp.einsum("bkgct,btkh->bckgh", probs, v_layer, preferred_element_type=jnp.float32)
-  return out.reshape(b, c, n, h).astype(q.dtype), (k_cache, v_cache)
+  return out.reshape(b, c, n, h).astype(q.dtype), cache
 
 
 def _prefill_attend(q, k, v, cache, layer, *, implementation):
   """The whole (right-padded) prompt at once: its k/v fill cache slots [0, P), and attention is
   the model's own causal self-attention (cuDNN on a GPU); padding comes after every real token,
   so causality alone keeps it out of the real tokens' context."""
-  k_cache, v_cache = cache
-  at = (layer, 0, 0, 0, 0)
-  k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype), at)
-  v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype), at)
-  return attention(q, k, v, implementation=implementation), (k_cache, v_cache)
+  cache, _, _ = _write_cache(cache, layer, 0, k, v)
+  return attention(q, k, v, implementation=implementation), cache
 
 
 def _step(model: Llama, cache, tokens, start, q_pos, q_seg, kv_pos, kv_seg):
