@@ -227,7 +227,8 @@ def _inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
   out = args.out or args.score or Path(f"inspect_{format_length(result['length'])}")
   if args.select_only:
     inspect.write_selection(result, tokens, out)
-    print(f"wrote {out / 'selection.json'} and {out / 'samples.npz'}; score them with "
+    print(inspect.markdown_table(result))
+    print(f"\nwrote {out / 'selection.json'} and {out / 'samples.npz'}; score them with "
           f"`python -m longjax.synth inspect --score {out}`")
     return 0
   result = inspect.score_samples(

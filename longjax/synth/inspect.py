@@ -394,22 +394,27 @@ def _cell(stat: dict[str, Any] | None, digits: int) -> str:
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-  """One row per method: mean [95% interval] of each diagnostic."""
-  cs = result["contexts"]
+  """One row per method: mean [95% interval] of each diagnostic (the structure columns alone
+  for a `--select-only` result, which has no scores yet)."""
+  scored = "contexts" in result
+  cs = result["contexts"] if scored else []
   others = sorted({k for m in result["methods"].values() for k in m["per_sample"][0]
                    if k.startswith(("bos ", "eos "))})
   head = (["method", "n", "docs/sample", "tokens/doc", "start tok", "end tok"] + others
-          + ["adj. sim", "NLL full"] + [f"LRD c={c}" for c in cs])
+          + ["adj. sim"] + (["NLL full"] if scored else []) + [f"LRD c={c}" for c in cs])
   rows = [head, ["---"] * len(head)]
   for name, m in result["methods"].items():
+    m = m if scored else {**m, **_summary(m["per_sample"], result["seed"])}
     rows.append([name, str(m["samples"]), _cell(m["documents"], 1),
                  _cell(m["tokens_per_document"], 0), _cell(m["boundary_start"], 1),
                  _cell(m["boundary_end"], 1)] + [_cell(m.get(k), 1) for k in others]
-                + [_cell(m.get("adjacent_similarity"), 3), _cell(m["nll_full"], 3)]
+                + [_cell(m.get("adjacent_similarity"), 3)]
+                + ([_cell(m["nll_full"], 3)] if scored else [])
                 + [_cell(m[f"lrd_c{c}"], 4) for c in cs])
-  title = (f"{result['corpus']} at L={format_length(result['length'])}, reference "
-           f"{result['model']}, scored tokens {result['scored_span'][0]}-"
-           f"{result['scored_span'][1]}, mean [95% bootstrap interval] over samples")
+  what = (f"reference {result['model']}, scored tokens {result['scored_span'][0]}-"
+          f"{result['scored_span'][1]}" if scored else "structure only (not scored yet)")
+  title = (f"{result['corpus']} at L={format_length(result['length'])}, {what}, mean [95% "
+           "bootstrap interval] over samples")
   return "\n".join([title, ""] + ["| " + " | ".join(r) + " |" for r in rows])
 
 

@@ -149,16 +149,20 @@ def test_cli_writes_json_and_png(built, tmp_path, capsys):
     assert m["documents"]["mean"] == np.mean([r["documents"] for r in m["per_sample"]])
 
 
-def test_select_then_score_without_the_index_equals_one_run(built, tmp_path):
-  """`--select-only` where the index is, `--score` where the model is (the index moved away)."""
+def test_select_then_score_without_the_index_equals_one_run(built, tmp_path, capsys):
+  """`--select-only` where the index is, `--score` where the model is (the index moved away);
+  the selection already prints the structure columns, equal to the scored run's."""
   index, model_dir = built
   common = ["--model", str(model_dir), "--samples", "2", "--contexts", "32"]
   whole, split = tmp_path / "whole", tmp_path / "split"
   assert main(["inspect", "--index-dir", str(index), "--length", str(LENGTH), *common,
                "--out", str(whole)]) == 0
+  capsys.readouterr()
   assert main(["inspect", "--index-dir", str(index), "--length", str(LENGTH), *common,
                "--select-only", "--out", str(split)]) == 0
   assert not (split / "inspect.json").exists()
+  structure = capsys.readouterr().out
+  assert "structure only (not scored yet)" in structure and "LRD" not in structure
   moved = tmp_path / "moved"
   index.rename(moved)
   try:
@@ -170,6 +174,8 @@ def test_select_then_score_without_the_index_equals_one_run(built, tmp_path):
     assert [r["lrd_c32"] for r in b["methods"][name]["per_sample"]] == pytest.approx(
         [r["lrd_c32"] for r in a["methods"][name]["per_sample"]], abs=1e-6)
     assert b["methods"][name]["documents"] == a["methods"][name]["documents"]
+    mean = b["methods"][name]["adjacent_similarity"]["mean"]
+    assert mean is None or f"{mean:.3f}" in structure
 
 
 def test_cli_reencodes_for_a_model_with_another_tokenizer(built, tmp_path):
