@@ -45,9 +45,11 @@ BOOTSTRAP_SEED = 0
 NOTES = [
     "Cells: mean over seeds [95% interval]; the interval is a bootstrap ({resamples} resamples) "
     "that resamples the seeds, then the eval samples within each seed.",
-    "**bold**: the column's best arm (highest score or gain, lowest NLL). ≈: this arm's interval "
-    "overlaps the best arm's, so its difference from the best is not significant.",
-    "all arms within noise: every interval in the column overlaps every other.",
+    "**bold**: the column's best arm (highest score or gain, lowest NLL). ≈: the paired 95% "
+    "interval of this arm minus the best arm contains 0, so it does not differ significantly "
+    "from the best (paired: both arms answered the same eval samples, so one bootstrap draw of "
+    "samples serves both; seeds are redrawn per arm).",
+    "all arms within noise: no two arms' paired difference excludes 0.",
     "0 (floor): every sample of every seed scored 0; a floor, not a result.",
 ]
 REFERENCE_NOTE = ("*reference* rows: models evaluated without training (records with "
@@ -119,10 +121,10 @@ def _cell_json(iv: stats.Interval, **flags: bool) -> dict[str, Any]:
 
 
 def summarize_arm(label: str, records: Sequence[Mapping[str, Any]],
+                  seeds: Sequence[results_lib.EvalSamples],
                   resamples: int = stats.RESAMPLES) -> tuple[dict[str, Any], list[Column]]:
   """One row's cells (mean, interval, floor) over its records (an arm's seeds, or one
-  reference), and its columns."""
-  seeds = [results_lib.read_samples(r["eval"]) for r in records]
+  reference) and their eval samples, and its columns."""
   names = [r["name"] if r["reference"] else r["arm"] for r in records]
   rng = np.random.default_rng((BOOTSTRAP_SEED, zlib.crc32(label.encode())))
   boots: dict[str, stats.Bootstrap] = {}
@@ -186,30 +188,63 @@ def _rows(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, A
   return {n: rows[n] for n in arms + sorted(n for n in rows if n not in arms)}
 
 
+def _paired(samples: Mapping[str, Sequence[results_lib.EvalSamples]], metric: str,
+            arms: Sequence[str], resamples: int) -> stats.Paired:
+  rng = np.random.default_rng((BOOTSTRAP_SEED, zlib.crc32(metric.encode())))
+  return stats.Paired({a: [dict(s.values.get(metric, {})) for s in samples[a]] for a in arms}, rng,
+                      resamples)
+
+
+def _verdict(col: Column, arms: Mapping[str, Mapping[str, Any]],
+             paired: stats.Paired) -> dict[str, Any]:
+  """A column's best trained arm, the arms within noise of it, and the all-within-noise flag."""
+  scored = [m for m, r in arms.items() if col.name in r["cells"]]
+  means = {m: arms[m]["cells"][col.name]["mean"] for m in scored}
+  best = stats.best_arm(means, col.higher_is_better) if scored else None
+  return {"name": col.name, "digits": col.digits, "higher_is_better": col.higher_is_better,
+          "best": best,
+          "within_noise_of_best": stats.within_noise_of(best, paired, col.weights, scored)
+                                  if scored else [],
+          "all_within_noise": stats.all_within_noise(paired, col.weights, scored)}
+
+
+def _versus(base: str, cols: Sequence[Column], arms: Sequence[str],
+            paired: Mapping[str, stats.Paired]) -> dict[str, dict[str, Any]]:
+  """Per arm other than BASE, per column: the paired difference arm − BASE, and whether its
+  interval excludes 0."""
+  out: dict[str, dict[str, Any]] = {}
+  for arm in arms:
+    if arm == base:
+      continue
+    out[arm] = {}
+    for col in cols:
+      diff = paired[col.metric].difference(arm, base, col.weights)
+      out[arm][col.name] = _cell_json(diff, significant=not stats.contains_zero(diff))
+  return out
+
+
 def compare(records: Sequence[Mapping[str, Any]], title: str,
             resamples: int = stats.RESAMPLES) -> dict[str, Any]:
   """The whole comparison as a JSON-ready dict: per row cells and budget, per column verdict
-  (over the trained arms; reference rows are shown, never judged)."""
-  rows, order = {}, []
+  (over the trained arms; reference rows are shown, never judged), and every arm's paired
+  difference from Standard."""
+  rows, order, samples = {}, [], {}
   for name, recs in _rows(records).items():
-    rows[name], cols = summarize_arm(name, recs, resamples)
+    samples[name] = [results_lib.read_samples(r["eval"]) for r in recs]
+    rows[name], cols = summarize_arm(name, recs, samples[name], resamples)
     rows[name]["budget"] = None if rows[name]["reference"] else arm_budget(recs)
     order += [c for c in cols if c.name not in {o.name for o in order}]
   arms = {m: r for m, r in rows.items() if not r["reference"]}
+  names = list(arms)
+  paired = {metric: _paired(samples, metric, names, resamples)
+            for metric in {c.metric for c in order}}
   replay_share = next(iter(arms.values()))["budget"]["replay_share"] if arms else 0.0
-  verdicts = []
-  for col in order:
-    intervals = {m: stats.Interval(**{k: r["cells"][col.name][k] for k in ("mean", "lo", "hi")})
-                 for m, r in arms.items() if col.name in r["cells"]}
-    best = stats.best_arm(intervals, col.higher_is_better) if intervals else None
-    verdicts.append({"name": col.name, "digits": col.digits,
-                     "higher_is_better": col.higher_is_better, "best": best,
-                     "within_noise_of_best": stats.within_noise_of(best, intervals)
-                                             if intervals else [],
-                     "all_within_noise": stats.all_within_noise(intervals)})
+  shared = [c for c in order if all(c.name in r["cells"] for r in arms.values())]
   return {"title": title, "resamples": resamples, "level": stats.LEVEL,
           "bootstrap_seed": BOOTSTRAP_SEED, "replay_share": replay_share,
-          "columns": verdicts, "arms": rows}
+          "columns": [_verdict(c, arms, paired[c.metric]) for c in order], "arms": rows,
+          "versus_standard": _versus("standard", shared, names, paired)
+                             if "standard" in arms else {}}
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -283,6 +318,28 @@ def _inspect_markdown(out: Path) -> list[str]:
           "## Trained arms", ""]
 
 
+def _versus_markdown(cmp: Mapping[str, Any]) -> list[str]:
+  """The paired differences from Standard, one row per other arm."""
+  versus = cmp.get("versus_standard")
+  if not versus:
+    return []
+  cols = [c for c in cmp["columns"] if c["name"] in next(iter(versus.values()))]
+  lines = ["## Paired differences from Standard", "",
+           "| method | " + " | ".join(c["name"] for c in cols) + " |",
+           "|---|" + "---:|" * len(cols)]
+  for arm, cells in versus.items():
+    texts = []
+    for c in cols:
+      d, cell = c["digits"], cells[c["name"]]
+      texts.append(f"{cell['mean']:+.{d}f} [{_fmt(cell['lo'], d)}, {_fmt(cell['hi'], d)}]"
+                   + (" *" if cell["significant"] else ""))
+    lines.append(f"| {arm} | " + " | ".join(texts) + " |")
+  return lines + [
+      "", "Each cell: the arm's mean minus Standard's, with its paired 95% bootstrap interval; "
+      "*: the interval excludes 0. Scores and gains: > 0 favours the arm; NLL: < 0 favours it.",
+      ""]
+
+
 def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
   """The diagnostics (if `out` has them), the comparison table (+ a verdict row), its notes and
   the budget table, from `compare`."""
@@ -305,7 +362,7 @@ def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
   if any(r["reference"] for r in rows.values()):
     notes.append(REFERENCE_NOTE)
   lines += [""] + [f"- {n}" for n in notes] + [""]
-  return "\n".join(lines + _budget_markdown(cmp))
+  return "\n".join(lines + _versus_markdown(cmp) + _budget_markdown(cmp))
 
 
 def _errorbar(cells: Sequence[Mapping[str, float]]) -> list[list[float]]:
@@ -358,14 +415,17 @@ def plot(cmp: Mapping[str, Any], path: Path) -> None:
   plt.close(fig)
 
 
-def write_comparison(out: Path, title: str, resamples: int = stats.RESAMPLES) -> str:
-  """Writes OUT/comparison.{md,json,png} from the records OUT/results/*.json; returns the
-  Markdown. Raises ValueError when there is none, or when the trained arms differ in what
-  `records.check_comparable` compares."""
+def write_comparison(out: Path, title: str, resamples: int = stats.RESAMPLES,
+                     records_dir: Path | None = None) -> str:
+  """Writes OUT/comparison.{md,json,png} from the records in RECORDS_DIR (default
+  OUT/results); returns the Markdown. Raises ValueError when there is none, or when the trained
+  arms differ in what `records.check_comparable` compares."""
   out = Path(out)
-  records = records_lib.read_records(out)
+  records_dir = Path(records_dir) if records_dir else out / "results"
+  records = records_lib.read_records(records_dir)
   if not records:
-    raise ValueError(f"no records under {out}/results/*.json (run.py's eval stage writes them)")
+    raise ValueError(f"no records <method>_seed<k>.json or reference_<name>.json under "
+                     f"{records_dir} (run.py's eval stage writes them)")
   records_lib.check_comparable(records)
   cmp = compare(records, title, resamples)
   table = markdown(cmp, out)
@@ -394,12 +454,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="first record the `python -m longjax.eval` output EVAL_DIR of a model "
                            "evaluated without training as the reference row NAME (repeatable), "
                            "e.g. 'SmolLM2 as shipped=runs/eval_smollm2'")
+  parser.add_argument("--records", type=Path, default=None, metavar="DIR",
+                      help="read the records from DIR instead of OUT/results, e.g. a run's "
+                           "committed records experiments/compare_methods/results/<run>")
   args = parser.parse_args(argv)
   try:
     for name, eval_dir in args.reference:
       print(f"wrote {records_lib.write_reference(args.out, name, eval_dir)}", file=sys.stderr)
     print(write_comparison(args.out, args.title or args.out.resolve().name,
-                           resamples=args.resamples))
+                           resamples=args.resamples, records_dir=args.records))
   except (ValueError, OSError) as e:
     print(f"comparison: {e}", file=sys.stderr)
     return 2

@@ -149,10 +149,15 @@ def write_reference(out: Path, name: str, eval_dir: Path) -> Path:
       "rope_theta": _read_json(config).get("rope_theta") if config.is_file() else None})
 
 
-def read_records(out: Path) -> list[dict[str, Any]]:
-  """Every record in OUT/results, in file name order."""
+RECORD_NAME = re.compile(rf"^(reference_.+|({'|'.join(METHODS)})_seed\d+)\.json$")
+
+
+def read_records(directory: Path) -> list[dict[str, Any]]:
+  """Every record in DIRECTORY (OUT/results, or a folder of committed records that also holds
+  other JSON files), in file name order: the files named `<method>_seed<k>.json` or
+  `reference_<name>.json`."""
   records = []
-  for path in sorted((out / "results").glob("*.json")):
+  for path in sorted(p for p in directory.glob("*.json") if RECORD_NAME.match(p.name)):
     record = _read_json(path)
     if record.get("format") != FORMAT:
       raise ValueError(f"{path}: not a comparison record (format {record.get('format')!r}, "

@@ -5,6 +5,11 @@ samples happened to be drawn. A 95% interval over both says whether two arms dif
 that noise. Each bootstrap resample draws the arm's seeds with replacement and, within every drawn
 seed, the samples of every cell (one task at one length) with replacement; the statistic is
 averaged over the drawn seeds. The interval is the 2.5th to 97.5th percentile of the resamples.
+
+Whether two arms differ is a paired question (`Paired`): every arm answered the same eval samples
+(the same prompts, the same held-out sequences), so most of the spread of one arm's interval is
+the samples' own difficulty, shared by both arms. Resampling one set of sample indices for both
+arms cancels it; two arms' own intervals can overlap while their paired difference excludes 0.
 """
 
 import dataclasses
@@ -23,9 +28,6 @@ class Interval:
   mean: float
   lo: float
   hi: float
-
-  def overlaps(self, other: "Interval") -> bool:
-    return self.lo <= other.hi and other.lo <= self.hi
 
 
 class Bootstrap:
@@ -68,22 +70,83 @@ class Bootstrap:
     return Interval(float(point), float(lo), float(hi))
 
 
-def best_arm(intervals: Mapping[str, Interval], higher_is_better: bool) -> str:
+class Paired:
+  """Paired bootstrap differences between arms, for one metric.
+
+  Every resample draws one set of sample indices per cell, shared by every arm and seed (they
+  answered the same samples), and, for each arm on its own, its seeds with replacement (seeds of
+  different arms share nothing but their number).
+
+  Args:
+    arms: per arm, per training seed, the per-sample values of each cell (the same samples in
+      every arm and seed; run.py evaluates every arm with the same eval seed and held-out text).
+    rng: the generator that draws the resamples (seeded by the caller, so tables reproduce).
+    resamples: how many bootstrap resamples.
+  """
+
+  def __init__(self, arms: Mapping[str, Sequence[Mapping[Cell, np.ndarray]]],
+               rng: np.random.Generator, resamples: int = RESAMPLES):
+    self._arms = {a: [{c: np.asarray(v, dtype=float) for c, v in s.items()} for s in seeds]
+                  for a, seeds in arms.items()}
+    self._rng, self._resamples = rng, resamples
+    self._idx: dict[Hashable, np.ndarray] = {}
+    self._slot_seed = {a: rng.integers(0, len(seeds), size=(resamples, len(seeds)))
+                       for a, seeds in self._arms.items()}
+    self._cell_means: dict[tuple[str, Cell], np.ndarray] = {}
+
+  def _indices(self, arm: str, cell: Cell) -> np.ndarray:
+    """[resamples, n] sample indices of a cell: one draw shared by every arm when they all hold
+    n samples of it, else (a mean-only record, a different sample count) a draw per arm, which
+    makes the difference an unpaired one."""
+    counts = {len(s[cell]) for seeds in self._arms.values() for s in seeds if cell in s}
+    key = cell if len(counts) == 1 else (arm, cell)
+    if key not in self._idx:
+      n = len(self._arms[arm][0][cell])
+      self._idx[key] = self._rng.integers(0, n, size=(self._resamples, n))
+    return self._idx[key]
+
+  def _draws(self, arm: str, weights: Mapping[Cell, float]) -> np.ndarray:
+    """[resamples] of the arm's statistic: its seeds redrawn, the shared samples redrawn."""
+    for c in weights:
+      if (arm, c) not in self._cell_means:
+        idx = self._indices(arm, c)
+        self._cell_means[arm, c] = np.stack([s[c][idx].mean(axis=-1) for s in self._arms[arm]])
+    per_seed = sum(w * self._cell_means[arm, c] for c, w in weights.items())  # [seeds, B]
+    slot = self._slot_seed[arm]
+    return per_seed[slot, np.arange(self._resamples)[:, None]].mean(axis=-1)
+
+  def difference(self, a: str, b: str, weights: Mapping[Cell, float]) -> Interval:
+    """Arm a's statistic (sum_c weights[c] * mean(cell c), averaged over seeds) minus arm b's,
+    with its paired interval."""
+    point = [np.mean([sum(w * s[c].mean() for c, w in weights.items()) for s in self._arms[x]])
+             for x in (a, b)]
+    diffs = self._draws(a, weights) - self._draws(b, weights)
+    tail = 100 * (1 - LEVEL) / 2
+    lo, hi = np.percentile(diffs, [tail, 100 - tail])
+    return Interval(float(point[0] - point[1]), float(lo), float(hi))
+
+
+def best_arm(means: Mapping[str, float], higher_is_better: bool) -> str:
   """The arm with the best mean (the first one on a tie)."""
   sign = 1 if higher_is_better else -1
-  return max(intervals, key=lambda arm: sign * intervals[arm].mean)
+  return max(means, key=lambda arm: sign * means[arm])
 
 
-def within_noise_of(best: str, intervals: Mapping[str, Interval]) -> list[str]:
-  """The other arms whose interval overlaps the best arm's: not significantly different."""
-  return [arm for arm, iv in intervals.items() if arm != best and iv.overlaps(intervals[best])]
+def contains_zero(diff: Interval) -> bool:
+  """Whether a difference's interval contains 0: the two arms do not differ significantly."""
+  return diff.lo <= 0.0 <= diff.hi
 
 
-def all_within_noise(intervals: Mapping[str, Interval]) -> bool:
-  """Whether every interval overlaps every other (for intervals: all share one point).
+def within_noise_of(best: str, paired: Paired, weights: Mapping[Cell, float],
+                    arms: Sequence[str]) -> list[str]:
+  """The other arms whose paired difference from the best arm contains 0."""
+  return [a for a in arms if a != best and contains_zero(paired.difference(a, best, weights))]
+
+
+def all_within_noise(paired: Paired, weights: Mapping[Cell, float], arms: Sequence[str]) -> bool:
+  """Whether no two arms differ significantly (every pair's difference contains 0).
 
   One arm alone is never "within noise": there is nothing to compare it with.
   """
-  if len(intervals) < 2:
-    return False
-  return max(iv.lo for iv in intervals.values()) <= min(iv.hi for iv in intervals.values())
+  return len(arms) >= 2 and all(contains_zero(paired.difference(a, b, weights))
+                                for i, a in enumerate(arms) for b in arms[i + 1:])

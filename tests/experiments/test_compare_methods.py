@@ -54,15 +54,50 @@ def test_bootstrap_interval_of_one_hit_in_four():
   assert (iv.mean, iv.lo, iv.hi) == (25.0, 0.0, 75.0)
 
 
+def _paired(arms: dict) -> stats.Paired:
+  return stats.Paired({a: [{c: np.asarray(v, dtype=float) for c, v in s.items()} for s in seeds]
+                       for a, seeds in arms.items()}, np.random.default_rng(0))
+
+
+def test_paired_difference_cancels_the_samples_difficulty():
+  """b answers every sample one point better than a, on samples whose difficulty spans 0..99:
+  each arm's own interval is wide and the two overlap, but the paired difference is exactly 1."""
+  x = np.arange(100.0)
+  assert _interval([{"c": x}]).lo < _interval([{"c": x + 1}]).hi  # unpaired: they overlap
+  paired = _paired({"a": [{"c": x}], "b": [{"c": x + 1}]})
+  assert paired.difference("b", "a", {"c": 1.0}) == stats.Interval(1.0, 1.0, 1.0)
+  assert stats.within_noise_of("b", paired, {"c": 1.0}, ["a", "b"]) == []
+  assert not stats.all_within_noise(paired, {"c": 1.0}, ["a", "b"])
+
+
+def test_paired_difference_keeps_the_seed_noise():
+  # a's seeds are constant 10 and 30, b's both 20: only a's seed draw varies; a's mean is 10, 20
+  # or 30 w.p. 1/4, 1/2, 1/4, so a - b spans [-10, 10] and contains 0.
+  paired = _paired({"a": [{"c": [10.0] * 4}, {"c": [30.0] * 4}],
+                    "b": [{"c": [20.0] * 4}, {"c": [20.0] * 4}]})
+  assert paired.difference("a", "b", {"c": 1.0}) == stats.Interval(0.0, -10.0, 10.0)
+  assert stats.within_noise_of("b", paired, {"c": 1.0}, ["a", "b"]) == ["a"]
+  assert stats.all_within_noise(paired, {"c": 1.0}, ["a", "b"])
+
+
+def test_unequal_sample_counts_give_an_unpaired_difference():
+  # a mean-only record (one value) cannot be paired: each arm's samples are drawn on their own.
+  # a's mean is 0, 50 or 100 w.p. 1/4, 1/2, 1/4; b is constant 50: a - b spans [-50, 50].
+  paired = _paired({"a": [{"c": [0.0, 100.0]}], "b": [{"c": [50.0]}]})
+  assert paired.difference("a", "b", {"c": 1.0}) == stats.Interval(0.0, -50.0, 50.0)
+
+
 def test_noise_verdicts():
-  iv = lambda lo, hi: stats.Interval((lo + hi) / 2, lo, hi)  # noqa: E731
-  arms = {"a": iv(60, 100), "b": iv(40, 80), "c": iv(10, 30)}
-  assert stats.best_arm(arms, higher_is_better=True) == "a"
-  assert stats.within_noise_of("a", arms) == ["b"]
-  assert not stats.all_within_noise(arms)
-  assert stats.all_within_noise({"a": iv(60, 100), "b": iv(40, 80), "c": iv(70, 75)})
-  assert not stats.all_within_noise({"a": iv(0, 100)})
-  assert stats.best_arm(arms, higher_is_better=False) == "c"
+  # c differs from a and b on every sample; a and b differ by one sample in four (not significant).
+  paired = _paired({"a": [{"c": [100.0, 100.0, 0.0, 100.0]}], "b": [{"c": [100.0, 0.0, 0.0, 100.0]}],
+                    "c": [{"c": [0.0, 0.0, 0.0, 0.0]}]})
+  w = {"c": 1.0}
+  assert stats.best_arm({"a": 75.0, "b": 50.0, "c": 0.0}, higher_is_better=True) == "a"
+  assert stats.best_arm({"a": 75.0, "b": 50.0, "c": 0.0}, higher_is_better=False) == "c"
+  assert stats.within_noise_of("a", paired, w, ["a", "b", "c"]) == ["b"]
+  assert not stats.all_within_noise(paired, w, ["a", "b", "c"])
+  assert stats.all_within_noise(paired, w, ["a", "b"])
+  assert not stats.all_within_noise(paired, w, ["a"])
 
 
 # ---- hand-made result files --------------------------------------------------------------
@@ -171,7 +206,12 @@ def _rows(table: str) -> dict[str, list[str]]:
 def test_table_intervals_markers_noise_and_floor(out):
   assert comparison.main([str(out), "--title", "t"]) == 0
   table = (out / "comparison.md").read_text()
-  main = _rows(table.split("## Budgets")[0])
+  main = _rows(table.split("## Paired differences")[0])
+  versus = _rows(table.split("## Paired differences")[1].split("## Budgets")[0])
+  # nextlong answered every ruler-1k sample that standard missed; knn's gain over standard at
+  # 2k (one sample in eight) is not significant.
+  assert versus["nextlong"][0] == "+100.0 [100.0, 100.0] *"
+  assert versus["knn"][1].startswith("+12.5 [0.0, ") and not versus["knn"][1].endswith("*")
   assert main["method"] == ["seeds", "ruler 1k", "ruler 2k", "ruler avg", "lite_avg",
                             "gold-answer NLL", "NLL last bucket", "gain from >512 ctx"]
   assert list(main)[1:4] == ["standard", "knn", "nextlong"]  # presets.METHODS order
@@ -233,6 +273,19 @@ def test_records_alone_rebuild_the_table(out):
   assert record["eval"]["loss"]["sequences"][0]["log"]["nll_full"] == [6.0, 5.5]
 
 
+def test_committed_records_beside_other_files_rebuild_the_table(out, tmp_path):
+  """A run's committed folder holds the records beside its export and index manifests: only
+  the files named like records are read, and the table equals the one built from OUT/results."""
+  committed = tmp_path / "committed"
+  shutil.copytree(out / "results", committed)
+  (committed / "export_knn_seed0.json").write_text('{"format": "longjax-export"}')
+  (committed / "synthesis.json").write_text("{}")
+  comparison.write_comparison(out, "t")
+  rebuilt = tmp_path / "rebuilt"
+  assert comparison.main([str(rebuilt), "--title", "t", "--records", str(committed)]) == 0
+  assert (rebuilt / "comparison.md").read_text() == (out / "comparison.md").read_text()
+
+
 @pytest.mark.parametrize("field, value", [("hyperparameters.learning_rate", 1e-3),
                                           ("tokenizer.sha256", "cd" * 32),
                                           ("rope_theta", 5e5), ("training_tokens", 163840)])
@@ -262,13 +315,13 @@ def test_reference_rows_are_shown_but_not_judged(out, tmp_path_factory):
   record = json.loads((out / "results" / "reference_smollm2_as_shipped.json").read_text())
   assert record["reference"] and "training" not in record
   table = (out / "comparison.md").read_text()
-  main = _rows(table.split("## Budgets")[0])
+  main = _rows(table.split("## Paired differences")[0])
   assert list(main)[-2:] == ["*SmolLM2 as shipped*", "*verdict*"]
   assert main["*SmolLM2 as shipped*"][:2] == ["ref", "100.0 [100.0, 100.0]"]
   assert main["nextlong"][1] == "**100.0** [100.0, 100.0]"  # still the best arm
   assert main["*SmolLM2 as shipped*"][6] == "2.000 [2.000, 2.000]"  # NLL last bucket, not bold
   assert "*reference* rows" in table
-  assert "SmolLM2" not in table.split("## Budgets")[1]
+  assert "SmolLM2" not in table.split("## Paired differences")[1]
 
 
 def test_eval_results_take_scores_from_predictions_in_the_legacy_layout(tmp_path):
