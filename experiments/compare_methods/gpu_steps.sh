@@ -18,6 +18,10 @@
 #   train M K         copy .gpu/arms/M_seedK into $RUN/data and train it (~4 min on one H200)
 #   eval M K          evaluate it and copy its record to $OUT; a command cut by the 10-minute
 #                     limit keeps the finished (task, length) pieces, so repeat it until done
+#   inspect MODEL     score the long-range dependency of the samples that `synth inspect
+#                     --select-only` picked (.gpu/common/inspect_sel, via `common`) under MODEL:
+#                     `shipped` (SmolLM2 as packaged, trained to 8K) or an arm trained in this
+#                     machine's $RUN, e.g. standard_seed0 (16K positions, no method's structure)
 #
 # Example (README "What the comparison shows" lists the exact sequence that was run):
 #   bash experiments/compare_methods/gpu_steps.sh train standard 0
@@ -82,5 +86,12 @@ case "$1" in
     python3 experiments/compare_methods/run.py --preset $PRESET --out "$RUN" \
         --stages eval --methods "$2" --seed "$3"
     mkdir -p "$OUT/results" && cp "$RUN/results/$2_seed$3.json" "$OUT/results/" ;;
+  inspect)
+    model=smollm2
+    if [ "$2" != shipped ]; then model=$RUN/runs/$2/hf; fi
+    contexts=$(cd experiments/compare_methods && python3 -c "import presets; print(presets.PRESETS['$PRESET'].inspect_contexts)")
+    python3 -m longjax.synth inspect --score "$RUN/inspect_sel" --model "$model" \
+        --contexts "$contexts" --dtype bfloat16 --out "$RUN/inspect_$2"
+    mkdir -p "$OUT/inspect_$2" && cp "$RUN/inspect_$2"/inspect.* "$OUT/inspect_$2/" ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac

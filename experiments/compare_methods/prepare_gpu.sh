@@ -9,8 +9,8 @@
 #                  weights and the inputs into .gpu/g1, g2 and .gpu/e1, e2, e3
 #   vectors DIR... copy the vectors-*.npy and manifest.json that `gpu_steps.sh embed`/`fetch`
 #                  brought back into RUN/embedding_table
-#   arms           build the index from those vectors, export every arm (seeds 0 and 1) and fill
-#                  .gpu/common and .gpu/arms
+#   arms           build the index from those vectors, export every arm (seeds 0 and 1), pick
+#                  the `synth inspect` samples, and fill .gpu/common and .gpu/arms
 #
 # Order of a GPU session (each line one device-tool command, back to back; the carry list of a
 # command is the folders it names):
@@ -63,6 +63,9 @@ case "$1" in
         --seeds 2
     rm -rf .gpu/common .gpu/arms && mkdir -p .gpu/common/data .gpu/arms
     cp -r "$RUN/heldout" .gpu/common/ && cp "$RUN/data/synthesis.json" .gpu/common/data/
+    $PY -m longjax.synth inspect --index-dir "$RUN/index" --length 16k --select-only \
+        --samples 48 --out "$RUN/inspect_sel"
+    cp -r "$RUN/inspect_sel" .gpu/common/
     for d in "$RUN"/data/*_seed*; do cp -r "$d" .gpu/arms/; done
     du -sh .gpu/arms/* ;;
   *) echo "unknown step $1 (parts, vectors, arms)" >&2; exit 2 ;;
