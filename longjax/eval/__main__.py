@@ -135,17 +135,20 @@ def run(argv: Sequence[str] | None = None) -> dict:
   records: list[dict] = []
   gold_records: list[dict] = []
   gold: dict[str, dict[int, dict]] = {}
+  piece_seconds: dict[str, float] = {}  # wall time of each (task, length), compilation included
   for length in lengths:
     for name in task_names:
       def evaluate(name=name, length=length) -> dict:
+        t0 = time.perf_counter()
         g = gold_loglik(model, generator, tasks[name], length, args.samples) \
             if args.gold_loglik else []
         recs = run_task(model, generator, tasks[name], length, args.samples,
                         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                         prefill_chunk=args.prefill_chunk,
                         progress=_progress(f"{name} @ {length}"))
-        return {"records": recs, "gold": g}
+        return {"records": recs, "gold": g, "seconds": round(time.perf_counter() - t0, 2)}
       part = parts.get(f"{name}@{length}", evaluate)
+      piece_seconds[f"{name}@{length}"] = part["seconds"]
       recs, g = part["records"], part["gold"]
       records += recs
       if g:
@@ -177,7 +180,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
                      for t in task_names if t.startswith("niah") or t == "json_kv"},
       "gold_loglik": gold or None, "loss": loss,
       "per_sample": per_sample(records, gold_records if args.gold_loglik else None),
-      "seconds": round(time.time() - started, 1)}
+      "seconds": round(time.time() - started, 1), "seconds_by_piece": piece_seconds}
   _write(args, results, records, info)
   parts.remove()
   return results

@@ -158,3 +158,6 @@ def test_interrupted_eval_resumes_with_the_finished_tasks(tmp_path, capsys, smol
   resumed = load_results(tmp_path / "resumed" / "results.json")
   assert resumed["scores"] == whole["scores"]
   assert resumed["per_sample"] == whole["per_sample"]
+  # each piece's wall time travels with its saved part, so a resumed run still reports it
+  assert set(resumed["seconds_by_piece"]) == {"niah_single_1@1024", "vt@1024"}
+  assert all(t > 0 for t in resumed["seconds_by_piece"].values())
