@@ -31,15 +31,15 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
 
 from longjax.models import LlamaConfig
 from longjax.train.data import SyntheticSource, complete, zigzag_batch
 from longjax.train.mesh import MeshConfig
 from longjax.train.metrics import peak_flops
-from longjax.train.sharding import activate, batch_spec, global_batch
+from longjax.train.sharding import activate, global_batch
 from longjax.train.step import StepConfig
-from longjax.train.trainer import TrainConfig, prepare
+from longjax.train.remat import RematConfig, program_gib
+from longjax.train.trainer import TrainConfig, fit_remat, prepare
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,68 +80,25 @@ CASES = {
 }
 
 
-def _memory_gib(compiled) -> float | None:
-  m = compiled.memory_analysis()
-  if m is None:
-    return None
-  return (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
-          - m.alias_size_in_bytes) / 2**30
-
-
-def _prepare(case: Case, remat: str):
-  """(trainer's Prepared, the host batch) for one remat policy; nothing compiled yet."""
-  model = LlamaConfig.preset(case.preset, remat_policy=remat, mlp_chunk_size=case.mlp_chunk,
-                             dtype="bfloat16", scan_layers=case.scan_layers)
+def _prepare(case: Case, fit: float):
+  """(trainer's Prepared under the first remat candidate that fits, the remat choice, the host
+  batch); a compile-only case (steps 0) keeps the last candidate even when it does not fit."""
+  model = LlamaConfig.preset(case.preset, mlp_chunk_size=case.mlp_chunk, dtype="bfloat16",
+                             scan_layers=case.scan_layers)
   ring = case.sequence != 1
   mesh = MeshConfig(data=1, sequence=case.sequence) if ring else MeshConfig(data=-1)
   rows = 1 if ring else jax.device_count()
   config = TrainConfig(model_dir="/tmp/longjax_bench_unused", train_steps=1000, batch_size=rows,
                        task_feature_lengths={"targets": case.seq_len}, mesh=mesh,
-                       step=StepConfig(loss_chunk=case.loss_chunk, document_masking=False))
-  run = prepare(config, model)
+                       step=StepConfig(loss_chunk=case.loss_chunk, document_masking=False),
+                       remat=RematConfig(policy="auto", ladder=case.remats, fit=fit))
+  run, choice = fit_remat(prepare(config, model), config.remat, strict=case.steps > 0)
   raw = next(SyntheticSource(model.vocab_size, case.seq_len).batches(
       start=0, rows=slice(0, rows), global_batch=rows))
   host = complete(raw)  # one causal sequence a row: global positions, zigzagged as in training
   host["decoder_positions"] = np.broadcast_to(np.arange(case.seq_len, dtype=np.int32),
                                               (rows, case.seq_len))
-  return run, zigzag_batch(host, run.mesh.shape["sequence"])
-
-
-def _device_gib() -> float | None:
-  limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
-  return limit / 2**30 if limit else None
-
-
-def _choose(name: str, case: Case, fit: float):
-  """Compiles each remat candidate from abstract shapes; returns the first that fits.
-
-  Returns (remat, run, host batch, compiled, compile seconds, {remat: GiB or error}).
-  """
-  tried, limit = {}, _device_gib()
-  for remat in case.remats:
-    try:
-      run, host = _prepare(case, remat)
-      shape = (host["decoder_target_tokens"].shape[0], case.seq_len)
-      batch_sh = NamedSharding(run.mesh, batch_spec())
-      abstract_batch = {k: jax.ShapeDtypeStruct(shape, v.dtype, sharding=batch_sh)
-                        for k, v in host.items()}
-      with activate(run.mesh, run.rules):
-        t0 = time.perf_counter()
-        compiled = run.train_step.lower(run.abstract_state, abstract_batch).compile()
-        compile_s = time.perf_counter() - t0
-    except Exception as e:  # pylint: disable=broad-except  (e.g. no host offload here)
-      tried[remat] = f"{type(e).__name__}: {str(e)[:200]}"
-      print(f"[{name}] remat {remat!r} failed to compile: {tried[remat]}", flush=True)
-      continue
-    gib = _memory_gib(compiled)
-    tried[remat] = gib
-    fits = limit is None or gib is None or gib <= fit * limit
-    print(f"[{name}] remat {remat!r}: compiled in {compile_s:.1f} s, program memory "
-          f"{gib:.1f} GiB of {limit or float('nan'):.1f}: {'runs' if fits else 'too big'}",
-          flush=True)
-    if fits or case.steps == 0:
-      return remat, run, host, compiled, compile_s, tried
-  raise MemoryError(f"[{name}] no remat policy fits: {tried}")
+  return run, choice, zigzag_batch(host, run.mesh.shape["sequence"])
 
 
 def bench(name: str, case: Case, fit: float = 0.9, hlo_dir: str | None = None,
@@ -152,7 +109,8 @@ def bench(name: str, case: Case, fit: float = 0.9, hlo_dir: str | None = None,
   NCCL and cuDNN workspaces outside XLA's pool). `warmup`: untimed first steps (they also
   autotune kernels and set up NCCL).
   """
-  remat, run, host, compiled, compile_s, tried = _choose(name, case, fit)
+  run, choice, host = _prepare(case, fit)
+  compiled = choice.compiled
   if hlo_dir:
     Path(hlo_dir).mkdir(parents=True, exist_ok=True)
     (Path(hlo_dir) / f"{name}.hlo.txt").write_text(compiled.as_text())
@@ -160,11 +118,11 @@ def bench(name: str, case: Case, fit: float = 0.9, hlo_dir: str | None = None,
     state = run.init_state()
     batch = global_batch(host, run.mesh, host["decoder_target_tokens"].shape)
   batch_rows = batch["decoder_target_tokens"].shape[0]
-  record = {"case": name, "preset": case.preset, "seq_len": case.seq_len, "remat": remat,
-            "remats_tried_gib": tried, "batch_size": batch_rows, "warmup_steps": warmup,
-            "scan_layers": case.scan_layers,
-            "mlp_chunk": case.mlp_chunk, "compile_s": round(compile_s, 1),
-            "compiled_memory_gib": _memory_gib(compiled),
+  record = {"case": name, "preset": case.preset, "seq_len": case.seq_len,
+            "remat": choice.policy, "remats_tried_gib": choice.tried, "batch_size": batch_rows,
+            "warmup_steps": warmup, "scan_layers": case.scan_layers,
+            "mlp_chunk": case.mlp_chunk, "compile_s": round(choice.compile_s, 1),
+            "compiled_memory_gib": program_gib(compiled),
             "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
             "mesh": dict(run.mesh.shape), "jax": jax.__version__,
             "flops_per_step": run.flops_per_step}

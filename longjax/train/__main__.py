@@ -27,6 +27,7 @@ from longjax import io
 from longjax.models import LlamaConfig
 from longjax.models.hf import CheckpointError
 from longjax.train.checkpoint import CheckpointConfig
+from longjax.train.remat import RematConfig
 from longjax.train.data import SyntheticSource
 from longjax.train.mesh import MeshConfig, maybe_initialize_distributed
 from longjax.train.optimizer import OptimizerConfig
@@ -37,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_MACROS = ("MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "MODEL_DIR")
 
 
-for _cls in (TrainConfig, MeshConfig, OptimizerConfig, StepConfig, CheckpointConfig):
+for _cls in (TrainConfig, MeshConfig, OptimizerConfig, StepConfig, CheckpointConfig, RematConfig):
   gin.external_configurable(_cls, module="longjax.train")
 gin.external_configurable(SyntheticSource, "synthetic_batches", module="longjax.train")
 

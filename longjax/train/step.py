@@ -10,6 +10,7 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -18,6 +19,10 @@ from longjax.train.loss import chunked_cross_entropy
 
 FEATURES = ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
             "decoder_segment_ids", "decoder_positions")
+# What a step is compiled for: sources' batches are cast to these on the host.
+BATCH_DTYPES = {"decoder_input_tokens": np.int32, "decoder_target_tokens": np.int32,
+                "decoder_loss_weights": np.float32, "decoder_segment_ids": np.int32,
+                "decoder_positions": np.int32}
 
 
 @flax.struct.dataclass

@@ -29,13 +29,14 @@ from longjax import io
 from longjax.models import Llama, LlamaConfig, load_hf, smollm2_checkpoint
 from longjax.ops import RingOptions
 from longjax.train import checkpoint as ckpt_lib
+from longjax.train import remat as remat_lib
 from longjax.train import sharding
 from longjax.train.data import BatchSource, CheckedSource, complete, describe, zigzag_batch
 from longjax.train.loss import chunk_size
 from longjax.train.mesh import MeshConfig, make_mesh, maybe_initialize_distributed
 from longjax.train.metrics import MetricWriter, Throughput, console_line, training_flops_per_token
 from longjax.train.optimizer import OptimizerConfig, decay_mask, make_optimizer, make_schedule
-from longjax.train.step import FEATURES, StepConfig, TrainState, make_train_step
+from longjax.train.step import BATCH_DTYPES, FEATURES, StepConfig, TrainState, make_train_step
 
 log = logging.getLogger("longjax.train")
 
@@ -62,6 +63,7 @@ class TrainConfig:
   optimizer: OptimizerConfig = OptimizerConfig()
   step: StepConfig = StepConfig()
   checkpoint: ckpt_lib.CheckpointConfig = ckpt_lib.CheckpointConfig()
+  remat: remat_lib.RematConfig = remat_lib.RematConfig()
 
   def __post_init__(self):
     for name in ("train_steps", "batch_size", "log_every"):
@@ -127,7 +129,7 @@ def _host_batches(source: BatchSource, start: int, config: TrainConfig,
       _check_one_segment(batch["decoder_segment_ids"], start + i)
       batch["decoder_positions"] = np.broadcast_to(
           np.arange(shape[1], dtype=np.int32), batch["decoder_positions"].shape)
-    batch = zigzag_batch(batch, shards)
+    batch = {k: np.asarray(v, BATCH_DTYPES[k]) for k, v in zigzag_batch(batch, shards).items()}
     yield sharding.global_batch({k: v[:, cols] for k, v in batch.items()}, mesh, shape), crc
 
 
@@ -190,9 +192,14 @@ def hf_dir(config: TrainConfig) -> Path:
 
 
 def _init_model(config: TrainConfig, model_config: LlamaConfig | None):
-  """(model or its abstract twin, params initializer: shardings -> pure dict of arrays)."""
+  """(model or its abstract twin, params initializer: shardings -> pure dict of arrays), under
+  the first candidate remat policy (`TrainConfig.remat` is the one place that sets it)."""
+  policy = config.remat.candidates[0]
   if config.init_from_hf:
-    overrides = dict(config.hf_overrides)
+    if "remat_policy" in config.hf_overrides:
+      raise ConfigError("TrainConfig.hf_overrides sets remat_policy; set TrainConfig.remat "
+                        "(gin: RematConfig.policy = 'auto' or a policy name) instead")
+    overrides = {**config.hf_overrides, "remat_policy": policy}
     hf_config = Path(hf_dir(config)) / "config.json"
     if hf_config.is_file() and json.loads(hf_config.read_text()).get(
         "max_position_embeddings", 0) < config.seq_len:
@@ -203,6 +210,10 @@ def _init_model(config: TrainConfig, model_config: LlamaConfig | None):
   if model_config is None:
     raise ConfigError("no model: bind a model preset (include gin/models/<name>.gin) or set "
                      "TrainConfig.init_from_hf")
+  if model_config.remat_policy not in ("none", policy):
+    raise ConfigError(f"the model config sets remat_policy={model_config.remat_policy!r}; set "
+                      "TrainConfig.remat (gin: RematConfig.policy) instead")
+  model_config = dataclasses.replace(model_config, remat_policy=policy)
   make = lambda: Llama(model_config, rngs=nnx.Rngs(config.seed))  # noqa: E731
   return nnx.eval_shape(make), lambda shardings: jax.jit(
       lambda: nnx.state(make(), nnx.Param).to_pure_dict(), out_shardings=shardings)()
@@ -220,6 +231,9 @@ class Prepared:
   init_state: Callable[[], TrainState]
   train_step: Callable                # jitted (state, batch) -> (state, metrics), donates state
   flops_per_step: float               # model FLOPs, the MFU convention in metrics.py
+  step_for: Callable[[str], Callable]  # remat policy -> the jitted step under it
+  abstract_batch: dict[str, jax.ShapeDtypeStruct]  # the global batch, with its sharding
+  remat: dict | None = None           # `fit_remat`'s choice (Choice.record), when it chose
 
 
 def prepare(config: TrainConfig, model_config: LlamaConfig | None = None) -> Prepared:
@@ -249,9 +263,17 @@ def prepare(config: TrainConfig, model_config: LlamaConfig | None = None) -> Pre
   new_state = jax.jit(lambda p: TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)),
                       out_shardings=state_sh)
   batch_sh = {k: NamedSharding(mesh, sharding.batch_spec()) for k in FEATURES}
-  train_step = jax.jit(make_train_step(graphdef, nnx.State({}), tx, schedule, step_config),
-                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
-                       donate_argnums=0)
+
+  def step_for(policy: str) -> Callable:
+    gd = graphdef if policy == abstract_model.config.remat_policy else _graphdef(
+        abstract_model.config, policy)
+    return jax.jit(make_train_step(gd, nnx.State({}), tx, schedule, step_config),
+                   in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
+                   donate_argnums=0)
+
+  shape = (config.batch_size, config.seq_len)
+  abstract_batch = {k: jax.ShapeDtypeStruct(shape, BATCH_DTYPES[k], sharding=batch_sh[k])
+                    for k in FEATURES}
   tokens = config.batch_size * config.seq_len
   log.info("mesh %s on %d %s devices; model %.1fM parameters; %d steps of %d x %d tokens",
            dict(mesh.shape), jax.device_count(), jax.devices()[0].device_kind,
@@ -260,8 +282,36 @@ def prepare(config: TrainConfig, model_config: LlamaConfig | None = None) -> Pre
   return Prepared(
       mesh=mesh, rules=rules, model_config=abstract_model.config, graphdef=graphdef,
       state_shardings=state_sh, abstract_state=state_abs,
-      init_state=lambda: new_state(init_params(param_sh)), train_step=train_step,
-      flops_per_step=training_flops_per_token(abstract_model.config, config.seq_len) * tokens)
+      init_state=lambda: new_state(init_params(param_sh)),
+      train_step=step_for(abstract_model.config.remat_policy),
+      flops_per_step=training_flops_per_token(abstract_model.config, config.seq_len) * tokens,
+      step_for=step_for, abstract_batch=abstract_batch)
+
+
+def _graphdef(model_config: LlamaConfig, policy: str) -> nnx.GraphDef:
+  """The model's graph under another remat policy (same parameters; nothing allocated)."""
+  config = dataclasses.replace(model_config, remat_policy=policy)
+  return nnx.split(nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0))), nnx.Param, ...)[0]
+
+
+def fit_remat(run: Prepared, config: remat_lib.RematConfig, *,
+              strict: bool = True) -> tuple[Prepared, remat_lib.Choice | None]:
+  """The run with the first remat candidate whose compiled step fits the device (`remat`
+  module); a single named policy is kept as it is, uncompiled (None for the choice)."""
+  if config.policy != "auto":
+    return run, None
+  limit = config.limit_gib or remat_lib.device_limit_gib()
+
+  def compile_step(policy: str):
+    with sharding.activate(run.mesh, run.rules):
+      return run.step_for(policy).lower(run.abstract_state, run.abstract_batch).compile()
+
+  choice = remat_lib.choose(config.candidates, compile_step, fit=config.fit, limit_gib=limit,
+                            strict=strict)
+  model_config = dataclasses.replace(run.model_config, remat_policy=choice.policy)
+  return dataclasses.replace(run, train_step=choice.compiled, model_config=model_config,
+                             graphdef=_graphdef(run.model_config, choice.policy),
+                             remat=choice.record()), choice
 
 
 def write_manifest(config: TrainConfig, run: Prepared, source: BatchSource, step: int,
@@ -278,6 +328,7 @@ def write_manifest(config: TrainConfig, run: Prepared, source: BatchSource, step
                                 jax.tree.leaves(run.abstract_state.params)),
               "steps": step, "data_position": position},
       extra={"complete": step == config.train_steps, "mesh": dict(run.mesh.shape),
+             "remat": run.remat or {"policy": run.model_config.remat_policy},
              "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
              "model": io.to_json(dataclasses.asdict(run.model_config))})
 
@@ -288,7 +339,7 @@ def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | 
   checkpoint, on SIGTERM or a cluster preemption notice. `hooks` run after the trainer's own
   (metrics, then checkpoints), in order."""
   # ---------------------------------------------------------------- setup and state
-  run = prepare(config, model_config)
+  run, _ = fit_remat(prepare(config, model_config), config.remat)
   if isinstance(source, CheckedSource):
     source.check_run(seq_len=config.seq_len, vocab_size=run.model_config.vocab_size)
   model_dir = epath.Path(config.model_dir)  # local or gs://

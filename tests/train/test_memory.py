@@ -22,6 +22,7 @@ from longjax.models import Llama, LlamaConfig
 from longjax.train.data import SyntheticSource, complete
 from longjax.train.mesh import MeshConfig, make_mesh
 from longjax.train.optimizer import OptimizerConfig
+from longjax.train.remat import RematConfig
 from longjax.train.sharding import activate, global_batch, logical_axis_rules
 from longjax.train.step import StepConfig
 from longjax.train.trainer import TrainConfig, prepare
@@ -30,11 +31,11 @@ S = 4096
 
 
 def largest_tensor(scan_layers: bool) -> int:
-  model = LlamaConfig.preset("tiny", vocab_size=256, scan_layers=scan_layers,
-                             remat_policy="save_context")
+  model = LlamaConfig.preset("tiny", vocab_size=256, scan_layers=scan_layers)
   config = TrainConfig(model_dir="/tmp/unused", train_steps=100, batch_size=8,
                        task_feature_lengths={"targets": S}, mesh=MeshConfig(data=-1),
-                       optimizer=OptimizerConfig(warmup_steps=10), step=StepConfig(loss_chunk=1024))
+                       optimizer=OptimizerConfig(warmup_steps=10), step=StepConfig(loss_chunk=1024),
+                       remat=RematConfig(policy="save_context"))
   run = prepare(config, model)
   host = complete(next(SyntheticSource(256, S).batches(start=0, rows=slice(0, 8),
                                                         global_batch=8)))
