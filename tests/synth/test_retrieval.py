@@ -83,7 +83,7 @@ def test_neighbour_lists(tmp_path):
   np.testing.assert_array_equal(again, ids)
 
 
-@pytest.mark.parametrize("shards", [3, 4])
+@pytest.mark.parametrize("shards", [1, 3, 4])
 def test_exact_shards_give_the_lists_of_one_index(shards):
   """Brute-force shards + exact merge = one index, duplicates across shards included."""
   x = _clustered(3000, 16)
