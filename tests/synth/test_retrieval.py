@@ -106,16 +106,18 @@ def test_scann_shards_recall_and_round_trip(tmp_path):
   x = _clustered(24_000, 32)
   config = IndexConfig("tree_ah", num_leaves=60, num_leaves_to_search=6,
                        training_sample_size=8000, reorder=100)
+  # Chosen for 0.97 on the index's sample, so that other rows clear 0.95 despite sampling
+  # noise and ScaNN's build-to-build variation (docs/synthesis.md, "Reproducibility").
   index = build_index(x, config=config, k=10, out_dir=tmp_path / "idx", shards=3,
-                      recall_queries=400)
+                      recall_queries=400, min_recall=0.97)
   m = index.manifest
   assert m["shards"]["count"] == 3 and m["config"]["shards"] == 3
-  assert m["counts"]["recall@10"] >= 0.95
+  assert m["counts"]["recall@10_lower_95"] >= 0.97
   assert (m["search"]["leaves_to_search"], m["search"]["reorder"]) == (
       index.leaves_to_search, index.reorder)
   assert sorted(p.name for p in (tmp_path / "idx" / "scann").iterdir()) == [
       "00000-of-00003", "00001-of-00003", "00002-of-00003"]
-  q = x[np.random.default_rng(5).choice(len(x), 400, replace=False)]
+  q = x[np.random.default_rng(5).choice(len(x), 600, replace=False)]
   loaded = Index.load(tmp_path / "idx")
   found, _ = loaded.search(q, 10)
   np.testing.assert_array_equal(found, index.search(q, 10)[0])
