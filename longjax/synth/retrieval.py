@@ -6,10 +6,14 @@ ScaNN settings by size (specs/nextlong.md §3, specs/baselines.md §3.3):
 - 20,000 <= n < 100,000: asymmetric hashing (AH, 2 dims per block, anisotropic threshold 0.2)
   over all points + exact reorder of the best candidates.
 - n >= 100,000: tree partitioning with num_leaves ≈ √n, then AH + reorder.
-`build_index` measures recall@k of the built index against `brute_force_search` on a sample of
-the database vectors used as queries (the neighbour-list workload), widens the query-time search
-if recall is below target (0.95), and records both in the index manifest. `neighbour_lists`
-precomputes top-k lists for every vector in batches.
+`build_index` can split the vectors into S contiguous shards with one ScaNN searcher each; a
+query searches every shard and merges the shards' top-k exactly, ties going to the smaller id,
+so exact shards give the same lists whatever S. It then measures recall@k against
+`brute_force_search` on a sample of the database vectors used as queries (the neighbour-list
+workload) and picks the cheapest query-time search that meets the target (0.95), narrowing an
+over-generous default as well as widening one that falls short (`search_settings`); the
+manifest records the shards, the chosen search and its recall. `neighbour_lists` precomputes
+top-k lists for every vector in batches.
 
 ScaNN is imported without TensorFlow: `import scann` imports TF when TF is installed (for its
 TF op), so `_scann()` blocks that import while loading the pybind module the index needs.
@@ -23,11 +27,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from longjax import io
+from longjax.synth import search_settings
 from longjax.progress import Progress, silent
 
 BRUTE_FORCE_BELOW = 20_000
@@ -103,58 +108,81 @@ def brute_force_search(database: np.ndarray, queries: np.ndarray, k: int, *,
   return ids, scores
 
 
-def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
-  """Mean fraction of each row's exact top-k ids that `found` contains."""
+def recall_per_query(found: np.ndarray, exact: np.ndarray) -> np.ndarray:
+  """float64 [q]: the fraction of each row's exact top-k ids that `found`'s row contains."""
   k = exact.shape[1]
   hits = [len(set(f[:k].tolist()) & set(e.tolist())) for f, e in zip(found, exact)]
-  return float(np.sum(hits) / max(1, exact.size))
+  return np.asarray(hits, np.float64) / max(1, k)
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+  """Mean fraction of each row's exact top-k ids that `found` contains."""
+  return float(np.mean(recall_per_query(found, exact))) if len(exact) else 0.0
 
 
 class Index:
-  """A built or loaded ScaNN searcher over `n` vectors of dimension `dim`.
+  """ScaNN searchers over `n` vectors of dimension `dim`, one per contiguous shard of rows.
 
-  `leaves_to_search` / `reorder` are the query-time settings `search` uses by default: the
-  config's, or wider ones that `build_index` chose to reach its recall target.
+  Shard s holds rows `offsets[s]:offsets[s + 1]`. `leaves_to_search` / `reorder` are the
+  query-time settings `search` uses by default: the config's, or those `build_index` chose.
   """
 
-  def __init__(self, searcher: Any, config: IndexConfig, n: int, dim: int,
-               manifest: dict[str, Any] | None = None, *, leaves_to_search: int | None = None,
-               reorder: int | None = None):
-    self.searcher, self.config, self.n, self.dim = searcher, config, n, dim
+  def __init__(self, searchers: Sequence[Any], config: IndexConfig, offsets: Sequence[int],
+               dim: int, manifest: dict[str, Any] | None = None, *,
+               leaves_to_search: int | None = None, reorder: int | None = None):
+    if len(offsets) != len(searchers) + 1:
+      raise ValueError(f"{len(searchers)} searchers need {len(searchers) + 1} offsets, "
+                       f"got {len(offsets)}")
+    self.searchers, self.config, self.dim = list(searchers), config, dim
+    self.offsets = [int(o) for o in offsets]
+    self.n = self.offsets[-1]
     self.manifest = manifest or {}
     self.leaves_to_search = leaves_to_search or config.num_leaves_to_search or None
     self.reorder = reorder or config.reorder or None
 
   def search(self, queries: np.ndarray, k: int, *, batch_size: int = 4096,
-             leaves_to_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k by dot product: (ids int64 [q, k'], scores float32 [q, k']), k' = min(k, n)."""
+             leaves_to_search: int | None = None,
+             reorder: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by dot product: (ids int64 [q, k'], scores float32 [q, k']), k' = min(k, n).
+
+    Rows are sorted by descending score, ties to the smaller id. `leaves_to_search` and
+    `reorder` override the index's settings for this call.
+    """
     queries = np.ascontiguousarray(queries, np.float32)
     if queries.ndim != 2 or queries.shape[1] != self.dim:
       raise ValueError(f"queries must be [q, {self.dim}], got {queries.shape}")
     k = min(k, self.n)
-    pre = max(self.reorder, k) if self.reorder else None
+    reorder = reorder or self.reorder
+    pre = max(reorder, k) if reorder else None
     leaves = leaves_to_search or self.leaves_to_search
     ids = np.zeros((len(queries), k), np.int64)
     scores = np.zeros((len(queries), k), np.float32)
     for s in range(0, len(queries), batch_size):
-      i, d = self.searcher.search_batched_parallel(
-          queries[s:s + batch_size], final_num_neighbors=k, pre_reorder_num_neighbors=pre,
-          leaves_to_search=leaves)
-      ids[s:s + len(i)], scores[s:s + len(i)] = i, d
+      batch = queries[s:s + batch_size]
+      found = [searcher.search_batched_parallel(
+          batch, final_num_neighbors=min(k, hi - lo), leaves_to_search=leaves,
+          pre_reorder_num_neighbors=min(pre, hi - lo) if pre else None)
+               for searcher, lo, hi in zip(self.searchers, self.offsets, self.offsets[1:])]
+      ids[s:s + len(batch)], scores[s:s + len(batch)] = merge_top_k(
+          [i.astype(np.int64) + lo for (i, _), lo in zip(found, self.offsets)],
+          [d for _, d in found], k)
     return ids, scores
 
   def save(self, directory: str | os.PathLike) -> None:
     """Serialises into `<directory>/scann/` (relative asset paths: the directory can move).
 
-    Never with a pickle: ScaNN pickles the searcher's doc ids when it has any, and we index
-    by row number, so none are set (`_check_no_pickle` refuses an index that has one).
+    One shard's assets fill `scann/`; S > 1 shards go to `scann/<s>-of-<S>/`. Never with a
+    pickle: ScaNN pickles the searcher's doc ids when it has any, and we index by row number,
+    so none are set (`_check_no_pickle` refuses an index that has one).
     """
-    if getattr(self.searcher, "docids", None) is not None:
+    if any(getattr(s, "docids", None) is not None for s in self.searchers):
       raise ValueError("a ScaNN searcher with doc ids would be saved with a pickle; index rows")
     with io.atomic_path(Path(directory) / "scann") as tmp:
-      tmp.mkdir()
-      self.searcher.serialize(str(tmp), relative_path=True)
-      _check_no_pickle(tmp)
+      for s, searcher in enumerate(self.searchers):
+        path = _shard_dir(tmp, s, len(self.searchers))
+        path.mkdir(parents=True)
+        searcher.serialize(str(path), relative_path=True)
+        _check_no_pickle(path)
 
   @classmethod
   def load(cls, directory: str | os.PathLike) -> "Index":
@@ -167,13 +195,39 @@ class Index:
     manifest = io.read_manifest(directory)
     if manifest is None or manifest.get("kind") != "index":
       raise FileNotFoundError(f"{directory}: not a finished ScaNN index (no index manifest)")
-    searcher = _load_searcher(Path(directory) / "scann")
+    counts = manifest["counts"]
+    offsets = manifest.get("shards", {}).get("offsets", [0, counts["vectors"]])
+    shards = len(offsets) - 1
+    searchers = [_load_searcher(_shard_dir(Path(directory) / "scann", s, shards))
+                 for s in range(shards)]
     c = manifest["config"]
     config = IndexConfig(**{f.name: c[f.name] for f in dataclasses.fields(IndexConfig)})
-    tuned = manifest.get("search", {})
-    return cls(searcher, config, manifest["counts"]["vectors"], manifest["counts"]["dim"],
-               manifest, leaves_to_search=tuned.get("leaves_to_search"),
-               reorder=tuned.get("reorder"))
+    chosen = manifest.get("search", {})
+    return cls(searchers, config, offsets, counts["dim"], manifest,
+               leaves_to_search=chosen.get("leaves_to_search"), reorder=chosen.get("reorder"))
+
+
+def merge_top_k(ids: Sequence[np.ndarray], scores: Sequence[np.ndarray],
+                k: int) -> tuple[np.ndarray, np.ndarray]:
+  """The k best of several [q, *] candidate lists: by descending score, ties to the smaller id.
+
+  An exact merge: when each list holds its part's top-k, the result is the top-k of the union.
+  """
+  ids, scores = np.concatenate(ids, axis=1), np.concatenate(scores, axis=1)
+  order = np.lexsort((ids, -scores), axis=1)[:, :k]
+  return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
+
+
+def shard_offsets(n: int, shards: int) -> list[int]:
+  """Row offsets of `shards` contiguous shards of `n` rows (sizes differ by at most one)."""
+  if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or not 1 <= shards <= n:
+    raise ValueError(f"shards must be an integer in [1, n={n}], got {shards!r}")
+  return [s * n // int(shards) for s in range(int(shards) + 1)]
+
+
+def _shard_dir(root: Path, s: int, shards: int) -> Path:
+  """Where shard `s` of `shards` keeps its ScaNN assets under `root` (`root` itself if one)."""
+  return root if shards == 1 else root / f"{s:05d}-of-{shards:05d}"
 
 
 def _check_no_pickle(directory: Path) -> None:
@@ -214,60 +268,89 @@ def _build_searcher(vectors: np.ndarray, config: IndexConfig, k: int) -> Any:
 def build_index(vectors: np.ndarray, *, config: IndexConfig | None = None, k: int = 10,
                 out_dir: str | os.PathLike | None = None, inputs: dict[str, Any] | None = None,
                 recall_queries: int = 1000, min_recall: float = 0.95, seed: int = 0,
-                log: Callable[[str], None] = lambda _: None) -> Index:
-  """Builds a ScaNN index (settings from `index_config(len(vectors))` unless given).
+                log: Callable[[str], None] = lambda _: None, shards: int = 1) -> Index:
+  """Builds `shards` ScaNN searchers over contiguous row ranges and picks the search settings.
 
-  Measures recall@k against exact search on `recall_queries` sampled database vectors. Below
-  `min_recall` it widens the query-time search (doubling the leaves searched, then the reorder
-  depth) until the target is met or nothing is left to widen; data without neighbourhood
-  structure then costs speed, not correctness. With `out_dir`, serialises the index with a
-  manifest (config, recall before/after widening, search settings, timings) and reuses an
-  identical finished index found there.
+  Settings come from `index_config(rows of the largest shard)` unless `config` is given (then
+  every shard uses it). Recall@k is measured against exact search over all vectors on
+  `recall_queries` database vectors sampled with `seed`; the query-time search (leaves
+  searched, reorder depth, the same for every shard) is the cheapest that meets `min_recall`
+  on that sample (`search_settings.choose`), narrower or wider than the config's. With
+  `out_dir`, serialises the index with a manifest (config, shards, chosen search and the trials
+  behind it, recall, timings) and reuses an identical finished index found there.
   """
   vectors = np.ascontiguousarray(vectors, np.float32)
   if vectors.ndim != 2 or len(vectors) == 0:
     raise ValueError(f"vectors must be a non-empty [n, d] array, got shape {vectors.shape}")
   n, dim = vectors.shape
-  config = config or index_config(n)
+  offsets = shard_offsets(n, shards)
+  sizes = [hi - lo for lo, hi in zip(offsets, offsets[1:])]
+  config = config or index_config(max(sizes))
+  if config.kind == "tree_ah" and config.num_leaves > min(sizes):
+    raise ValueError(f"num_leaves ({config.num_leaves}) must be at most the rows of the "
+                     f"smallest shard ({min(sizes)}); use fewer shards or leaves")
   cfg = {**dataclasses.asdict(config), "k": k, "recall_queries": recall_queries,
-         "min_recall": min_recall, "seed": seed}
+         "min_recall": min_recall, "seed": seed, "shards": shards,
+         "search_selection": "cheapest meeting min_recall"}
   inputs = dict(inputs or {"vectors": io.fingerprint_array(vectors)})
   if out_dir is not None and io.is_complete(out_dir, config=cfg, inputs=inputs):
     return Index.load(out_dir)
   if out_dir is not None:
     io.begin_stage(out_dir)
   t0 = time.perf_counter()
-  index = Index(_build_searcher(vectors, config, min(k, n)), config, n, dim)
+  index = Index([_build_searcher(vectors[lo:hi], config, min(k, hi - lo))
+                 for lo, hi in zip(offsets, offsets[1:])], config, offsets, dim)
   build_s = time.perf_counter() - t0
-  rng = np.random.default_rng(seed)
-  q = vectors[np.sort(rng.choice(n, size=min(recall_queries, n), replace=False))]
-  exact, _ = brute_force_search(vectors, q, k)
-  recall = first_recall = recall_at_k(index.search(q, k)[0], exact)
-  while recall < min_recall and config.kind != "brute_force":
-    if config.kind == "tree_ah" and index.leaves_to_search < config.num_leaves:
-      index.leaves_to_search = min(config.num_leaves, 2 * index.leaves_to_search)
-    elif index.reorder < n:
-      index.reorder = min(n, 2 * index.reorder)
-    else:
-      break
-    recall = recall_at_k(index.search(q, k)[0], exact)
-  search = {"leaves_to_search": index.leaves_to_search, "reorder": index.reorder}
-  widened = (f"; {first_recall:.4f} before widening the search to {search}"
-             if recall != first_recall else "")
-  log(f"index: {config.kind} over {n} x {dim}, recall@{k} = {recall:.4f} ({len(q)} queries"
-      f"{widened}), built in {build_s:.1f}s")
-  if recall < min_recall:
-    log(f"WARNING: index recall@{k} {recall:.4f} stays below {min_recall} at the widest search")
-  counts = {"vectors": n, "dim": dim, f"recall@{k}": recall,
-            f"recall@{k}_default_search": first_recall, "recall_queries": len(q),
-            "build_seconds": round(build_s, 3)}
+  t0 = time.perf_counter()
+  search, counts = _choose_search(index, vectors, k, recall_queries, min_recall, seed)
+  counts = {"vectors": n, "dim": dim, **counts, "build_seconds": round(build_s, 3),
+            "search_selection_seconds": round(time.perf_counter() - t0, 3)}
+  recall = counts[f"recall@{k}"]
+  log(f"index: {config.kind} in {shards} shard(s) over {n} x {dim}, recall@{k} = {recall:.4f} "
+      f"({counts['recall_queries']} queries; {counts[f'recall@{k}_default_search']:.4f} with "
+      f"the config's search) searching {search['leaves_to_search']} leaves, reorder "
+      f"{search['reorder']}; built in {build_s:.1f}s")
+  if counts[f"recall@{k}_lower_95"] < min_recall:
+    log(f"WARNING: index recall@{k} {recall:.4f} (95% bound "
+        f"{counts[f'recall@{k}_lower_95']:.4f}) stays below {min_recall} at the widest search")
+  extra = {"search": search, "shards": {"count": shards, "offsets": offsets}}
   if out_dir is not None:
     index.save(out_dir)
     index.manifest = io.write_manifest(out_dir, kind="index", config=cfg, inputs=inputs,
-                                       counts=counts, extra={"search": search})
+                                       counts=counts, extra=extra)
   else:
-    index.manifest = {"config": cfg, "counts": counts, "search": search}
+    index.manifest = {"config": cfg, "counts": counts, **extra}
   return index
+
+
+def _choose_search(index: Index, vectors: np.ndarray, k: int, recall_queries: int,
+                   min_recall: float, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Sets `index`'s query-time search to the cheapest meeting `min_recall` on a sample.
+
+  Returns (the manifest's `search`: chosen settings and every trial; recall counts). An exact
+  (brute-force) index has nothing to choose: no trials, its recall is the full search's.
+  """
+  config = index.config
+  rng = np.random.default_rng(seed)
+  q = vectors[np.sort(rng.choice(index.n, size=min(recall_queries, index.n), replace=False))]
+  exact, _ = brute_force_search(vectors, q, k)
+  measure = lambda leaves, reorder: recall_per_query(
+      index.search(q, k, leaves_to_search=leaves or None, reorder=reorder or None)[0], exact)
+  leaves, reorder = index.leaves_to_search or 0, index.reorder or 0
+  default = search_settings.Trial.from_recalls(leaves, reorder, measure(leaves, reorder), 0)
+  chosen, trials = default, []
+  if config.kind != "brute_force":
+    rows = max(hi - lo for lo, hi in zip(index.offsets, index.offsets[1:]))
+    chosen, trials = search_settings.choose(
+        measure, num_leaves=config.num_leaves if config.kind == "tree_ah" else 0,
+        points=rows, k=min(k, rows), min_recall=min_recall,
+        max_reorder=min(rows, max(k, 4 * config.reorder)))
+    index.leaves_to_search, index.reorder = chosen.leaves or None, chosen.reorder
+  search = {"leaves_to_search": index.leaves_to_search, "reorder": index.reorder,
+            "trials": [dataclasses.asdict(t) for t in trials]}
+  counts = {f"recall@{k}": chosen.recall, f"recall@{k}_lower_95": chosen.recall_lower,
+            f"recall@{k}_default_search": default.recall, "recall_queries": len(q)}
+  return search, counts
 
 
 def neighbour_lists(index: Index, vectors: np.ndarray, k: int, *, batch_size: int = 4096,
@@ -279,11 +362,15 @@ def neighbour_lists(index: Index, vectors: np.ndarray, k: int, *, batch_size: in
   Returns (ids int32 [n, k'], scores [n, k']), k' = min(k, index.n). Without `out_dir` they
   are in memory (scores float32). With `out_dir` they stream batch by batch into
   `neighbours.npy` (int32) and `scores.npy` (float16), so lists larger than RAM work; the
-  return values are then read-only memory maps, and a finished identical run is reused.
+  return values are then read-only memory maps, and a finished identical run is reused (same
+  rows, k, index inputs, shards and search settings). Ties go to the smaller id, so lists from
+  exact shards are the same whatever the shard count.
   """
   n = len(vectors)
   k = min(k, index.n)
-  config, inputs = {"k": k}, {"index": index.manifest.get("inputs", {}), "rows": n}
+  config = {"k": k, "index": index.manifest.get("config"), "shards": index.offsets,
+            "search": {"leaves_to_search": index.leaves_to_search, "reorder": index.reorder}}
+  inputs = {"index": index.manifest.get("inputs", {}), "rows": n}
   batches = progress(range(0, n, batch_size), desc="neighbours", unit="batch",
                      total=-(-n // batch_size))
   if out_dir is None:

@@ -63,29 +63,12 @@ def test_approximate_index_recall(tmp_path, kind):
                        training_sample_size=20_000, reorder=100)
   index = build_index(x, config=config, k=10, out_dir=tmp_path / kind, recall_queries=300)
   recall = index.manifest["counts"]["recall@10"]
-  # Independent check on fresh queries near the data (perturbed database points).
-  rng = np.random.default_rng(5)
-  q = x[rng.choice(len(x), 200)] + 0.2 * rng.standard_normal((200, 32)).astype(np.float32)
-  q /= np.linalg.norm(q, axis=1, keepdims=True)
+  # Independent check on database rows other than the sample the search was chosen on (the
+  # neighbour-list workload the index is tuned for).
+  q = x[np.random.default_rng(5).choice(len(x), 300, replace=False)]
   found, _ = Index.load(tmp_path / kind).search(q, 10)
   exact, _ = brute_force_search(x, q, 10)
-  assert recall >= 0.9 and recall_at_k(found, exact) >= 0.9
-
-
-def test_low_recall_widens_search_until_target(tmp_path):
-  rng = np.random.default_rng(0)
-  x = rng.standard_normal((20_000, 32)).astype(np.float32)  # no structure: a hard case
-  x /= np.linalg.norm(x, axis=1, keepdims=True)
-  config = IndexConfig("tree_ah", num_leaves=100, num_leaves_to_search=2,
-                       training_sample_size=20_000, reorder=20)
-  index = build_index(x, config=config, k=10, out_dir=tmp_path / "idx", recall_queries=200)
-  counts = index.manifest["counts"]
-  assert counts["recall@10_default_search"] < 0.9 <= 0.95 <= counts["recall@10"]
-  assert index.leaves_to_search > 2
-  loaded = Index.load(tmp_path / "idx")  # the widened settings travel with the index
-  assert (loaded.leaves_to_search, loaded.reorder) == (index.leaves_to_search, index.reorder)
-  q = x[:300]
-  assert recall_at_k(loaded.search(q, 10)[0], brute_force_search(x, q, 10)[0]) >= 0.93
+  assert recall >= 0.95 and recall_at_k(found, exact) >= 0.93
 
 
 def test_neighbour_lists(tmp_path):
@@ -98,6 +81,59 @@ def test_neighbour_lists(tmp_path):
   np.testing.assert_array_equal(np.load(tmp_path / "nn" / "neighbours.npy"), ids)
   again, _ = neighbour_lists(index, x, 20, out_dir=tmp_path / "nn")
   np.testing.assert_array_equal(again, ids)
+
+
+@pytest.mark.parametrize("shards", [1, 3, 4])
+def test_exact_shards_give_the_lists_of_one_index(shards):
+  """Brute-force shards + exact merge = one index, duplicates across shards included."""
+  x = _clustered(3000, 16)
+  x[1500:1600] = x[:100]  # exact ties, split across shards: the smaller id must come first
+  one = build_index(x, config=IndexConfig("brute_force"), k=10)
+  sharded = build_index(x, config=IndexConfig("brute_force"), k=10, shards=shards)
+  assert sharded.manifest["shards"] == {"count": shards,
+                                        "offsets": [s * 3000 // shards for s in range(shards + 1)]}
+  ids_one, scores_one = neighbour_lists(one, x, 12, batch_size=700)
+  ids, scores = neighbour_lists(sharded, x, 12, batch_size=700)
+  np.testing.assert_array_equal(ids, ids_one)
+  np.testing.assert_array_equal(scores, scores_one)
+  ref_ids, ref_scores = brute_force_search(x, x, 12)
+  np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+  assert recall_at_k(ids, ref_ids) > 0.995  # numpy and ScaNN round near-ties at the cut apart
+  assert ids[:100, :2].tolist() == [[i, i + 1500] for i in range(100)]
+
+
+def test_scann_shards_recall_and_round_trip(tmp_path):
+  x = _clustered(24_000, 32)
+  config = IndexConfig("tree_ah", num_leaves=60, num_leaves_to_search=6,
+                       training_sample_size=8000, reorder=100)
+  # Chosen for 0.97 on the index's sample, so that other rows clear 0.95 despite sampling
+  # noise and ScaNN's build-to-build variation (docs/synthesis.md, "Reproducibility").
+  index = build_index(x, config=config, k=10, out_dir=tmp_path / "idx", shards=3,
+                      recall_queries=400, min_recall=0.97)
+  m = index.manifest
+  assert m["shards"]["count"] == 3 and m["config"]["shards"] == 3
+  assert m["counts"]["recall@10_lower_95"] >= 0.97
+  assert (m["search"]["leaves_to_search"], m["search"]["reorder"]) == (
+      index.leaves_to_search, index.reorder)
+  assert sorted(p.name for p in (tmp_path / "idx" / "scann").iterdir()) == [
+      "00000-of-00003", "00001-of-00003", "00002-of-00003"]
+  q = x[np.random.default_rng(5).choice(len(x), 600, replace=False)]
+  loaded = Index.load(tmp_path / "idx")
+  found, _ = loaded.search(q, 10)
+  np.testing.assert_array_equal(found, index.search(q, 10)[0])
+  assert recall_at_k(found, brute_force_search(x, q, 10)[0]) >= 0.95
+
+
+@pytest.mark.parametrize("shards", [0, 2.5, 501, True])
+def test_bad_shard_counts_are_refused(shards):
+  with pytest.raises(ValueError, match=r"shards must be an integer in \[1, n=500\]"):
+    build_index(_clustered(500, 8), k=5, shards=shards)
+
+
+def test_too_many_leaves_for_a_shard_is_refused():
+  config = IndexConfig("tree_ah", num_leaves=200, num_leaves_to_search=20, reorder=50)
+  with pytest.raises(ValueError, match="num_leaves .200. must be at most the rows"):
+    build_index(_clustered(500, 8), config=config, k=5, shards=3)
 
 
 def test_scann_import_keeps_tensorflow_out():
