@@ -33,10 +33,21 @@ def predict_queries(store: DocStore, predictor: QueryPredictor, directory: str |
                     log: Callable[[str], None] = print,
                     progress: Progress = silent) -> dict[str, Any]:
   """Predicts queries for every document of `store` into `directory`; returns counts."""
-  if part_size < 1:
-    raise ValueError(f"part_size ({part_size}) must be >= 1")
   directory = Path(directory)
   doc_ids = np.asarray(store.doc_ids(), np.int64)
+  todo = prepare(directory, predictor, doc_ids, seed=seed, part_size=part_size, log=log)
+  n_parts = (len(doc_ids) + part_size - 1) // part_size
+  for i in progress(todo, desc="quest: predicting queries", total=len(todo)):
+    predict_part(store, predictor, directory, doc_ids, i, seed=seed, part_size=part_size)
+  return {"parts": n_parts, "parts_predicted_now": len(todo), "documents": len(doc_ids)}
+
+
+def prepare(directory: Path, predictor: QueryPredictor, doc_ids: np.ndarray, *, seed: int,
+            part_size: int, log: Callable[[str], None] = print) -> list[int]:
+  """Writes the prediction config (discarding predictions made under another one) and returns
+  the parts still to predict."""
+  if part_size < 1:
+    raise ValueError(f"part_size ({part_size}) must be >= 1")
   config = {"predictor": predictor.describe(), "seed": seed, "part_size": part_size,
             "doc_ids": io.fingerprint_json(doc_ids.tolist())}
   cfg_path = directory / CONFIG_FILE
@@ -51,16 +62,20 @@ def predict_queries(store: DocStore, predictor: QueryPredictor, directory: str |
   todo = [i for i in range(n_parts) if not _part_path(directory, i).exists()]
   if len(todo) < n_parts:
     log(f"quest: resuming query prediction, {n_parts - len(todo)}/{n_parts} parts already done")
-  for i in progress(todo, desc="quest: predicting queries", total=len(todo)):
-    ids = doc_ids[i * part_size:(i + 1) * part_size]
-    preds = predictor.predict([(int(d), store.text(int(d))) for d in ids], seed=seed)
-    if len(preds) != len(ids):
-      raise RuntimeError(f"predictor {predictor.name!r} returned {len(preds)} query lists for "
-                         f"{len(ids)} documents")
-    text = "".join(json.dumps({"doc_id": int(d), "queries": list(q)}, ensure_ascii=False) + "\n"
-                   for d, q in zip(ids, preds))
-    io.write_text(_part_path(directory, i), text)
-  return {"parts": n_parts, "parts_predicted_now": len(todo), "documents": len(doc_ids)}
+  return todo
+
+
+def predict_part(store: DocStore, predictor: QueryPredictor, directory: Path,
+                 doc_ids: np.ndarray, i: int, *, seed: int, part_size: int) -> None:
+  """Predicts and writes part `i` (the unit of resumption, and of work in the Beam build)."""
+  ids = doc_ids[i * part_size:(i + 1) * part_size]
+  preds = predictor.predict([(int(d), store.text(int(d))) for d in ids], seed=seed)
+  if len(preds) != len(ids):
+    raise RuntimeError(f"predictor {predictor.name!r} returned {len(preds)} query lists for "
+                       f"{len(ids)} documents")
+  text = "".join(json.dumps({"doc_id": int(d), "queries": list(q)}, ensure_ascii=False) + "\n"
+                 for d, q in zip(ids, preds))
+  io.write_text(_part_path(directory, i), text)
 
 
 def read_queries(directory: str | Path, doc_ids: Sequence[int]) -> list[list[str]]:
