@@ -1,8 +1,11 @@
 """The per-document stages of `synth build` as Apache Beam pipelines (`build --runner ...`).
 
-    python -m longjax.synth build --corpus ../shared/corpora --out idx --methods nextlong \
-        --embedder hashing --runner DirectRunner \
+    python -m longjax.synth build --corpus my_corpus_dir --out idx --methods quest,nextlong \
+        --embedder minilm --runner DirectRunner \
         --direct_num_workers=2 --direct_running_mode=multi_processing
+
+(`--runner DataflowRunner --project P --region R --temp_location gs://...`, or Flink/Spark
+options, pass through the same way: every option `synth build` does not know goes to Beam.)
 
 Beam runs what is per document; this process then writes each artifact in store order with the
 writers the single-process build uses, and the methods' plans (`method.build`) run here as
@@ -14,7 +17,9 @@ before, finding every per-document artifact finished. Two pipelines:
 2. `per_document`: one element per fixed slice of the store: token counts (`contexts`), NExtLong
    chunks (`chunking.document_chunks`), embedding blocks (`embed.embed_block`, written where
    `embed_corpus` resumes from), Quest's query parts (`queries.predict_part`, where
-   `predict_queries` resumes from); then, once the chunk stores exist, their embedding blocks.
+   `predict_queries` resumes from) and their RAKE candidates (`queries.rake_part`); then, once the
+   chunk stores exist, their embedding blocks. Quest's keyword choice (it needs every document's
+   candidates) and inverted index are built in this process by its `build`.
 
 Determinism: every unit of work is a fixed slice (an input file, a row range, a query part), its
 output lands at a path named by that slice, and this process assembles them in order, so the
@@ -230,6 +235,7 @@ class _Worker(beam.DoFn):
     store, cfg = self._get("store"), _quest_options(self.opts)
     queries.predict_part(store, self._get("predictor"), _queries_dir(self.opts), store.doc_ids(),
                          part, seed=cfg.seed, part_size=cfg.query_part_size)
+    queries.rake_part(_queries_dir(self.opts), part, min_score=cfg.min_score)
     return len(store.doc_ids()[part * cfg.query_part_size:(part + 1) * cfg.query_part_size])
 
 

@@ -2,7 +2,8 @@
 
 `<index_dir>/quest/queries/` holds `config.json` (the predictor's description, seed, part size)
 and `part-NNNNN.jsonl` files, each the records `{"doc_id", "queries": [...]}` of one slice of
-the store's doc ids, written atomically. A re-run with the same config skips finished parts,
+the store's doc ids, written atomically; `rake-<min_score>/part-NNNNN.jsonl` holds each part's
+RAKE candidates `{"doc_id", "candidates": [...]}`. A re-run with the same config skips finished parts,
 so an interrupted prediction resumes where it stopped; a different config starts over (logged).
 This is the expensive stage (specs/quest.md §9), hence the parts and the progress display.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -76,6 +77,45 @@ def predict_part(store: DocStore, predictor: QueryPredictor, directory: Path,
   text = "".join(json.dumps({"doc_id": int(d), "queries": list(q)}, ensure_ascii=False) + "\n"
                  for d, q in zip(ids, preds))
   io.write_text(_part_path(directory, i), text)
+
+
+def rake_part(directory: Path, i: int, *, min_score: float) -> None:
+  """RAKE candidates (`keywords.doc_candidates`) of query part `i`, written beside it: stage 2's
+  per-document half, resumable per part like the predictions (and a Beam task after them)."""
+  from longjax.synth.methods.quest.keywords import doc_candidates  # pylint: disable=import-outside-toplevel
+  lines = []
+  for r in _records(_part_path(directory, i)):
+    lines.append(json.dumps({"doc_id": int(r["doc_id"]),
+                             "candidates": doc_candidates(r["queries"], min_score=min_score)},
+                            ensure_ascii=False) + "\n")
+  io.write_text(_part_path(_rake_dir(directory, min_score), i), "".join(lines))
+
+
+def rake_candidates(directory: str | Path, doc_ids: Sequence[int], *, min_score: float,
+                    progress: Progress = silent) -> list[list[str]]:
+  """Each document's RAKE candidates, aligned with `doc_ids`; parts not yet scored are scored
+  now (after `predict_queries` finished every part)."""
+  directory = Path(directory)
+  parts = sorted(int(p.stem.split("-")[1]) for p in directory.glob("part-*.jsonl"))
+  todo = [i for i in parts if not _part_path(_rake_dir(directory, min_score), i).exists()]
+  for i in progress(todo, desc="quest: RAKE", total=len(todo)):
+    rake_part(directory, i, min_score=min_score)
+  found = {int(r["doc_id"]): list(r["candidates"]) for i in parts
+           for r in _records(_part_path(_rake_dir(directory, min_score), i))}
+  return [found[int(d)] for d in doc_ids]
+
+
+def _rake_dir(directory: Path, min_score: float) -> Path:
+  return directory / f"rake-{min_score:g}"
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f, 1):
+      try:
+        yield json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{line_no}: malformed record ({e})") from e
 
 
 def read_queries(directory: str | Path, doc_ids: Sequence[int]) -> list[list[str]]:
