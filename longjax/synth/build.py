@@ -10,6 +10,10 @@ Output layout (`<out>/`, the `index_dir` every method and SeqIO Task reads):
     <method>/            the method's own build output + manifest
     manifest.json        this build: options, corpus counts, one fingerprint per finished stage
 
+`--runner` (BuildOptions.runner) runs the per-document stages as Apache Beam pipelines
+(synth/pipeline.py) that write the same artifacts before the methods' builds run; without it,
+everything runs in this process. The output is the same either way.
+
 Resumable: the store reuses a finished identical build, embeddings resume per block, and a
 method whose stage fingerprint (corpus content, tokenizer, embedder, its options, lengths) is
 recorded here with a finished `<method>/manifest.json` is skipped.
@@ -208,7 +212,7 @@ def run_build(opts: BuildOptions, *,
     tokenizer = load_tokenizer_spec(opts.tokenizer)
     if opts.runner is not None:
       from longjax.synth import pipeline  # pylint: disable=import-outside-toplevel
-      timings.update(pipeline.per_document(opts, store, methods, tokenizer, log_fn))
+      timings.update(pipeline.per_document(opts, store, methods, tokenizer, embedder, log_fn))
     ctx = BuildContext(store=store, tokenizer=tokenizer, embedder=embedder, config=opts.config,
                        index_dir=opts.out, lengths=opts.lengths, log=log_fn, progress=progress)
     for method in methods:

@@ -261,6 +261,11 @@ def _quest_options(opts: Any) -> Any:
   return QuestOptions.parse("quest", opts.config.get("quest", {}))
 
 
+def _chunk_size(opts: Any) -> int:
+  from longjax.synth.methods.nextlong import NExtLongOptions  # pylint: disable=import-outside-toplevel
+  return NExtLongOptions.parse("nextlong", opts.config.get("nextlong", {})).chunk_size
+
+
 def _queries_dir(opts: Any) -> Path:
   return Path(opts.out) / "quest" / "queries"
 
@@ -280,19 +285,25 @@ def _slices(n: int, size: int) -> list[tuple[int, int]]:
   return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def _tasks(opts: Any, store: corpus.DocumentStore, methods: Sequence[Any],
-           log_fn: Callable[[str], None]) -> tuple[list[tuple], list[int]]:
-  """(the first pipeline's tasks, the NExtLong chunk sizes whose embeddings come after)."""
+def _tasks(opts: Any, store: corpus.DocumentStore, methods: Sequence[Any], tokenizer: Any,
+           embedder: Any, log_fn: Callable[[str], None]) -> tuple[list[tuple], list[int]]:
+  """(the first pipeline's tasks, the NExtLong chunk sizes to assemble and embed after it);
+  work whose output a previous run finished is left out."""
+  from longjax.synth.methods import contexts  # pylint: disable=import-outside-toplevel
   names = [m.name for m in methods]
   n = len(store)
-  tasks: list[tuple] = [("tokens", s, e) for s, e in _slices(n, SLICE)]
+  tasks: list[tuple] = []
+  if not contexts.token_counts_path(opts.out, store, tokenizer).exists():
+    tasks += [("tokens", s, e) for s, e in _slices(n, SLICE)]
   sizes = []
   if "nextlong" in names:
-    from longjax.synth.methods.nextlong import NExtLongOptions  # pylint: disable=import-outside-toplevel
-    sizes = [NExtLongOptions.parse("nextlong", opts.config.get("nextlong", {})).chunk_size]
-    tasks += [("chunks", size, s, e) for size in sizes for s, e in _slices(n, SLICE)]
+    size = _chunk_size(opts)
+    config, inputs = chunking.chunk_config(store, size)
+    if not io.is_complete(chunking.chunk_dir(opts.out, size), config=config, inputs=inputs):
+      sizes = [size]
+      tasks += [("chunks", size, s, e) for s, e in _slices(n, SLICE)]
   if any(name in _EMBEDDING_COLLECTIONS for name in names):
-    tasks += [("embed", "docs", s) for s in range(0, n, embed.BLOCK_SIZE)]
+    tasks += _embed_tasks(opts, store, embedder, "docs")
   if "quest" in names:
     from longjax.synth.methods.quest import queries  # pylint: disable=import-outside-toplevel
     cfg = _quest_options(opts)
@@ -301,6 +312,17 @@ def _tasks(opts: Any, store: corpus.DocumentStore, methods: Sequence[Any],
                            part_size=cfg.query_part_size, log=log_fn)
     tasks += [("queries", i) for i in todo]
   return tasks, sizes
+
+
+def _embed_tasks(opts: Any, store: corpus.DocumentStore, embedder: Any,
+                 collection: str) -> list[tuple]:
+  """The embedding blocks of `collection` that neither `vectors.npy` nor a saved block holds."""
+  source, inputs = _collection(store, collection, opts.out)
+  out = Path(opts.out) / "embeddings" / collection
+  if io.is_complete(out, config=embed.embedding_config(embedder, embed.BLOCK_SIZE), inputs=inputs):
+    return []
+  return [("embed", collection, s) for s in range(0, len(source), embed.BLOCK_SIZE)
+          if not embed.block_path(out, embedder, inputs, embed.BLOCK_SIZE, s).exists()]
 
 
 def _run_tasks(opts: Any, name: str, tasks: list[tuple], scratch: Path,
@@ -320,24 +342,24 @@ def _run_tasks(opts: Any, name: str, tasks: list[tuple], scratch: Path,
 
 
 def per_document(opts: Any, store: corpus.DocumentStore, methods: Sequence[Any], tokenizer: Any,
-                 log_fn: Callable[[str], None]) -> dict[str, float]:
+                 embedder: Any, log_fn: Callable[[str], None]) -> dict[str, float]:
   """Runs the per-document stages the `methods` need and assembles their artifacts; returns
   seconds per stage (wall, and summed over workers with the rows each kind processed)."""
   from longjax.synth.methods import contexts  # pylint: disable=import-outside-toplevel
   if not methods:
     return {}
   scratch = _scratch(opts)
-  tasks, sizes = _tasks(opts, store, methods, log_fn)
-  timings = _run_tasks(opts, "per_document", tasks, scratch, log_fn)
-  io.write_npy(contexts.token_counts_path(opts.out, store, tokenizer),
-               np.concatenate([np.load(p) for p in sorted((scratch / "tokens").glob("*.npy"))]))
-  chunk_tasks = []
+  tasks, sizes = _tasks(opts, store, methods, tokenizer, embedder, log_fn)
+  timings = _run_tasks(opts, "per_document", tasks, scratch, log_fn) if tasks else {}
+  if any(t[0] == "tokens" for t in tasks):
+    io.write_npy(contexts.token_counts_path(opts.out, store, tokenizer),
+                 np.concatenate([np.load(p) for p in sorted((scratch / "tokens").glob("*.npy"))]))
   for size in sizes:
-    chunks = chunking.write_chunk_store(_chunk_records(scratch / f"chunks-{size}"),
-                                        chunking.chunk_dir(opts.out, size), store=store,
-                                        size=size)
-    chunk_tasks += [("embed", f"chunks-{size}", s) for s in range(0, len(chunks),
-                                                                    embed.BLOCK_SIZE)]
+    chunking.write_chunk_store(_chunk_records(scratch / f"chunks-{size}"),
+                               chunking.chunk_dir(opts.out, size), store=store, size=size)
+  chunk_tasks = []
+  if "nextlong" in [m.name for m in methods]:
+    chunk_tasks = _embed_tasks(opts, store, embedder, f"chunks-{_chunk_size(opts)}")
   if chunk_tasks:
     timings.update({k.replace("embed_", "embed_chunks_"): v for k, v in _run_tasks(
         opts, "chunk_embeddings", chunk_tasks, scratch, log_fn).items()})

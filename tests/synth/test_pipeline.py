@@ -118,6 +118,8 @@ def test_in_process_beam_build_equals_single_process_build(reference, corpus_dir
       "a80": "heldout"}
   assert store["counts"]["read"] == 90
   assert_same_build(reference, tmp_path / "idx")
+  again = _build(corpus_dir, tmp_path / "idx", tokenizer_dir, runner="DirectRunner")
+  assert set(again["run"]["seconds"]) == {"corpus"}  # nothing per document or per method redone
 
 
 @pytest.mark.slow
