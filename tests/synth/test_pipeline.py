@@ -128,3 +128,14 @@ def test_two_worker_beam_build_equals_single_process_build(reference, corpus_dir
   _build(corpus_dir, tmp_path / "idx", tokenizer_dir, runner="DirectRunner",
          options=("--direct_num_workers=2", "--direct_running_mode=multi_processing"))
   assert_same_build(reference, tmp_path / "idx")
+
+
+def test_beam_options_need_a_runner(tmp_path, capsys):
+  from longjax.synth.__main__ import main  # pylint: disable=import-outside-toplevel
+  with pytest.raises(SystemExit):
+    main(["build", "--corpus", "default", "--out", str(tmp_path / "a"), "--methods", "none",
+          "--direct_num_workers=2"])
+  assert "accepted only by `build --runner" in capsys.readouterr().err
+  assert main(["build", "--corpus", "default", "--out", str(tmp_path / "b"), "--methods", "none",
+               "--runner", "DirectRunner"]) == 2
+  assert "bundled default corpus is built in this process" in capsys.readouterr().err
