@@ -6,8 +6,8 @@
 Times the functions a Beam worker runs (synth/pipeline.py) on one core: validate + hash,
 NExtLong chunking, the hashing embedder over documents and over chunks, smollm2 token counts,
 the extractive query predictor and RAKE; and the serialized size per vector of a ScaNN index
-(`retrieval.build_index`, AH settings) over random 384-d vectors. MiniLM is not timed here (see docs/scale.md: its rate
-comes from the H200 record). Expect thousands of documents/s for hashing and chunking, hundreds
+(`retrieval.build_index`, AH settings) over random 384-d vectors. MiniLM is not timed here
+(see docs/scale.md: its rate comes from the H200 record). Expect thousands of documents/s for hashing and chunking, hundreds
 for the tokenizer and the hashing embedder on a loaded 2-core machine.
 """
 
@@ -81,7 +81,8 @@ def main() -> None:
       "extractive_queries": _timed(lambda: predictor.predict(list(enumerate(texts)), seed=0), n),
       "rake_candidates_200": _timed(lambda: [keywords.doc_candidates(q) for q in queries], 200),
   }
-  record = {"scann": _scann_footprint(args.scann_vectors), "docs": n, "chars": sum(map(len, texts)), "chunks": len(chunks),
+  record = {"scann": _scann_footprint(args.scann_vectors), "docs": n,
+            "chars": sum(map(len, texts)), "chunks": len(chunks),
             "corpus": args.corpus, "cpu_count": os.cpu_count(),
             "load_avg": list(os.getloadavg()), "stages": stages}
   args.out.write_text(json.dumps(record, indent=1) + "\n")

@@ -50,7 +50,7 @@ from longjax.synth import chunking, corpus, embed
 
 SCRATCH = ".beam"  # under the index directory; removed when the build's pipelines finished
 SLICE = 4096  # store rows per token-count or chunking task
-_EMBEDDING_COLLECTIONS = {"knn": "docs", "iclm": "docs"}  # nextlong: chunks-<chunk_size>
+_DOCUMENT_EMBEDDING_METHODS = frozenset({"knn", "iclm"})  # nextlong embeds its chunks
 
 
 def options_for(opts: Any) -> PipelineOptions:
@@ -302,7 +302,7 @@ def _tasks(opts: Any, store: corpus.DocumentStore, methods: Sequence[Any], token
     if not io.is_complete(chunking.chunk_dir(opts.out, size), config=config, inputs=inputs):
       sizes = [size]
       tasks += [("chunks", size, s, e) for s, e in _slices(n, SLICE)]
-  if any(name in _EMBEDDING_COLLECTIONS for name in names):
+  if _DOCUMENT_EMBEDDING_METHODS.intersection(names):
     tasks += _embed_tasks(opts, store, embedder, "docs")
   if "quest" in names:
     from longjax.synth.methods.quest import queries  # pylint: disable=import-outside-toplevel

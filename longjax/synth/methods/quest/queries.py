@@ -3,8 +3,9 @@
 `<index_dir>/quest/queries/` holds `config.json` (the predictor's description, seed, part size)
 and `part-NNNNN.jsonl` files, each the records `{"doc_id", "queries": [...]}` of one slice of
 the store's doc ids, written atomically; `rake-<min_score>/part-NNNNN.jsonl` holds each part's
-RAKE candidates `{"doc_id", "candidates": [...]}`. A re-run with the same config skips finished parts,
-so an interrupted prediction resumes where it stopped; a different config starts over (logged).
+RAKE candidates `{"doc_id", "candidates": [...]}`. A re-run with the same config skips finished
+parts, so an interrupted prediction resumes where it stopped; a different config starts over
+(logged).
 This is the expensive stage (specs/quest.md §9), hence the parts and the progress display.
 """
 
