@@ -129,33 +129,47 @@ def iter_raw_documents(source: str | os.PathLike, *, text_field: str = "text",
   Plain-text files are read up to `max_bytes + 1` bytes: a longer file is too long anyway,
   and a multi-GB log file is then never loaded whole.
   """
+  files, text_mode = input_files(source)
+  for path in files:
+    yield from iter_file_documents(path, source, text_mode=text_mode, text_field=text_field,
+                                   max_bytes=max_bytes)
+
+
+def input_files(source: str | os.PathLike) -> tuple[list[Path], bool]:
+  """(the files `iter_raw_documents` reads in order, whether they are read as plain text)."""
   source = Path(source)
   if not source.exists():
     raise CorpusError(f"corpus {source}: no such file or directory")
   if source.is_file():
-    files, text_mode = [source], _data_kind(source) is None
+    return [source], _data_kind(source) is None
+  all_files = sorted(p for p in source.rglob("*")
+                     if p.is_file() and not any(part.startswith(".")
+                                                for part in p.relative_to(source).parts))
+  data_files = [p for p in all_files if _data_kind(p) is not None]
+  files, text_mode = (data_files, False) if data_files else (all_files, True)
+  if not files:
+    raise CorpusError(f"corpus directory {source} holds no files")
+  return files, text_mode
+
+
+def iter_file_documents(path: Path, source: str | os.PathLike, *, text_mode: bool,
+                        text_field: str = "text",
+                        max_bytes: int | None = None) -> Iterator[RawDocument]:
+  """The items of one file of `input_files(source)`: a parallel reader's unit of work."""
+  source = Path(source)
+  if text_mode:
+    key = str(path.relative_to(source)) if source.is_dir() else path.name
+    with open(path, "rb") as f:
+      data = f.read(-1 if max_bytes is None else max_bytes + 1)
+    yield RawDocument(f"{path}", data, key=key)
+  elif _data_kind(path) == "tf":
+    raise CorpusError(f"{path}: TFDS tfrecord/array_record shards hold tf.train.Example "
+                      "protos, which need TensorFlow to decode; re-export the dataset as "
+                      "parquet (tfds file_format='parquet') or jsonl")
+  elif _data_kind(path) == "jsonl":
+    yield from _jsonl_documents(path, text_field)
   else:
-    all_files = sorted(p for p in source.rglob("*")
-                       if p.is_file() and not any(part.startswith(".")
-                                                  for part in p.relative_to(source).parts))
-    data_files = [p for p in all_files if _data_kind(p) is not None]
-    files, text_mode = (data_files, False) if data_files else (all_files, True)
-    if not files:
-      raise CorpusError(f"corpus directory {source} holds no files")
-  for path in files:
-    if text_mode:
-      key = str(path.relative_to(source)) if source.is_dir() else path.name
-      with open(path, "rb") as f:
-        data = f.read(-1 if max_bytes is None else max_bytes + 1)
-      yield RawDocument(f"{path}", data, key=key)
-    elif _data_kind(path) == "tf":
-      raise CorpusError(f"{path}: TFDS tfrecord/array_record shards hold tf.train.Example "
-                        "protos, which need TensorFlow to decode; re-export the dataset as "
-                        "parquet (tfds file_format='parquet') or jsonl")
-    elif _data_kind(path) == "jsonl":
-      yield from _jsonl_documents(path, text_field)
-    else:
-      yield from _table_documents(path, text_field)
+    yield from _table_documents(path, text_field)
 
 
 def corpus_files(source: str | os.PathLike) -> list[Path]:

@@ -94,6 +94,11 @@ def make_parser() -> argparse.ArgumentParser:
   b.add_argument("--embedding-table", type=Path, default=None, metavar="DIR",
                  help="read the --embedder's vectors from a table computed elsewhere "
                  "(embed-inputs, then embed-table on an accelerator)")
+  b.add_argument("--runner", default=None,
+                 help="run the per-document stages as Apache Beam pipelines on this runner "
+                 "(DirectRunner, DataflowRunner, FlinkRunner, SparkRunner); any further "
+                 "--option is passed to Beam, e.g. --direct_num_workers=2 "
+                 "--direct_running_mode=multi_processing (default: no Beam, one process)")
   e = sub.add_parser("embed-inputs", help="word-piece ids of every text a build embeds",
                      description="Write the exact embedder inputs (documents and NExtLong "
                      "chunks) of an index whose corpus store exists (`build --methods none`), "
@@ -164,7 +169,8 @@ def _build(args: argparse.Namespace) -> int:
       corpus=args.corpus, out=args.out, methods=methods, embedder=args.embedder,
       tokenizer=args.tokenizer, lengths=args.lengths,
       max_chars=DEFAULT_MAX_CHARS if args.max_chars is None else args.max_chars,
-      text_field=args.text_field, config=args.config, embedding_table=args.embedding_table)
+      text_field=args.text_field, config=args.config, embedding_table=args.embedding_table,
+      runner=args.runner, pipeline_options=args.pipeline_options)
   manifest = build.run_build(opts)
   c, done = manifest["counts"]["corpus"], manifest["counts"]["methods_done"]
   print(f"built {args.out}: {c['kept']} documents ({c['read']} read, skipped "
@@ -244,7 +250,12 @@ def _inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
-  args = make_parser().parse_args(argv)
+  parser = make_parser()
+  args, beam_options = parser.parse_known_args(argv)
+  if beam_options and getattr(args, "runner", None) is None:
+    parser.error(f"unrecognized arguments: {' '.join(beam_options)} (Beam pipeline options "
+                 "are accepted only by `build --runner ...`)")
+  args.pipeline_options = tuple(beam_options)
   from longjax.documents import CorpusError  # pylint: disable=import-outside-toplevel
   commands = {"build": _build, "preview": _preview, "embed-inputs": _embed_inputs,
               "embed-table": _embed_table,

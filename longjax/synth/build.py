@@ -10,6 +10,10 @@ Output layout (`<out>/`, the `index_dir` every method and SeqIO Task reads):
     <method>/            the method's own build output + manifest
     manifest.json        this build: options, corpus counts, one fingerprint per finished stage
 
+`--runner` (BuildOptions.runner) runs the per-document stages as Apache Beam pipelines
+(synth/pipeline.py) that write the same artifacts before the methods' builds run; without it,
+everything runs in this process. The output is the same either way.
+
 Resumable: the store reuses a finished identical build, embeddings resume per block, and a
 method whose stage fingerprint (corpus content, tokenizer, embedder, its options, lengths) is
 recorded here with a finished `<method>/manifest.json` is skipped.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -47,9 +52,20 @@ class BuildOptions:
   text_field: str = "text"
   config: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
   embedding_table: Path | None = None  # vectors computed elsewhere (synth/embed_table.py)
+  # None: this process does everything. A Beam runner name (DirectRunner, DataflowRunner...):
+  # the per-document stages run as Beam pipelines (synth/pipeline.py) with these options.
+  runner: str | None = None
+  pipeline_options: tuple[str, ...] = ()
 
   def __post_init__(self):
     object.__setattr__(self, "out", Path(self.out))
+    object.__setattr__(self, "pipeline_options", tuple(self.pipeline_options))
+    if self.pipeline_options and self.runner is None:
+      raise ValueError(f"pipeline options {list(self.pipeline_options)} need --runner (e.g. "
+                       "DirectRunner); without it the build runs in this process")
+    if self.runner is not None and self.corpus == "default":
+      raise ValueError("--runner: the bundled default corpus is built in this process; pass a "
+                       "corpus path, or leave --runner out")
     if self.embedding_table is not None and self.embedder is None:
       raise ValueError("--embedding-table needs --embedder: the embedder the table was made "
                        "with (e.g. minilm)")
@@ -133,10 +149,27 @@ def open_corpus(opts: BuildOptions, progress: Progress,
     log_fn(f"WARNING: held-out evaluation texts unavailable ({e}); "
            "the corpus is not checked against them")
     held = set()
-  store = ingest_corpus(opts.corpus, out, max_chars=opts.max_chars, text_field=opts.text_field,
-                        heldout_hashes=held, progress=progress)
+  if opts.runner is None:
+    store = ingest_corpus(opts.corpus, out, max_chars=opts.max_chars,
+                          text_field=opts.text_field, heldout_hashes=held, progress=progress)
+  else:
+    from longjax.synth import pipeline  # pylint: disable=import-outside-toplevel
+    store = pipeline.ingest(opts, out, held, log_fn)
   store.assert_disjoint(held)
   return store
+
+
+def make_build_embedder(opts: BuildOptions) -> Any:
+  """The embedder `opts` names (or None), reading `--embedding-table` vectors when given.
+  Built in this process, and once per Beam worker (synth/pipeline.py)."""
+  if opts.embedder is None:
+    return None
+  from longjax.synth.embed import make_embedder  # pylint: disable=import-outside-toplevel
+  embedder = make_embedder(opts.embedder)
+  if opts.embedding_table is not None:
+    from longjax.synth.embed_table import TableEmbedder  # pylint: disable=import-outside-toplevel,line-too-long
+    embedder = TableEmbedder(opts.embedding_table, name=embedder.name, dim=embedder.dim)
+  return embedder
 
 
 def run_build(opts: BuildOptions, *,
@@ -152,15 +185,12 @@ def run_build(opts: BuildOptions, *,
   if wanting and opts.embedder is None:
     raise ValueError(f"methods {wanting} need an embedder: pass --embedder minilm "
                      "(`hashing` is a test-only stand-in and is never chosen silently)")
-  embedder = None
-  if opts.embedder is not None:  # fail fast on a bad name, before any corpus work
-    from longjax.synth.embed import make_embedder  # pylint: disable=import-outside-toplevel
-    embedder = make_embedder(opts.embedder)
-    if opts.embedding_table is not None:
-      from longjax.synth.embed_table import TableEmbedder  # pylint: disable=import-outside-toplevel,line-too-long
-      embedder = TableEmbedder(opts.embedding_table, name=embedder.name, dim=embedder.dim)
+  embedder = make_build_embedder(opts)  # fail fast on a bad name, before any corpus work
   opts.out.mkdir(parents=True, exist_ok=True)
+  timings: dict[str, float] = {}
+  t0 = time.perf_counter()
   store = open_corpus(opts, progress, log_fn)
+  timings["corpus"] = time.perf_counter() - t0
   counts = store.manifest["counts"]
   log_fn(f"corpus: {counts['kept']} documents kept of {counts['read']} read; "
          f"skipped {counts['skipped'] or 'none'} -> {store.directory}")
@@ -175,9 +205,14 @@ def run_build(opts: BuildOptions, *,
          "text_field": opts.text_field,
          "embedding_table": str(opts.embedding_table) if opts.embedding_table else None,
          "config": {k: dict(v) for k, v in opts.config.items()}}
+  run = {"runner": opts.runner or "single-process",
+         "pipeline_options": list(opts.pipeline_options), "seconds": timings}
   done: list[str] = []
   if methods:
     tokenizer = load_tokenizer_spec(opts.tokenizer)
+    if opts.runner is not None:
+      from longjax.synth import pipeline  # pylint: disable=import-outside-toplevel
+      timings.update(pipeline.per_document(opts, store, methods, tokenizer, embedder, log_fn))
     ctx = BuildContext(store=store, tokenizer=tokenizer, embedder=embedder, config=opts.config,
                        index_dir=opts.out, lengths=opts.lengths, log=log_fn, progress=progress)
     for method in methods:
@@ -192,23 +227,27 @@ def run_build(opts: BuildOptions, *,
       else:
         log_fn(f"{method.name}: building")
         if stages.pop(method.name, None) is not None:  # not finished until build() returns
-          _write_top(opts.out, top, store, stages, done)
+          _write_top(opts.out, top, store, stages, done, run)
+        t0 = time.perf_counter()
         method.build(ctx)
+        timings[method.name] = time.perf_counter() - t0
         check_samples(method.name, io.read_manifest(ctx.method_dir(method.name)),
                       opts.lengths, len(store))
         stages[method.name] = key
-        _write_top(opts.out, top, store, stages, done + [method.name])
+        _write_top(opts.out, top, store, stages, done + [method.name], run)
       done.append(method.name)
-  return _write_top(opts.out, top, store, stages, done)
+  return _write_top(opts.out, top, store, stages, done, run)
 
 
 def _write_top(out: Path, config: dict[str, Any], store: DocumentStore, stages: dict[str, str],
-               done: list[str]) -> dict[str, Any]:
+               done: list[str], run: dict[str, Any]) -> dict[str, Any]:
+  """The top manifest; `run` (runner, stage seconds) is outside its content fields (export's
+  `BUILD_CONTENT`), so how a build ran never changes what it built."""
   from longjax.synth.chunking import store_fingerprint  # pylint: disable=import-outside-toplevel
   return io.write_manifest(
       out, kind="build", config=config, inputs={"store": store_fingerprint(store)},
       counts={"corpus": store.manifest["counts"], "methods_done": done},
-      extra={"stages": stages})
+      extra={"stages": stages, "run": run})
 
 
 def default_log_setup() -> None:

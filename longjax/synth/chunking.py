@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -69,33 +70,56 @@ def chunk_dir(index_dir: str | os.PathLike, size: int = CHUNK_CHARS) -> Path:
   return Path(index_dir) / "chunks" / str(size)
 
 
+def document_chunks(text: str, size: int = CHUNK_CHARS) -> tuple[list[str], int]:
+  """(the non-blank meta-chunks of one document, how many blank ones were dropped)."""
+  all_chunks = meta_chunks(text, size)
+  kept = [c for c in all_chunks if c.strip()]
+  return kept, len(all_chunks) - len(kept)
+
+
+def chunk_config(store: DocumentStore, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(config, inputs) of a chunk store's manifest (shared with the Beam build)."""
+  return {"size": size, "drop_blank": True}, {"store": store_fingerprint(store)}
+
+
 def build_chunk_store(store: DocumentStore, out_dir: str | os.PathLike, *,
                       size: int = CHUNK_CHARS,
                       progress: Progress = silent
                       ) -> "ChunkStore":
   """Chunks every document of `store` (or reopens an identical finished chunk store)."""
-  out_dir = Path(out_dir)
-  config = {"size": size, "drop_blank": True}
-  inputs = {"store": store_fingerprint(store)}
+  config, inputs = chunk_config(store, size)
   if io.is_complete(out_dir, config=config, inputs=inputs):
     return ChunkStore(out_dir)
-  io.begin_stage(out_dir)
+  docs = progress(store, desc="chunking", total=len(store), unit="doc")
+  return write_chunk_store(((d.doc_id, d.key, *document_chunks(d.text, size)) for d in docs),
+                           out_dir, store=store, size=size)
+
+
+def write_chunk_store(per_document: Iterable[tuple[int, str, list[str], int]],
+                      out_dir: str | os.PathLike, *, store: DocumentStore,
+                      size: int) -> "ChunkStore":
+  """Writes the chunk store from `(doc_id, key, non-blank chunks, blank count)` in doc order."""
+  out_dir = io.begin_stage(out_dir)
+  config, inputs = chunk_config(store, size)
   doc_of_chunk: list[int] = []
   offsets = [0]
   blank = 0
   skipped = []
   with artifacts.RecordWriter(out_dir / "chunks") as writer:
-    for doc in progress(store, desc="chunking", total=len(store), unit="doc"):
-      all_chunks = meta_chunks(doc.text, size)
-      kept = [c for c in all_chunks if c.strip()]
-      blank += len(all_chunks) - len(kept)
+    for doc_id, key, kept, dropped in per_document:
+      if doc_id != len(offsets) - 1:
+        raise ValueError(f"{out_dir}: chunks of document {doc_id} arrived at row "
+                         f"{len(offsets) - 1}; documents must come in store order")
+      blank += dropped
       if not kept:
-        skipped.append({"doc_id": doc.doc_id, "key": doc.key, "reason": "no_nonblank_chunk"})
+        skipped.append({"doc_id": doc_id, "key": key, "reason": "no_nonblank_chunk"})
       for j, text in enumerate(kept):
-        writer.write({"chunk_id": len(doc_of_chunk), "doc_id": doc.doc_id, "j": j,
-                      "text": text})
-        doc_of_chunk.append(doc.doc_id)
+        writer.write({"chunk_id": len(doc_of_chunk), "doc_id": doc_id, "j": j, "text": text})
+        doc_of_chunk.append(doc_id)
       offsets.append(len(doc_of_chunk))
+  if len(offsets) - 1 != len(store):
+    raise ValueError(f"{out_dir}: chunked {len(offsets) - 1} of the store's {len(store)} "
+                     "documents")
   io.write_npy(out_dir / "doc_of_chunk.npy", np.asarray(doc_of_chunk, np.int64))
   io.write_npy(out_dir / "doc_chunk_offsets.npy", np.asarray(offsets, np.int64))
   per_doc = np.diff(offsets)

@@ -7,7 +7,8 @@ Malformed structure raises `longjax.documents.CorpusError` while reading. Bad *c
 skipped and recorded with a reason: `not_utf8` (also a JSON escape of an unpaired surrogate,
 "\\ud83d"), `too_long` (more than `max_chars` characters), `binary` (contains NUL), `empty`
 (whitespace only), `duplicate` (exact text seen before), `duplicate_id`, `heldout` (text equal
-to a held-out evaluation document).
+to a held-out evaluation document); the rule is `Dedup`'s. `check_document` (per item) and
+`StoreWriter` (in input order) are shared with the Beam ingest of `synth.pipeline`.
 
 Store layout (`<dir>/`): `documents.jsonl` + `documents.offsets.npy` (records
 `{"key", "title", "source", "text"}`, see `artifacts.RecordWriter`), `keys.json` (stable ids and
@@ -87,57 +88,140 @@ def _lone_surrogate(*fields: str | None) -> str:
   return ""
 
 
+@dataclasses.dataclass(frozen=True)
+class Checked:
+  """One raw item after the per-document checks: its text and hash, or why it is unusable."""
+  text: str | None
+  hash: str | None
+  key: str | None  # the stable id it would be stored under (the input's, or the hash's prefix)
+  reason: str = ""
+  detail: str = ""
+
+
+def check_document(raw: RawDocument, max_chars: int) -> Checked:
+  """Validates and hashes one raw item; the per-document half of `build_store` (and of the
+  Beam ingest, `synth.pipeline`)."""
+  text, reason, detail = _validate(raw, max_chars)
+  if text is None:
+    return Checked(None, None, None, reason, detail)
+  h = text_hash(text)
+  return Checked(text, h, raw.key if raw.key is not None else h[:16])
+
+
+class Dedup:
+  """The duplicate rule, applied to items in input order: the first valid copy of a text wins
+  (later copies are `duplicate`, a held-out text is `heldout`); among winners, the first use of
+  an id wins (later ones are `duplicate_id`).
+
+  Each decision depends only on earlier items with the same hash (or, for ids, the same key), so
+  the rule can also run per group: `synth.pipeline` feeds each hash group, then each key group
+  of the winners, to a fresh `Dedup` in input order and gets the same decisions.
+  """
+
+  def __init__(self, heldout_hashes: Iterable[str] = ()):
+    self.heldout = set(heldout_hashes)
+    self._first_key: dict[str, str] = {}
+    self._keys: set[str] = set()
+
+  def by_hash(self, h: str, key: str) -> tuple[str, str]:
+    """(reason, detail) when this text was seen or is held out, else ('', '')."""
+    if h in self._first_key:
+      return "duplicate", f"same text as {self._first_key[h]!r}"
+    if h in self.heldout:
+      return "heldout", "text equals a held-out evaluation document"
+    self._first_key[h] = key
+    return "", ""
+
+  def by_key(self, key: str) -> tuple[str, str]:
+    """(reason, detail) when a winning text already holds this id, else ('', '')."""
+    if key in self._keys:
+      return "duplicate_id", f"id {key!r} already used by another document"
+    self._keys.add(key)
+    return "", ""
+
+
+class StoreWriter:
+  """Writes a store from items in input order, each kept or skipped with its reason.
+
+  `counts.read == counts.kept + sum(counts.skipped.values())`: every item is accounted for.
+  """
+
+  def __init__(self, out_dir: str | os.PathLike, *, max_chars: int,
+               config: Mapping[str, Any] | None, inputs: Mapping[str, Any] | None):
+    if max_chars < 1:
+      raise ValueError(f"max_chars ({max_chars}) must be >= 1")
+    self.out_dir = io.begin_stage(out_dir)
+    self._meta = {"max_chars": max_chars, **(config or {})}, dict(inputs or {})
+    self.keys: list[str] = []
+    self.hashes: list[str] = []
+    self.skipped: list[dict[str, Any]] = []
+    self.reasons: dict[str, int] = {}
+    self.read = self.chars = 0
+    self._records = artifacts.RecordWriter(self.out_dir / "documents")
+
+  def add(self, raw: RawDocument, checked: Checked, reason: str = "", detail: str = "") -> None:
+    """Records one item: skipped when `checked` or the dedup `reason` says so, else stored."""
+    self.read += 1
+    reason, detail = (checked.reason, checked.detail) if checked.reason else (reason, detail)
+    if reason:
+      self.reasons[reason] = self.reasons.get(reason, 0) + 1
+      self.skipped.append({"source": raw.source, "key": raw.key, "reason": reason,
+                           "detail": detail})
+      return
+    self.keys.append(checked.key)
+    self.hashes.append(checked.hash)
+    self.chars += len(checked.text)
+    self._records.write({"key": checked.key, "title": raw.title, "source": raw.source,
+                         "text": checked.text})
+
+  def finish(self) -> "DocumentStore":
+    self._records.close()
+    io.write_json(self.out_dir / "keys.json", {"keys": self.keys, "hashes": self.hashes})
+    counts = {"read": self.read, "kept": len(self.keys), "skipped": self.reasons,
+              "chars": self.chars}
+    config, inputs = self._meta
+    io.write_manifest(self.out_dir, kind="corpus", config=config, inputs=inputs, counts=counts,
+                      skipped=self.skipped)
+    return DocumentStore(self.out_dir)
+
+  def abort(self) -> None:
+    self._records.abort()
+
+
 def build_store(raw_documents: Iterable[RawDocument], out_dir: str | os.PathLike, *,
                 max_chars: int = DEFAULT_MAX_CHARS, config: Mapping[str, Any] | None = None,
                 inputs: Mapping[str, Any] | None = None,
                 heldout_hashes: Iterable[str] = (),
                 progress: Progress = silent) -> "DocumentStore":
-  """Validates, deduplicates and writes documents into a store at `out_dir`.
+  """Validates, deduplicates (`Dedup`) and writes documents into a store at `out_dir`.
 
   Every raw item ends up either as one stored document or as one entry of the manifest's
   `skipped` list, so `counts.read == counts.kept + sum(counts.skipped.values())`.
   """
-  if max_chars < 1:
-    raise ValueError(f"max_chars ({max_chars}) must be >= 1")
-  out_dir = io.begin_stage(out_dir)
-  heldout = set(heldout_hashes)
-  seen_hash: dict[str, str] = {}
-  seen_keys: set[str] = set()
-  keys: list[str] = []
-  hashes: list[str] = []
-  skipped: list[dict[str, Any]] = []
-  reasons: dict[str, int] = {}
-  read = chars = 0
-  with artifacts.RecordWriter(out_dir / "documents") as writer:
+  writer = StoreWriter(out_dir, max_chars=max_chars, config=config, inputs=inputs)
+  dedup = Dedup(heldout_hashes)
+  try:
     for raw in progress(raw_documents, desc="corpus", unit="doc"):
-      read += 1
-      text, reason, detail = _validate(raw, max_chars)
-      if text is not None:
-        h = text_hash(text)
-        key = raw.key if raw.key is not None else h[:16]
-        if h in seen_hash:
-          reason, detail = "duplicate", f"same text as {seen_hash[h]!r}"
-        elif h in heldout:
-          reason, detail = "heldout", "text equals a held-out evaluation document"
-        elif key in seen_keys:
-          reason, detail = "duplicate_id", f"id {key!r} already used by another document"
-      if reason:
-        reasons[reason] = reasons.get(reason, 0) + 1
-        skipped.append({"source": raw.source, "key": raw.key, "reason": reason,
-                        "detail": detail})
-        continue
-      seen_hash[h] = key
-      seen_keys.add(key)
-      keys.append(key)
-      hashes.append(h)
-      chars += len(text)
-      writer.write({"key": key, "title": raw.title, "source": raw.source, "text": text})
-  io.write_json(out_dir / "keys.json", {"keys": keys, "hashes": hashes})
-  counts = {"read": read, "kept": len(keys), "skipped": reasons, "chars": chars}
-  io.write_manifest(out_dir, kind="corpus", config={"max_chars": max_chars,
-                                                    **(config or {})},
-                    inputs=inputs or {}, counts=counts, skipped=skipped)
-  return DocumentStore(out_dir)
+      checked = check_document(raw, max_chars)
+      reason, detail = "", ""
+      if checked.text is not None:
+        reason, detail = dedup.by_hash(checked.hash, checked.key)
+        if not reason:
+          reason, detail = dedup.by_key(checked.key)
+      writer.add(raw, checked, reason, detail)
+  except BaseException:
+    writer.abort()
+    raise
+  return writer.finish()
+
+
+def ingest_config(source: str | os.PathLike, *, max_chars: int, text_field: str,
+                  heldout_hashes: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(config, inputs) of the store manifest that `ingest_corpus` (and the Beam ingest) write."""
+  heldout = sorted(set(heldout_hashes))
+  config = {"source": str(Path(source).resolve()), "text_field": text_field,
+            "max_chars": max_chars, "heldout": io.fingerprint_json(heldout)}
+  return config, {"files": io.fingerprint_files(corpus_files(source))}
 
 
 def ingest_corpus(source: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -145,16 +229,15 @@ def ingest_corpus(source: str | os.PathLike, out_dir: str | os.PathLike, *,
                   heldout_hashes: Iterable[str] = (),
                   progress: Progress = silent) -> "DocumentStore":
   """Builds (or, when already built from the same input and options, reopens) a store."""
-  heldout = sorted(set(heldout_hashes))
-  config = {"source": str(Path(source).resolve()), "text_field": text_field,
-            "max_chars": max_chars, "heldout": io.fingerprint_json(heldout)}
-  inputs = {"files": io.fingerprint_files(corpus_files(source))}
+  heldout_hashes = set(heldout_hashes)
+  config, inputs = ingest_config(source, max_chars=max_chars, text_field=text_field,
+                                 heldout_hashes=heldout_hashes)
   if io.is_complete(out_dir, config=config, inputs=inputs):
     return DocumentStore(out_dir)
   raws = iter_raw_documents(source, text_field=text_field, max_bytes=4 * max_chars)
   return build_store(raws, out_dir,
                      max_chars=max_chars, config=config, inputs=inputs,
-                     heldout_hashes=heldout, progress=progress)
+                     heldout_hashes=heldout_hashes, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from longjax import io
 from longjax.progress import Progress, silent
 
 EMBEDDERS = ("minilm", "hashing")
+BLOCK_SIZE = 16384  # rows per saved block: the unit of resumption and of Beam work
+BATCH_SIZE = 256  # rows per `embed` call; blocks are multiples, so batches are fixed row ranges
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -113,8 +115,35 @@ def make_embedder(name: str, *, model_path: str | os.PathLike | None = None) -> 
                    "tokens>, hashing-<dim>)")
 
 
+def embedding_config(embedder: Embedder, block_size: int) -> dict[str, Any]:
+  """The config an embeddings manifest records (the block size fixes the batches' rows)."""
+  return {"embedder": embedder.name, "dim": embedder.dim, "block_size": block_size}
+
+
+def block_path(out_dir: str | os.PathLike, embedder: Embedder, inputs: Mapping[str, Any],
+               block_size: int, start: int) -> Path:
+  """Where the block of rows [start, start + block_size) is saved until `vectors.npy` is made
+  (the unit of resumption, and of work in the Beam build)."""
+  key = io.fingerprint_json([embedding_config(embedder, block_size), dict(inputs)])[:12]
+  path = Path(out_dir) / "parts" / key / f"{start // block_size:06d}.npy"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  return path
+
+
+def embed_block(source: Any, embedder: Embedder, start: int, stop: int, *, batch_size: int,
+                progress: Progress = silent) -> np.ndarray:
+  """float32 [stop - start, dim]: rows [start, stop) of `source`, embedded in batches of
+  `batch_size` rows counted from `start`, so a block's batches never depend on who runs it."""
+  batches = progress(range(start, stop, batch_size), desc=f"embed {embedder.name}",
+                     unit="batch", total=-(-(stop - start) // batch_size))
+  return np.concatenate([np.asarray(embedder.embed(
+      [source.text(i) for i in range(b, min(b + batch_size, stop))]), np.float32)
+                         for b in batches])
+
+
 def embed_corpus(source: Any, embedder: Embedder, out_dir: str | os.PathLike, *,
-                 inputs: Mapping[str, Any], block_size: int = 16384, batch_size: int = 256,
+                 inputs: Mapping[str, Any], block_size: int = BLOCK_SIZE,
+                 batch_size: int = BATCH_SIZE,
                  progress: Progress = silent) -> np.ndarray:
   """Embeds `source.text(i)` for every i into `<out_dir>/vectors.npy` (float32 [n, dim]).
 
@@ -128,25 +157,18 @@ def embed_corpus(source: Any, embedder: Embedder, out_dir: str | os.PathLike, *,
   """
   out_dir = Path(out_dir)
   n = len(source)
-  config = {"embedder": embedder.name, "dim": embedder.dim, "block_size": block_size}
+  config = embedding_config(embedder, block_size)
   final = out_dir / "vectors.npy"
   if io.is_complete(out_dir, config=config, inputs=inputs):
     return np.load(final, mmap_mode="r")
   io.begin_stage(out_dir)
-  parts = out_dir / "parts" / io.fingerprint_json([config, dict(inputs)])[:12]
-  parts.mkdir(parents=True, exist_ok=True)
   blocks = range(0, n, block_size)
-  part = lambda start: parts / f"{start // block_size:06d}.npy"
-  todo = [(start, b) for start in blocks if not part(start).exists()
-          for b in range(start, min(start + block_size, n), batch_size)]
-  pending: list[np.ndarray] = []
-  for start, b in progress(todo, desc=f"embed {embedder.name}", unit="batch"):
-    stop = min(start + block_size, n)
-    texts = [source.text(i) for i in range(b, min(b + batch_size, stop))]
-    pending.append(np.asarray(embedder.embed(texts), np.float32))
-    if b + batch_size >= stop:  # last batch of the block: save it
-      io.write_npy(part(start), np.concatenate(pending))
-      pending = []
+  part = lambda start: block_path(out_dir, embedder, inputs, block_size, start)
+  for start in blocks:
+    if not part(start).exists():
+      io.write_npy(part(start), embed_block(source, embedder, start, min(start + block_size, n),
+                                            batch_size=batch_size, progress=progress))
+  parts = part(0).parent
   with io.atomic_path(final) as tmp:
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, embedder.dim))
     for start in blocks:

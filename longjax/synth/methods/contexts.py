@@ -67,6 +67,13 @@ def count_tokens(store: DocStore, doc_ids: np.ndarray, tokenizer: Tokenizer,
   return counts
 
 
+def token_counts_path(index_dir: Path, store: DocStore, tokenizer: Tokenizer) -> Path:
+  """Where `store_token_counts` keeps the counts (the Beam build writes the same file)."""
+  key = io.fingerprint_json({"store": chunking.store_fingerprint(store),
+                             "tokenizer": tokenizer_signature(tokenizer)})
+  return Path(index_dir) / "token_counts" / f"{key[:16]}.npy"
+
+
 def store_token_counts(ctx: BuildContext) -> np.ndarray:
   """`count_tokens` over the whole store (store order), computed once per index and tokenizer.
 
@@ -74,9 +81,7 @@ def store_token_counts(ctx: BuildContext) -> np.ndarray:
   the first one to ask writes `<index>/token_counts/<fingerprint>.npy`, keyed by the store's
   fingerprint and the tokenizer's signature.
   """
-  key = io.fingerprint_json({"store": chunking.store_fingerprint(ctx.store),
-                             "tokenizer": tokenizer_signature(ctx.tokenizer)})
-  path = ctx.index_dir / "token_counts" / f"{key[:16]}.npy"
+  path = token_counts_path(ctx.index_dir, ctx.store, ctx.tokenizer)
   if path.exists():
     return np.load(path)
   counts = count_tokens(ctx.store, np.asarray(ctx.store.doc_ids(), np.int64), ctx.tokenizer,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from longjax import io
 from longjax.synth import chunking, embed, retrieval
 from longjax.synth.methods.base import BuildContext
 
@@ -53,8 +54,7 @@ def document_neighbours(ctx: BuildContext, k: int, *,
   Returns (int64 [N, k], -1 where fewer exist; info for the method manifest: embedder, index
   settings and its measured recall).
   """
-  inputs = {"store": chunking.store_fingerprint(ctx.store)}
-  vectors, index = embed_and_index(ctx, "docs", _Texts(ctx.store), inputs)
+  vectors, index = embed_and_index(ctx, *document_collection(ctx.store))
   ids, _ = retrieval.neighbour_lists(index, vectors, k + 1,
                                      out_dir=ctx.index_dir / "neighbours" / f"docs-k{k + 1}",
                                      progress=ctx.progress)
@@ -62,6 +62,19 @@ def document_neighbours(ctx: BuildContext, k: int, *,
   info = {"embedder": ctx.embedder.name, "index": index.manifest.get("config"),
           "index_counts": index.manifest.get("counts"), "k": k, "include_self": include_self}
   return table, info
+
+
+def document_collection(store) -> tuple[str, "_Texts", dict[str, Any]]:
+  """(name, source, inputs) of the document embeddings, for `embed_and_index` and the Beam
+  build (`synth.pipeline`), which must write the very same embeddings directory."""
+  return "docs", _Texts(store), {"store": chunking.store_fingerprint(store)}
+
+
+def chunk_collection(chunks: chunking.ChunkStore) -> tuple[str, chunking.ChunkStore,
+                                                           dict[str, Any]]:
+  """(name, source, inputs) of NExtLong's chunk embeddings for a chunk store."""
+  return (f"chunks-{chunks.size}", chunks,
+          {"chunks": io.fingerprint_json(chunks.manifest["inputs"]), "chunk_size": chunks.size})
 
 
 class _Texts:

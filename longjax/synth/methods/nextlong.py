@@ -297,10 +297,8 @@ class NExtLongMethod:
     chunks = chunking.build_chunk_store(
         ctx.store, chunking.chunk_dir(ctx.index_dir, cfg.chunk_size), size=cfg.chunk_size,
         progress=ctx.progress)
-    inputs = {"chunks": io.fingerprint_json(chunks.manifest["inputs"]),
-              "chunk_size": cfg.chunk_size}
-    collection = f"chunks-{cfg.chunk_size}"
-    vectors, index = neighbours.embed_and_index(ctx, collection, chunks, inputs)
+    collection, source, inputs = neighbours.chunk_collection(chunks)
+    vectors, index = neighbours.embed_and_index(ctx, collection, source, inputs)
     if cfg.precompute_k:
       from longjax.synth import retrieval
       retrieval.neighbour_lists(index, vectors, cfg.precompute_k, progress=ctx.progress,

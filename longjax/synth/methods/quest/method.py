@@ -1,7 +1,7 @@
 """`QuestMethod`: the Quest synthesis method (specs/quest.md) behind the synthesis protocol.
 
 `build(ctx)` runs stages 1-4 and writes under `<index_dir>/quest/`: `queries/` (resumable
-predictions), `doc_keywords.jsonl` (per document: candidates and the chosen keyword, or the
+predictions and their RAKE candidates), `doc_keywords.jsonl` (per document: candidates and the chosen keyword, or the
 reason it has none), `index.jsonl` (inverted index with short flags and weights),
 `doc_tokens.npy` (tokens with boundary tokens per doc id, -1 for documents left out), `keyword_df_top200.json`
 (for blacklist review), `index_stats.png` (index sizes, document reuse) and `manifest.json`.
@@ -34,7 +34,8 @@ from longjax.synth.methods.quest import index as qindex
 from longjax.synth.methods.quest import keywords as qkw
 from longjax.synth.methods.quest import rake
 from longjax.synth.methods.quest.predict import PREDICTORS, make_predictor
-from longjax.synth.methods.quest.queries import predict_queries, query_counts, read_queries
+from longjax.synth.methods.quest.queries import predict_queries, query_counts, rake_candidates, \
+  read_queries
 from longjax.synth.methods.quest.report import plot_index_stats
 from longjax.synth.methods.quest.sampler import FILL_POLICIES, LONG_DOC_POLICIES, SampleOptions, \
   Span, plan_samples
@@ -161,8 +162,8 @@ class QuestMethod:
                                progress=ctx.progress)
     queries = read_queries(out / "queries", doc_ids)
 
-    candidates = [qkw.doc_candidates(q, min_score=cfg.min_score)
-                  for q in ctx.progress(queries, desc="quest: RAKE", total=len(queries))]
+    candidates = rake_candidates(out / "queries", doc_ids, min_score=cfg.min_score,
+                                 progress=ctx.progress)
     blacklist = qkw.load_blacklist(cfg.blacklist_file)
     chosen = qkw.assign_keywords(doc_ids, candidates, seed=cfg.seed, blacklist=blacklist,
                                  auto_top_n=cfg.blacklist_auto_top_n,

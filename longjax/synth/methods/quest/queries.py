@@ -2,8 +2,10 @@
 
 `<index_dir>/quest/queries/` holds `config.json` (the predictor's description, seed, part size)
 and `part-NNNNN.jsonl` files, each the records `{"doc_id", "queries": [...]}` of one slice of
-the store's doc ids, written atomically. A re-run with the same config skips finished parts,
-so an interrupted prediction resumes where it stopped; a different config starts over (logged).
+the store's doc ids, written atomically; `rake-<min_score>/part-NNNNN.jsonl` holds each part's
+RAKE candidates `{"doc_id", "candidates": [...]}`. A re-run with the same config skips finished
+parts, so an interrupted prediction resumes where it stopped; a different config starts over
+(logged).
 This is the expensive stage (specs/quest.md §9), hence the parts and the progress display.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -33,10 +35,21 @@ def predict_queries(store: DocStore, predictor: QueryPredictor, directory: str |
                     log: Callable[[str], None] = print,
                     progress: Progress = silent) -> dict[str, Any]:
   """Predicts queries for every document of `store` into `directory`; returns counts."""
-  if part_size < 1:
-    raise ValueError(f"part_size ({part_size}) must be >= 1")
   directory = Path(directory)
   doc_ids = np.asarray(store.doc_ids(), np.int64)
+  todo = prepare(directory, predictor, doc_ids, seed=seed, part_size=part_size, log=log)
+  n_parts = (len(doc_ids) + part_size - 1) // part_size
+  for i in progress(todo, desc="quest: predicting queries", total=len(todo)):
+    predict_part(store, predictor, directory, doc_ids, i, seed=seed, part_size=part_size)
+  return {"parts": n_parts, "parts_predicted_now": len(todo), "documents": len(doc_ids)}
+
+
+def prepare(directory: Path, predictor: QueryPredictor, doc_ids: np.ndarray, *, seed: int,
+            part_size: int, log: Callable[[str], None] = print) -> list[int]:
+  """Writes the prediction config (discarding predictions made under another one) and returns
+  the parts still to predict."""
+  if part_size < 1:
+    raise ValueError(f"part_size ({part_size}) must be >= 1")
   config = {"predictor": predictor.describe(), "seed": seed, "part_size": part_size,
             "doc_ids": io.fingerprint_json(doc_ids.tolist())}
   cfg_path = directory / CONFIG_FILE
@@ -51,16 +64,59 @@ def predict_queries(store: DocStore, predictor: QueryPredictor, directory: str |
   todo = [i for i in range(n_parts) if not _part_path(directory, i).exists()]
   if len(todo) < n_parts:
     log(f"quest: resuming query prediction, {n_parts - len(todo)}/{n_parts} parts already done")
-  for i in progress(todo, desc="quest: predicting queries", total=len(todo)):
-    ids = doc_ids[i * part_size:(i + 1) * part_size]
-    preds = predictor.predict([(int(d), store.text(int(d))) for d in ids], seed=seed)
-    if len(preds) != len(ids):
-      raise RuntimeError(f"predictor {predictor.name!r} returned {len(preds)} query lists for "
-                         f"{len(ids)} documents")
-    text = "".join(json.dumps({"doc_id": int(d), "queries": list(q)}, ensure_ascii=False) + "\n"
-                   for d, q in zip(ids, preds))
-    io.write_text(_part_path(directory, i), text)
-  return {"parts": n_parts, "parts_predicted_now": len(todo), "documents": len(doc_ids)}
+  return todo
+
+
+def predict_part(store: DocStore, predictor: QueryPredictor, directory: Path,
+                 doc_ids: np.ndarray, i: int, *, seed: int, part_size: int) -> None:
+  """Predicts and writes part `i` (the unit of resumption, and of work in the Beam build)."""
+  ids = doc_ids[i * part_size:(i + 1) * part_size]
+  preds = predictor.predict([(int(d), store.text(int(d))) for d in ids], seed=seed)
+  if len(preds) != len(ids):
+    raise RuntimeError(f"predictor {predictor.name!r} returned {len(preds)} query lists for "
+                       f"{len(ids)} documents")
+  text = "".join(json.dumps({"doc_id": int(d), "queries": list(q)}, ensure_ascii=False) + "\n"
+                 for d, q in zip(ids, preds))
+  io.write_text(_part_path(directory, i), text)
+
+
+def rake_part(directory: Path, i: int, *, min_score: float) -> None:
+  """RAKE candidates (`keywords.doc_candidates`) of query part `i`, written beside it: stage 2's
+  per-document half, resumable per part like the predictions (and a Beam task after them)."""
+  from longjax.synth.methods.quest.keywords import doc_candidates  # pylint: disable=import-outside-toplevel
+  lines = []
+  for r in _records(_part_path(directory, i)):
+    lines.append(json.dumps({"doc_id": int(r["doc_id"]),
+                             "candidates": doc_candidates(r["queries"], min_score=min_score)},
+                            ensure_ascii=False) + "\n")
+  io.write_text(_part_path(_rake_dir(directory, min_score), i), "".join(lines))
+
+
+def rake_candidates(directory: str | Path, doc_ids: Sequence[int], *, min_score: float,
+                    progress: Progress = silent) -> list[list[str]]:
+  """Each document's RAKE candidates, aligned with `doc_ids`; parts not yet scored are scored
+  now (after `predict_queries` finished every part)."""
+  directory = Path(directory)
+  parts = sorted(int(p.stem.split("-")[1]) for p in directory.glob("part-*.jsonl"))
+  todo = [i for i in parts if not _part_path(_rake_dir(directory, min_score), i).exists()]
+  for i in progress(todo, desc="quest: RAKE", total=len(todo)):
+    rake_part(directory, i, min_score=min_score)
+  found = {int(r["doc_id"]): list(r["candidates"]) for i in parts
+           for r in _records(_part_path(_rake_dir(directory, min_score), i))}
+  return [found[int(d)] for d in doc_ids]
+
+
+def _rake_dir(directory: Path, min_score: float) -> Path:
+  return directory / f"rake-{min_score:g}"
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f, 1):
+      try:
+        yield json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{line_no}: malformed record ({e})") from e
 
 
 def read_queries(directory: str | Path, doc_ids: Sequence[int]) -> list[list[str]]:
