@@ -11,6 +11,10 @@
 #                  brought back into RUN/embedding_table
 #   arms           build the index from those vectors, export every arm (seeds 0 and 1), pick
 #                  the `synth inspect` samples, and fill .gpu/common and .gpu/arms
+#                  (once per experiment: a later change to the index's config rebuilds it, and
+#                  ScaNN's approximate lists differ between builds, so every arm of one
+#                  comparison must come from one set of exports; their fingerprints are in
+#                  results/wiki16k/export_*.json)
 #
 # Order of a GPU session (each line one device-tool command, back to back; the carry list of a
 # command is the folders it names):
