@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import time
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -26,6 +25,7 @@ from longjax.train.data import SyntheticSource  # noqa: E402
 from longjax.train.mesh import MeshConfig, maybe_initialize_distributed  # noqa: E402
 from longjax.train.step import StepConfig  # noqa: E402
 from longjax.train.trainer import train  # noqa: E402
+from tests.helpers.multihost import row_crcs  # noqa: E402
 from tests.helpers.training import small_config, tiny_model  # noqa: E402
 
 VOCAB, SEQ_LEN, BATCH = 259, 128, 8
@@ -40,8 +40,7 @@ class RowRecorder:
   def batches(self, *, start, rows, global_batch):
     for i, batch in enumerate(self.source.batches(start=start, rows=rows,
                                                   global_batch=global_batch)):
-      self.rows[start + i] = [zlib.crc32(r.astype("int32").tobytes())
-                              for r in batch["decoder_target_tokens"]]
+      self.rows[start + i] = row_crcs(batch["decoder_target_tokens"])
       time.sleep(self.delay)
       yield batch
 

@@ -6,11 +6,8 @@ reference is the same driver in this process with conftest's 8 devices. Losses a
 norms come from MODEL_DIR/metrics.jsonl, rows from the CRCs each process's source was asked for.
 """
 
-import json
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,38 +15,16 @@ import numpy as np
 import pytest
 
 from longjax.train import launch
+from tests.helpers.multihost import (assert_rows_split, host_rows, logs_of, row_crcs, run_job,
+                                     start_job, write_spec)
 from tests.helpers.training import logged
 from tests.train import multihost_driver
 
-REPO = Path(__file__).resolve().parents[2]
-DATA_SEQ = {"data": 2, "sequence": 4}
-
-
-def _spec(tmp: Path, name: str, **kw) -> dict:
-  spec = {"model_dir": str(tmp / name), "steps": 4, "mesh": DATA_SEQ, "source": "synthetic",
-          "rows_out": str(tmp / name / "rows"), **kw}
-  (tmp / f"{name}.json").write_text(json.dumps(spec))
-  return spec
-
-
-def _start(tmp: Path, name: str) -> list[subprocess.Popen]:
-  (tmp / f"{name}_logs").mkdir(exist_ok=True)
-  return launch.start_local(2, 8, [sys.executable, str(REPO / "tests/train/multihost_driver.py"),
-                                   str(tmp / f"{name}.json")], log_dir=tmp / f"{name}_logs")
-
-
-def _job(tmp: Path, name: str, **kw) -> dict:
-  """Runs a 2 x 4 job of the driver; returns its spec after checking both processes exited 0."""
-  spec = _spec(tmp, name, **kw)
-  procs = _start(tmp, name)
-  code = launch.wait_local(procs, grace_s=10)
-  logs = "".join((tmp / f"{name}_logs" / f"process_{i}.log").read_text()[-3000:] for i in (0, 1))
-  assert code == 0 and [p.returncode for p in procs] == [0, 0], logs
-  return spec
 
 
 def _one_process(tmp: Path, name: str, **kw) -> tuple[dict, multihost_driver.RowRecorder]:
-  spec = _spec(tmp, name, **kw)
+  """The reference: the driver in this process (conftest's 8 CPU devices)."""
+  spec = write_spec(tmp, name, **kw)
   return spec, multihost_driver.run(spec)
 
 
@@ -60,28 +35,13 @@ def _assert_same_run(got_dir, want_dir, steps) -> None:
                                rtol=2e-5, err_msg=key)
 
 
-def _host_rows(spec: dict) -> list[dict[int, list[int]]]:
-  rows = Path(spec["rows_out"])
-  return [{int(k): v for k, v in json.loads((rows / f"rows_{i}.json").read_text()).items()}
-          for i in (0, 1)]
-
-
-def _assert_rows_split(hosts, global_rows, batches) -> None:
-  """Every batch: each host read half the rows, none twice, and together exactly `global_rows`."""
-  for b in batches:
-    first, second = hosts[0][b], hosts[1][b]
-    assert len(first) == len(second) == len(global_rows[b]) // 2
-    assert not set(first) & set(second), f"batch {b}: a row was read by both hosts"
-    assert sorted(first + second) == sorted(global_rows[b]), f"batch {b}"
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   """The 1 x 8 reference and the 2 x 4 job: 4 steps, mesh data=2 x sequence=4, checkpoints
   every 2 steps."""
   tmp = tmp_path_factory.mktemp("multihost")
   ref, recorder = _one_process(tmp, "ref", checkpoint_every=2)
-  two = _job(tmp, "two", checkpoint_every=2)
+  two = run_job(tmp, "two", checkpoint_every=2)
   return tmp, ref, recorder, two
 
 
@@ -89,7 +49,7 @@ def test_two_processes_train_as_one(runs):
   """Same losses and gradient norms; each process read only its rows, together the batch."""
   _, ref, recorder, two = runs
   _assert_same_run(two["model_dir"], ref["model_dir"], range(1, 5))
-  _assert_rows_split(_host_rows(two), recorder.rows, range(4))
+  assert_rows_split(host_rows(two), recorder.rows, range(4))
   state = Path(two["model_dir"]) / "checkpoints" / "4" / "state"
   assert {p.name for p in state.glob("ocdbt.process_*")} == {"ocdbt.process_0",
                                                              "ocdbt.process_1"}
@@ -112,7 +72,7 @@ def test_checkpoint_moves_between_two_processes_and_one(runs):
   _one_process(tmp, "one_from_two", checkpoint_every=2)
   _assert_same_run(one_from_two, ref["model_dir"], (3, 4))
   two_from_one = _resume_copy(tmp, ref["model_dir"], "two_from_one")
-  _job(tmp, "two_from_one", checkpoint_every=2)
+  run_job(tmp, "two_from_one", checkpoint_every=2)
   _assert_same_run(two_from_one, ref["model_dir"], (3, 4))
 
 
@@ -125,7 +85,7 @@ def test_other_meshes_train_as_one(tmp_path, mesh):
   passes K/V blocks from one process to the other."""
   loss_chunk = {"loss_chunk": 8} if mesh["sequence"] == 8 else {}
   ref, _ = _one_process(tmp_path, "ref", steps=3, mesh=mesh, **loss_chunk)
-  two = _job(tmp_path, "two", steps=3, mesh=mesh, **loss_chunk)
+  two = run_job(tmp_path, "two", steps=3, mesh=mesh, **loss_chunk)
   _assert_same_run(two["model_dir"], ref["model_dir"], range(1, 4))
 
 
@@ -143,8 +103,8 @@ def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path):
   """SIGTERM to process 1 only: both save the same step and exit 0; the restarted job continues
   with the uninterrupted 1 x 8 run's losses."""
   ref, _ = _one_process(tmp_path, "ref", steps=8)
-  spec = _spec(tmp_path, "job", steps=8, slow_batches=1.0)
-  procs = _start(tmp_path, "job")
+  spec = write_spec(tmp_path, "job", steps=8, slow_batches=1.0)
+  procs = start_job(tmp_path, "job")
   _wait_for_step(Path(spec["model_dir"]), 2, procs)
   procs[1].send_signal(signal.SIGTERM)
   try:
@@ -152,14 +112,26 @@ def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path):
   finally:
     for p in procs:
       p.kill()
-  logs = [(tmp_path / "job_logs" / f"process_{i}.log").read_text() for i in (0, 1)]
+  logs = logs_of(tmp_path, "job")
   assert code == 0 and [p.returncode for p in procs] == [0, 0], logs[1][-3000:]
   saved = [int(p.name) for p in (Path(spec["model_dir"]) / "checkpoints").iterdir()]
   assert len(saved) == 1 and 2 <= saved[0] < 8, saved
   for log in logs:
     assert f"preempted at step {saved[0]}" in log
-  _job(tmp_path, "job", steps=8)  # the restart, without delays
+  run_job(tmp_path, "job", steps=8)  # the restart, without delays
   _assert_same_run(spec["model_dir"], ref["model_dir"], range(saved[0] + 1, 9))
+
+
+@pytest.mark.slow
+def test_seqio_hosts_read_disjoint_rows(tmp_path):
+  """The SeqIO source in a 2-host job: each host trains on its own shard's rows, and together
+  they are the 2-host global batch (this host count's shards, read here in one process)."""
+  spec = run_job(tmp_path, "seqio", steps=2, source="seqio")
+  source = multihost_driver.make_source(spec)
+  halves = [[b["decoder_target_tokens"] for _, b in zip(range(2), source.batches(
+      start=0, rows=rows, global_batch=8))] for rows in (slice(0, 4), slice(4, 8))]
+  global_rows = {b: row_crcs(halves[0][b]) + row_crcs(halves[1][b]) for b in range(2)}
+  assert_rows_split(host_rows(spec), global_rows, range(2))
 
 
 def _within(procs, seconds: float) -> bool:
