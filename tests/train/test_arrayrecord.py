@@ -184,8 +184,8 @@ def test_cli_training_from_export_needs_no_tensorflow_or_seqio(exported, tmp_pat
 def test_two_hosts_read_disjoint_rows_of_the_global_batch(exported, tmp_path):
   """A 2-host job (2 x 4 CPU devices) on the export: each host reads only its rows, and together
   they are exactly the global batch that one process reads, none twice."""
-  spec = run_job(tmp_path, "two", steps=2, source="arrayrecord", data_dir=str(exported))
-  whole = _take(ArrayRecordSource(exported, seed=0), 2, start=0, rows=slice(0, 8),
+  spec = run_job(tmp_path, "two", steps=3, source="arrayrecord", data_dir=str(exported))
+  whole = _take(ArrayRecordSource(exported, seed=0), 3, start=0, rows=slice(0, 8),
                 global_batch=8)
   assert_rows_split(host_rows(spec), {b: row_crcs(whole[b]["decoder_target_tokens"])
-                                      for b in range(2)}, range(2))
+                                      for b in range(3)}, range(3))

@@ -126,8 +126,9 @@ def test_tpu_worker_command_runs_a_two_host_job(one_process_run, tmp_path):
   model = tmp_path / "run"
   args = tpu.parse_args(["--name", "lj", "--zone", "z", "--accelerator", "v5p-16", "--", *TINY,
                          f"--gin.MODEL_DIR='{model}'"])
-  ssh = tpu.commands(args, str(tmp_path / "src.tar.gz"))[-1]
+  ssh, may_fail = tpu.commands(args, str(tmp_path / "src.tar.gz"))[-1]
   assert ssh[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"] and "--worker=all" in ssh
+  assert not may_fail
   checkout = tmp_path / "home" / "longjax"
   (checkout / ".venv" / "bin").mkdir(parents=True)
   for entry in ("longjax", "gin", "configs"):

@@ -126,12 +126,12 @@ def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path):
 def test_seqio_hosts_read_disjoint_rows(tmp_path):
   """The SeqIO source in a 2-host job: each host trains on its own shard's rows, and together
   they are the 2-host global batch (this host count's shards, read here in one process)."""
-  spec = run_job(tmp_path, "seqio", steps=2, source="seqio")
+  spec = run_job(tmp_path, "seqio", steps=3, source="seqio")
   source = multihost_driver.make_source(spec)
-  halves = [[b["decoder_target_tokens"] for _, b in zip(range(2), source.batches(
+  halves = [[b["decoder_target_tokens"] for _, b in zip(range(3), source.batches(
       start=0, rows=rows, global_batch=8))] for rows in (slice(0, 4), slice(4, 8))]
-  global_rows = {b: row_crcs(halves[0][b]) + row_crcs(halves[1][b]) for b in range(2)}
-  assert_rows_split(host_rows(spec), global_rows, range(2))
+  global_rows = {b: row_crcs(halves[0][b]) + row_crcs(halves[1][b]) for b in range(3)}
+  assert_rows_split(host_rows(spec), global_rows, range(3))
 
 
 def _within(procs, seconds: float) -> bool:
