@@ -30,8 +30,8 @@ from etils import epath
 from longjax import io
 from longjax.models import LlamaConfig
 from longjax.models.hf import CheckpointError
-from longjax.train.checkpoint import CheckpointConfig
 from longjax.train import launch
+from longjax.train.checkpoint import CheckpointConfig
 from longjax.train.data import SyntheticSource
 from longjax.train.mesh import MeshConfig, maybe_initialize_distributed
 from longjax.train.optimizer import OptimizerConfig
