@@ -77,12 +77,12 @@ def maybe_initialize_distributed() -> None:
   mpi = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
   if not (explicit or (not cpu and (asked or slurm or mpi))):
     return
+  missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k not in os.environ]
+  if explicit and missing:
+    raise ValueError(f"JAX_COORDINATOR_ADDRESS is set, so {' and '.join(missing)} must be too "
+                     "(every process needs the process count and its own id)")
   _initialized = True
   if explicit:
-    missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k not in os.environ]
-    if missing:
-      raise ValueError(f"JAX_COORDINATOR_ADDRESS is set, so {' and '.join(missing)} must be too "
-                       "(every process needs the process count and its own id)")
     if cpu and "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
       # The CPU client's default has no cross-process collectives: a sharded step would fail.
       jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from longjax.train import launch
+from longjax.train import launch, mesh
 from tests.helpers.training import logged
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,3 +149,13 @@ def _load(script: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def test_coordinator_without_process_count_and_id_is_named(monkeypatch):
+  """On the CPU too, an explicit coordinator is honoured, so a half-set environment is an error
+  naming what is missing (and not a silent one-process run)."""
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1")
+  monkeypatch.delenv("JAX_NUM_PROCESSES", raising=False)
+  monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
+  with pytest.raises(ValueError, match="JAX_NUM_PROCESSES and JAX_PROCESS_ID must be too"):
+    mesh.maybe_initialize_distributed()
