@@ -22,6 +22,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from longjax.train.launch import train_command  # noqa: E402  (stdlib only)
+
 ENV = {
     "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.95",
     "XLA_FLAGS": "--xla_gpu_enable_latency_hiding_scheduler=true",
@@ -32,11 +35,9 @@ ENV = {
 def commands(args, tarball: str) -> list[list[str]]:
   """The commands in order; `tarball` is a path in a directory private to this run (a fixed
   /tmp name could be pre-created or linked elsewhere by another user of the host)."""
-  env = " ".join(f"{k}={shlex.quote(v)}" for k, v in ENV.items())
-  train_args = " ".join(shlex.quote(a) for a in args.train_args)
   if not args.host:
-    return [["bash", "-c", f"cd {shlex.quote(str(REPO))} && {env} {shlex.quote(args.python)} "
-             f"-m longjax.train {train_args}"]]
+    return [["bash", "-c", f"cd {shlex.quote(str(REPO))} && "
+             + train_command(args.python, args.train_args, ENV)]]
   install = " && ".join([
       "rm -rf ~/longjax && mkdir -p ~/longjax && tar xzf ~/longjax-src.tar.gz -C ~/longjax",
       "cd ~/longjax && python3 -m venv .venv && .venv/bin/pip install -q -U pip",
@@ -47,8 +48,8 @@ def commands(args, tarball: str) -> list[list[str]]:
          ["scp", tarball, f"{args.host}:~/longjax-src.tar.gz"]]
   if not args.skip_install:
     out.append(["ssh", args.host, install])
-  out.append(["ssh", args.host, f"cd ~/longjax && {env} .venv/bin/python -m longjax.train "
-              f"{train_args}"])
+  out.append(["ssh", args.host,
+              "cd ~/longjax && " + train_command(".venv/bin/python", args.train_args, ENV)])
   return out
 
 

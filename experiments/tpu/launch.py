@@ -4,8 +4,9 @@ Creates the TPU VM if it does not exist (or reuses it), copies this checkout to 
 (`git archive` of HEAD, so uncommitted changes do not travel), installs it into a venv on every
 worker, and runs the same training command on all workers at once with
 `gcloud compute tpus tpu-vm ssh --worker=all`. Each worker calls `jax.distributed.initialize()`
-(LONGJAX_DISTRIBUTED=1). Point MODEL_DIR at GCS (gs://...): every worker writes its checkpoint
-shards there; data comes from a SeqIO Task whose files (or cache) are on GCS too.
+(LONGJAX_DISTRIBUTED=1, from `longjax.train.launch.worker_env`, which every launcher shares).
+Point MODEL_DIR at GCS (gs://...): every worker writes its checkpoint shards there; data comes
+from a SeqIO Task whose files (or cache) are on GCS too.
 
   python experiments/tpu/launch.py --name lj-v5p --zone us-east5-a --accelerator v5p-16 \\
       --dry-run -- --gin_file=gin/experiments/<exp>.gin --gin.MODEL_DIR="'gs://bucket/run1'"
@@ -22,6 +23,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from longjax.train.launch import train_command, worker_env  # noqa: E402  (stdlib only)
+
 # Default runtime images per generation (gcloud compute tpus versions list shows all of them).
 RUNTIME = {"v4": "tpu-ubuntu2204-base", "v5litepod": "v2-alpha-tpuv5-lite",
            "v5p": "v2-alpha-tpuv5", "v6e": "v2-alpha-tpuv6e"}
@@ -39,6 +43,11 @@ def _generation(accelerator: str) -> str:
                    "followed by -<cores or chips>, e.g. v4-32, v5litepod-16, v5p-16, v6e-8")
 
 
+def worker_command(train_args: list[str]) -> str:
+  """What every worker runs, in the checkout that the install step left in ~/longjax."""
+  return "cd ~/longjax && " + train_command(".venv/bin/python", train_args, worker_env())
+
+
 def commands(args, tarball: str) -> list[tuple[list[str], bool]]:
   """The gcloud commands in order; the bool says whether a failure may be ignored. `tarball`
   is a path in a directory private to this run (not a fixed /tmp name another user could
@@ -54,8 +63,7 @@ def commands(args, tarball: str) -> list[tuple[list[str], bool]]:
       f".venv/bin/pip install -q torch --index-url {TORCH_CPU_INDEX}",
       f".venv/bin/pip install -q -r requirements.txt 'jax[tpu]' -f {LIBTPU_INDEX}",
       ".venv/bin/pip install -q --no-deps -e ."])
-  train = ("cd ~/longjax && LONGJAX_DISTRIBUTED=1 .venv/bin/python -m longjax.train "
-           + " ".join(shlex.quote(a) for a in args.train_args))
+  train = worker_command(args.train_args)
   if args.detach:
     train = f"nohup bash -c {shlex.quote(train)} > ~/longjax-train.log 2>&1 &"
   ssh = tpu + ["ssh", args.name, *where, "--worker=all", "--command"]
@@ -74,7 +82,8 @@ def commands(args, tarball: str) -> list[tuple[list[str], bool]]:
   return out
 
 
-def main() -> int:
+def parse_args(argv: list[str]) -> argparse.Namespace:
+  """The launcher's arguments; exits with a usage error naming what is missing or wrong."""
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--name", required=True, help="TPU VM name")
@@ -92,12 +101,17 @@ def main() -> int:
   parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
   parser.add_argument("train_args", nargs=argparse.REMAINDER,
                       help="after `--`: arguments of python -m longjax.train")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   if args.train_args[:1] == ["--"]:
     args.train_args = args.train_args[1:]
   if not any(a.startswith("--gin_file") for a in args.train_args):
     parser.error("give the training arguments after `--`, at least one --gin_file=...")
   _generation(args.accelerator)
+  return args
+
+
+def main() -> int:
+  args = parse_args(sys.argv[1:])
   with tempfile.TemporaryDirectory(prefix="longjax-launch-") as tmp:
     for cmd, may_fail in commands(args, f"{tmp}/longjax-src.tar.gz"):
       print("+ " + shlex.join(cmd), flush=True)

@@ -12,6 +12,10 @@ Example (CPU, 8 simulated devices):
   XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \\
   python -m longjax.train --gin_file=gin/experiments/tiny_synthetic.gin \\
       --gin.MODEL_DIR="'/tmp/tiny'" --gin.TRAIN_STEPS=20
+
+The same job as 2 processes of 4 CPU devices each (a 2-host pod's layout, on this machine):
+  python -m longjax.train --local-processes 2 --gin_file=gin/experiments/tiny_synthetic.gin \\
+      --gin.MODEL_DIR="'/tmp/tiny2'"
 """
 
 import argparse
@@ -26,6 +30,7 @@ from etils import epath
 from longjax import io
 from longjax.models import LlamaConfig
 from longjax.models.hf import CheckpointError
+from longjax.train import launch
 from longjax.train.checkpoint import CheckpointConfig
 from longjax.train.remat import RematConfig
 from longjax.train.data import SyntheticSource
@@ -108,7 +113,8 @@ def parse(gin_files: list[str], bindings: list[str]) -> None:
         "command line, e.g. " + " ".join(f"--gin.{m}=..." for m in missing))
 
 
-def _args(argv: list[str]) -> tuple[list[str], list[str]]:
+def _args(argv: list[str]) -> tuple[list[str], list[str], int | None, int]:
+  """(gin files, gin bindings, --local-processes, --local-devices)."""
   parser = argparse.ArgumentParser(
       prog="python -m longjax.train", description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,17 +122,30 @@ def _args(argv: list[str]) -> tuple[list[str], list[str]]:
                       help="gin file (repeatable; relative to the cwd or the repo root)")
   parser.add_argument("--gin_bindings", action="append", default=[],
                       help="a gin binding NAME=VALUE (repeatable); same as --gin.NAME=VALUE")
+  parser.add_argument("--local-processes", type=int, default=None,
+                      help="run as N processes on this machine's CPU, one multi-process job "
+                           "(as the hosts of a pod)")
+  parser.add_argument("--local-devices", type=int, default=8,
+                      help="simulated CPU devices of the whole --local-processes job (default 8)")
   args, rest = parser.parse_known_args(argv)
   bindings = list(args.gin_bindings)
   for arg in rest:
     if not arg.startswith("--gin.") or "=" not in arg:
       parser.error(f"unrecognized argument {arg!r} (gin bindings are --gin.NAME=VALUE)")
     bindings.append(arg[len("--gin."):])
-  return args.gin_file, bindings
+  if args.local_processes is not None:
+    try:
+      launch.split_devices(args.local_processes, args.local_devices)
+    except ValueError as e:
+      parser.error(str(e))
+  return args.gin_file, bindings, args.local_processes, args.local_devices
 
 
 def main(argv: list[str] | None = None) -> int:
-  gin_files, bindings = _args(sys.argv[1:] if argv is None else argv)
+  gin_files, bindings, processes, devices = _args(sys.argv[1:] if argv is None else argv)
+  if processes is not None:
+    return launch.run_local(processes, devices, [*(f"--gin_file={f}" for f in gin_files),
+                                                 *(f"--gin.{b}" for b in bindings)])
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s",
                       datefmt="%H:%M:%S", force=True)
   logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter

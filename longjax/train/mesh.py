@@ -60,22 +60,32 @@ _initialized = False
 def maybe_initialize_distributed() -> None:
   """Calls `jax.distributed.initialize()` on multi-host jobs, once, before any device use.
 
-  LONGJAX_DISTRIBUTED=1 (set by experiments/tpu/launch.py on every TPU VM worker) lets JAX's
-  cluster detection find the coordinator; so do SLURM and Open MPI launches; a plain
-  multi-process GPU launch sets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
-  Single-host runs (and CPU tests) skip it.
+  Explicit settings (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID; what
+  `longjax.train.launch.worker_env` gives a local or GPU worker) are honoured on every platform,
+  CPU included; on CPU the processes then exchange collectives through gloo. Without them,
+  LONGJAX_DISTRIBUTED=1 (set by experiments/tpu/launch.py on every TPU VM worker), SLURM and
+  Open MPI launches let JAX's cluster detection find the coordinator; that detection is for
+  accelerators, so a CPU run (the tests' default) without explicit settings stays one process.
   """
   global _initialized
-  if _initialized or os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
+  if _initialized:
     return
   explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
+  cpu = os.environ.get("JAX_PLATFORMS", "").startswith("cpu")
   asked = os.environ.get("LONGJAX_DISTRIBUTED", "0") == "1"
   slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
   mpi = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-  if not (explicit or asked or slurm or mpi):
+  if not (explicit or (not cpu and (asked or slurm or mpi))):
     return
+  missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k not in os.environ]
+  if explicit and missing:
+    raise ValueError(f"JAX_COORDINATOR_ADDRESS is set, so {' and '.join(missing)} must be too "
+                     "(every process needs the process count and its own id)")
   _initialized = True
   if explicit:
+    if cpu and "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
+      # The CPU client's default has no cross-process collectives: a sharded step would fail.
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
         num_processes=int(os.environ["JAX_NUM_PROCESSES"]),

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import queue
 import signal
 import threading
@@ -385,7 +386,7 @@ def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | 
            *hooks]
 
   # ---------------------------------------------------------------- loop
-  stop = threading.Event()
+  stop, preempted = threading.Event(), False
   main_thread = threading.current_thread() is threading.main_thread()
   previous = _on_stop_signals(stop) if main_thread else {}
   try:
@@ -402,7 +403,8 @@ def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | 
         for hook in hooks:
           if n % hook.every == 0 or n == config.train_steps:
             hook.fn(n, state, metrics)
-        if stop.is_set() or ckpt.reached_preemption(n):
+        if ckpt.reached_preemption(n) if jax.process_count() > 1 else stop.is_set():
+          preempted = True
           log.warning("preempted at step %d: saving a checkpoint and exiting", n)
           ckpt.save(n, state, position, force=True)
           break
@@ -413,7 +415,7 @@ def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | 
     batches.close()  # stops and joins the input thread
     writer.close()
     _close_quietly(ckpt)  # its threads would keep a failed run from exiting
-  if config.export_hf and not stop.is_set():
+  if config.export_hf and not preempted:
     ckpt_lib.export_hf(nnx.merge(run.graphdef, state.params), model_dir / "hf",
                        tokenizer_from=hf_dir(config) if config.init_from_hf else None)
   write_manifest(config, run, source, int(state.step), position)
@@ -422,12 +424,24 @@ def train(config: TrainConfig, source: BatchSource, model_config: LlamaConfig | 
 
 def _on_stop_signals(stop: threading.Event) -> dict[int, object]:
   """SIGTERM and SIGINT (Ctrl-C) set `stop`: the loop saves a checkpoint and returns. A second
-  Ctrl-C abandons that (KeyboardInterrupt). Returns the previous handlers."""
+  Ctrl-C abandons that (KeyboardInterrupt). Returns the previous handlers.
+
+  With several processes SIGTERM stays with JAX's preemption notifier (installed by
+  `jax.distributed.initialize`): it tells every process through the coordinator, and
+  `reached_preemption` is then true on all of them at the same step. A Python SIGTERM handler
+  would replace it and stop only the process that got the signal, while the others wait for it
+  in the next step's collectives, forever. A Ctrl-C there becomes that SIGTERM.
+  """
+  several = jax.process_count() > 1
+
   def handle(signum, _):
     if stop.is_set() and signum == signal.SIGINT:
       raise KeyboardInterrupt
     stop.set()
-  return {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    if several:
+      os.kill(os.getpid(), signal.SIGTERM)
+  signals = (signal.SIGINT,) if several else (signal.SIGTERM, signal.SIGINT)
+  return {s: signal.signal(s, handle) for s in signals}
 
 
 def _next_batch(batches: Iterator[tuple[dict, int]], step: int,

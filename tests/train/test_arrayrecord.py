@@ -21,6 +21,7 @@ from longjax.train.arrayrecord import ArrayRecordSource, ExportError
 from longjax.train.mesh import MeshConfig
 from longjax.train.trainer import train
 from test_trainer import SigtermAt, compile_cache  # noqa: F401  pylint: disable=unused-import
+from tests.helpers.multihost import assert_rows_split, host_rows, row_crcs, run_job
 from tests.helpers.training import logged, small_config, tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,3 +178,14 @@ def test_cli_training_from_export_needs_no_tensorflow_or_seqio(exported, tmp_pat
   assert all(name.startswith("tensorflow") and "/clu/metric_writers/" in where
              for name, where in report["attempts"]), report["attempts"]
   assert sorted(logged(tmp_path / "run")) == [1, 2]
+
+
+@pytest.mark.slow
+def test_two_hosts_read_disjoint_rows_of_the_global_batch(exported, tmp_path):
+  """A 2-host job (2 x 4 CPU devices) on the export: each host reads only its rows, and together
+  they are exactly the global batch that one process reads, none twice."""
+  spec = run_job(tmp_path, "two", steps=3, source="arrayrecord", data_dir=str(exported))
+  whole = _take(ArrayRecordSource(exported, seed=0), 3, start=0, rows=slice(0, 8),
+                global_batch=8)
+  assert_rows_split(host_rows(spec), {b: row_crcs(whole[b]["decoder_target_tokens"])
+                                      for b in range(3)}, range(3))
