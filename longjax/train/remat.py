@@ -86,8 +86,8 @@ def program_gib(compiled) -> float | None:
 
 
 def device_limit_gib() -> float | None:
-  """The first device's memory limit, None where the backend does not say (CPU)."""
-  limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+  """This process's first device's memory limit, None where the backend does not say (CPU)."""
+  limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
   return limit / 2**30 if limit else None
 
 

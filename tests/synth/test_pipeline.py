@@ -20,7 +20,8 @@ METHOD_NAMES = ("standard", "knn", "iclm", "nextlong", "quest")
 CONFIG = {"quest": {"predictor": "extractive"}}
 # Facts about the run, not the data: when, with which versions, how long, how much was resumed
 # (the Beam workers predicted the queries that Quest's build then found finished).
-RUN_FIELDS = {"created", "versions", "run", "build_seconds", "parts_predicted_now"}
+RUN_FIELDS = {"created", "versions", "run", "build_seconds", "search_selection_seconds",
+              "parts_predicted_now"}
 
 
 @pytest.fixture(scope="module")
