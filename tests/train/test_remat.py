@@ -4,7 +4,6 @@ learns exactly what a pinned policy learns, and a limit nothing fits is refused 
 import json
 from pathlib import Path
 
-import jax
 import pytest
 
 from longjax.train import remat
@@ -37,14 +36,6 @@ def program_gib(tmp_path_factory):
 def test_less_saved_needs_less_memory(program_gib):
   assert program_gib["none"] > program_gib["save_context"] > program_gib["full"]
 
-
-@pytest.fixture
-def compile_cache(tmp_path):
-  """A persistent compilation cache: the pinned run reuses the program `auto` chose."""
-  old = jax.config.jax_compilation_cache_dir
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax_cache"))
-  yield
-  jax.config.update("jax_compilation_cache_dir", old)
 
 
 def test_the_first_rung_that_fits_runs_and_learns_what_a_pinned_policy_learns(

@@ -12,7 +12,6 @@ import dataclasses
 import os
 import signal
 
-import jax
 import numpy as np
 import pytest
 
@@ -29,14 +28,6 @@ from tests.helpers.training import logged, small_config, tiny_model
 def source():
   return SeqioBatches(shakespeare_task.TASK, {"targets": 64}, seed=0)
 
-
-@pytest.fixture
-def compile_cache(tmp_path):
-  """A persistent compilation cache, so that identical train steps compile once."""
-  old = jax.config.jax_compilation_cache_dir
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax_cache"))
-  yield
-  jax.config.update("jax_compilation_cache_dir", old)
 
 
 class SigtermAt:
