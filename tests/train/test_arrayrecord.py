@@ -20,7 +20,7 @@ from longjax.train import arrayrecord
 from longjax.train.arrayrecord import ArrayRecordSource, ExportError
 from longjax.train.mesh import MeshConfig
 from longjax.train.trainer import train
-from test_trainer import SigtermAt, compile_cache  # noqa: F401  pylint: disable=unused-import
+from test_trainer import SigtermAt
 from tests.helpers.multihost import assert_rows_split, host_rows, row_crcs, run_job
 from tests.helpers.training import logged, small_config, tiny_model
 
@@ -129,7 +129,7 @@ class CountingRecords(arrayrecord.ArrayRecordDataSource):
 
 
 def test_sigterm_restart_continues_exactly_without_rereading(exported, tmp_path, monkeypatch,
-                                                             compile_cache):  # noqa: F811
+                                                             compile_cache):
   del compile_cache
   monkeypatch.setattr(arrayrecord, "ArrayRecordDataSource", CountingRecords)
   steps, batch, slack = 12, 8, 4  # slack: batches in the trainer's and Grain's prefetch buffers
