@@ -3,8 +3,9 @@
 Axis letters: B batch, C prefill chunk, T cache length, L layers, K kv heads, H head dim.
 
 Shapes are bucketed so that one compiled program serves many prompts: the longest prompt is
-right-padded to P = chunk x (power of two) tokens and the cache holds T = P + max_new_tokens
-slots, rounded up to a multiple of 128. Every cache slot carries a position and a segment id
+right-padded to P = chunk x (power of two) tokens, the number of new tokens is a run-time limit
+within a capacity of 128 x (power of two) (so tasks asking for 30 or 128 tokens share one
+program), and the cache holds T = P + capacity slots, rounded up to a multiple of 128. Every cache slot carries a position and a segment id
 (1 = filled, 0 = empty or padding), so "causal within the prompt, nothing unfilled" is the
 ordinary mask `q_pos >= k_pos` within equal non-zero segments. Three attention paths:
 
@@ -37,6 +38,7 @@ from longjax.ops.blockwise import BLOCKWISE
 from longjax.ops.kernels import BlockMask
 
 CACHE_ALIGN = 128  # cache length multiple, so the blockwise kernel gets full-size key tiles
+NEW_TOKENS_BUCKET = 128  # generation capacity multiple: one compiled program per prompt bucket
 
 
 def _bucket(n: int, chunk: int) -> int:
@@ -106,13 +108,14 @@ def _logits(model: Llama, hidden):
                     preferred_element_type=jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("max_new_tokens", "chunk"))
-def _generate(graphdef, state, prompts, lengths, eos_ids, *, max_new_tokens: int, chunk: int):
-  """prompts [B, P] right-padded, lengths [B] -> new tokens [B, max_new_tokens] (-1 after EOS)."""
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("capacity", "chunk"))
+def _generate(graphdef, state, prompts, lengths, eos_ids, limit, *, capacity: int, chunk: int):
+  """prompts [B, P] right-padded, lengths [B] -> new tokens [B, capacity]: the first `limit`
+  (a traced scalar <= capacity) are generated, -1 after EOS and beyond `limit`."""
   model = nnx.merge(graphdef, state)
   cfg = model.config
   b, p = prompts.shape
-  t = -(-(p + max_new_tokens) // CACHE_ALIGN) * CACHE_ALIGN
+  t = -(-(p + capacity) // CACHE_ALIGN) * CACHE_ALIGN
   dtype = jnp.dtype(cfg.dtype)
   kv_shape = (cfg.num_hidden_layers, b, t, cfg.num_key_value_heads, cfg.head_dim)
   cache = (jnp.zeros(kv_shape, dtype), jnp.zeros(kv_shape, dtype))
@@ -147,11 +150,11 @@ def _generate(graphdef, state, prompts, lengths, eos_ids, *, max_new_tokens: int
         prefill, (cache, kv_pos, kv_seg, last), jnp.arange(p // chunk))
   token = jnp.argmax(_logits(model, last), axis=-1).astype(jnp.int32)
   done = jnp.isin(token, eos_ids)
-  out = jnp.full((b, max_new_tokens), -1, jnp.int32).at[:, 0].set(token)
+  out = jnp.full((b, capacity), -1, jnp.int32).at[:, 0].set(token)
 
   def cond(carry):
     i, _, _, _, _, done, _ = carry
-    return (i < max_new_tokens) & ~jnp.all(done)
+    return (i < limit) & ~jnp.all(done)
 
   def decode(carry):
     i, cache, kv_pos, kv_seg, token, done, out = carry
@@ -203,6 +206,7 @@ def generate(model: Llama, prompt_ids: Sequence[int] | Sequence[Sequence[int]] |
   graphdef, state = nnx.split(model)
   out = np.asarray(_generate(graphdef, state, jnp.asarray(prompts),
                              jnp.asarray([len(r) for r in rows], jnp.int32), eos_ids,
-                             max_new_tokens=max_new_tokens, chunk=chunk))
-  result = [[int(t) for t in row if t >= 0] for row in out]
+                             jnp.int32(max_new_tokens),
+                             capacity=_bucket(max_new_tokens, NEW_TOKENS_BUCKET), chunk=chunk))
+  result = [[int(t) for t in row[:max_new_tokens] if t >= 0] for row in out]
   return result[0] if single else result

@@ -48,6 +48,15 @@ def test_ragged_batch_is_greedy_per_row(model, chunk):
     _assert_greedy(model, prompt, new)
 
 
+def test_limit_within_capacity_is_a_prefix(model):
+  """3 and 100 new tokens run one program of capacity 128: the limit only stops the loop."""
+  prompt = _prompt(11, 4)
+  long = generate(model, prompt, 100, eos_id=())
+  assert len(long) == 100
+  assert generate(model, prompt, 3, eos_id=()) == long[:3]
+  _assert_greedy(model, prompt, long)
+
+
 def test_stops_at_eos(model):
   prompt = _prompt(7)
   free = generate(model, prompt, 10)
@@ -64,10 +73,10 @@ def test_prefill_memory_is_chunk_by_cache_not_prompt_squared(model):
   graphdef, state = nnx.split(model)
   compiled = generate_module._generate.lower(
       graphdef, state, jnp.zeros((1, s), jnp.int32), jnp.asarray([s], jnp.int32),
-      jnp.asarray([-2], jnp.int32), max_new_tokens=4, chunk=chunk).compile()
+      jnp.asarray([-2], jnp.int32), jnp.int32(4), capacity=128, chunk=chunk).compile()
   temp = compiled.memory_analysis().temp_size_in_bytes
   dense_scores = CONFIG.num_attention_heads * s * s * 4  # fp32 [N, S, S] of one full prefill
-  chunk_scores = CONFIG.num_attention_heads * chunk * (s + 4) * 4
+  chunk_scores = CONFIG.num_attention_heads * chunk * (s + 128) * 4
   assert temp < dense_scores / 8, (temp, dense_scores)
   assert temp < 4 * chunk_scores, (temp, chunk_scores)
 
@@ -85,4 +94,6 @@ def test_bucketing_reuses_compilation(model):
   generate(model, _prompt(9), 3)
   size = generate_module._generate._cache_size()
   generate(model, _prompt(12, 5), 3)  # same 16-token bucket
+  assert generate_module._generate._cache_size() == size
+  generate(model, _prompt(12, 5), 100)  # same bucket of 128 new tokens: a run-time limit
   assert generate_module._generate._cache_size() == size
