@@ -13,7 +13,8 @@ and prints the build time and recall@10 at three searches.
 Seen with scann 1.4.2 (`results/scann_determinism_cpu2.log`, docs/synthesis.md): the tree's
 random k-means start (ScaNN's default) is the source: with it the partitioner differs between
 builds whatever the scorer, and tree + AH with residual quantization then differs in ~89% of
-entries at 5 leaves (also with one training thread). The k-means++ start
+entries at 5 leaves (also with one training thread, or an explicit partitioning
+`clustering_seed`, which the builder does not expose). The k-means++ start
 (`tree(random_init=False)`, `IndexConfig.center_init="kmeans++"`, our default) gives the same
 bytes on every build, at 1, 2 or 4 training threads.
 """
@@ -51,6 +52,9 @@ def variants(x: np.ndarray) -> dict:
       "tree + AH (residual)": lambda: ah(tree()).build(),
       "tree + AH (residual), 1 training thread": lambda: ah(tree()).set_n_training_threads(
           1).build(),
+      "tree + AH (residual), clustering_seed 7": lambda: scann().create_searcher(
+          x, ah(tree()).create_config().replace(
+              "partitioning {", "partitioning {\n clustering_seed: 7", 1), 0),
       "tree + AH (residual) + reorder 100": lambda: ah(tree()).reorder(100).build(),
       "k-means++ tree + AH (residual)": lambda: ah(tree(False)).build(),
       "k-means++ tree + AH (residual), 1 thread": lambda: ah(tree(False)).set_n_training_threads(
