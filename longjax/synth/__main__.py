@@ -97,10 +97,11 @@ def make_parser() -> argparse.ArgumentParser:
   b.add_argument("--shards", type=int, default=1,
                  help="ScaNN searchers per nearest-neighbour index, each over a contiguous "
                  "range of rows; queries search every shard and the lists are merged exactly "
-                 "(with --runner, one Beam task per shard and block of queries). Exact shards "
+                 "(with --runner, one Beam task per shard and span of queries). Exact shards "
                  "give the lists of one index (default 1)")
   b.add_argument("--runner", default=None,
-                 help="run the per-document stages as Apache Beam pipelines on this runner "
+                 help="run the per-document, per-keyword and per-shard stages as Apache Beam "
+                 "pipelines on this runner "
                  "(DirectRunner, DataflowRunner, FlinkRunner, SparkRunner); any further "
                  "--option is passed to Beam, e.g. --direct_num_workers=2 "
                  "--direct_running_mode=multi_processing (default: no Beam, one process)")
