@@ -3,7 +3,7 @@
     .venv/bin/python experiments/bench/build_stages.py --docs 2000 \
         --out experiments/bench/results/build_stages_wiki_cpu2.json
 
-Times the functions a Beam worker runs (synth/pipeline.py) on one core: validate + hash,
+Times the functions a Beam worker runs (synth/pipeline/) on one core: validate + hash,
 NExtLong chunking, the hashing embedder over documents and over chunks, smollm2 token counts,
 the extractive query predictor and RAKE; and the serialized size per vector of a ScaNN index
 (`retrieval.build_index`, AH settings) over random 384-d vectors. MiniLM is not timed here

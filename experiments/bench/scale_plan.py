@@ -66,8 +66,15 @@ def main() -> None:
   store_cps = wiki_chars / (tok1["corpus"] - ingest)
   quest_dps = w1["corpus"]["kept"] / tok1["quest"]
   print(f"\nsingle-process steps ({R}/beam_build_wiki_w1_tok1.json/.log): store assembly "
-        f"{store_cps / 1e6:.0f}M chars/s -> {chars / store_cps / 3600:.1f} h; Quest keyword "
+        f"{store_cps / 1e6:.0f}M chars/s -> {chars / store_cps / 3600:.1f} h; (then) Quest keyword "
         f"choice + index + plan {quest_dps:,.0f} docs/s -> {DOCS / quest_dps / 3600:.1f} h")
+  kw = _load(R / "beam_build_wiki_keywords_w2.json")["run"]["seconds"]
+  write_dps = w1["corpus"]["kept"] / kw["assemble_corpus_wide"]
+  plan_dps = w1["corpus"]["kept"] / kw["quest"]
+  print(f"  since the keyword choice and index run in Beam ({R}/beam_build_wiki_keywords_w2.json): "
+        f"writing the keyword stage {write_dps:,.0f} docs/s -> {DOCS / write_dps / 3600:.1f} h; "
+        f"Quest's build (doc tokens, sampler dry run) {plan_dps:,.0f} docs/s -> "
+        f"{DOCS / plan_dps / 3600:.1f} h")
 
   log = (WIKI16K / "embed_table_h200.log").read_text()
   texts = int(re.search(r"wrote \d+ shards of (\d+) vectors", log).group(1))
@@ -107,7 +114,7 @@ def main() -> None:
         f"Quest queries ~{DOCS * queries_per_doc / 1e9:.0f} GB "
         f"({queries_per_doc:.0f} B/doc measured on the wiki build), token counts "
         f"{DOCS * 8 / 1e9:.1f} GB")
-  for name in ("single", "w1", "w2", "w1_tok1", "w2_tok1"):
+  for name in ("single", "w1", "w2", "w1_tok1", "w2_tok1", "keywords_single", "keywords_w2"):
     run = _load(R / f"beam_build_wiki_{name}.json")["run"]["seconds"]
     print(f"wiki build {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(run.items())))
 

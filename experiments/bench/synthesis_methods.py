@@ -64,7 +64,7 @@ def time_stream(args, methods: list[str]) -> dict:
     dt = time.perf_counter() - t0
     row = {"samples": n, "seconds": round(dt, 2), "tokens_per_s": round(n * args.length / dt)}
     if method == "nextlong":
-      tried = len(np.load(args.index_dir / "nextlong" / "meta_docs.npy"))
+      tried = len(np.load(_meta_docs(args)))
       row.update(mean_k=float(np.mean(ks)), mean_p=float(np.mean(ps)),
                  meta_chunks_complete_fraction=float(np.mean(complete)),
                  meta_documents=tried)
@@ -73,10 +73,15 @@ def time_stream(args, methods: list[str]) -> dict:
   return out
 
 
+def _meta_docs(args) -> Path:
+  """NExtLong's meta-documents at `--length` (`nextlong.PLANS`)."""
+  return args.index_dir / "nextlong" / "plans" / f"L{args.length}.meta_docs.npy"
+
+
 def nextlong_discards(args) -> dict:
   """Runs shard 0 of `--discard-shards` to the end: discard rate and surviving meta-chunks."""
   tok = load_tokenizer_spec(args.tokenizer)
-  meta_docs = len(np.load(args.index_dir / "nextlong" / "meta_docs.npy"))
+  meta_docs = len(np.load(_meta_docs(args)))
   tried = meta_docs // args.discard_shards  # shard_range(n, 0, N) holds n // N items
   complete = []
   for ex in METHODS["nextlong"].examples(args.index_dir, length=args.length, tokenizer=tok,

@@ -94,8 +94,14 @@ def make_parser() -> argparse.ArgumentParser:
   b.add_argument("--embedding-table", type=Path, default=None, metavar="DIR",
                  help="read the --embedder's vectors from a table computed elsewhere "
                  "(embed-inputs, then embed-table on an accelerator)")
+  b.add_argument("--shards", type=int, default=1,
+                 help="ScaNN searchers per nearest-neighbour index, each over a contiguous "
+                 "range of rows; queries search every shard and the lists are merged exactly "
+                 "(with --runner, one Beam task per shard and span of queries). Exact shards "
+                 "give the lists of one index (default 1)")
   b.add_argument("--runner", default=None,
-                 help="run the per-document stages as Apache Beam pipelines on this runner "
+                 help="run the per-document, per-keyword and per-shard stages as Apache Beam "
+                 "pipelines on this runner "
                  "(DirectRunner, DataflowRunner, FlinkRunner, SparkRunner); any further "
                  "--option is passed to Beam, e.g. --direct_num_workers=2 "
                  "--direct_running_mode=multi_processing (default: no Beam, one process)")
@@ -170,7 +176,7 @@ def _build(args: argparse.Namespace) -> int:
       tokenizer=args.tokenizer, lengths=args.lengths,
       max_chars=DEFAULT_MAX_CHARS if args.max_chars is None else args.max_chars,
       text_field=args.text_field, config=args.config, embedding_table=args.embedding_table,
-      runner=args.runner, pipeline_options=args.pipeline_options)
+      runner=args.runner, pipeline_options=args.pipeline_options, shards=args.shards)
   manifest = build.run_build(opts)
   c, done = manifest["counts"]["corpus"], manifest["counts"]["methods_done"]
   print(f"built {args.out}: {c['kept']} documents ({c['read']} read, skipped "

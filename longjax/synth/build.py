@@ -5,14 +5,16 @@ Output layout (`<out>/`, the `index_dir` every method and SeqIO Task reads):
     corpus/              document store + manifest (every input document: kept or skipped)
     chunks/<size>/       NExtLong chunk store          (made by the methods that need it)
     embeddings/<name>/   vectors.npy                   (methods/neighbours.py)
-    index/<name>/        ScaNN index, recall@10 in its manifest
-    neighbours/<name>/   precomputed top-K lists
+    index/<name>/        ScaNN index in `--shards` shards, recall@10 in its manifest
+    neighbours/<name>/   precomputed top-K lists, their sha256 in its manifest
     <method>/            the method's own build output + manifest
-    manifest.json        this build: options, corpus counts, one fingerprint per finished stage
+    manifest.json        this build: options, corpus counts, one fingerprint per finished stage,
+                         the neighbour lists' sha256 (two builds' lists compare here)
 
-`--runner` (BuildOptions.runner) runs the per-document stages as Apache Beam pipelines
-(synth/pipeline.py) that write the same artifacts before the methods' builds run; without it,
-everything runs in this process. The output is the same either way.
+`--runner` (BuildOptions.runner) runs the per-document and per-keyword stages, and the
+neighbour-list search shard by shard, as Apache Beam pipelines (synth/pipeline/) that write the
+same artifacts before the methods' builds run; without it, everything runs in this process.
+The output is the same either way, and the same for any `--shards` when the index is exact.
 
 Resumable: the store reuses a finished identical build, embeddings resume per block, and a
 method whose stage fingerprint (corpus content, tokenizer, embedder, its options, lengths) is
@@ -53,11 +55,16 @@ class BuildOptions:
   config: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
   embedding_table: Path | None = None  # vectors computed elsewhere (synth/embed_table.py)
   # None: this process does everything. A Beam runner name (DirectRunner, DataflowRunner...):
-  # the per-document stages run as Beam pipelines (synth/pipeline.py) with these options.
+  # the per-element stages run as Beam pipelines (synth/pipeline/) with these options.
   runner: str | None = None
   pipeline_options: tuple[str, ...] = ()
+  # ScaNN searchers per nearest-neighbour index: contiguous row ranges, searched one by one
+  # (per shard in Beam with --runner) and merged exactly. Exact shards give the lists of one.
+  shards: int = 1
 
   def __post_init__(self):
+    if isinstance(self.shards, bool) or not isinstance(self.shards, int) or self.shards < 1:
+      raise ValueError(f"--shards must be an integer >= 1, got {self.shards!r}")
     object.__setattr__(self, "out", Path(self.out))
     object.__setattr__(self, "pipeline_options", tuple(self.pipeline_options))
     if self.pipeline_options and self.runner is None:
@@ -153,15 +160,15 @@ def open_corpus(opts: BuildOptions, progress: Progress,
     store = ingest_corpus(opts.corpus, out, max_chars=opts.max_chars,
                           text_field=opts.text_field, heldout_hashes=held, progress=progress)
   else:
-    from longjax.synth import pipeline  # pylint: disable=import-outside-toplevel
-    store = pipeline.ingest(opts, out, held, log_fn)
+    from longjax.synth.pipeline import ingest  # pylint: disable=import-outside-toplevel
+    store = ingest.run(opts, out, held, log_fn)
   store.assert_disjoint(held)
   return store
 
 
 def make_build_embedder(opts: BuildOptions) -> Any:
   """The embedder `opts` names (or None), reading `--embedding-table` vectors when given.
-  Built in this process, and once per Beam worker (synth/pipeline.py)."""
+  Built in this process, and once per Beam worker (synth/pipeline/)."""
   if opts.embedder is None:
     return None
   from longjax.synth.embed import make_embedder  # pylint: disable=import-outside-toplevel
@@ -204,22 +211,24 @@ def run_build(opts: BuildOptions, *,
          "tokenizer": opts.tokenizer, "lengths": list(opts.lengths), "max_chars": opts.max_chars,
          "text_field": opts.text_field,
          "embedding_table": str(opts.embedding_table) if opts.embedding_table else None,
-         "config": {k: dict(v) for k, v in opts.config.items()}}
+         "config": {k: dict(v) for k, v in opts.config.items()}, "shards": opts.shards}
   run = {"runner": opts.runner or "single-process",
          "pipeline_options": list(opts.pipeline_options), "seconds": timings}
   done: list[str] = []
   if methods:
     tokenizer = load_tokenizer_spec(opts.tokenizer)
-    if opts.runner is not None:
-      from longjax.synth import pipeline  # pylint: disable=import-outside-toplevel
-      timings.update(pipeline.per_document(opts, store, methods, tokenizer, embedder, log_fn))
     ctx = BuildContext(store=store, tokenizer=tokenizer, embedder=embedder, config=opts.config,
-                       index_dir=opts.out, lengths=opts.lengths, log=log_fn, progress=progress)
+                       index_dir=opts.out, lengths=opts.lengths, log=log_fn, progress=progress,
+                       shards=opts.shards)
+    if opts.runner is not None:
+      from longjax.synth.pipeline import stages as beam_stages  # pylint: disable=import-outside-toplevel
+      timings.update(beam_stages.run(opts, ctx, methods, log_fn))
     for method in methods:
       key = io.fingerprint_json({
           "store": store_fingerprint(store), "tokenizer": opts.tokenizer,
           "vocab_size": tokenizer.vocab_size,
           "embedder": embedder.name if embedder and needs_embedder(method) else None,
+          "shards": opts.shards if needs_embedder(method) else None,
           "config": dict(opts.config.get(method.name, {})), "lengths": list(opts.lengths)})
       finished = io.read_manifest(ctx.method_dir(method.name))
       if stages.get(method.name) == key and finished and finished.get("complete"):
@@ -246,8 +255,19 @@ def _write_top(out: Path, config: dict[str, Any], store: DocumentStore, stages: 
   from longjax.synth.chunking import store_fingerprint  # pylint: disable=import-outside-toplevel
   return io.write_manifest(
       out, kind="build", config=config, inputs={"store": store_fingerprint(store)},
-      counts={"corpus": store.manifest["counts"], "methods_done": done},
+      counts={"corpus": store.manifest["counts"], "methods_done": done,
+              "neighbour_lists": _list_fingerprints(out)},
       extra={"stages": stages, "run": run})
+
+
+def _list_fingerprints(out: Path) -> dict[str, str]:
+  """sha256 of the ids of every finished neighbour list under `out`, by list name."""
+  found = {}
+  for directory in sorted((out / "neighbours").glob("*")):
+    manifest = io.read_manifest(directory)
+    if manifest and manifest.get("complete") and "fingerprints" in manifest:
+      found[directory.name] = manifest["fingerprints"]["neighbours"]
+  return found
 
 
 def default_log_setup() -> None:

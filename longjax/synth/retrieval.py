@@ -8,12 +8,17 @@ ScaNN settings by size (specs/nextlong.md §3, specs/baselines.md §3.3):
 - n >= 100,000: tree partitioning with num_leaves ≈ √n, then AH + reorder.
 `build_index` can split the vectors into S contiguous shards with one ScaNN searcher each; a
 query searches every shard and merges the shards' top-k exactly, ties going to the smaller id,
-so exact shards give the same lists whatever S. It then measures recall@k against
+so exact shards give the same lists whatever S. The tree's k-means starts from k-means++
+centres (`IndexConfig.center_init`): ScaNN's default random start is not reproducible (the
+same vectors gave a different tree, AH codebook and neighbour lists on most builds, with one
+training thread as with many: `experiments/bench/scann_determinism.py`), k-means++ is, so a
+build is the same index every time. It then measures recall@k against
 `brute_force_search` on a sample of the database vectors used as queries (the neighbour-list
 workload) and picks the cheapest query-time search that meets the target (0.95), narrowing an
 over-generous default as well as widening one that falls short (`search_settings`); the
 manifest records the shards, the chosen search and its recall. `neighbour_lists` precomputes
-top-k lists for every vector in batches.
+top-k lists for every vector in blocks of `LIST_BLOCK` rows (`write_lists` stores them, with a
+fingerprint, for this process and for the Beam build's per-shard search alike).
 
 ScaNN is imported without TensorFlow: `import scann` imports TF when TF is installed (for its
 TF op), so `_scann()` blocks that import while loading the pybind module the index needs.
@@ -37,6 +42,8 @@ from longjax.progress import Progress, silent
 
 BRUTE_FORCE_BELOW = 20_000
 TREE_FROM = 100_000
+LIST_BLOCK = 4096  # query rows per search call when computing neighbour lists
+CENTER_INITS = ("kmeans++", "random")
 
 
 def _scann():
@@ -65,10 +72,18 @@ class IndexConfig:
   dimensions_per_block: int = 2
   anisotropic_quantization_threshold: float = 0.2
   reorder: int = 0  # candidates rescored exactly; 0 = no reorder
+  # How the tree's k-means starts. "kmeans++": the same tree from the same vectors on every
+  # build; "random" (ScaNN's default): a faster build (1M x 384: 77 s against 127 s, one run),
+  # but a different tree, codebook and neighbour lists from build to build (docs/synthesis.md,
+  # "Reproducibility").
+  center_init: str = "kmeans++"
 
   def __post_init__(self):
     if self.kind not in ("brute_force", "ah", "tree_ah"):
       raise ValueError(f"IndexConfig.kind must be brute_force, ah or tree_ah, got {self.kind!r}")
+    if self.center_init not in CENTER_INITS:
+      raise ValueError(f"IndexConfig.center_init must be one of {CENTER_INITS}, "
+                       f"got {self.center_init!r}")
     if self.kind == "tree_ah" and not 0 < self.num_leaves_to_search <= self.num_leaves:
       raise ValueError(f"num_leaves_to_search ({self.num_leaves_to_search}) must be in "
                        f"[1, num_leaves={self.num_leaves}]")
@@ -125,6 +140,9 @@ class Index:
 
   Shard s holds rows `offsets[s]:offsets[s + 1]`. `leaves_to_search` / `reorder` are the
   query-time settings `search` uses by default: the config's, or those `build_index` chose.
+  One shard loaded alone (`load(directory, shard=s)`) is an Index over its rows only whose
+  search returns global row ids, so the shards' results merged (`merge_top_k`) are what the
+  whole index returns: the Beam build searches shard by shard this way.
   """
 
   def __init__(self, searchers: Sequence[Any], config: IndexConfig, offsets: Sequence[int],
@@ -135,12 +153,12 @@ class Index:
                        f"got {len(offsets)}")
     self.searchers, self.config, self.dim = list(searchers), config, dim
     self.offsets = [int(o) for o in offsets]
-    self.n = self.offsets[-1]
+    self.n = self.offsets[-1] - self.offsets[0]
     self.manifest = manifest or {}
     self.leaves_to_search = leaves_to_search or config.num_leaves_to_search or None
     self.reorder = reorder or config.reorder or None
 
-  def search(self, queries: np.ndarray, k: int, *, batch_size: int = 4096,
+  def search(self, queries: np.ndarray, k: int, *, batch_size: int = LIST_BLOCK,
              leaves_to_search: int | None = None,
              reorder: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k by dot product: (ids int64 [q, k'], scores float32 [q, k']), k' = min(k, n).
@@ -185,8 +203,9 @@ class Index:
         _check_no_pickle(path)
 
   @classmethod
-  def load(cls, directory: str | os.PathLike) -> "Index":
-    """Loads an index that `build_index(..., out_dir=directory)` wrote, without unpickling.
+  def load(cls, directory: str | os.PathLike, *, shard: int | None = None) -> "Index":
+    """Loads an index that `build_index(..., out_dir=directory)` wrote, without unpickling;
+    with `shard`, only that shard (an Index over its rows, see the class docstring).
 
     ScaNN's own `load_searcher` unpickles `scann_docids.pkl` when the file exists, which runs
     any code in it; an index from elsewhere must be safe to open, so the assets are read here
@@ -198,13 +217,18 @@ class Index:
     counts = manifest["counts"]
     offsets = manifest.get("shards", {}).get("offsets", [0, counts["vectors"]])
     shards = len(offsets) - 1
-    searchers = [_load_searcher(_shard_dir(Path(directory) / "scann", s, shards))
-                 for s in range(shards)]
+    wanted = range(shards) if shard is None else [shard]
+    if shard is not None and not 0 <= shard < shards:
+      raise ValueError(f"{directory}: shard must be in [0, {shards}), got {shard}")
+    searchers = [_load_searcher(_shard_dir(Path(directory) / "scann", s, shards)) for s in wanted]
     c = manifest["config"]
-    config = IndexConfig(**{f.name: c[f.name] for f in dataclasses.fields(IndexConfig)})
+    # Indexes built before `center_init` existed were built with ScaNN's random start.
+    config = IndexConfig(**{f.name: c.get(f.name, "random" if f.name == "center_init" else None)
+                            for f in dataclasses.fields(IndexConfig)})
     chosen = manifest.get("search", {})
-    return cls(searchers, config, offsets, counts["dim"], manifest,
-               leaves_to_search=chosen.get("leaves_to_search"), reorder=chosen.get("reorder"))
+    return cls(searchers, config, offsets if shard is None else offsets[shard:shard + 2],
+               counts["dim"], manifest, leaves_to_search=chosen.get("leaves_to_search"),
+               reorder=chosen.get("reorder"))
 
 
 def merge_top_k(ids: Sequence[np.ndarray], scores: Sequence[np.ndarray],
@@ -257,7 +281,8 @@ def _build_searcher(vectors: np.ndarray, config: IndexConfig, k: int) -> Any:
   if config.kind == "tree_ah":
     builder = builder.tree(num_leaves=config.num_leaves,
                            num_leaves_to_search=config.num_leaves_to_search,
-                           training_sample_size=config.training_sample_size)
+                           training_sample_size=config.training_sample_size,
+                           random_init=config.center_init == "random")
   builder = builder.score_ah(config.dimensions_per_block,
                              anisotropic_quantization_threshold=(
                                  config.anisotropic_quantization_threshold),
@@ -353,48 +378,78 @@ def _choose_search(index: Index, vectors: np.ndarray, k: int, recall_queries: in
   return search, counts
 
 
-def neighbour_lists(index: Index, vectors: np.ndarray, k: int, *, batch_size: int = 4096,
+def neighbour_lists(index: Index, vectors: np.ndarray, k: int, *, batch_size: int = LIST_BLOCK,
                     out_dir: str | os.PathLike | None = None,
                     progress: Progress = silent
                     ) -> tuple[np.ndarray, np.ndarray]:
   """Top-k neighbours of every row of `vectors`, most similar first (self included if indexed).
 
   Returns (ids int32 [n, k'], scores [n, k']), k' = min(k, index.n). Without `out_dir` they
-  are in memory (scores float32). With `out_dir` they stream batch by batch into
-  `neighbours.npy` (int32) and `scores.npy` (float16), so lists larger than RAM work; the
-  return values are then read-only memory maps, and a finished identical run is reused (same
-  rows, k, index inputs, shards and search settings). Ties go to the smaller id, so lists from
-  exact shards are the same whatever the shard count.
+  are in memory (scores float32). With `out_dir` they stream block by block through
+  `write_lists`, so lists larger than RAM work; the return values are then read-only memory
+  maps, and a finished identical run is reused (same rows, k, index inputs, shards and search
+  settings). Ties go to the smaller id, so lists from exact shards are the same whatever the
+  shard count.
   """
   n = len(vectors)
   k = min(k, index.n)
-  config = {"k": k, "index": index.manifest.get("config"), "shards": index.offsets,
-            "search": {"leaves_to_search": index.leaves_to_search, "reorder": index.reorder}}
-  inputs = {"index": index.manifest.get("inputs", {}), "rows": n}
-  batches = progress(range(0, n, batch_size), desc="neighbours", unit="batch",
-                     total=-(-n // batch_size))
+  starts = progress(range(0, n, batch_size), desc="neighbours", unit="batch",
+                    total=-(-n // batch_size))
+  blocks = ((s, *index.search(vectors[s:s + batch_size], k, batch_size=batch_size))
+            for s in starts)
   if out_dir is None:
     ids, scores = np.zeros((n, k), np.int32), np.zeros((n, k), np.float32)
-    _fill(index, vectors, k, batch_size, batches, ids, scores)
+    for s, block_ids, block_scores in blocks:
+      ids[s:s + len(block_ids)], scores[s:s + len(block_ids)] = block_ids, block_scores
     return ids, scores
-  out_dir = Path(out_dir)
-  paths = out_dir / "neighbours.npy", out_dir / "scores.npy"
-  if not io.is_complete(out_dir, config=config, inputs=inputs):
-    io.begin_stage(out_dir)
-    with io.atomic_path(paths[0]) as tmp_ids, io.atomic_path(paths[1]) as tmp_sc:
-      ids = np.lib.format.open_memmap(tmp_ids, mode="w+", dtype=np.int32, shape=(n, k))
-      scores = np.lib.format.open_memmap(tmp_sc, mode="w+", dtype=np.float16, shape=(n, k))
-      _fill(index, vectors, k, batch_size, batches, ids, scores)
-      ids.flush()
-      scores.flush()
-      del ids, scores
-    io.write_manifest(out_dir, kind="neighbours", config=config, inputs=inputs,
-                      counts={"rows": n, "k": k})
-  return np.load(paths[0], mmap_mode="r"), np.load(paths[1], mmap_mode="r")
+  if not io.is_complete(out_dir, **lists_key(index, n, k)):
+    write_lists(out_dir, index, n, k, blocks)
+  return tuple(np.load(Path(out_dir) / name, mmap_mode="r") for name in LIST_FILES)
 
 
-def _fill(index: Index, vectors: np.ndarray, k: int, batch_size: int, batches: Iterable[int],
-          ids: np.ndarray, scores: np.ndarray) -> None:
-  for s in batches:
-    ids[s:s + batch_size], scores[s:s + batch_size] = index.search(
-        vectors[s:s + batch_size], k, batch_size=batch_size)
+LIST_FILES = ("neighbours.npy", "scores.npy")
+
+
+def lists_key(index: Index, rows: int, k: int) -> dict[str, dict[str, Any]]:
+  """The `config` and `inputs` that identify the top-k lists of `rows` database rows over
+  `index` (what `io.is_complete` compares)."""
+  return {"config": {"k": min(k, index.n), "index": index.manifest.get("config"),
+                     "shards": index.offsets,
+                     "search": {"leaves_to_search": index.leaves_to_search,
+                                "reorder": index.reorder}},
+          "inputs": {"index": index.manifest.get("inputs", {}), "rows": rows}}
+
+
+def write_lists(out_dir: str | os.PathLike, index: Index, rows: int, k: int,
+                blocks: Iterable[tuple[int, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+  """Writes neighbour lists from (first row, ids [b, k'], scores [b, k']) blocks in row order:
+  `neighbours.npy` (int32) and `scores.npy` (float16) as memory maps, then the manifest with
+  their fingerprints (sha256), by which two builds' lists are compared. Returns the manifest.
+
+  One writer for this process's lists (`neighbour_lists`) and the Beam build's, whose blocks
+  come from a search per shard and an exact merge per block of queries (synth/pipeline/).
+  """
+  key = lists_key(index, rows, k)
+  k = key["config"]["k"]
+  out_dir = io.begin_stage(out_dir)
+  paths = [out_dir / name for name in LIST_FILES]
+  with io.atomic_path(paths[0]) as tmp_ids, io.atomic_path(paths[1]) as tmp_scores:
+    ids = np.lib.format.open_memmap(tmp_ids, mode="w+", dtype=np.int32, shape=(rows, k))
+    scores = np.lib.format.open_memmap(tmp_scores, mode="w+", dtype=np.float16, shape=(rows, k))
+    done = 0
+    for start, block_ids, block_scores in blocks:
+      if start != done or block_ids.shape[1] != k or start + len(block_ids) > rows:
+        raise ValueError(f"{out_dir}: a neighbour block of shape {block_ids.shape} at row "
+                         f"{start}; expected row {done}, {k} columns, rows up to {rows}")
+      ids[start:start + len(block_ids)], scores[start:start + len(block_ids)] = \
+          block_ids, block_scores
+      done += len(block_ids)
+    if done != rows:
+      raise ValueError(f"{out_dir}: neighbour blocks cover {done} of {rows} rows")
+    ids.flush()
+    scores.flush()
+    fingerprints = {"neighbours": io.fingerprint_array(ids),
+                    "scores": io.fingerprint_array(scores)}
+    del ids, scores
+  return io.write_manifest(out_dir, kind="neighbours", counts={"rows": rows, "k": k},
+                           extra={"fingerprints": fingerprints}, **key)

@@ -70,7 +70,7 @@ def test_build_from_table_equals_local_build(builds):
   sims = lambda ids: np.take_along_axis(vectors @ vectors.T, ids, axis=1)
   assert np.abs(sims(local) - sims(remote)).max() < 2e-3
   np.testing.assert_array_equal(local[:, :5], remote[:, :5])
-  plans = sorted(p.relative_to(builds / "local") for d in ("knn", "nextlong")
+  plans = sorted(p.relative_to(builds / "local") for d in ("knn", "nextlong/plans")
                  for p in (builds / "local" / d).glob("*.npy"))
   assert len(plans) == 4  # KNN's groups (offsets, spans), NExtLong's meta-documents and counts
   for rel in plans:

@@ -144,7 +144,7 @@ def test_nextlong_samples_keep_every_meta_chunk(built):
   assert manifest["counts"]["documents_with_chunks"] == len(texts)
   assert stats["meta_documents_losing_a_meta_chunk"] == 0
   assert stats["check"]["lost_a_meta_chunk_share"] == 0
-  meta_docs = np.load(index_dir / "nextlong" / f"L{L}.meta_docs.npy")
+  meta_docs = np.load(index_dir / "nextlong" / "plans" / f"L{L}.meta_docs.npy")
   assert sorted(set(meta_docs[:, 0].tolist())) == list(range(len(texts)))
   examples = _run(built, "nextlong")
   assert len(examples) == len(meta_docs)  # none discarded on this corpus

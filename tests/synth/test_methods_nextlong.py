@@ -159,3 +159,7 @@ def test_meta_documents_split_long_documents_at_chunk_boundaries():
   # would make 125); [2, 3] = 1 + 30 + 2 + 20 = 53; [4] alone = 151 > L (loses text).
   plan = nl.meta_documents(doc_chunks, chunk_tokens, length=100, start_tokens=1, sep_tokens=2)
   assert plan.tolist() == [[0, 0, 2], [0, 2, 4], [1, 4, 5]]
+  # A slice of the corpus (what a Beam task holds): documents 1-2, only their chunks' counts.
+  part = nl.meta_documents(doc_chunks[1:], chunk_tokens[4:], length=100, start_tokens=1,
+                           sep_tokens=2, first_doc=1, first_chunk=4)
+  assert part.tolist() == plan[2:].tolist()

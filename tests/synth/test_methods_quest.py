@@ -74,11 +74,11 @@ def test_build_accounts_for_every_document(built):
   assert m["inputs"]["stopwords_sha256"] and m["inputs"]["blacklist_sha256"]
   dry = m["sampler_dry_run"][str(L)]
   assert dry["samples"] > 0 and sum(dry["docs_by_use_count"].values()) == 56
-  lines = [json.loads(l) for l in (index_dir / "quest" / "doc_keywords.jsonl").open()]
+  lines = [json.loads(l) for l in (index_dir / "quest" / "keywords" / "doc_keywords.jsonl").open()]
   assert [r["keyword"] for r in lines] == topic_of
   assert any("without keyword" in line for line in logs)
   assert (index_dir / "quest" / "index_stats.png").read_bytes()[:4] == b"\x89PNG"
-  top = json.loads((index_dir / "quest" / "keyword_df_top200.json").read_text())
+  top = json.loads((index_dir / "quest" / "keywords" / "keyword_df_top200.json").read_text())
   assert top[0] == {"keyword": "chess opening", "df": 10}
 
 
@@ -140,7 +140,7 @@ def test_keywordless_pool_option(tmp_path):
   _build(tmp_path, keywordless="pool")
   m = io.read_manifest(tmp_path / "quest")
   assert m["counts"]["documents_indexed"] == 61 and m["skipped"] == []
-  lines = (tmp_path / "quest" / "index.jsonl").read_text().splitlines()
+  lines = (tmp_path / "quest" / "keywords" / "index.jsonl").read_text().splitlines()
   pool = [json.loads(l) for l in lines if json.loads(l)["keyword"] == "<no-keyword>"]
   assert pool[0]["doc_ids"] == list(range(56, 61))
 
@@ -154,10 +154,10 @@ def test_min_keyword_df_fallbacks_are_counted(tmp_path, built):
   assert m["config"]["min_keyword_df"] == 3 and default["config"]["min_keyword_df"] == 1
   assert m["counts"]["min_keyword_df_fallbacks"] == 4
   assert default["counts"]["min_keyword_df_fallbacks"] == 0
-  rows = [json.loads(l) for l in (tmp_path / "quest" / "doc_keywords.jsonl").open()]
+  rows = [json.loads(l) for l in (tmp_path / "quest" / "keywords" / "doc_keywords.jsonl").open()]
   assert [r["doc_id"] for r in rows if r["df_fallback"]] == [0, 1, 2, 3]
-  assert (tmp_path / "quest" / "index.jsonl").read_text() == \
-    (built[0] / "quest" / "index.jsonl").read_text()
+  assert (tmp_path / "quest" / "keywords" / "index.jsonl").read_text() == \
+    (built[0] / "quest" / "keywords" / "index.jsonl").read_text()
   # Index sizes 2, 2, 3, ..., 10: median 5.5; a document's median group has 7 (docs 23-29).
   sizes = m["counts"]["docs_per_keyword"]
   assert (sizes["min"], sizes["median"], sizes["max"]) == (2, 5.5, 10)

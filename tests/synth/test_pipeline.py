@@ -1,15 +1,18 @@
 """The Beam build (`synth build --runner DirectRunner`) against the single-process build.
 
 The single-process build is the reference: the Beam build must write the same store, chunk
-stores, embeddings, neighbour lists, Quest keyword index and method plans (every manifest equal
-but for when and how it ran), and every method's examples must be the same samples.
+stores, embeddings, index, neighbour lists, Quest keyword index and method plans (every file
+equal, every manifest equal but for when and how it ran), and every method's Task must yield
+the same first samples, whatever the number of workers. Across `--shards` the index is exact
+here (85 documents: brute force), so the data (lists, keyword index, plans, samples) is the
+same for every shard count too; only the index layout and the manifests that name the shard
+count differ.
 """
 
 import gzip
 import json
 import random
 
-import numpy as np
 import pytest
 
 from longjax import bundled_texts, io
@@ -17,7 +20,10 @@ from longjax.synth import build
 from tests.helpers.synth import byte_tokenizer
 
 METHOD_NAMES = ("standard", "knn", "iclm", "nextlong", "quest")
-CONFIG = {"quest": {"predictor": "extractive"}}
+# The auto blacklist and min_keyword_df exercise the keyword stage's corpus-wide parts (a top-N,
+# the document frequencies joined back); precompute_k the chunk collection's lists.
+CONFIG = {"quest": {"predictor": "extractive", "blacklist_auto_top_n": 2, "min_keyword_df": 2},
+          "nextlong": {"precompute_k": 16}}
 # Facts about the run, not the data: when, with which versions, how long, how much was resumed
 # (the Beam workers predicted the queries that Quest's build then found finished).
 RUN_FIELDS = {"created", "versions", "run", "build_seconds", "search_selection_seconds",
@@ -70,19 +76,42 @@ def _content(value):
   return [_content(v) for v in value] if isinstance(value, list) else value
 
 
+def _files(root, skip=()):
+  return sorted(p.relative_to(root) for p in root.rglob("*")
+                if p.is_file() and p.suffix != ".png" and not p.relative_to(root).parts[0] in skip)
+
+
 def assert_same_build(reference, other):
-  """Every manifest, neighbour list, keyword index and plan file equal; same first samples of
-  every method's Task."""
-  ref_files = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file())
-  assert ref_files == sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file())
+  """Every file byte-equal (plots aside), every manifest equal but for RUN_FIELDS; the same
+  first samples of every method's Task."""
+  ref_files = _files(reference)
+  assert ref_files == _files(other)
   for rel in ref_files:
     a, b = reference / rel, other / rel
     if rel.name == io.MANIFEST:
       assert _content(json.loads(a.read_text())) == _content(json.loads(b.read_text())), rel
-    elif rel.suffix == ".npy":
-      np.testing.assert_array_equal(np.load(a), np.load(b), err_msg=str(rel))
-    elif rel.suffix in (".jsonl", ".json"):
+    else:
       assert a.read_bytes() == b.read_bytes(), rel
+  assert _first_task_samples(reference) == _first_task_samples(other)
+
+
+def assert_same_data(reference, other):
+  """Builds with different shard counts over an exact index: every data file equal outside
+  `index/` (store, embeddings, neighbour lists, keyword index, plans), the lists' fingerprints
+  equal, and the same first samples."""
+  ref_files = _files(reference, skip=("index",))
+  assert ref_files == _files(other, skip=("index",))
+  for rel in ref_files:
+    if rel.name != io.MANIFEST:
+      assert (reference / rel).read_bytes() == (other / rel).read_bytes(), rel
+  lists = sorted(p.name for p in (reference / "neighbours").iterdir())
+  assert lists == ["chunks-2048-k16", "docs-k257", "docs-k51"]
+  for name in lists:
+    assert (io.read_manifest(reference / "neighbours" / name)["fingerprints"]
+            == io.read_manifest(other / "neighbours" / name)["fingerprints"])
+  fingerprints = io.read_manifest(reference)["counts"]["neighbour_lists"]
+  assert sorted(fingerprints) == lists
+  assert fingerprints == io.read_manifest(other)["counts"]["neighbour_lists"]
   assert _first_task_samples(reference) == _first_task_samples(other)
 
 
@@ -109,9 +138,37 @@ def reference(tmp_path_factory, corpus_dir, tokenizer_dir):
   return out
 
 
+@pytest.fixture
+def asked_finished(monkeypatch):
+  """Makes the methods' builds fail if they find a stage the Beam build should have made
+  unfinished (they would compute it in process, and the comparison would prove nothing)."""
+  from longjax.synth import retrieval  # pylint: disable=import-outside-toplevel
+  from longjax.synth.methods import nextlong  # pylint: disable=import-outside-toplevel
+  from longjax.synth.methods.quest import keyword_stage  # pylint: disable=import-outside-toplevel
+  asked = []
+
+  def check(module, name, finished):
+    original = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+      assert finished(*args, **kwargs), f"{name}: not finished by the Beam build"
+      asked.append(name)
+      return original(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapped)
+
+  check(retrieval, "neighbour_lists", lambda index, vectors, k, out_dir=None, **_:
+        io.is_complete(out_dir, **retrieval.lists_key(index, len(vectors), k)))
+  check(nextlong, "build_plans", lambda directory, chunks, tokenizer, cfg, lengths, **_:
+        io.is_complete(directory, **nextlong.plans_key(chunks, tokenizer, cfg, lengths)))
+  check(keyword_stage, "build_stage", lambda directory, doc_ids, queries, cfg, counts, key, **_:
+        io.is_complete(directory, **key))
+  return asked
+
+
 def test_in_process_beam_build_equals_single_process_build(reference, corpus_dir, tokenizer_dir,
-                                                           tmp_path):
+                                                           tmp_path, asked_finished):
   top = _build(corpus_dir, tmp_path / "idx", tokenizer_dir, runner="DirectRunner")
+  assert sorted(set(asked_finished)) == ["build_plans", "build_stage", "neighbour_lists"]
   assert top["run"]["runner"] == "DirectRunner"
   store = json.loads((reference / "corpus" / io.MANIFEST).read_text())
   assert {s["key"]: s["reason"] for s in store["skipped"]} == {
@@ -123,12 +180,34 @@ def test_in_process_beam_build_equals_single_process_build(reference, corpus_dir
   assert set(again["run"]["seconds"]) == {"corpus"}  # nothing per document or per method redone
 
 
-@pytest.mark.slow
-def test_two_worker_beam_build_equals_single_process_build(reference, corpus_dir, tokenizer_dir,
-                                                           tmp_path):
-  _build(corpus_dir, tmp_path / "idx", tokenizer_dir, runner="DirectRunner",
-         options=("--direct_num_workers=2", "--direct_running_mode=multi_processing"))
-  assert_same_build(reference, tmp_path / "idx")
+def _cli_build(corpus_dir, out, tokenizer_dir, *options):
+  """`python -m longjax.synth build` with this file's methods and config; its manifest."""
+  from longjax.synth.__main__ import main  # pylint: disable=import-outside-toplevel
+  assert main(["build", "--corpus", str(corpus_dir), "--out", str(out), "--methods",
+               ",".join(METHOD_NAMES), "--embedder", "hashing-64", "--tokenizer",
+               str(tokenizer_dir), "--lengths", "2048", "--config", json.dumps(CONFIG),
+               *options]) == 0
+  return io.read_manifest(out)
+
+
+def test_two_worker_beam_build_with_shards_equals_single_process_build(
+    reference, corpus_dir, tokenizer_dir, tmp_path):
+  """Two worker processes, three index shards searched as Beam tasks, from the CLI: the same
+  build as one process with three shards, and the same data as one process with one."""
+  single = _cli_build(corpus_dir, tmp_path / "single", tokenizer_dir, "--shards", "3")
+  beam = _cli_build(corpus_dir, tmp_path / "beam", tokenizer_dir, "--shards", "3", "--runner",
+                    "DirectRunner", "--direct_num_workers=2",
+                    "--direct_running_mode=multi_processing")
+  assert single["config"]["shards"] == beam["config"]["shards"] == 3
+  assert beam["run"]["runner"] == "DirectRunner"
+  assert beam["run"]["pipeline_options"] == ["--direct_num_workers=2",
+                                             "--direct_running_mode=multi_processing"]
+  assert {"pipeline_per_document", "pipeline_per_chunk", "pipeline_corpus_wide",
+          "plans_rows"} <= set(beam["run"]["seconds"])
+  assert sorted(p.name for p in (tmp_path / "beam" / "index" / "docs" / "scann").iterdir()) \
+      == ["00000-of-00003", "00001-of-00003", "00002-of-00003"]
+  assert_same_build(tmp_path / "single", tmp_path / "beam")
+  assert_same_data(reference, tmp_path / "beam")
 
 
 def test_beam_options_need_a_runner(tmp_path, capsys):
@@ -140,3 +219,14 @@ def test_beam_options_need_a_runner(tmp_path, capsys):
   assert main(["build", "--corpus", "default", "--out", str(tmp_path / "b"), "--methods", "none",
                "--runner", "DirectRunner"]) == 2
   assert "bundled default corpus is built in this process" in capsys.readouterr().err
+  assert main(["build", "--corpus", "default", "--out", str(tmp_path / "c"), "--methods", "none",
+               "--shards", "0"]) == 2
+  assert "--shards must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_more_shards_than_vectors_is_refused(corpus_dir, tokenizer_dir, tmp_path, capsys):
+  from longjax.synth.__main__ import main  # pylint: disable=import-outside-toplevel
+  assert main(["build", "--corpus", str(corpus_dir), "--out", str(tmp_path / "idx"), "--methods",
+               "knn", "--embedder", "hashing-64", "--tokenizer", str(tokenizer_dir),
+               "--lengths", "2048", "--shards", "86"]) == 2
+  assert "--shards (86) must be at most the 85 vectors of 'docs'" in capsys.readouterr().err

@@ -65,6 +65,8 @@ class BuildContext:
     log: a line logger for progress messages and summaries.
     progress: wraps an iterable with a progress display (tqdm-compatible keywords `desc`,
       `total`); the default shows nothing.
+    shards: ScaNN searchers per nearest-neighbour index (contiguous row ranges searched one
+      by one and merged exactly: `retrieval.build_index`).
   """
   store: DocStore
   tokenizer: Tokenizer
@@ -74,8 +76,11 @@ class BuildContext:
   lengths: tuple[int, ...] = ()
   log: Callable[[str], None] = logging.getLogger("longjax.synth").info
   progress: Progress = silent
+  shards: int = 1
 
   def __post_init__(self):
+    if isinstance(self.shards, bool) or not isinstance(self.shards, int) or self.shards < 1:
+      raise ValueError(f"BuildContext.shards must be an integer >= 1, got {self.shards!r}")
     object.__setattr__(self, "index_dir", Path(self.index_dir))
     object.__setattr__(self, "lengths", tuple(int(n) for n in self.lengths))
     for n in self.lengths:

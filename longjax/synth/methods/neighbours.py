@@ -5,11 +5,13 @@ load, search, neighbour lists) that fixes one layout under the index directory, 
 share the document index and NExtLong's build and streaming agree on the chunk index:
 
     <index_dir>/embeddings/<name>/vectors.npy   embed_corpus output (+ manifest)
-    <index_dir>/index/<name>/                   ScaNN index (+ manifest with recall@10)
+    <index_dir>/index/<name>/                   ScaNN index in `ctx.shards` shards (+ manifest
+                                                with recall@10)
     <index_dir>/neighbours/<name>-k<K>/         precomputed top-K lists (self included)
 
 `<name>` is `docs` for documents and `chunks-<size>` for NExtLong chunks. Every stage reuses a
-finished identical artifact, so KNN and ICLM embed the corpus once between them.
+finished identical artifact, so KNN and ICLM embed the corpus once between them, and the
+methods find finished what the Beam build computed before them (synth/pipeline/).
 """
 
 from __future__ import annotations
@@ -32,10 +34,24 @@ def embed_and_index(ctx: BuildContext, name: str, source: Any,
                      f"(e.g. `--embedder minilm`; `hashing` is for tests only)")
   vectors = embed.embed_corpus(source, ctx.embedder, ctx.index_dir / "embeddings" / name,
                                inputs=inputs, progress=ctx.progress)
+  if ctx.shards > len(vectors):
+    raise ValueError(f"--shards ({ctx.shards}) must be at most the {len(vectors)} vectors of "
+                     f"{name!r}: every index shard needs at least one")
   index = retrieval.build_index(vectors, out_dir=ctx.index_dir / "index" / name,
                                 inputs={"embeddings": inputs, "embedder": ctx.embedder.name},
-                                log=ctx.log)
+                                log=ctx.log, shards=ctx.shards)
   return vectors, index
+
+
+def lists_dir(index_dir: Path, name: str, k: int) -> Path:
+  """Where the top-k lists of collection `name` live (the methods' builds and the Beam build
+  write and read the same place)."""
+  return Path(index_dir) / "neighbours" / f"{name}-k{k}"
+
+
+def document_lists(k: int) -> tuple[str, int]:
+  """(collection, k) of the lists `document_neighbours(ctx, k)` reads: self included, k + 1."""
+  return "docs", k + 1
 
 
 def drop_self(ids: np.ndarray, k: int) -> np.ndarray:
@@ -55,8 +71,9 @@ def document_neighbours(ctx: BuildContext, k: int, *,
   settings and its measured recall).
   """
   vectors, index = embed_and_index(ctx, *document_collection(ctx.store))
-  ids, _ = retrieval.neighbour_lists(index, vectors, k + 1,
-                                     out_dir=ctx.index_dir / "neighbours" / f"docs-k{k + 1}",
+  name, k_self = document_lists(k)
+  ids, _ = retrieval.neighbour_lists(index, vectors, k_self,
+                                     out_dir=lists_dir(ctx.index_dir, name, k_self),
                                      progress=ctx.progress)
   table = ids[:, :k] if include_self else drop_self(ids, k)
   info = {"embedder": ctx.embedder.name, "index": index.manifest.get("config"),

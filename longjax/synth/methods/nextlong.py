@@ -22,9 +22,11 @@ discarded.
 Long documents are split the way every method splits them: no sample holds more than L tokens
 of one document. `build` groups each document's meta-chunks, in order, into meta-documents of at
 most L tokens (whole chunks; one chunk longer than L alone is the only case that loses text) and
-stores them per length; `examples` walks a seeded permutation of them, each shard a contiguous
-range. `build` also assembles a sample of them to report the shares of samples discarded and of
-samples that lost a meta-chunk.
+stores them per length in `nextlong/plans/` with every chunk's token count; `examples` walks a
+seeded permutation of them, each shard a contiguous range. The plans are per document
+(`split_document`), so the Beam build computes them on its workers (synth/pipeline/stages.py)
+and `build` finds them finished. `build` also assembles a sample of them to report the shares
+of samples discarded and of samples that lost a meta-chunk.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ import numpy as np
 
 from longjax import io
 from longjax.models.tokenizer import Tokenizer
+from longjax.progress import Progress, silent
 from longjax.synth import artifacts, chunking
-from longjax.synth.methods import contexts
+from longjax.synth.methods import contexts, neighbours
 from longjax.synth.methods.base import BuildContext, shard_range
 from longjax.synth.methods.options import MethodOptions
 
@@ -160,30 +163,89 @@ class _Selector:
     return out
 
 
-def meta_documents(doc_chunks: Sequence[range], chunk_tokens: np.ndarray, *, length: int,
-                   start_tokens: int, sep_tokens: int) -> np.ndarray:
-  """Splits each document's chunk run into meta-documents of at most `length` tokens.
+def split_document(doc: int, chunks: range, tokens: Sequence[int], *, length: int,
+                   start_tokens: int, sep_tokens: int) -> list[tuple[int, int, int]]:
+  """One document's meta-documents: (doc, first_chunk, end_chunk) rows, half-open, in order.
 
-  A meta-document's size is `start_tokens` + its chunks' tokens + one `sep` between chunks, i.e.
-  the sample's length through its last meta-chunk with no negatives. Chunks are taken greedily in
-  order; a chunk longer than `length` on its own is a meta-document of its own (and loses text).
-
-  Returns int64 [M, 3] rows (doc_id, first_chunk, end_chunk), half-open, in document order.
+  `chunks`: its chunk ids; `tokens`: their token counts, aligned. A meta-document's size is
+  `start_tokens` + its chunks' tokens + one `sep` between chunks, i.e. the sample's length
+  through its last meta-chunk with no negatives. Chunks are taken greedily in order; a chunk
+  longer than `length` on its own is a meta-document of its own (and loses text).
   """
   rows = []
-  for doc, chunks in enumerate(doc_chunks):
-    first, size = None, 0
-    for c in chunks:
-      add = int(chunk_tokens[c]) + (sep_tokens if first is not None else start_tokens)
-      if first is not None and size + add > length:
-        rows.append((doc, first, c))
-        first, add = None, int(chunk_tokens[c]) + start_tokens
-      if first is None:
-        first, size = c, 0
-      size += add
-    if first is not None:
-      rows.append((doc, first, chunks.stop))
+  first, size = None, 0
+  for c, n in zip(chunks, tokens):
+    add = int(n) + (sep_tokens if first is not None else start_tokens)
+    if first is not None and size + add > length:
+      rows.append((doc, first, c))
+      first, add = None, int(n) + start_tokens
+    if first is None:
+      first, size = c, 0
+    size += add
+  if first is not None:
+    rows.append((doc, first, chunks.stop))
+  return rows
+
+
+def meta_documents(doc_chunks: Sequence[range], chunk_tokens: np.ndarray, *, length: int,
+                   start_tokens: int, sep_tokens: int, first_doc: int = 0,
+                   first_chunk: int = 0) -> np.ndarray:
+  """`split_document` of documents `first_doc`, `first_doc + 1`... (their chunk ids in
+  `doc_chunks`; chunk c's tokens at `chunk_tokens[c - first_chunk]`, so that a slice of the
+  corpus needs only its own counts): int64 [M, 3] rows (doc_id, first_chunk, end_chunk)."""
+  rows = [row for i, chunks in enumerate(doc_chunks)
+          for row in split_document(first_doc + i, chunks,
+                                    chunk_tokens[chunks.start - first_chunk:
+                                                 chunks.stop - first_chunk],
+                                    length=length, start_tokens=start_tokens,
+                                    sep_tokens=sep_tokens)]
   return np.asarray(rows, np.int64).reshape(-1, 3)
+
+
+PLANS = "plans"  # <index_dir>/nextlong/plans/: chunk_tokens.npy, L<length>.meta_docs.npy
+
+
+def piece_tokens(tokenizer: Tokenizer, cfg: NExtLongOptions) -> tuple[int, int]:
+  """(start tokens, `sep` tokens): what a meta-document adds to its chunks' tokens."""
+  return len(tokenizer.boundaries.start), len(tokenizer.encode(cfg.sep))
+
+
+def plans_key(chunks: chunking.ChunkStore, tokenizer: Tokenizer, cfg: NExtLongOptions,
+              lengths: Sequence[int]) -> dict[str, Any]:
+  """`config` and `inputs` of the plans (what `io.is_complete` compares)."""
+  return {"config": {"chunk_size": cfg.chunk_size, "sep": cfg.sep, "lengths": list(lengths),
+                     "tokenizer": contexts.tokenizer_signature(tokenizer)},
+          "inputs": {"chunks": io.fingerprint_json(chunks.manifest["inputs"])}}
+
+
+def build_plans(directory: Path, chunks: chunking.ChunkStore, tokenizer: Tokenizer,
+                cfg: NExtLongOptions, lengths: Sequence[int], *,
+                progress: Progress = silent) -> None:
+  """Every chunk's token count and the meta-documents per length, unless an identical finished
+  set is there (one the Beam build made, or an earlier run)."""
+  key = plans_key(chunks, tokenizer, cfg, lengths)
+  if io.is_complete(directory, **key):
+    return
+  chunk_tokens = contexts.count_tokens(chunks, np.arange(len(chunks)), tokenizer, progress,
+                                       with_boundaries=False)
+  start, sep = piece_tokens(tokenizer, cfg)
+  doc_chunks = [chunks.chunks_of(d) for d in range(len(chunks.doc_chunk_offsets) - 1)]
+  write_plans(directory, key, chunk_tokens, {
+      n: meta_documents(doc_chunks, chunk_tokens, length=n, start_tokens=start, sep_tokens=sep)
+      for n in lengths})
+
+
+def write_plans(directory: Path, key: dict[str, Any], chunk_tokens: np.ndarray,
+                plans: dict[int, np.ndarray]) -> None:
+  """Writes the plans (`build_plans` here, the Beam build's assembly alike)."""
+  directory = io.begin_stage(directory)
+  io.write_npy(directory / "chunk_tokens.npy", np.asarray(chunk_tokens, np.int64))
+  for length, plan in plans.items():
+    io.write_npy(directory / f"L{length}.meta_docs.npy", plan)
+  io.write_manifest(directory, kind="nextlong_plans",
+                    counts={"chunks": len(chunk_tokens),
+                            **{f"L{n}": {"meta_documents": len(p)} for n, p in plans.items()}},
+                    **key)
 
 
 def assemble_sample(source: ChunkSource, tokenizer: Tokenizer, *, meta_doc: int,
@@ -291,8 +353,6 @@ class NExtLongMethod:
   options_type = NExtLongOptions
 
   def build(self, ctx: BuildContext) -> None:
-    from longjax.synth.methods import neighbours  # embedding + ScaNN; heavy imports
-
     cfg = ctx.options(self)
     chunks = chunking.build_chunk_store(
         ctx.store, chunking.chunk_dir(ctx.index_dir, cfg.chunk_size), size=cfg.chunk_size,
@@ -304,21 +364,16 @@ class NExtLongMethod:
       retrieval.neighbour_lists(index, vectors, cfg.precompute_k, progress=ctx.progress,
                                 out_dir=_lists_dir(ctx.index_dir, cfg))
     out = ctx.method_dir(self.name)
-    chunk_tokens = contexts.count_tokens(chunks, np.arange(len(chunks)), ctx.tokenizer,
-                                         ctx.progress, with_boundaries=False)
-    io.write_npy(out / "chunk_tokens.npy", chunk_tokens)
+    build_plans(out / PLANS, chunks, ctx.tokenizer, cfg, ctx.lengths, progress=ctx.progress)
+    chunk_tokens = np.load(out / PLANS / "chunk_tokens.npy")
     p = np.diff(chunks.doc_chunk_offsets)
-    doc_chunks = [chunks.chunks_of(d) for d in range(len(p))]
-    sep_tokens = len(ctx.tokenizer.encode(cfg.sep))
-    start_tokens = len(ctx.tokenizer.boundaries.start)
+    start_tokens, sep_tokens = piece_tokens(ctx.tokenizer, cfg)
     search = cached_search(lambda c, fetch: index.search(np.asarray(vectors[c:c + 1]), fetch)[0][0])
     source = ChunkSource(chunks.text, chunks.doc_of_chunk, search)
     stats: dict[str, Any] = {"documents": len(p), "documents_with_chunks": int((p > 0).sum()),
                              "chunks": len(chunks), "budget": {}}
     for length in ctx.lengths:
-      plan = meta_documents(doc_chunks, chunk_tokens, length=length, start_tokens=start_tokens,
-                            sep_tokens=sep_tokens)
-      io.write_npy(out / f"L{length}.meta_docs.npy", plan)
+      plan = np.load(out / PLANS / f"L{length}.meta_docs.npy")
       stats[f"L{length}"] = self._length_stats(plan, chunk_tokens, length, start_tokens,
                                                sep_tokens)
       stats[f"L{length}"]["check"] = self._check(plan, source, ctx, length, cfg)
@@ -376,7 +431,7 @@ class NExtLongMethod:
     options = {k: v for k, v in manifest["config"].items()
                if k not in ("collection", "tokenizer", "lengths")}
     cfg = NExtLongOptions.parse(self.name, options)
-    plan_path = out / f"L{length}.meta_docs.npy"
+    plan_path = out / PLANS / f"L{length}.meta_docs.npy"
     if not plan_path.exists():
       raise FileNotFoundError(f"{out}: no meta-documents for length {length} (built lengths: "
                               f"{manifest['config']['lengths']}); rebuild with "
@@ -404,7 +459,7 @@ class NExtLongMethod:
 
 
 def _lists_dir(index_dir: Path, cfg: NExtLongOptions) -> Path:
-  return Path(index_dir) / "neighbours" / f"chunks-{cfg.chunk_size}-k{cfg.precompute_k}"
+  return neighbours.lists_dir(index_dir, f"chunks-{cfg.chunk_size}", cfg.precompute_k)
 
 
 def _search_fn(index_dir: Path, collection: str, cfg: NExtLongOptions) -> SearchFn:
@@ -412,8 +467,6 @@ def _search_fn(index_dir: Path, collection: str, cfg: NExtLongOptions) -> Search
   if cfg.precompute_k:
     table = np.load(_lists_dir(index_dir, cfg) / "neighbours.npy", mmap_mode="r")
     return lambda chunk, fetch: np.asarray(table[chunk, :fetch], np.int64)
-  from longjax.synth.methods import neighbours
-
   vectors, index = neighbours.chunk_searcher(index_dir, collection)
   return lambda chunk, fetch: index.search(np.asarray(vectors[chunk:chunk + 1]), fetch)[0][0]
 

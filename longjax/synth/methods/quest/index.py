@@ -21,7 +21,7 @@ import math
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -39,6 +39,28 @@ class InvertedIndex:
   n_docs: np.ndarray             # int64 [K]
   n_tokens: np.ndarray           # int64 [K], EOS separators included
 
+  @classmethod
+  def from_groups(cls, groups: Iterable[KeywordGroup]) -> "InvertedIndex":
+    """The index of `keyword_group` results in any order (sorted here by keyword)."""
+    groups = sorted(groups, key=lambda g: g.keyword)
+    return cls([g.keyword for g in groups], [g.doc_ids for g in groups],
+               np.array([len(g.doc_ids) for g in groups], np.int64),
+               np.array([g.n_tokens for g in groups], np.int64))
+
+
+class KeywordGroup(NamedTuple):
+  keyword: str
+  doc_ids: np.ndarray  # sorted int64
+  n_tokens: int
+
+
+def keyword_group(keyword: str, members: Iterable[tuple[int, int]]) -> KeywordGroup:
+  """One keyword's entry from its (doc_id, tokens with EOS) members, in any order: the
+  per-keyword step of `build_index` here and of the Beam build's group-by-keyword."""
+  members = list(members)
+  ids = np.sort(np.asarray([int(d) for d, _ in members], np.int64))
+  return KeywordGroup(keyword, ids, sum(int(n) for _, n in members))
+
 
 def build_index(doc_ids: Sequence[int], keywords: Sequence[str | None],
                 n_tokens: Sequence[int]) -> InvertedIndex:
@@ -46,16 +68,11 @@ def build_index(doc_ids: Sequence[int], keywords: Sequence[str | None],
   if not len(doc_ids) == len(keywords) == len(n_tokens):
     raise ValueError(f"doc_ids ({len(doc_ids)}), keywords ({len(keywords)}) and n_tokens "
                      f"({len(n_tokens)}) must align")
-  groups: dict[str, list[int]] = defaultdict(list)
-  tokens: dict[str, int] = defaultdict(int)
+  groups: dict[str, list[tuple[int, int]]] = defaultdict(list)
   for d, k, n in zip(doc_ids, keywords, n_tokens):
     if k is not None:
-      groups[k].append(int(d))
-      tokens[k] += int(n)
-  names = sorted(groups)
-  return InvertedIndex(names, [np.sort(np.asarray(groups[k], np.int64)) for k in names],
-                       np.array([len(groups[k]) for k in names], np.int64),
-                       np.array([tokens[k] for k in names], np.int64))
+      groups[k].append((int(d), int(n)))
+  return InvertedIndex.from_groups(keyword_group(k, m) for k, m in groups.items())
 
 
 def size_summary(n_docs: np.ndarray) -> dict[str, float]:

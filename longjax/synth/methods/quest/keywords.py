@@ -10,6 +10,12 @@ with an RNG keyed by (seed, doc_id), so the choice does not depend on corpus ord
 survivors whose corpus document frequency is >= min_df, so documents gather under keywords
 they share with others; a document with no such survivor falls back to all of its survivors
 (counted in `df_fallback`). Document frequency counts candidates after the seed blacklist.
+
+The corpus-wide part is small and explicit: the document frequencies (a count per candidate)
+and the `auto_top_n` most frequent of them. Everything else is per document
+(`kept_candidates`, `document_keyword`) or per keyword (`df_flags`), so that `assign_keywords`
+here and the Beam build (synth/pipeline/keywords.py: counts per key, a top-N, a join) run the
+same functions.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import os
 from collections import Counter
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -72,6 +78,58 @@ def choose(candidates: Sequence[str], *, seed: int, doc_id: int) -> str:
   return candidates[int.from_bytes(digest, "little") % len(candidates)]
 
 
+DF_THRESHOLDS = (1, 2, 5, 10, 20)  # the manifest's histogram of candidate document frequency
+
+
+def kept_candidates(candidates: Sequence[str], blacklist: frozenset[str]) -> list[str]:
+  """A document's candidates without the seed blacklist (what document frequency counts)."""
+  return [c for c in candidates if c not in blacklist]
+
+
+def ranked_df(df: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+  """(keyword, document frequency) pairs, most frequent first, ties by keyword."""
+  return sorted(df, key=lambda kv: (-kv[1], kv[0]))
+
+
+def df_flags(df: int) -> tuple[int, ...]:
+  """One keyword's contribution to the histogram: 1 per threshold its frequency reaches."""
+  return tuple(int(df >= n) for n in DF_THRESHOLDS)
+
+
+def sum_flags(rows: Iterable[Sequence[int]]) -> tuple[int, ...]:
+  """Element-wise sum of `df_flags` rows (associative: also a Beam combiner)."""
+  total = (0,) * len(DF_THRESHOLDS)
+  for row in rows:
+    total = tuple(a + b for a, b in zip(total, row))
+  return total
+
+
+def df_histogram(flag_sums: Sequence[int]) -> dict[str, int]:
+  """Distinct keywords with df >= 1, 2, 5... from the summed `df_flags`."""
+  return {f"df>={n}": int(v) for n, v in zip(DF_THRESHOLDS, flag_sums)}
+
+
+def document_keyword(doc_id: int, queries: Sequence[str] | None, candidates: Sequence[str],
+                     kept: Sequence[str], df: Mapping[str, int], auto: frozenset[str], *,
+                     seed: int, min_df: int) -> tuple[str | None, str | None, bool]:
+  """One document's (keyword, reason it has none, drawn from all survivors for lack of a
+  common one). `kept`: its candidates after the seed blacklist; `df`: their corpus document
+  frequencies; `auto`: the auto-blacklisted keywords.
+
+  The keyword is drawn uniformly from the survivors with document frequency >= `min_df`, or
+  from all survivors when none has. The reason of a keyword-less document: `no_queries` (every
+  predicted query empty; only when `queries` is given), `no_keyword_above_threshold`,
+  `all_blacklisted`.
+  """
+  survivors = [c for c in kept if c not in auto]
+  if survivors:
+    common = [c for c in survivors if df[c] >= min_df]
+    return choose(common or survivors, seed=seed, doc_id=int(doc_id)), None, not common
+  if queries is not None and not any(q and q.strip() for q in queries):
+    return None, "no_queries", False
+  return None, "all_blacklisted" if candidates else "no_keyword_above_threshold", False
+
+
 @dataclasses.dataclass
 class KeywordAssignment:
   """Per-document outcome of stage 2 (lists aligned with the input doc ids)."""
@@ -94,13 +152,10 @@ def assign_keywords(doc_ids: Sequence[int], candidates: Sequence[Sequence[str]],
                     blacklist: frozenset[str], auto_top_n: int = 0, report_top: int = 200,
                     queries: Sequence[Sequence[str]] | None = None,
                     min_df: int = 1) -> KeywordAssignment:
-  """Applies the blacklists and picks each document's representative keyword.
+  """Applies the blacklists and picks each document's representative keyword
+  (`document_keyword`), in one process.
 
-  The keyword is drawn uniformly from the survivors with document frequency >= `min_df`, or
-  from all survivors when none has (a fallback, flagged in `df_fallback`).
-
-  `queries` (optional, aligned) only refines the reason of a keyword-less document:
-  `no_queries` (every predicted query empty), `no_keyword_above_threshold`, `all_blacklisted`.
+  `queries` (optional, aligned) only refines the reason of a keyword-less document.
   """
   if len(doc_ids) != len(candidates):
     raise ValueError(f"doc_ids ({len(doc_ids)}) and candidates ({len(candidates)}) must align")
@@ -108,28 +163,14 @@ def assign_keywords(doc_ids: Sequence[int], candidates: Sequence[Sequence[str]],
     raise ValueError(f"blacklist_auto_top_n ({auto_top_n}) must be >= 0")
   if min_df < 1:
     raise ValueError(f"min_keyword_df ({min_df}) must be >= 1")
-  kept = [[c for c in cands if c not in blacklist] for cands in candidates]
+  kept = [kept_candidates(cands, blacklist) for cands in candidates]
   df = Counter(c for cands in kept for c in cands)
-  ranked = sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))
+  ranked = ranked_df(df.items())
   auto = [k for k, _ in ranked[:auto_top_n]]
-  auto_set = set(auto)
-  keywords: list[str | None] = []
-  reasons: list[str | None] = []
-  fallback: list[bool] = []
-  for i, (doc_id, cands) in enumerate(zip(doc_ids, kept)):
-    survivors = [c for c in cands if c not in auto_set]
-    common = [c for c in survivors if df[c] >= min_df]
-    fallback.append(bool(survivors) and not common)
-    if survivors:
-      keywords.append(choose(common or survivors, seed=seed, doc_id=int(doc_id)))
-      reasons.append(None)
-      continue
-    keywords.append(None)
-    if queries is not None and not any(q and q.strip() for q in queries[i]):
-      reasons.append("no_queries")
-    elif not candidates[i]:
-      reasons.append("no_keyword_above_threshold")
-    else:
-      reasons.append("all_blacklisted")
-  histogram = {f"df>={n}": sum(1 for v in df.values() if v >= n) for n in (1, 2, 5, 10, 20)}
-  return KeywordAssignment(keywords, reasons, auto, ranked[:report_top], fallback, histogram)
+  auto_set = frozenset(auto)
+  chosen = [document_keyword(d, None if queries is None else queries[i], candidates[i], kept[i],
+                             df, auto_set, seed=seed, min_df=min_df)
+            for i, d in enumerate(doc_ids)]
+  histogram = df_histogram(sum_flags(df_flags(v) for v in df.values()))
+  return KeywordAssignment([k for k, _, _ in chosen], [r for _, r, _ in chosen], auto,
+                           ranked[:report_top], [f for _, _, f in chosen], histogram)

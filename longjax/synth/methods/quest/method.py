@@ -1,13 +1,14 @@
 """`QuestMethod`: the Quest synthesis method (specs/quest.md) behind the synthesis protocol.
 
 `build(ctx)` runs stages 1-4 and writes under `<index_dir>/quest/`: `queries/` (resumable
-predictions and their RAKE candidates), `doc_keywords.jsonl` (per document: candidates and the chosen keyword, or the
-reason it has none), `index.jsonl` (inverted index with short flags and weights),
-`doc_tokens.npy` (tokens with boundary tokens per doc id, -1 for documents left out), `keyword_df_top200.json`
-(for blacklist review), `index_stats.png` (index sizes, document reuse) and `manifest.json`.
-The manifest also carries a dry run of the sampler for each `ctx.lengths` (one shard, the
-build seed): samples, keywords per sample, short token share and how many documents are used
-0, 1, 2... times.
+predictions and their RAKE candidates), `keywords/` (stages 2-4: `doc_keywords.jsonl`, per
+document its candidates and the chosen keyword or the reason it has none; `index.jsonl`, the
+inverted index with short flags and weights; `keyword_df_top200.json`, for blacklist review;
+made by `keyword_stage`, here or by the Beam build), `doc_tokens.npy` (tokens with boundary
+tokens per doc id, -1 for documents left out), `index_stats.png` (index sizes, document reuse)
+and `manifest.json`. The manifest also carries a dry run of the sampler for each `ctx.lengths`
+(one shard, the build seed): samples, keywords per sample, short token share and how many
+documents are used 0, 1, 2... times.
 
 `examples(...)` plans the samples of its shard (keywords assigned by stable hash) from token
 counts, shuffles their order with the seed, and materialises each from the corpus store.
@@ -31,16 +32,14 @@ from longjax.synth.methods import contexts, packer
 from longjax.synth.methods.base import BuildContext, check_shard
 from longjax.synth.methods.options import MethodOptions
 from longjax.synth.methods.quest import index as qindex
+from longjax.synth.methods.quest import keyword_stage
 from longjax.synth.methods.quest import keywords as qkw
 from longjax.synth.methods.quest import rake
 from longjax.synth.methods.quest.predict import PREDICTORS, make_predictor
-from longjax.synth.methods.quest.queries import predict_queries, query_counts, rake_candidates, \
-  read_queries
+from longjax.synth.methods.quest.queries import predict_queries
 from longjax.synth.methods.quest.report import plot_index_stats
 from longjax.synth.methods.quest.sampler import FILL_POLICIES, LONG_DOC_POLICIES, SampleOptions, \
   Span, plan_samples
-
-NO_KEYWORD = "<no-keyword>"  # the pool keyword-less documents join with keywordless="pool"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +107,8 @@ def _shard_quota(total: int | None, shard: int, num_shards: int) -> int | None:
 def plan_shard(directory: Path, cfg: QuestOptions, doc_tokens: np.ndarray, *, length: int,
                shard: int, num_shards: int, seed: int):
   """The seeded, shuffled sample plans of one shard (and the planner's statistics)."""
-  entries = list(qindex.read_index(directory, shard=shard, num_shards=num_shards))
+  entries = list(qindex.read_index(keyword_stage.stage_dir(directory), shard=shard,
+                                   num_shards=num_shards))
   opts = dataclasses.replace(cfg.sample_options(length),
                              num_samples=_shard_quota(cfg.num_samples, shard, num_shards),
                              token_budget=_shard_quota(cfg.token_budget, shard, num_shards))
@@ -140,6 +140,19 @@ def quest_budget(plans: list[list[Span]], indexed_tokens: np.ndarray,
                          source_tokens=source, source_tokens_dropped=source - used)
 
 
+def _log_index(ctx: BuildContext, cfg: QuestOptions, counts: Mapping[str, Any]) -> None:
+  """The keyword index in a few lines of the build log."""
+  reasons = counts["without_keyword_reasons"]
+  ctx.log(f"quest: {counts['documents_indexed']}/{counts['documents']} documents indexed under "
+          f"{counts['keywords']} keywords; without keyword: {reasons or 0} "
+          f"({counts['documents_without_keyword_share']:.1%}, keywordless={cfg.keywordless}); "
+          f"docs per keyword {counts['docs_per_keyword']}")
+  if cfg.min_keyword_df > 1:
+    ctx.log(f"quest: min_keyword_df={cfg.min_keyword_df}: "
+            f"{counts['min_keyword_df_fallbacks']} documents had no keyword that common and "
+            "drew from all of theirs")
+
+
 class QuestMethod:
   """Quest (`longjax_<corpus>_quest_<length>`): keyword-grouped, split-ratio oversampled."""
   name = "quest"
@@ -160,38 +173,18 @@ class QuestMethod:
     q_counts = predict_queries(ctx.store, predictor, out / "queries", seed=cfg.seed,
                                part_size=cfg.query_part_size, log=ctx.log,
                                progress=ctx.progress)
-    queries = read_queries(out / "queries", doc_ids)
-
-    candidates = rake_candidates(out / "queries", doc_ids, min_score=cfg.min_score,
-                                 progress=ctx.progress)
-    blacklist = qkw.load_blacklist(cfg.blacklist_file)
-    chosen = qkw.assign_keywords(doc_ids, candidates, seed=cfg.seed, blacklist=blacklist,
-                                 auto_top_n=cfg.blacklist_auto_top_n,
-                                 report_top=cfg.df_report_top, queries=queries,
-                                 min_df=cfg.min_keyword_df)
-    keywords = list(chosen.keywords)
-    if cfg.keywordless == "pool":
-      keywords = [NO_KEYWORD if k is None else k for k in keywords]
-    kept = np.array([k is not None for k in keywords], bool)
-
-    doc_tokens = np.full(len(doc_ids), -1, np.int64)
-    doc_tokens[kept] = contexts.store_token_counts(ctx)[kept]
-    inv = qindex.build_index(doc_ids[kept], [k for k in keywords if k is not None],
-                             doc_tokens[kept])
-    weights = qindex.split_weights(inv, split_ratio=cfg.split_ratio, size_metric=cfg.size_metric,
-                                   oversample_mode=cfg.oversample_mode,
-                                   target_share=cfg.target_share,
-                                   oversample_factor=cfg.oversample_factor)
-    lines = "".join(json.dumps({"doc_id": int(d), "keyword": k, "candidates": c, "reason": r,
-                                "df_fallback": f}, ensure_ascii=False) + "\n"
-                    for d, k, c, r, f in zip(doc_ids, keywords, candidates, chosen.reasons,
-                                             chosen.df_fallback))
-    io.write_text(out / "doc_keywords.jsonl", lines)
-    io.write_json(out / f"keyword_df_top{cfg.df_report_top}.json",
-                  [{"keyword": k, "df": n} for k, n in chosen.df_top])
+    token_counts = contexts.store_token_counts(ctx)
+    stage = keyword_stage.build_stage(
+        keyword_stage.stage_dir(out), doc_ids, out / "queries", cfg, token_counts,
+        keyword_stage.stage_key(cfg, out / "queries", contexts.token_counts_path(
+            ctx.index_dir, ctx.store, ctx.tokenizer)), progress=ctx.progress)
+    entries = list(qindex.read_index(keyword_stage.stage_dir(out)))
+    doc_tokens = np.full(len(doc_ids), -1, np.int64)  # -1: left out of the index
+    for e in entries:
+      doc_tokens[e.doc_ids] = token_counts[e.doc_ids]
     io.write_npy(out / "doc_tokens.npy", doc_tokens)
-    qindex.write_index(out, inv, weights)
-
+    kept = doc_tokens >= 0
+    counts = stage["counts"]
     simulations, budgets = {}, {}
     for length in ctx.lengths:
       plans, stats = plan_shard(out, cfg, doc_tokens, length=length, shard=0, num_shards=1,
@@ -199,39 +192,14 @@ class QuestMethod:
       simulations[str(length)] = stats.summary(int(kept.sum()))
       budgets[f"L{length}"] = quest_budget(plans, doc_tokens[kept], length)
       if stats.samples == 0:
-        ctx.log(f"quest: WARNING L={length}: no sample can be filled ({int(inv.n_tokens.sum())} "
+        ctx.log(f"quest: WARNING L={length}: no sample can be filled ({counts['index_tokens']} "
                 "indexed tokens); this length yields no examples")
       ctx.log(f"quest: L={length}: {stats.samples} samples, keywords/sample "
               f"{dict(sorted(stats.keywords_per_sample.items()))}, short token share "
               f"{simulations[str(length)]['short_token_share']:.3f}")
-    reasons = chosen.reason_counts()
-    skipped = [{"doc_id": int(d), "reason": r} for d, r in zip(doc_ids, chosen.reasons)
-               if r is not None and cfg.keywordless == "drop"]
-    fallbacks = int(sum(chosen.df_fallback))
-    counts = {
-        **q_counts, **query_counts(queries),
-        "documents": len(doc_ids), "documents_indexed": int(kept.sum()),
-        "documents_without_keyword": int(sum(reasons.values())),
-        "documents_without_keyword_share": float(sum(reasons.values()) / len(doc_ids)),
-        "without_keyword_reasons": reasons,
-        "keywords": len(inv.keywords), "short_keywords": int(weights.short.sum()),
-        "index_tokens": int(inv.n_tokens.sum()),
-        "natural_short_share": weights.natural_short_share,
-        "short_weight_share": weights.short_share, "short_weight_factor": weights.factor,
-        "docs_per_keyword": qindex.size_summary(inv.n_docs),
-        "min_keyword_df_fallbacks": fallbacks,
-        "candidate_keyword_df": chosen.df_histogram,
-        "auto_blacklisted": chosen.auto_blacklist,
-        "budget": budgets,
-    }
-    ctx.log(f"quest: {counts['documents_indexed']}/{len(doc_ids)} documents indexed under "
-            f"{counts['keywords']} keywords; without keyword: {reasons or 0} "
-            f"({counts['documents_without_keyword_share']:.1%}, keywordless={cfg.keywordless}); "
-            f"docs per keyword {counts['docs_per_keyword']}")
-    if cfg.min_keyword_df > 1:
-      ctx.log(f"quest: min_keyword_df={cfg.min_keyword_df}: {fallbacks} documents had no keyword "
-              "that common and drew from all of theirs")
-    plot_index_stats(out / "index_stats.png", inv.n_docs, weights.short, simulations)
+    _log_index(ctx, cfg, counts)
+    plot_index_stats(out / "index_stats.png", np.array([len(e.doc_ids) for e in entries]),
+                     np.array([e.short for e in entries], bool), simulations)
     io.write_manifest(
         out, kind=self.name,
         config={**dataclasses.asdict(cfg), "predictor_options": dict(cfg.predictor_options),
@@ -240,7 +208,7 @@ class QuestMethod:
         inputs={"doc_ids": io.fingerprint_json(doc_ids.tolist()),
                 "stopwords_sha256": rake.stopwords_sha256(),
                 "blacklist_sha256": qkw.blacklist_sha256(cfg.blacklist_file)},
-        counts=counts, skipped=skipped,
+        counts={**q_counts, **counts, "budget": budgets}, skipped=stage["skipped"],
         extra={"predictor": predictor.describe(), "sampler_dry_run": simulations})
 
   def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,

@@ -97,13 +97,37 @@ def rake_candidates(directory: str | Path, doc_ids: Sequence[int], *, min_score:
   """Each document's RAKE candidates, aligned with `doc_ids`; parts not yet scored are scored
   now (after `predict_queries` finished every part)."""
   directory = Path(directory)
-  parts = sorted(int(p.stem.split("-")[1]) for p in directory.glob("part-*.jsonl"))
-  todo = [i for i in parts if not _part_path(_rake_dir(directory, min_score), i).exists()]
+  parts = _predicted(directory)
+  todo = rake_todo(directory, min_score=min_score)
   for i in progress(todo, desc="quest: RAKE", total=len(todo)):
     rake_part(directory, i, min_score=min_score)
   found = {int(r["doc_id"]): list(r["candidates"]) for i in parts
            for r in _records(_part_path(_rake_dir(directory, min_score), i))}
   return [found[int(d)] for d in doc_ids]
+
+
+def _predicted(directory: Path) -> list[int]:
+  return sorted(int(p.stem.split("-")[1]) for p in directory.glob("part-*.jsonl"))
+
+
+def rake_todo(directory: str | Path, *, min_score: float) -> list[int]:
+  """The predicted parts whose RAKE candidates at `min_score` are not written yet."""
+  directory = Path(directory)
+  return [i for i in _predicted(directory)
+          if not _part_path(_rake_dir(directory, min_score), i).exists()]
+
+
+def part_records(directory: str | Path, i: int, *,
+                 min_score: float) -> Iterator[tuple[int, list[str], list[str]]]:
+  """(doc_id, queries, RAKE candidates) of every document of query part `i`, in order: what
+  the Beam build's keyword stage reads per part (`rake_part` must have scored it)."""
+  directory = Path(directory)
+  candidates = _records(_part_path(_rake_dir(directory, min_score), i))
+  for r, c in zip(_records(_part_path(directory, i)), candidates, strict=True):
+    if int(r["doc_id"]) != int(c["doc_id"]):
+      raise ValueError(f"{directory}: part {i} holds doc {r['doc_id']} where its RAKE part "
+                       f"holds {c['doc_id']}; delete {_rake_dir(directory, min_score)}")
+    yield int(r["doc_id"]), [str(q) for q in r["queries"]], list(c["candidates"])
 
 
 def _rake_dir(directory: Path, min_score: float) -> Path:
