@@ -3,6 +3,12 @@
 Run on one GPU (through the device tool):
   PYTHONUNBUFFERED=1 PYTHONPATH=. python3 experiments/bench/attention.py --out $OUT
 Expect: `gpu` within a few % of `cudnn` (same kernels), `blockwise` far below (pure-JAX loops).
+Document masks (tokamax's Mosaic-GPU kernel; needs tokamax installed, see docs/attention.md):
+  ... attention.py --sizes 32768,131072 \
+      --impls "cudnn,tokamax,tokamax/8docs,tokamax/64docs,ring1(tokamax)/8docs"
+`NAME/Ddocs` rows pack D documents per row (random cuts, positions restarting per document);
+their FLOPs are still counted as unmasked causal attention, so a kernel that skips the masked
+tiles can pass 100% of cuDNN, which runs without documents.
 Re-plot a saved run on any machine: python experiments/bench/attention.py --plot results.json
 
 Shapes: B=1, 32 query heads, 8 kv heads (GQA), head dim 128, bf16, causal, S in {8K, 32K, 128K}.
@@ -28,7 +34,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from longjax import ops
-from longjax.ops import gpu, ring
+from longjax.ops import gpu, ring, tokamax_gpu
 from longjax.ops.kernels import BlockMask
 from longjax.ops.reference import reference_attention
 
@@ -51,13 +57,34 @@ def _inputs(s, n=N, kh=K, seed=0):
   return q, k, v, do
 
 
+def documents(s, n_docs, seed=0):
+  """([1, s] segment ids of n_docs documents at random cuts, [1, s] positions per document)."""
+  rng = np.random.default_rng(seed)
+  cuts = np.sort(rng.choice(np.arange(1, s), n_docs - 1, replace=False))
+  seg = np.searchsorted(cuts, np.arange(s), side="right")
+  starts = np.concatenate([[0], cuts])[seg]
+  return jnp.asarray(seg[None] + 1, jnp.int32), jnp.asarray(np.arange(s) - starts, jnp.int32)[None]
+
+
+def _docs_of(name):
+  """Documents per row of a `NAME/Ddocs` row, else None."""
+  return int(name.split("/")[1][:-4]) if "/" in name else None
+
+
 def _fns():
-  """name -> attention function (q, k, v) -> o, all causal."""
+  """name -> attention function (q, k, v) -> o, all causal; `NAME/Ddocs` with D documents."""
   mesh1 = jax.make_mesh((1,), ("sequence",), axis_types=(jax.sharding.AxisType.Auto,))
 
-  def ring1(q, k, v):
-    return ring.ring_attention(q, k, v, kernel=gpu.CUDNN,
-                               options=ring.RingOptions(layout="zigzag"))
+  def ring1(q, k, v, kernel=gpu.CUDNN, docs=None):
+    seg, pos = documents(q.shape[1], docs) if docs else (None, None)
+    return ring.ring_attention(q, k, v, kernel=kernel, options=ring.RingOptions(layout="zigzag"),
+                               segment_ids=seg, positions=pos)
+
+  def packed(implementation, docs):
+    def fn(q, k, v):
+      seg, pos = documents(q.shape[1], docs)
+      return ops.attention(q, k, v, segment_ids=seg, positions=pos, implementation=implementation)
+    return fn
 
   return {
       "cudnn": lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True,
@@ -69,6 +96,11 @@ def _fns():
           implementation="gpu"),
       "ring1(gpu)": ring1,
       "blockwise": lambda q, k, v: ops.attention(q, k, v, implementation="blockwise"),
+      "tokamax": lambda q, k, v: ops.attention(q, k, v, implementation="tokamax"),
+      "tokamax/8docs": packed("tokamax", 8),
+      "tokamax/64docs": packed("tokamax", 64),
+      "ring1(tokamax)/8docs": lambda q, k, v: ring1(q, k, v, tokamax_gpu.TOKAMAX, 8),
+      "blockwise/8docs": packed("blockwise", 8),
   }, mesh1
 
 
@@ -84,14 +116,21 @@ def _rel(a, b):
 
 
 def parity(fns, mesh1, s=2048):
-  """Relative errors of o, dq, dk, dv vs the f32 dense reference, plus the 2-block combine."""
+  """Relative errors of o, dq, dk, dv vs the f32 dense reference (with the row's documents, if
+  any), plus the 2-block combine."""
   q, k, v, do = _inputs(s, seed=1)
   f32 = lambda *xs: [x.astype(jnp.float32) for x in xs]
-  ref = lambda q, k, v: ops.attention(q, k, v, implementation="reference")
-  o_ref, vjp = jax.vjp(ref, *f32(q, k, v))
-  g_ref = vjp(do.astype(jnp.float32))
+  refs = {}
   out = {}
   for name, fn in fns.items():
+    docs = _docs_of(name)
+    if docs not in refs:
+      seg, pos = documents(s, docs) if docs else (None, None)
+      ref = lambda q, k, v: ops.attention(q, k, v, segment_ids=seg, positions=pos,
+                                          implementation="reference")
+      o_ref, vjp = jax.vjp(ref, *f32(q, k, v))
+      refs[docs] = o_ref, vjp(do.astype(jnp.float32))
+    o_ref, g_ref = refs[docs]
     try:
       with jax.set_mesh(mesh1):
         o, vjp = jax.vjp(jax.jit(fn), q, k, v)

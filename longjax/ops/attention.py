@@ -14,13 +14,13 @@ import jax.numpy as jnp
 from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
-from longjax.ops import gpu, tpu
+from longjax.ops import gpu, tokamax_gpu, tpu
 from longjax.ops.blockwise import BLOCKWISE
 from longjax.ops.kernels import BlockKernel, fused_attention
 from longjax.ops.reference import reference_attention
 from longjax.ops.ring import RingOptions, ring_attention, sequence_axis_size
 
-IMPLEMENTATIONS = ("reference", "blockwise", "gpu", "tpu")
+IMPLEMENTATIONS = ("reference", "blockwise", "gpu", "tpu", "tokamax")
 _FLOATS = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 
@@ -66,11 +66,16 @@ def _pick(implementation, q, k, segment_ids) -> str:
       raise ValueError(f"implementation='gpu' needs a GPU backend, bf16/fp16 inputs and head dim "
                        f"a multiple of 8 up to 128; got backend {jax.default_backend()}, "
                        f"{q.dtype}, head dim {q.shape[-1]}")
+  if implementation == "tokamax" and not tokamax_gpu.tokamax_supports(q, k):
+    raise ValueError(f"implementation='tokamax' needs the tokamax package, a Hopper or Blackwell "
+                     f"GPU and bf16/fp16 inputs with head dim up to 256; got backend "
+                     f"{jax.default_backend()}, {q.dtype}, head dim {q.shape[-1]}")
   return implementation
 
 
 def _kernel(name: str) -> BlockKernel:
-  return {"gpu": gpu.CUDNN, "tpu": tpu.PALLAS_TPU}.get(name, BLOCKWISE)
+  return {"gpu": gpu.CUDNN, "tpu": tpu.PALLAS_TPU, "tokamax": tokamax_gpu.TOKAMAX}.get(name,
+                                                                                    BLOCKWISE)
 
 
 def attention(q, k, v, *, segment_ids=None, positions=None, causal: bool = True,
@@ -79,9 +84,11 @@ def attention(q, k, v, *, segment_ids=None, positions=None, causal: bool = True,
 
   segment_ids [B, S] int (0 = padding, attends nothing); positions [B, S] int (default: the
   index). implementation: 'reference' (dense oracle), 'blockwise' (pure JAX, any backend),
-  'gpu' (cuDNN), 'tpu' (Pallas TPU flash attention; interpret mode elsewhere), or None for the
-  fastest correct one on this backend for these inputs. ring: the layout (and loop form) of S,
-  required when the current mesh has a `sequence` axis larger than 1 and ignored otherwise.
+  'gpu' (cuDNN), 'tpu' (Pallas TPU flash attention; interpret mode elsewhere), 'tokamax'
+  (tokamax's Mosaic-GPU kernel: document masks on Hopper/Blackwell; chosen only by name until its
+  GPU parity and speed are measured), or None for the fastest correct one on this backend for
+  these inputs. ring: the layout (and loop form) of S, required when the current mesh has a
+  `sequence` axis larger than 1 and ignored otherwise.
   """
   _check_inputs(q, k, v, segment_ids, positions)
   name = _pick(implementation, q, k, segment_ids)

@@ -16,12 +16,12 @@ Layouts (the token order the caller gave the sequence):
     source precedes them and is skipped (lax.cond) on the others (imbalanced: for tests and
     non-causal use).
 Masks inside blocks come from segment ids and positions when the kernel takes them (blockwise
-takes both, the Pallas TPU kernel segment ids only); kernels without positions use the aligned
-causal triangle on step 0 and trust the layout. cuDNN takes neither, so with segment ids the
-ring uses another kernel. The caller passes `RingOptions(layout=..., loop=...)` with every call:
-the layout is the order its input pipeline gave the tokens (there is no default, since a wrong
-one silently drops the causal mask on some blocks), the loop form is a static unrolled loop by
-default, or lax.scan over steps 1..N-2 (spec R5).
+and tokamax take both, the Pallas TPU kernel segment ids only); kernels without positions use
+the aligned causal triangle on step 0 and trust the layout. cuDNN takes neither, so with
+segment ids the ring uses another kernel. The caller passes `RingOptions(layout=..., loop=...)`
+with every call: the layout is the order its input pipeline gave the tokens (there is no
+default, since a wrong one silently drops the causal mask on some blocks), the loop form is a
+static unrolled loop by default, or lax.scan over steps 1..N-2 (spec R5).
 
 Axis letters: B batch, c local length, N query heads, K kv heads, H head dim.
 """
@@ -332,7 +332,8 @@ def ring_attention(q, k, v, *, kernel: BlockKernel, options: RingOptions, segmen
   _check(mesh, q, k, options.layout, n)
   if segment_ids is not None and not kernel.takes_segments:
     raise ValueError(f"the '{kernel.name}' kernel cannot apply segment_ids (document masks); "
-                     "use implementation='blockwise' (or None) for packed sequences")
+                     "use implementation='blockwise', 'tokamax' (GPU) or None for packed "
+                     "sequences")
   b, s = q.shape[:2]
   scale = q.shape[-1] ** -0.5 if scale is None else scale
   if positions is None:

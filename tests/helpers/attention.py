@@ -6,6 +6,7 @@ import numpy as np
 from jax.sharding import AxisType
 
 from longjax import ops
+from longjax.ops.kernels import BlockMask
 
 
 def make_qkv(b=2, s=32, n=4, kh=2, h=8, dtype=jnp.float32, seed=0):
@@ -28,6 +29,15 @@ def packed_segments(b, s, seed=0):
     for d, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
       out[i, lo:hi] = d + 1
   return jnp.asarray(out)
+
+
+def document_positions(segment_ids):
+  """[B,S] int32 positions restarting at 0 at each document (run of equal segment ids)."""
+  seg = np.asarray(segment_ids)
+  idx = np.broadcast_to(np.arange(seg.shape[1]), seg.shape)
+  first = np.concatenate([np.ones_like(seg[:, :1], bool), seg[:, 1:] != seg[:, :-1]], 1)
+  start = np.maximum.accumulate(np.where(first, idx, 0), axis=1)
+  return jnp.asarray(idx - start, jnp.int32)
 
 
 def make_mesh(**sizes):
@@ -56,3 +66,26 @@ def assert_close(actual, expected, dtype):
   else:
     rel = np.linalg.norm(a - e) / np.linalg.norm(e)
     assert rel <= 2e-2, f"relative error {rel:.3g} > 2e-2"
+
+
+def two_chunk(kernel, q, k, v, do, seg, pos, scale):
+  """The ring's arithmetic for two contiguous chunks on one device: blocks (1,1) and (2,2)
+  causal, (2,1) not, merged through lse in f32; each block's backward fed the global o/lse.
+  Returns o (q.dtype), lse, (dq, dk, dv)."""
+  c = q.shape[1] // 2
+  h = lambda x, i: x[:, i * c:(i + 1) * c]
+  mask = lambda i, j, causal: BlockMask(h(seg, i), h(seg, j), h(pos, i), h(pos, j), causal)
+  blk = lambda i, j, causal: kernel.fwd(h(q, i), h(k, j), h(v, j), mask(i, j, causal), scale)
+  (o11, l11), (o22, l22), (o21, l21) = blk(0, 0, True), blk(1, 1, True), blk(1, 0, False)
+  lse2 = jnp.logaddexp(l22, l21)
+  safe = jnp.where(jnp.isfinite(lse2), lse2, 0.0)
+  w = lambda o_, l_: jnp.exp(l_ - safe)[..., None] * o_.astype(jnp.float32)
+  o = jnp.concatenate([o11.astype(jnp.float32), w(o22, l22) + w(o21, l21)], 1).astype(q.dtype)
+  lse = jnp.concatenate([l11, lse2], 1)
+  back = lambda i, j, causal: [x.astype(jnp.float32) for x in kernel.bwd(
+      h(q, i), h(k, j), h(v, j), h(o, i), h(lse, i), h(do, i), mask(i, j, causal), scale)]
+  g11, g22, g21 = back(0, 0, True), back(1, 1, True), back(1, 0, False)
+  dq = jnp.concatenate([g11[0], g22[0] + g21[0]], 1)
+  dk = jnp.concatenate([g11[1] + g21[1], g22[1]], 1)
+  dv = jnp.concatenate([g11[2] + g21[2], g22[2]], 1)
+  return o, lse, (dq, dk, dv)

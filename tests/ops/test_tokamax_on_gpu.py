@@ -1,0 +1,168 @@
+"""tokamax's Mosaic-GPU kernel as the R2 block kernel (ops/tokamax_gpu.py) on a Hopper GPU.
+
+Tolerance: each relative error of o, dq, dk, dv against the dense f32 reference must be within
+2x cuDNN's own error on the same inputs without documents (cuDNN cannot apply them), as
+test_ring_gpu.py holds the ring to. Checked: the kernel alone (one device, through
+ops.attention, 8 and 64 documents per row plus a padding tail), the ring's arithmetic on two
+chunks of one device (lse, and each block's backward from the global o/lse), the ring on a
+one-device `sequence` axis, and the ring over 2-8 GPUs where a machine with several is lent.
+Every case also asserts that the key ranges are exact on the device, i.e. that the tokamax path
+ran and not the blockwise fallback.
+
+Run through the device tool (Python 3.12, jax 0.11.2 there), with tokamax 0.0.17 and its
+pure-Python dependencies carried as wheels (see docs/attention.md for the list) and a stub
+`xprof` (tokamax imports it for its own benchmarking helpers only):
+  JAX_PLATFORMS=cuda NCCL_NVLS_ENABLE=0 python3 -m pytest -m gpu tests/ops/test_tokamax_on_gpu.py
+"""
+
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from longjax import ops
+from longjax.ops.kernels import BlockMask
+from longjax.ops.reference import reference_attention
+from longjax.ops.ring import RingOptions, ring_attention
+from longjax.ops.tokamax_gpu import TOKAMAX, key_ranges, tokamax_supports
+from tests.helpers.attention import (document_positions, make_mesh, make_qkv, reference,
+                                     two_chunk)
+
+
+def _usable() -> bool:
+  if jax.default_backend() != "gpu" or importlib.util.find_spec("tokamax") is None:
+    return False
+  return tokamax_supports(jnp.zeros((1, 1, 1, 128), jnp.bfloat16),
+                          jnp.zeros((1, 1, 1, 128), jnp.bfloat16))
+
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not _usable(), reason="needs tokamax and a Hopper/Blackwell GPU"),
+]
+S = 8192  # fits the dense f32 reference on one GPU, as test_ring_gpu.py
+SHARDS = [n for n in (2, 4, 8) if n <= jax.device_count()]
+
+
+def _rel(a, b) -> float:
+  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _documents(s, n_docs, pad=64, seed=0):
+  """[1, S] segment ids: n_docs documents at random cuts, then `pad` tokens of padding (0)."""
+  rng = np.random.default_rng(seed)
+  cuts = np.sort(rng.choice(np.arange(1, s - pad), n_docs - 1, replace=False))
+  seg = np.searchsorted(cuts, np.arange(s), side="right") + 1
+  seg[s - pad:] = 0
+  return jnp.asarray(seg[None], jnp.int32)
+
+
+def _errors(o, grads, o_ref, grads_ref) -> dict[str, float]:
+  return {name: _rel(a, b) for name, a, b in
+          zip(("o", "dq", "dk", "dv"), (o, *grads), (o_ref, *grads_ref))}
+
+
+def _run(fn, q, k, v, do, mesh=None):
+  def both(q, k, v, do):
+    o, vjp = jax.vjp(fn, q, k, v)
+    return o, vjp(do)
+  if mesh is None:
+    return jax.jit(both)(q, k, v, do)
+  with jax.set_mesh(mesh):
+    return jax.jit(both)(q, k, v, do)
+
+
+def _assert_as_accurate(errors, cudnn, label):
+  print(f"\n{label}: {errors}; cuDNN without documents: {cudnn}")
+  for name, err in errors.items():
+    assert err <= 2 * cudnn[name], (label, name, errors, cudnn)
+
+
+def _assert_fast_path(seg, pos, causal=True):
+  """The ranges of the whole-row block are exact on the device: tokamax ran, not the fallback."""
+  exact = jax.jit(lambda s, p: jnp.asarray(key_ranges(BlockMask(s, s, p, p, causal), S,
+                                                     S).exact))(seg, pos)
+  assert bool(exact)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+  """bf16 q, k, v, do (32 query / 8 kv heads, D=128) and cuDNN's errors without documents."""
+  q, k, v, do = make_qkv(b=1, s=S, n=32, kh=8, h=128, dtype=jnp.bfloat16, seed=7)
+  cudnn = {}
+  for causal in (True, False):
+    o_ref, grads_ref = reference(q, k, v, do, causal=causal)
+    fn = lambda q, k, v, c=causal: ops.attention(q, k, v, causal=c, implementation="gpu")
+    cudnn[causal] = _errors(*_run(fn, q, k, v, do), o_ref, grads_ref)
+  return (q, k, v, do), cudnn
+
+
+@pytest.mark.parametrize("n_docs", [8, 64])
+def test_kernel_with_documents(inputs, n_docs):
+  (q, k, v, do), cudnn = inputs
+  seg = _documents(S, n_docs, seed=n_docs)
+  pos = document_positions(seg)
+  _assert_fast_path(seg, pos)
+  fn = lambda q, k, v: ops.attention(q, k, v, segment_ids=seg, positions=pos,
+                                     implementation="tokamax")
+  o_ref, grads_ref = reference(q, k, v, do, segment_ids=seg)
+  o, grads = _run(fn, q, k, v, do)
+  assert np.isfinite(np.asarray(o, np.float32)).all()
+  np.testing.assert_array_equal(np.asarray(o[:, S - 64:], np.float32), 0.0)  # padding rows
+  _assert_as_accurate(_errors(o, grads, o_ref, grads_ref), cudnn[True],
+                      f"tokamax, {n_docs} documents")
+
+
+def test_lse_and_backward_from_global_lse(inputs):
+  """Two chunks merged through lse, each block's backward fed the global o/lse (R2)."""
+  (q, k, v, do), cudnn = inputs
+  seg = _documents(S, 8, seed=1)
+  pos = document_positions(seg)
+  o, lse, grads = jax.jit(lambda *a: two_chunk(TOKAMAX, *a, seg, pos, 128 ** -0.5))(q, k, v, do)
+  o_ref, grads_ref = reference(q, k, v, do, segment_ids=seg)
+  f32 = lambda x: x.astype(jnp.float32)
+  _, lse_ref = reference_attention(f32(q), f32(k), f32(v), segment_ids=seg, positions=pos,
+                                   causal=True, scale=128 ** -0.5, return_lse=True)
+  seen = np.isfinite(np.asarray(lse_ref))
+  assert (np.isfinite(np.asarray(lse)) == seen).all()
+  lse_err = _rel(np.where(seen, lse, 0), np.where(seen, lse_ref, 0))
+  print(f"\nlse relative error {lse_err:.2e}")
+  assert lse_err <= 1e-3
+  _assert_as_accurate(_errors(o, grads, o_ref, grads_ref), cudnn[True], "two chunks via lse")
+
+
+@pytest.mark.parametrize("layout,causal", [("zigzag", True), ("contiguous", True),
+                                           ("contiguous", False)])
+def test_ring_on_one_device(inputs, layout, causal):
+  (q, k, v, do), cudnn = inputs
+  seg = _documents(S, 8, seed=2)
+  pos = document_positions(seg)
+  fn = lambda q, k, v: ring_attention(q, k, v, kernel=TOKAMAX, options=RingOptions(layout=layout),
+                                      segment_ids=seg, positions=pos, causal=causal)
+  o_ref, grads_ref = reference(q, k, v, do, segment_ids=seg, causal=causal)
+  errors = _errors(*_run(fn, q, k, v, do, make_mesh(sequence=1)), o_ref, grads_ref)
+  _assert_as_accurate(errors, cudnn[causal], f"ring1(tokamax) {layout} causal={causal}")
+
+
+@pytest.mark.skipif(not SHARDS, reason="needs 2 or more GPUs")
+@pytest.mark.parametrize("n", SHARDS)
+def test_ring_on_gpus(inputs, n):
+  (q, k, v, do), cudnn = inputs
+  seg = _documents(S, 8, seed=n)
+  pos = document_positions(seg)
+  z = lambda x: ops.zigzag(x, n)
+
+  def fn(q, k, v):
+    return ops.unzigzag(ops.attention(z(q), z(k), z(v), segment_ids=z(seg), positions=z(pos),
+                                      implementation="tokamax",
+                                      ring=RingOptions(layout="zigzag")), n)
+
+  mesh = make_mesh(sequence=n)
+  with jax.set_mesh(mesh):
+    assert "ppermute" in str(jax.make_jaxpr(fn)(q, k, v))
+  o_ref, grads_ref = reference(q, k, v, do, segment_ids=seg)
+  errors = _errors(*_run(fn, q, k, v, do, mesh), o_ref, grads_ref)
+  _assert_as_accurate(errors, cudnn[True], f"ring(tokamax) n={n}")
