@@ -89,3 +89,26 @@ def two_chunk(kernel, q, k, v, do, seg, pos, scale):
   dk = jnp.concatenate([g11[1] + g21[1], g22[1]], 1)
   dv = jnp.concatenate([g11[2] + g21[2], g22[2]], 1)
   return o, lse, (dq, dk, dv)
+
+
+def relative_error(a, b) -> float:
+  """||a - b|| / ||b|| in f32."""
+  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def run_with_grads(fn, q, k, v, do, mesh=None):
+  """(o, (dq, dk, dv)) of `fn(q, k, v)` with cotangent `do`, jitted, under `mesh` if given."""
+  def both(q, k, v, do):
+    o, vjp = jax.vjp(fn, q, k, v)
+    return o, vjp(do)
+  if mesh is None:
+    return jax.jit(both)(q, k, v, do)
+  with jax.set_mesh(mesh):
+    return jax.jit(both)(q, k, v, do)
+
+
+def grad_errors(o, grads, o_ref, grads_ref) -> dict[str, float]:
+  """Relative errors of o, dq, dk, dv against a reference."""
+  return {name: relative_error(a, b) for name, a, b in
+          zip(("o", "dq", "dk", "dv"), (o, *grads), (o_ref, *grads_ref))}

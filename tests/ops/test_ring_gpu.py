@@ -14,14 +14,14 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from flax import nnx
 
 from longjax import ops
 from longjax.models import Llama, LlamaConfig
 from longjax.train.sharding import logical_axis_rules
-from tests.helpers.attention import make_mesh, make_qkv, packed_segments, reference
+from tests.helpers.attention import (grad_errors, make_mesh, make_qkv, packed_segments, reference,
+                                     relative_error, run_with_grads)
 
 pytestmark = [
     pytest.mark.gpu,
@@ -30,22 +30,6 @@ pytestmark = [
 ]
 SHARDS = [n for n in (2, 4, 8) if n <= jax.device_count()]
 S = 8192  # fits the dense f32 reference ([1, 32, S, S] logits) on one GPU
-
-
-def _rel(a, b) -> float:
-  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
-def _run(fn, q, k, v, do, mesh=None):
-  """(o, (dq, dk, dv)) of `fn` under `mesh` (or none), jitted."""
-  def both(q, k, v, do):
-    o, vjp = jax.vjp(fn, q, k, v)
-    return o, vjp(do)
-  if mesh is None:
-    return jax.jit(both)(q, k, v, do)
-  with jax.set_mesh(mesh):
-    return jax.jit(both)(q, k, v, do)
 
 
 def _ring(n, layout, implementation, seg=None, loop="unroll"):
@@ -64,11 +48,6 @@ def _ring(n, layout, implementation, seg=None, loop="unroll"):
   return f
 
 
-def _errors(o, grads, o_ref, grads_ref) -> dict[str, float]:
-  return {name: _rel(a, b) for name, a, b in
-          zip(("o", "dq", "dk", "dv"), (o, *grads), (o_ref, *grads_ref))}
-
-
 def _assert_ring_as_accurate(ring, n, qkvdo, ref, one_gpu, label):
   """The ring ran (a ppermute) and each error vs `ref` is within 2x the one-GPU kernel's.
 
@@ -79,7 +58,7 @@ def _assert_ring_as_accurate(ring, n, qkvdo, ref, one_gpu, label):
   mesh = make_mesh(sequence=n)
   with jax.set_mesh(mesh):
     assert "ppermute" in str(jax.make_jaxpr(ring)(q, k, v))
-  errors = _errors(*_run(ring, q, k, v, do, mesh), *ref)
+  errors = grad_errors(*run_with_grads(ring, q, k, v, do, mesh), *ref)
   print(f"\nring {label}: {errors}; one GPU: {one_gpu}")
   for name, err in errors.items():
     assert err <= 2 * one_gpu[name], (name, errors, one_gpu)
@@ -90,8 +69,8 @@ def inputs():
   q, k, v, do = make_qkv(b=1, s=S, n=32, kh=8, h=128, dtype=jnp.bfloat16, seed=7)
   o_ref, grads_ref = reference(q, k, v, do)
   cudnn = lambda q, k, v: ops.attention(q, k, v, implementation="gpu")
-  o_one, grads_one = _run(cudnn, q, k, v, do)
-  return (q, k, v, do), (o_ref, grads_ref), _errors(o_one, grads_one, o_ref, grads_ref)
+  o_one, grads_one = run_with_grads(cudnn, q, k, v, do)
+  return (q, k, v, do), (o_ref, grads_ref), grad_errors(o_one, grads_one, o_ref, grads_ref)
 
 
 @pytest.mark.parametrize("loop", ["unroll", "scan"])
@@ -110,7 +89,7 @@ def test_ring_blockwise_documents_matches_reference(n):
   seg = packed_segments(2, s, seed=n)
   o_ref, grads_ref = reference(q, k, v, do, segment_ids=seg)
   whole = lambda q, k, v: ops.attention(q, k, v, segment_ids=seg, implementation="blockwise")
-  one = _errors(*_run(whole, q, k, v, do), o_ref, grads_ref)  # the same kernel on one GPU
+  one = grad_errors(*run_with_grads(whole, q, k, v, do), o_ref, grads_ref)  # the same kernel on one GPU
   _assert_ring_as_accurate(_ring(n, "zigzag", "blockwise", seg=seg), n, (q, k, v, do),
                            (o_ref, grads_ref), one, f"n={n} blockwise, packed documents")
 
@@ -136,8 +115,8 @@ def test_llama_ring_on_gpus_as_accurate_as_one_gpu(n):
 
   def errors(logits, grads, ref):
     flat = dict(nnx.to_flat_state(grads))
-    out = {"logits": _rel(logits, ref[0])}
-    out.update({path: _rel(flat[path][...], g[...]) for path, g in nnx.to_flat_state(ref[1])})
+    out = {"logits": relative_error(logits, ref[0])}
+    out.update({path: relative_error(flat[path][...], g[...]) for path, g in nnx.to_flat_state(ref[1])})
     return out
 
   ref = jax.jit(logits_and_grads(graphdef32))(state, tokens, positions, cot)

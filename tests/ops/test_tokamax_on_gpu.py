@@ -27,8 +27,8 @@ from longjax.ops.kernels import BlockMask
 from longjax.ops.reference import reference_attention
 from longjax.ops.ring import RingOptions, ring_attention
 from longjax.ops.tokamax_gpu import TOKAMAX, key_ranges, tokamax_supports
-from tests.helpers.attention import (document_positions, make_mesh, make_qkv, reference,
-                                     two_chunk)
+from tests.helpers.attention import (document_positions, grad_errors, make_mesh, make_qkv,
+                                     reference, relative_error, run_with_grads, two_chunk)
 
 
 def _usable() -> bool:
@@ -46,11 +46,6 @@ S = 8192  # fits the dense f32 reference on one GPU, as test_ring_gpu.py
 SHARDS = [n for n in (2, 4, 8) if n <= jax.device_count()]
 
 
-def _rel(a, b) -> float:
-  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
 def _documents(s, n_docs, pad=64, seed=0):
   """[1, S] segment ids: n_docs documents at random cuts, then `pad` tokens of padding (0)."""
   rng = np.random.default_rng(seed)
@@ -58,21 +53,6 @@ def _documents(s, n_docs, pad=64, seed=0):
   seg = np.searchsorted(cuts, np.arange(s), side="right") + 1
   seg[s - pad:] = 0
   return jnp.asarray(seg[None], jnp.int32)
-
-
-def _errors(o, grads, o_ref, grads_ref) -> dict[str, float]:
-  return {name: _rel(a, b) for name, a, b in
-          zip(("o", "dq", "dk", "dv"), (o, *grads), (o_ref, *grads_ref))}
-
-
-def _run(fn, q, k, v, do, mesh=None):
-  def both(q, k, v, do):
-    o, vjp = jax.vjp(fn, q, k, v)
-    return o, vjp(do)
-  if mesh is None:
-    return jax.jit(both)(q, k, v, do)
-  with jax.set_mesh(mesh):
-    return jax.jit(both)(q, k, v, do)
 
 
 def _assert_as_accurate(errors, cudnn, label):
@@ -96,7 +76,7 @@ def inputs():
   for causal in (True, False):
     o_ref, grads_ref = reference(q, k, v, do, causal=causal)
     fn = lambda q, k, v, c=causal: ops.attention(q, k, v, causal=c, implementation="gpu")
-    cudnn[causal] = _errors(*_run(fn, q, k, v, do), o_ref, grads_ref)
+    cudnn[causal] = grad_errors(*run_with_grads(fn, q, k, v, do), o_ref, grads_ref)
   return (q, k, v, do), cudnn
 
 
@@ -109,10 +89,10 @@ def test_kernel_with_documents(inputs, n_docs):
   fn = lambda q, k, v: ops.attention(q, k, v, segment_ids=seg, positions=pos,
                                      implementation="tokamax")
   o_ref, grads_ref = reference(q, k, v, do, segment_ids=seg)
-  o, grads = _run(fn, q, k, v, do)
+  o, grads = run_with_grads(fn, q, k, v, do)
   assert np.isfinite(np.asarray(o, np.float32)).all()
   np.testing.assert_array_equal(np.asarray(o[:, S - 64:], np.float32), 0.0)  # padding rows
-  _assert_as_accurate(_errors(o, grads, o_ref, grads_ref), cudnn[True],
+  _assert_as_accurate(grad_errors(o, grads, o_ref, grads_ref), cudnn[True],
                       f"tokamax, {n_docs} documents")
 
 
@@ -128,10 +108,10 @@ def test_lse_and_backward_from_global_lse(inputs):
                                    causal=True, scale=128 ** -0.5, return_lse=True)
   seen = np.isfinite(np.asarray(lse_ref))
   assert (np.isfinite(np.asarray(lse)) == seen).all()
-  lse_err = _rel(np.where(seen, lse, 0), np.where(seen, lse_ref, 0))
+  lse_err = relative_error(np.where(seen, lse, 0), np.where(seen, lse_ref, 0))
   print(f"\nlse relative error {lse_err:.2e}")
   assert lse_err <= 1e-3
-  _assert_as_accurate(_errors(o, grads, o_ref, grads_ref), cudnn[True], "two chunks via lse")
+  _assert_as_accurate(grad_errors(o, grads, o_ref, grads_ref), cudnn[True], "two chunks via lse")
 
 
 @pytest.mark.parametrize("layout,causal", [("zigzag", True), ("contiguous", True),
@@ -143,7 +123,7 @@ def test_ring_on_one_device(inputs, layout, causal):
   fn = lambda q, k, v: ring_attention(q, k, v, kernel=TOKAMAX, options=RingOptions(layout=layout),
                                       segment_ids=seg, positions=pos, causal=causal)
   o_ref, grads_ref = reference(q, k, v, do, segment_ids=seg, causal=causal)
-  errors = _errors(*_run(fn, q, k, v, do, make_mesh(sequence=1)), o_ref, grads_ref)
+  errors = grad_errors(*run_with_grads(fn, q, k, v, do, make_mesh(sequence=1)), o_ref, grads_ref)
   _assert_as_accurate(errors, cudnn[causal], f"ring1(tokamax) {layout} causal={causal}")
 
 
@@ -164,5 +144,5 @@ def test_ring_on_gpus(inputs, n):
   with jax.set_mesh(mesh):
     assert "ppermute" in str(jax.make_jaxpr(fn)(q, k, v))
   o_ref, grads_ref = reference(q, k, v, do, segment_ids=seg)
-  errors = _errors(*_run(fn, q, k, v, do, mesh), o_ref, grads_ref)
+  errors = grad_errors(*run_with_grads(fn, q, k, v, do, mesh), o_ref, grads_ref)
   _assert_as_accurate(errors, cudnn[True], f"ring(tokamax) n={n}")
