@@ -77,7 +77,7 @@ def _row_ranges(qseg, kseg, qpos, kpos, causal: bool):
   unique = ~jnp.any((ids[1:] == ids[:-1]) & (ids[1:] != _NO_ID))  # no id in two runs
   unique &= ~jnp.any(kseg == _NO_ID)  # (an id equal to the sentinel: not expressible)
   i = jnp.clip(jnp.searchsorted(ids, qseg), 0, s - 1)
-  found = (ids[i] == qseg) & (qseg != 0)
+  found = (ids[i] == qseg) & (qseg != 0) & (qseg != _NO_ID)  # (ids pads with the sentinel)
   a = order[i]  # start of the query's run
   b = run_end[a]
   if not causal:

@@ -143,6 +143,19 @@ def test_key_ranges_flag_what_they_cannot_express():
   assert bool(key_ranges(BlockMask(ok, ok, pos, pos, True), 8, 8).exact)
 
 
+def test_query_id_equal_to_the_sentinel_sees_no_keys():
+  """The sorted run ids are padded with int32 max: a query whose id is that value (and that no
+  key holds) must find no run, not a padding slot."""
+  top = np.iinfo(np.int32).max
+  q = jnp.array([[1, 1, top, top]], jnp.int32)
+  k = jnp.array([[1, 1, 2, 2, 3, 3, 4, 4]], jnp.int32)
+  for causal in (False, True):
+    mask = BlockMask(q, k, causal=causal)
+    r = key_ranges(mask, 4, 8)
+    assert bool(r.exact)
+    np.testing.assert_array_equal(allowed_from_ranges(r, 4, 8), _dense(mask, 4, 8))
+
+
 # ---------------------------------------------------------------------------------------------
 # The R2 kernel path with the dense model of tokamax's contract.
 
