@@ -81,9 +81,8 @@ def _files(root, skip=()):
                 if p.is_file() and p.suffix != ".png" and not p.relative_to(root).parts[0] in skip)
 
 
-def assert_same_build(reference, other):
-  """Every file byte-equal (plots aside), every manifest equal but for RUN_FIELDS; the same
-  first samples of every method's Task."""
+def assert_same_files(reference, other):
+  """Every file byte-equal (plots aside), every manifest equal but for RUN_FIELDS."""
   ref_files = _files(reference)
   assert ref_files == _files(other)
   for rel in ref_files:
@@ -92,6 +91,11 @@ def assert_same_build(reference, other):
       assert _content(json.loads(a.read_text())) == _content(json.loads(b.read_text())), rel
     else:
       assert a.read_bytes() == b.read_bytes(), rel
+
+
+def assert_same_build(reference, other):
+  """`assert_same_files`, and the same first samples of every method's Task."""
+  assert_same_files(reference, other)
   assert _first_task_samples(reference) == _first_task_samples(other)
 
 
@@ -178,6 +182,27 @@ def test_in_process_beam_build_equals_single_process_build(reference, corpus_dir
   assert_same_build(reference, tmp_path / "idx")
   again = _build(corpus_dir, tmp_path / "idx", tokenizer_dir, runner="DirectRunner")
   assert set(again["run"]["seconds"]) == {"corpus"}  # nothing per document or per method redone
+
+
+def test_beam_ingest_skips_unpaired_surrogates_as_the_single_process_ingest_does(tmp_path):
+  """A title or id holding half a UTF-16 pair (a JSON escape such as "\\ud83d") cannot be
+  stored as UTF-8: both ingests skip that document as `not_utf8` and write the same store."""
+  corpus_dir = tmp_path / "corpus"
+  corpus_dir.mkdir()
+  (corpus_dir / "part-0.jsonl").write_text(
+      '{"id": "a", "text": "first text"}\n'
+      '{"id": "b", "title": "cut \\ud83d", "text": "second text"}\n'
+      '{"id": "c\\udc00", "text": "third text"}\n'
+      '{"id": "d", "title": "caf\u00e9", "text": "fourth text, na\u00efve"}\n',
+      encoding="utf-8")
+  for name, runner in (("single", None), ("beam", "DirectRunner")):
+    build.run_build(build.BuildOptions(corpus=str(corpus_dir), out=tmp_path / name,
+                                       runner=runner))
+  store = io.read_manifest(tmp_path / "beam" / "corpus")
+  assert [(s["key"], s["reason"], s["detail"].split(" has ")[0]) for s in store["skipped"]] \
+      == [("b", "not_utf8", "title"), ("c\udc00", "not_utf8", "id")]
+  assert store["counts"]["read"] == 4 and store["counts"]["kept"] == 2
+  assert_same_files(tmp_path / "single" / "corpus", tmp_path / "beam" / "corpus")
 
 
 def _cli_build(corpus_dir, out, tokenizer_dir, *options):
