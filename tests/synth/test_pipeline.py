@@ -17,7 +17,7 @@ import pytest
 
 from longjax import bundled_texts, io
 from longjax.synth import build
-from tests.helpers.synth import byte_tokenizer
+from tests.helpers.synth import byte_tokenizer, make_store
 
 METHOD_NAMES = ("standard", "knn", "iclm", "nextlong", "quest")
 # The auto blacklist and min_keyword_df exercise the keyword stage's corpus-wide parts (a top-N,
@@ -203,6 +203,24 @@ def test_beam_ingest_skips_unpaired_surrogates_as_the_single_process_ingest_does
       == [("b", "not_utf8", "title"), ("c\udc00", "not_utf8", "id")]
   assert store["counts"]["read"] == 4 and store["counts"]["kept"] == 2
   assert_same_files(tmp_path / "single" / "corpus", tmp_path / "beam" / "corpus")
+
+
+def test_the_driver_describes_the_query_predictor_without_loading_it(tmp_path):
+  """Quest's query tasks are planned from the predictor's description: a T5 checkpoint that
+  is not there (nothing the driver could load) still gives them."""
+  # pylint: disable=import-outside-toplevel,protected-access
+  from longjax.synth.methods.base import BuildContext
+  from longjax.synth.methods.quest import QuestOptions, queries
+  from longjax.synth.pipeline import stages
+  store = make_store(tmp_path, ["one text", "two texts", "three texts"])
+  absent = str(tmp_path / "no-t5")
+  cfg = QuestOptions(predictor="t5", checkpoint=absent, query_part_size=2)
+  tasks = stages._query_tasks(BuildContext(store, byte_tokenizer(), None, {}, tmp_path), cfg,
+                              lambda _: None)
+  directory = queries.queries_dir(tmp_path / "quest")
+  assert tasks == [("queries", directory, 0), ("queries", directory, 1)]
+  config = json.loads((directory / queries.CONFIG_FILE).read_text())
+  assert config["predictor"]["checkpoint"] == absent and config["part_size"] == 2
 
 
 def _cli_build(corpus_dir, out, tokenizer_dir, *options):
