@@ -12,6 +12,7 @@ count differ.
 import gzip
 import json
 import random
+import re
 
 import pytest
 
@@ -221,6 +222,18 @@ def test_the_driver_describes_the_query_predictor_without_loading_it(tmp_path):
   assert tasks == [("queries", directory, 0), ("queries", directory, 1)]
   config = json.loads((directory / queries.CONFIG_FILE).read_text())
   assert config["predictor"]["checkpoint"] == absent and config["part_size"] == 2
+
+
+def test_a_combine_result_missing_or_repeated_is_a_clear_error(tmp_path):
+  from longjax.synth.pipeline import runner  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path))}: expected exactly one "
+                     r"record .* found 0$"):
+    runner.read_one(tmp_path)
+  (tmp_path / "part-00000-of-00002").write_text("[1]\n")
+  assert runner.read_one(tmp_path) == [1]
+  (tmp_path / "part-00001-of-00002").write_text("[2]\n")
+  with pytest.raises(ValueError, match="found 2$"):
+    runner.read_one(tmp_path)
 
 
 def _cli_build(corpus_dir, out, tokenizer_dir, *options):

@@ -18,7 +18,13 @@ with the writers the in-process build uses:
    `quest/keywords/` (`keyword_stage.write_stage`), `neighbours/<name>-k<K>/`
    (`retrieval.write_lists`).
 
-Work a previous run finished (same fingerprints) is left out of the pipelines.
+Only finished artifacts are left out of the pipelines: the token counts file, a complete chunk
+store, complete embeddings or saved embedding blocks, the query parts and RAKE parts already
+written, and a complete `nextlong/plans/`, `quest/keywords/` or neighbour list (each with the
+same fingerprints). Everything else is redone: the scratch directory (`runner.scratch`, which
+holds the slices' token counts, chunks and plans and the keyword and list records before they
+are assembled) is emptied at the start of every run, so a killed run's unassembled work is
+computed again.
 """
 
 from __future__ import annotations
