@@ -10,7 +10,7 @@ from longjax import io
 from longjax.models.t5 import T5, T5Config
 from longjax.synth.methods.base import BuildContext
 from longjax.synth.methods.quest import QuestMethod
-from longjax.synth.methods.quest.predict import T5QueryPredictor
+from longjax.synth.methods.quest.predict import T5QueryPredictor, describe_predictor
 from longjax.synth.methods.quest.queries import predict_queries, read_queries
 from tests.helpers.synth import EOS, byte_tokenizer, make_store
 
@@ -217,6 +217,8 @@ def test_t5_predictor_segments_and_keys_queries(tmp_path):
   assert all(isinstance(q, str) for qs in out for q in qs)
   assert pred.predict(docs[::-1], seed=1) == out[::-1]  # keyed by (seed, doc, segment)
   assert pred.describe()["decode"]["top_p"] == 0.95
+  assert pred.describe() == T5QueryPredictor.describe_checkpoint(
+      "", dtype=cfg.dtype, max_input_tokens=16, max_segments_per_doc=3)
 
 
 def test_causal_lm_predictor_prompts_a_llama():
@@ -235,6 +237,8 @@ def test_causal_lm_predictor_prompts_a_llama():
   want = pred.reply(generate(model, prompts[1], 6, eos_id=tok.eos_id))
   assert out[1][1] == want
   assert pred.describe()["kind"] == "causal_lm"
+  assert pred.describe() == CausalLMQueryPredictor.describe_checkpoint(
+      "", max_input_tokens=24, max_segments_per_doc=2, max_new_tokens=6)
 
 
 def test_build_with_a_t5_checkpoint(tmp_path):
@@ -258,6 +262,9 @@ def test_build_with_a_t5_checkpoint(tmp_path):
                                    lengths=(64,)))
   m = io.read_manifest(index_dir / "quest")
   assert m["predictor"]["kind"] == "t5" and m["predictor"]["checkpoint"] == str(ckpt)
+  # What the Beam build's driver records without loading the checkpoint.
+  assert m["predictor"] == describe_predictor("t5", checkpoint=str(ckpt),
+                                              **options["predictor_options"])
   c = m["counts"]
   assert c["documents"] == 12 == c["documents_indexed"] + c["documents_without_keyword"]
   # 24 model tokens per window (23 text + EOS): every test text fits one or two windows.

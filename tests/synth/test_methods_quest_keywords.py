@@ -5,8 +5,8 @@ import pytest
 
 from longjax.synth.methods.quest import keywords as qkw
 from longjax.synth.methods.quest import rake
-from longjax.synth.methods.quest.predict import ExtractiveQueryPredictor, make_predictor, segment, \
-  select_segments
+from longjax.synth.methods.quest.predict import ExtractiveQueryPredictor, describe_predictor, \
+  make_predictor, segment, select_segments
 
 
 def test_bundled_stopwords_are_nltk_english():
@@ -108,10 +108,13 @@ def test_extractive_predictor_and_no_silent_fallback():
   assert out[0] == ["solar panels convert sunlight, wind", "big, farm"]
   assert out[1] == [""]
   assert pred.describe()["kind"] == "extractive"
-  with pytest.raises(ValueError, match="checkpoint"):
-    make_predictor("t5")
-  with pytest.raises(ValueError, match="one of"):
-    make_predictor("bm25")
+  assert describe_predictor("extractive", window_words=6, max_segments_per_doc=8) \
+      == pred.describe()
+  for make in (make_predictor, describe_predictor):
+    with pytest.raises(ValueError, match="checkpoint"):
+      make("t5")
+    with pytest.raises(ValueError, match="one of"):
+      make("bm25")
 
 
 def _reference_choice(candidates, blacklist, min_df, seed):

@@ -12,12 +12,13 @@ count differ.
 import gzip
 import json
 import random
+import re
 
 import pytest
 
 from longjax import bundled_texts, io
 from longjax.synth import build
-from tests.helpers.synth import byte_tokenizer
+from tests.helpers.synth import byte_tokenizer, make_store
 
 METHOD_NAMES = ("standard", "knn", "iclm", "nextlong", "quest")
 # The auto blacklist and min_keyword_df exercise the keyword stage's corpus-wide parts (a top-N,
@@ -81,9 +82,8 @@ def _files(root, skip=()):
                 if p.is_file() and p.suffix != ".png" and not p.relative_to(root).parts[0] in skip)
 
 
-def assert_same_build(reference, other):
-  """Every file byte-equal (plots aside), every manifest equal but for RUN_FIELDS; the same
-  first samples of every method's Task."""
+def assert_same_files(reference, other):
+  """Every file byte-equal (plots aside), every manifest equal but for RUN_FIELDS."""
   ref_files = _files(reference)
   assert ref_files == _files(other)
   for rel in ref_files:
@@ -92,6 +92,11 @@ def assert_same_build(reference, other):
       assert _content(json.loads(a.read_text())) == _content(json.loads(b.read_text())), rel
     else:
       assert a.read_bytes() == b.read_bytes(), rel
+
+
+def assert_same_build(reference, other):
+  """`assert_same_files`, and the same first samples of every method's Task."""
+  assert_same_files(reference, other)
   assert _first_task_samples(reference) == _first_task_samples(other)
 
 
@@ -178,6 +183,57 @@ def test_in_process_beam_build_equals_single_process_build(reference, corpus_dir
   assert_same_build(reference, tmp_path / "idx")
   again = _build(corpus_dir, tmp_path / "idx", tokenizer_dir, runner="DirectRunner")
   assert set(again["run"]["seconds"]) == {"corpus"}  # nothing per document or per method redone
+
+
+def test_beam_ingest_skips_unpaired_surrogates_as_the_single_process_ingest_does(tmp_path):
+  """A title or id holding half a UTF-16 pair (a JSON escape such as "\\ud83d") cannot be
+  stored as UTF-8: both ingests skip that document as `not_utf8` and write the same store."""
+  corpus_dir = tmp_path / "corpus"
+  corpus_dir.mkdir()
+  (corpus_dir / "part-0.jsonl").write_text(
+      '{"id": "a", "text": "first text"}\n'
+      '{"id": "b", "title": "cut \\ud83d", "text": "second text"}\n'
+      '{"id": "c\\udc00", "text": "third text"}\n'
+      '{"id": "d", "title": "caf\u00e9", "text": "fourth text, na\u00efve"}\n',
+      encoding="utf-8")
+  for name, runner in (("single", None), ("beam", "DirectRunner")):
+    build.run_build(build.BuildOptions(corpus=str(corpus_dir), out=tmp_path / name,
+                                       runner=runner))
+  store = io.read_manifest(tmp_path / "beam" / "corpus")
+  assert [(s["key"], s["reason"], s["detail"].split(" has ")[0]) for s in store["skipped"]] \
+      == [("b", "not_utf8", "title"), ("c\udc00", "not_utf8", "id")]
+  assert store["counts"]["read"] == 4 and store["counts"]["kept"] == 2
+  assert_same_files(tmp_path / "single" / "corpus", tmp_path / "beam" / "corpus")
+
+
+def test_the_driver_describes_the_query_predictor_without_loading_it(tmp_path):
+  """Quest's query tasks are planned from the predictor's description: a T5 checkpoint that
+  is not there (nothing the driver could load) still gives them."""
+  # pylint: disable=import-outside-toplevel,protected-access
+  from longjax.synth.methods.base import BuildContext
+  from longjax.synth.methods.quest import QuestOptions, queries
+  from longjax.synth.pipeline import stages
+  store = make_store(tmp_path, ["one text", "two texts", "three texts"])
+  absent = str(tmp_path / "no-t5")
+  cfg = QuestOptions(predictor="t5", checkpoint=absent, query_part_size=2)
+  tasks = stages._query_tasks(BuildContext(store, byte_tokenizer(), None, {}, tmp_path), cfg,
+                              lambda _: None)
+  directory = queries.queries_dir(tmp_path / "quest")
+  assert tasks == [("queries", directory, 0), ("queries", directory, 1)]
+  config = json.loads((directory / queries.CONFIG_FILE).read_text())
+  assert config["predictor"]["checkpoint"] == absent and config["part_size"] == 2
+
+
+def test_a_combine_result_missing_or_repeated_is_a_clear_error(tmp_path):
+  from longjax.synth.pipeline import runner  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path))}: expected exactly one "
+                     r"record .* found 0$"):
+    runner.read_one(tmp_path)
+  (tmp_path / "part-00000-of-00002").write_text("[1]\n")
+  assert runner.read_one(tmp_path) == [1]
+  (tmp_path / "part-00001-of-00002").write_text("[2]\n")
+  with pytest.raises(ValueError, match="found 2$"):
+    runner.read_one(tmp_path)
 
 
 def _cli_build(corpus_dir, out, tokenizer_dir, *options):

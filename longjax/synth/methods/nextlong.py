@@ -226,13 +226,25 @@ def build_plans(directory: Path, chunks: chunking.ChunkStore, tokenizer: Tokeniz
   key = plans_key(chunks, tokenizer, cfg, lengths)
   if io.is_complete(directory, **key):
     return
-  chunk_tokens = contexts.count_tokens(chunks, np.arange(len(chunks)), tokenizer, progress,
-                                       with_boundaries=False)
-  start, sep = piece_tokens(tokenizer, cfg)
-  doc_chunks = [chunks.chunks_of(d) for d in range(len(chunks.doc_chunk_offsets) - 1)]
-  write_plans(directory, key, chunk_tokens, {
-      n: meta_documents(doc_chunks, chunk_tokens, length=n, start_tokens=start, sep_tokens=sep)
-      for n in lengths})
+  n_docs = len(chunks.doc_chunk_offsets) - 1
+  tokens, plans = slice_plans(chunks, tokenizer, cfg, lengths, 0, n_docs, progress=progress)
+  write_plans(directory, key, tokens, plans)
+
+
+def slice_plans(chunks: chunking.ChunkStore, tokenizer: Tokenizer, cfg: NExtLongOptions,
+                lengths: Sequence[int], start: int, stop: int, *,
+                progress: Progress = silent) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+  """The plans of documents [start, stop): the token counts of their chunks (ids
+  `doc_chunk_offsets[start]` to `[stop]`) and their meta-documents per length. `build_plans`
+  takes every document; a Beam task takes one slice (the driver concatenates them in order)."""
+  first, end = int(chunks.doc_chunk_offsets[start]), int(chunks.doc_chunk_offsets[stop])
+  tokens = contexts.count_tokens(chunks, np.arange(first, end), tokenizer, progress,
+                                 with_boundaries=False)
+  start_tokens, sep_tokens = piece_tokens(tokenizer, cfg)
+  doc_chunks = [chunks.chunks_of(d) for d in range(start, stop)]
+  return tokens, {n: meta_documents(doc_chunks, tokens, length=n, start_tokens=start_tokens,
+                                    sep_tokens=sep_tokens, first_doc=start, first_chunk=first)
+                  for n in lengths}
 
 
 def write_plans(directory: Path, key: dict[str, Any], chunk_tokens: np.ndarray,

@@ -35,9 +35,11 @@ class _ReadFile(beam.DoFn):
                                text_field=self.text_field, max_bytes=4 * self.max_chars)
     for j, raw in enumerate(raws):
       c = corpus.check_document(raw, self.max_chars)
+      # ASCII escapes: a skipped item's title or id may hold an unpaired surrogate (`not_utf8`),
+      # which UTF-8 cannot encode but an escape carries back to the driver unchanged.
       lines.append(json.dumps({"source": raw.source, "raw_key": raw.key, "title": raw.title,
                                "text": c.text, "hash": c.hash, "key": c.key,
-                               "reason": c.reason, "detail": c.detail}, ensure_ascii=False))
+                               "reason": c.reason, "detail": c.detail}))
       if c.text is not None:
         yield c.hash, ((i, j), c.key)
     io.write_text(Path(self.scratch) / "ingest" / f"{i:06d}.jsonl",

@@ -128,10 +128,9 @@ def assemble(directory: Path, key: dict[str, Any], cfg: Any, scratch: Path) -> N
   inv = qindex.InvertedIndex.from_groups(
       qindex.KeywordGroup(k, np.asarray(ids, np.int64), n)
       for k, ids, n in runner.read_records(out / "groups"))
-  (top,) = runner.read_records(out / "top")
-  ranked = qkw.ranked_df((k, n) for k, n in top)
-  (flags,) = runner.read_records(out / "histogram")
-  (totals,) = runner.read_records(out / "totals")
+  ranked = qkw.ranked_df((k, n) for k, n in runner.read_one(out / "top"))
+  flags = runner.read_one(out / "histogram")
+  totals = runner.read_one(out / "totals")
   skipped = sorted(runner.read_records(out / "skipped"), key=lambda e: e["doc_id"])
   keyword_stage.write_stage(
       directory, key, cfg, lines, inv, totals, ranked[:cfg.df_report_top],

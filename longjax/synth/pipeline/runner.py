@@ -1,8 +1,13 @@
 """What every Beam pipeline of the build shares: options, running one, its scratch directory.
 
-Each pipeline's workers write their results under `<out>/.beam/` (the scratch directory) at
-paths named by their unit of work, or as text records; the driver reads them back in a fixed
-order, so nothing depends on how many workers ran or in what order.
+Workers write each result at a path named by its unit of work, or as text records; the driver
+reads them back in a fixed order, so nothing depends on how many workers ran or in what order.
+Where: the results the driver assembles (ingested items, token counts, chunks, NExtLong plans,
+keyword and neighbour-list records, task rates) under `<out>/.beam/` (the scratch directory,
+emptied by every run); the artifacts that are finished as they are written, where the build
+keeps and resumes them: embedding blocks under `<out>/embeddings/<collection>/`
+(`embed.block_path`), Quest's query parts and their RAKE parts under `<out>/quest/queries/`
+(`queries.queries_dir`).
 """
 
 from __future__ import annotations
@@ -56,6 +61,16 @@ def read_records(directory: Path) -> Iterator[Any]:
     with open(path, encoding="utf-8") as f:
       for line in f:
         yield json.loads(line)
+
+
+def read_one(directory: Path) -> Any:
+  """The one record `write_records` wrote under `directory`: a global combine's result (a
+  clear error when the pipeline left none, or more than one, there)."""
+  records = list(read_records(directory))
+  if len(records) != 1:
+    raise ValueError(f"{directory}: expected exactly one record (a global combine's result) in "
+                     f"its part-* files, found {len(records)}")
+  return records[0]
 
 
 def slices(n: int, size: int) -> list[tuple[int, int]]:

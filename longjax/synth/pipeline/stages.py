@@ -9,8 +9,8 @@ with the writers the in-process build uses:
    their RAKE candidates (`queries.predict_part`, `queries.rake_part`). Assembled: the token
    counts file, the chunk store.
 2. `per_chunk`, once the chunk store exists: chunk embedding blocks, and NExtLong's plans per
-   slice of documents (their chunks' token counts, `nextlong.meta_documents` per length).
-   Assembled: `nextlong/plans/` (`nextlong.write_plans`).
+   slice of documents (`nextlong.slice_plans`: their chunks' token counts, their
+   meta-documents per length). Assembled: `nextlong/plans/` (`nextlong.write_plans`).
 3. `corpus_wide`, once the driver has built the indexes (`neighbours.embed_and_index`: the
    recall-driven choice of the search needs exact search over all vectors): Quest's keyword
    choice and inverted index (pipeline/keywords.py) and the neighbour lists, searched shard by
@@ -18,7 +18,13 @@ with the writers the in-process build uses:
    `quest/keywords/` (`keyword_stage.write_stage`), `neighbours/<name>-k<K>/`
    (`retrieval.write_lists`).
 
-Work a previous run finished (same fingerprints) is left out of the pipelines.
+Only finished artifacts are left out of the pipelines: the token counts file, a complete chunk
+store, complete embeddings or saved embedding blocks, the query parts and RAKE parts already
+written, and a complete `nextlong/plans/`, `quest/keywords/` or neighbour list (each with the
+same fingerprints). Everything else is redone: the scratch directory (`runner.scratch`, which
+holds the slices' token counts, chunks and plans and the keyword and list records before they
+are assembled) is emptied at the start of every run, so a killed run's unassembled work is
+computed again.
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ import apache_beam as beam
 import numpy as np
 
 from longjax import io
+from longjax.models.tokenizer import load_tokenizer_spec
 from longjax.synth import chunking, corpus, embed
-from longjax.synth.methods import contexts, neighbours
+from longjax.synth.methods import contexts, neighbours, nextlong
 from longjax.synth.methods.base import BuildContext
+from longjax.synth.methods.quest import keyword_stage, predict, queries
 from longjax.synth.pipeline import keywords, runner
 from longjax.synth.pipeline import neighbours as beam_neighbours
 
@@ -49,18 +57,19 @@ class _Worker(beam.DoFn):
 
   The store, tokenizer, embedder, query predictor and chunk store are loaded on first use,
   once per worker process; the embedder and predictor run on the worker's accelerators when it
-  has them. Yields (task label, rows done, seconds) for the per-row rates.
+  has them. `cfgs`: the options of the methods built, by name, as the driver parsed them.
+  Yields (task label, rows done, seconds) for the per-row rates.
   """
 
-  def __init__(self, opts: Any, scratch: Path):
-    self.opts, self.scratch = opts, Path(scratch)
+  def __init__(self, opts: Any, scratch: Path, cfgs: dict[str, Any]):
+    self.opts, self.scratch, self.cfgs = opts, Path(scratch), cfgs
 
   def setup(self) -> None:
     self._loaded: dict[str, Any] = {}
 
   def _get(self, what: str) -> Any:
     if what not in self._loaded:
-      self._loaded[what] = _load(what, self.opts)
+      self._loaded[what] = _load(what, self.opts, self.cfgs)
     return self._loaded[what]
 
   def process(self, task: tuple[Any, ...]) -> Iterator[tuple[str, int, float]]:
@@ -94,33 +103,24 @@ class _Worker(beam.DoFn):
                                          batch_size=embed.BATCH_SIZE))
     return stop - start
 
-  def _queries(self, part: int) -> int:
-    from longjax.synth.methods.quest import queries  # pylint: disable=import-outside-toplevel
-    store, cfg = self._get("store"), _options(self.opts, "quest")
-    queries.predict_part(store, self._get("predictor"), _queries_dir(self.opts), store.doc_ids(),
-                         part, seed=cfg.seed, part_size=cfg.query_part_size)
-    return self._rake(part)
+  def _queries(self, directory: Path, part: int) -> int:
+    store, cfg = self._get("store"), self.cfgs["quest"]
+    queries.predict_part(store, self._get("predictor"), directory, store.doc_ids(), part,
+                         seed=cfg.seed, part_size=cfg.query_part_size)
+    return self._rake(directory, part)
 
-  def _rake(self, part: int) -> int:
-    from longjax.synth.methods.quest import queries  # pylint: disable=import-outside-toplevel
-    cfg = _options(self.opts, "quest")
-    queries.rake_part(_queries_dir(self.opts), part, min_score=cfg.min_score)
+  def _rake(self, directory: Path, part: int) -> int:
+    cfg = self.cfgs["quest"]
+    queries.rake_part(directory, part, min_score=cfg.min_score)
     return min(cfg.query_part_size, len(self._get("store")) - part * cfg.query_part_size)
 
   def _plans(self, size: int, start: int, stop: int) -> int:
-    from longjax.synth.methods import nextlong  # pylint: disable=import-outside-toplevel
-    chunks, tokenizer = self._get(f"chunks-{size}"), self._get("tokenizer")
-    doc_chunks = [chunks.chunks_of(d) for d in range(start, stop)]
-    first = doc_chunks[0].start
-    tokens = contexts.count_tokens(chunks, np.arange(first, doc_chunks[-1].stop), tokenizer,
-                                   _quiet, with_boundaries=False)
-    start_tokens, sep_tokens = nextlong.piece_tokens(tokenizer, _options(self.opts, "nextlong"))
+    tokens, plans = nextlong.slice_plans(self._get(f"chunks-{size}"), self._get("tokenizer"),
+                                         self.cfgs["nextlong"], self.opts.lengths, start, stop,
+                                         progress=_quiet)
     io.write_npy(self.scratch / "plans" / "tokens" / f"{start:012d}.npy", tokens)
-    for n in self.opts.lengths:
-      io.write_npy(self.scratch / "plans" / f"L{n}" / f"{start:012d}.npy",
-                   nextlong.meta_documents(doc_chunks, tokens, length=n,
-                                           start_tokens=start_tokens, sep_tokens=sep_tokens,
-                                           first_doc=start, first_chunk=first))
+    for n, plan in plans.items():
+      io.write_npy(self.scratch / "plans" / f"L{n}" / f"{start:012d}.npy", plan)
     return stop - start
 
 
@@ -129,33 +129,22 @@ def _quiet(iterable, **_):
   return iterable
 
 
-def _load(what: str, opts: Any) -> Any:
-  """One of the worker's heavy objects, built from the (picklable) build options."""
+def _load(what: str, opts: Any, cfgs: dict[str, Any]) -> Any:
+  """One of the worker's heavy objects, built from the (picklable) build and method options."""
   if what == "store":
     return corpus.open_store(opts.out)
   if what == "tokenizer":
-    from longjax.models.tokenizer import load_tokenizer_spec  # pylint: disable=import-outside-toplevel
     return load_tokenizer_spec(opts.tokenizer)
   if what == "embedder":
     from longjax.synth.build import make_build_embedder  # pylint: disable=import-outside-toplevel
     return make_build_embedder(opts)
   if what == "predictor":
-    from longjax.synth.methods.quest.predict import make_predictor  # pylint: disable=import-outside-toplevel
-    cfg = _options(opts, "quest")
-    return make_predictor(cfg.predictor, checkpoint=cfg.checkpoint, **cfg.predictor_options)
+    cfg = cfgs["quest"]
+    return predict.make_predictor(cfg.predictor, checkpoint=cfg.checkpoint,
+                                  **cfg.predictor_options)
   if what.startswith("chunks-"):
     return chunking.open_chunk_store(opts.out, int(what.split("-")[1]))
   raise ValueError(f"unknown worker object {what!r}")
-
-
-def _options(opts: Any, method: str) -> Any:
-  """`method`'s parsed options, as its build parses them."""
-  from longjax.synth.methods import METHODS  # pylint: disable=import-outside-toplevel
-  return METHODS[method].options_type.parse(method, opts.config.get(method, {}))
-
-
-def _queries_dir(opts: Any) -> Path:
-  return Path(opts.out) / "quest" / "queries"
 
 
 def _collection(store: corpus.DocumentStore, name: str, index_dir: Path) -> tuple[Any, dict]:
@@ -183,7 +172,7 @@ def _embed_tasks(opts: Any, store: corpus.DocumentStore, embedder: Any,
 # 1. Per document
 
 
-def _document_tasks(opts: Any, ctx: BuildContext, names: Sequence[str],
+def _document_tasks(opts: Any, ctx: BuildContext, cfgs: dict[str, Any],
                     log_fn: Callable[[str], None]) -> tuple[list[tuple], list[int]]:
   """(the per-document tasks, the NExtLong chunk sizes whose stores they make)."""
   n = len(ctx.store)
@@ -191,22 +180,29 @@ def _document_tasks(opts: Any, ctx: BuildContext, names: Sequence[str],
   if not contexts.token_counts_path(opts.out, ctx.store, ctx.tokenizer).exists():
     tasks += [("tokens", s, e) for s, e in runner.slices(n, SLICE)]
   sizes = []
-  if "nextlong" in names:
-    size = _options(opts, "nextlong").chunk_size
+  if "nextlong" in cfgs:
+    size = cfgs["nextlong"].chunk_size
     config, inputs = chunking.chunk_config(ctx.store, size)
     if not io.is_complete(chunking.chunk_dir(opts.out, size), config=config, inputs=inputs):
       sizes = [size]
       tasks += [("chunks", size, s, e) for s, e in runner.slices(n, SLICE)]
-  if _DOCUMENT_EMBEDDING_METHODS.intersection(names):
+  if _DOCUMENT_EMBEDDING_METHODS.intersection(cfgs):
     tasks += _embed_tasks(opts, ctx.store, ctx.embedder, "docs")
-  if "quest" in names:
-    from longjax.synth.methods.quest import queries  # pylint: disable=import-outside-toplevel
-    cfg = _options(opts, "quest")
-    todo = queries.prepare(_queries_dir(opts), _load("predictor", opts), ctx.store.doc_ids(),
-                           seed=cfg.seed, part_size=cfg.query_part_size, log=log_fn)
-    tasks += [("queries", i) for i in todo]
-    tasks += [("rake", i) for i in queries.rake_todo(_queries_dir(opts), min_score=cfg.min_score)]
+  if "quest" in cfgs:
+    tasks += _query_tasks(ctx, cfgs["quest"], log_fn)
   return tasks, sizes
+
+
+def _query_tasks(ctx: BuildContext, cfg: Any, log_fn: Callable[[str], None]) -> list[tuple]:
+  """Quest's query parts still to predict (then score), and the predicted parts still to
+  score; the predictor is described here without loading it (the workers load it)."""
+  directory = queries.queries_dir(ctx.method_dir("quest"))
+  description = predict.describe_predictor(cfg.predictor, checkpoint=cfg.checkpoint,
+                                           **cfg.predictor_options)
+  todo = queries.prepare(directory, description, ctx.store.doc_ids(), seed=cfg.seed,
+                         part_size=cfg.query_part_size, log=log_fn)
+  return ([("queries", directory, i) for i in todo]
+          + [("rake", directory, i) for i in queries.rake_todo(directory, min_score=cfg.min_score)])
 
 
 def _assemble_documents(opts: Any, ctx: BuildContext, tasks: list[tuple], sizes: list[int],
@@ -231,14 +227,13 @@ def _chunk_records(directory: Path) -> Iterator[tuple[int, str, list[str], int]]
 # 2. Per chunk
 
 
-def _chunk_tasks(opts: Any, ctx: BuildContext, names: Sequence[str]
+def _chunk_tasks(opts: Any, ctx: BuildContext, cfgs: dict[str, Any]
                  ) -> tuple[list[tuple], tuple[Path, dict[str, Any]] | None]:
   """(the per-chunk tasks, where and under which key NExtLong's plans are assembled, or None
   when they are finished or not built)."""
-  if "nextlong" not in names:
+  if "nextlong" not in cfgs:
     return [], None
-  from longjax.synth.methods import nextlong  # pylint: disable=import-outside-toplevel
-  cfg = _options(opts, "nextlong")
+  cfg = cfgs["nextlong"]
   tasks = _embed_tasks(opts, ctx.store, ctx.embedder, f"chunks-{cfg.chunk_size}")
   directory = ctx.method_dir("nextlong") / nextlong.PLANS
   key = nextlong.plans_key(chunking.open_chunk_store(opts.out, cfg.chunk_size), ctx.tokenizer,
@@ -251,55 +246,56 @@ def _chunk_tasks(opts: Any, ctx: BuildContext, names: Sequence[str]
 
 def _assemble_plans(directory: Path, key: dict[str, Any], lengths: Sequence[int],
                     scratch: Path) -> None:
-  from longjax.synth.methods import nextlong  # pylint: disable=import-outside-toplevel
-  parts = lambda sub: [np.load(p) for p in sorted((scratch / "plans" / sub).glob("*.npy"))]
-  nextlong.write_plans(directory, key, np.concatenate(parts("tokens")),
-                       {n: np.concatenate(parts(f"L{n}")).reshape(-1, 3) for n in lengths})
+  """Writes the plans from the slices' token counts and [M, 3] meta-document rows, in order."""
+  def joined(sub: str) -> np.ndarray:
+    return np.concatenate([np.load(p) for p in sorted((scratch / "plans" / sub).glob("*.npy"))])
+
+  nextlong.write_plans(directory, key, joined("tokens"), {n: joined(f"L{n}") for n in lengths})
 
 
 # ---------------------------------------------------------------------------------------------
 # 3. Corpus-wide: Quest's keyword index, neighbour lists
 
 
-def _list_requests(opts: Any, names: Sequence[str]) -> list[beam_neighbours.ListRequest]:
+def _list_requests(cfgs: dict[str, Any]) -> list[beam_neighbours.ListRequest]:
   """The neighbour lists the methods' builds will read."""
-  requests = [beam_neighbours.ListRequest(*neighbours.document_lists(_options(opts, m).k_nn))
-              for m in ("knn", "iclm") if m in names]
-  if "nextlong" in names:
-    cfg = _options(opts, "nextlong")
+  requests = [beam_neighbours.ListRequest(*neighbours.document_lists(cfgs[m].k_nn))
+              for m in ("knn", "iclm") if m in cfgs]
+  if "nextlong" in cfgs:
+    cfg = cfgs["nextlong"]
     if cfg.precompute_k:
       requests.append(beam_neighbours.ListRequest(f"chunks-{cfg.chunk_size}", cfg.precompute_k))
   return requests
 
 
-def _keyword_stage(opts: Any, ctx: BuildContext, names: Sequence[str]) -> dict[str, Any] | None:
+def _keyword_stage(ctx: BuildContext, cfgs: dict[str, Any]) -> dict[str, Any] | None:
   """What the keyword branch needs, or None when Quest is not built or its stage is finished."""
-  if "quest" not in names:
+  if "quest" not in cfgs:
     return None
-  from longjax.synth.methods.quest import keyword_stage  # pylint: disable=import-outside-toplevel
-  cfg = _options(opts, "quest")
-  token_counts = contexts.token_counts_path(opts.out, ctx.store, ctx.tokenizer)
-  key = keyword_stage.stage_key(cfg, _queries_dir(opts), token_counts)
-  directory = keyword_stage.stage_dir(ctx.method_dir("quest"))
+  cfg, quest_dir = cfgs["quest"], ctx.method_dir("quest")
+  queries_dir = queries.queries_dir(quest_dir)
+  token_counts = contexts.token_counts_path(ctx.index_dir, ctx.store, ctx.tokenizer)
+  key = keyword_stage.stage_key(cfg, queries_dir, token_counts)
+  directory = keyword_stage.stage_dir(quest_dir)
   if io.is_complete(directory, **key):
     return None
-  return {"directory": directory, "key": key, "cfg": cfg, "token_counts": token_counts,
-          "parts": math.ceil(len(ctx.store) / cfg.query_part_size)}
+  return {"directory": directory, "key": key, "cfg": cfg, "queries_dir": queries_dir,
+          "token_counts": token_counts, "parts": math.ceil(len(ctx.store) / cfg.query_part_size)}
 
 
-def _corpus_wide(opts: Any, ctx: BuildContext, names: Sequence[str], scratch: Path,
+def _corpus_wide(opts: Any, ctx: BuildContext, cfgs: dict[str, Any], scratch: Path,
                  log_fn: Callable[[str], None]) -> dict[str, float]:
-  requests = _list_requests(opts, names)
+  requests = _list_requests(cfgs)
   indexes = {name: neighbours.embed_and_index(ctx, name, *_collection(ctx.store, name, opts.out))
              for name in dict.fromkeys(r.name for r in requests)}
   pending = beam_neighbours.pending(opts.out, requests, indexes)
-  quest = _keyword_stage(opts, ctx, names)
+  quest = _keyword_stage(ctx, cfgs)
   if not pending and quest is None:
     return {}
 
   def build(p: beam.Pipeline) -> None:
     if quest is not None:
-      keywords.add_branch(p, quest["cfg"], _queries_dir(opts), quest["parts"],
+      keywords.add_branch(p, quest["cfg"], quest["queries_dir"], quest["parts"],
                           quest["token_counts"], scratch)
     if pending:
       beam_neighbours.add_branch(p, opts.out, pending, indexes, scratch)
@@ -315,13 +311,13 @@ def _corpus_wide(opts: Any, ctx: BuildContext, names: Sequence[str], scratch: Pa
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_tasks(opts: Any, name: str, tasks: list[tuple], scratch: Path,
+def _run_tasks(opts: Any, cfgs: dict[str, Any], name: str, tasks: list[tuple], scratch: Path,
                log_fn: Callable[[str], None]) -> dict[str, float]:
   """Runs `tasks` on the workers; returns wall seconds and, per task label, worker seconds and
   rows (written to `<scratch>/rates` and read back here)."""
   def build(p: beam.Pipeline) -> None:
     results = (p | "tasks" >> beam.Create(tasks) | beam.Reshuffle()
-               | "work" >> beam.ParDo(_Worker(opts, scratch)))
+               | "work" >> beam.ParDo(_Worker(opts, scratch, cfgs)))
     runner.write_records(results, scratch / "rates" / name, "rates")
 
   out: dict[str, float] = {f"pipeline_{name}": runner.run(opts, name, build, log_fn)}
@@ -336,24 +332,24 @@ def run(opts: Any, ctx: BuildContext, methods: Sequence[Any],
   """Runs the stages the `methods` need (module docstring) and assembles their artifacts;
   returns seconds per pipeline and per assembly in this process (`assemble_<pipeline>`, the
   build's sequential part) and, per task label, worker seconds and rows."""
-  names = [m.name for m in methods]
-  if not names:
+  cfgs = {m.name: ctx.options(m) for m in methods}
+  if not cfgs:
     return {}
   scratch = runner.scratch(opts)
   timings: dict[str, float] = {}
-  tasks, sizes = _document_tasks(opts, ctx, names, log_fn)
+  tasks, sizes = _document_tasks(opts, ctx, cfgs, log_fn)
   if tasks:
-    timings.update(_run_tasks(opts, "per_document", tasks, scratch, log_fn))
+    timings.update(_run_tasks(opts, cfgs, "per_document", tasks, scratch, log_fn))
     t0 = time.perf_counter()
     _assemble_documents(opts, ctx, tasks, sizes, scratch)
     timings["assemble_per_document"] = time.perf_counter() - t0
-  tasks, plans = _chunk_tasks(opts, ctx, names)
+  tasks, plans = _chunk_tasks(opts, ctx, cfgs)
   if tasks:
-    timings.update(_run_tasks(opts, "per_chunk", tasks, scratch, log_fn))
+    timings.update(_run_tasks(opts, cfgs, "per_chunk", tasks, scratch, log_fn))
   if plans is not None:
     t0 = time.perf_counter()
     _assemble_plans(*plans, ctx.lengths, scratch)
     timings["assemble_per_chunk"] = time.perf_counter() - t0
-  timings.update(_corpus_wide(opts, ctx, names, scratch, log_fn))
+  timings.update(_corpus_wide(opts, ctx, cfgs, scratch, log_fn))
   shutil.rmtree(scratch, ignore_errors=True)
   return timings

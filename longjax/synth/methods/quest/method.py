@@ -36,7 +36,7 @@ from longjax.synth.methods.quest import keyword_stage
 from longjax.synth.methods.quest import keywords as qkw
 from longjax.synth.methods.quest import rake
 from longjax.synth.methods.quest.predict import PREDICTORS, make_predictor
-from longjax.synth.methods.quest.queries import predict_queries
+from longjax.synth.methods.quest.queries import predict_queries, queries_dir
 from longjax.synth.methods.quest.report import plot_index_stats
 from longjax.synth.methods.quest.sampler import FILL_POLICIES, LONG_DOC_POLICIES, SampleOptions, \
   Span, plan_samples
@@ -170,13 +170,14 @@ class QuestMethod:
                        "indexed by them)")
     predictor = make_predictor(cfg.predictor, checkpoint=cfg.checkpoint, **cfg.predictor_options)
     ctx.log(f"quest: predicting queries with {predictor.describe()}")
-    q_counts = predict_queries(ctx.store, predictor, out / "queries", seed=cfg.seed,
+    queries = queries_dir(out)
+    q_counts = predict_queries(ctx.store, predictor, queries, seed=cfg.seed,
                                part_size=cfg.query_part_size, log=ctx.log,
                                progress=ctx.progress)
     token_counts = contexts.store_token_counts(ctx)
     stage = keyword_stage.build_stage(
-        keyword_stage.stage_dir(out), doc_ids, out / "queries", cfg, token_counts,
-        keyword_stage.stage_key(cfg, out / "queries", contexts.token_counts_path(
+        keyword_stage.stage_dir(out), doc_ids, queries, cfg, token_counts,
+        keyword_stage.stage_key(cfg, queries, contexts.token_counts_path(
             ctx.index_dir, ctx.store, ctx.tokenizer)), progress=ctx.progress)
     entries = list(qindex.read_index(keyword_stage.stage_dir(out)))
     doc_tokens = np.full(len(doc_ids), -1, np.int64)  # -1: left out of the index

@@ -11,6 +11,10 @@ Three pluggable predictors share one interface (`QueryPredictor`):
 
 Documents are cut into windows of <= `max_input_tokens` model tokens; with more than
 `max_segments_per_doc` windows, that many evenly spaced ones are kept.
+
+`make_predictor` builds the predictor a build config names; `describe_predictor` gives its
+`describe()` without loading weights (the model predictors' settings, `T5Settings` and
+`CausalLMSettings`, are separate from their models), for the Beam build's driver.
 """
 
 from __future__ import annotations
@@ -62,39 +66,57 @@ def _bucket(n: int, buckets: Sequence[int]) -> int:
   return buckets[-1]
 
 
-class T5QueryPredictor:
-  """doc2query with the Flax T5 of `longjax.models.t5`."""
+T5_DTYPE = "bfloat16"  # what a T5 checkpoint is loaded in unless the options say otherwise
+
+
+class T5Settings:
+  """A T5 predictor's settings without its model: what `describe()` records, so that a
+  checkpoint's predictor can be described without loading it."""
   name = "t5"
 
-  def __init__(self, model, tokenizer, *, checkpoint: str = "", batch_size: int = 256,
+  def __init__(self, *, dtype: str, checkpoint: str = "", batch_size: int = 256,
                max_input_tokens: int = 320, max_segments_per_doc: int = 8,
                decode=None, buckets: Sequence[int] = (64, 128, 192, 256, 320)):
     from longjax.models.t5_generate import DecodeConfig
     if max_input_tokens < 2:
       raise ValueError(f"max_input_tokens ({max_input_tokens}) must be >= 2 (text + EOS)")
-    self.model, self.tokenizer, self.checkpoint = model, tokenizer, checkpoint
+    self.dtype, self.checkpoint = dtype, checkpoint
     self.batch_size = batch_size
     self.max_input_tokens = max_input_tokens
     self.max_segments_per_doc = max_segments_per_doc
     self.decode = decode or DecodeConfig(max_new_tokens=64, top_p=0.95, temperature=1.0)
     self.buckets = tuple(sorted({min(b, max_input_tokens) for b in buckets} | {max_input_tokens}))
+
+  def describe(self) -> dict[str, Any]:
+    return {"kind": self.name, "checkpoint": self.checkpoint,
+            "max_input_tokens": self.max_input_tokens,
+            "max_segments_per_doc": self.max_segments_per_doc,
+            "decode": dataclasses.asdict(self.decode), "dtype": self.dtype,
+            "rng": "fold_in(key(seed), doc_id_hi, doc_id_lo, segment), then step"}
+
+
+class T5QueryPredictor(T5Settings):
+  """doc2query with the Flax T5 of `longjax.models.t5`."""
+
+  def __init__(self, model, tokenizer, **settings: Any):
+    """`settings`: `T5Settings`' keywords but `dtype`, which is the model's."""
+    super().__init__(dtype=model.config.dtype, **settings)
+    self.model, self.tokenizer = model, tokenizer
     self.eos_id = model.config.eos_token_id
     self.pad_id = model.config.pad_token_id
 
   @classmethod
-  def from_checkpoint(cls, path: str, *, dtype: str = "bfloat16", **kwargs) -> "T5QueryPredictor":
+  def from_checkpoint(cls, path: str, *, dtype: str = T5_DTYPE, **kwargs) -> "T5QueryPredictor":
     """Loads an HF T5 checkpoint directory (weights + tokenizer files)."""
     from longjax.models.t5 import load_hf_t5
     from longjax.models.tokenizer import load_tokenizer
     return cls(load_hf_t5(path, dtype=dtype, param_dtype=dtype), load_tokenizer(path),
                checkpoint=str(path), **kwargs)
 
-  def describe(self) -> dict[str, Any]:
-    return {"kind": self.name, "checkpoint": self.checkpoint,
-            "max_input_tokens": self.max_input_tokens,
-            "max_segments_per_doc": self.max_segments_per_doc,
-            "decode": dataclasses.asdict(self.decode), "dtype": self.model.config.dtype,
-            "rng": "fold_in(key(seed), doc_id_hi, doc_id_lo, segment), then step"}
+  @staticmethod
+  def describe_checkpoint(path: str, *, dtype: str = T5_DTYPE, **kwargs) -> dict[str, Any]:
+    """`from_checkpoint(path, ...).describe()`, without loading the checkpoint."""
+    return T5Settings(dtype=dtype, checkpoint=str(path), **kwargs).describe()
 
   def segments(self, ids: Sequence[int]) -> list[list[int]]:
     """A document's model-token windows, each ending in EOS as the T5 tokenizer would."""
@@ -158,35 +180,56 @@ DEFAULT_PROMPT = ("Write one short web search query that this passage answers.\n
                   "Passage: {passage}\n\nQuery:")
 
 
-class CausalLMQueryPredictor:
-  """Prompts a longjax Llama for a search query per segment; greedy, first line of the reply."""
+class CausalLMSettings:
+  """A causal-LM predictor's settings without its model: what `describe()` records."""
   name = "causal_lm"
 
-  def __init__(self, model, tokenizer, *, checkpoint: str = "", prompt: str = DEFAULT_PROMPT,
+  def __init__(self, *, checkpoint: str = "", prompt: str = DEFAULT_PROMPT,
                max_input_tokens: int = 320, max_segments_per_doc: int = 8,
                max_new_tokens: int = 32, batch_size: int = 64):
     if "{passage}" not in prompt:
       raise ValueError("prompt must contain '{passage}'")
-    self.model, self.tokenizer, self.checkpoint = model, tokenizer, checkpoint
+    self.checkpoint = checkpoint
     self.prompt = prompt
     self.max_input_tokens = max_input_tokens
     self.max_segments_per_doc = max_segments_per_doc
     self.max_new_tokens = max_new_tokens
     self.batch_size = batch_size
 
-  @classmethod
-  def from_checkpoint(cls, path: str, **kwargs) -> "CausalLMQueryPredictor":
-    """An HF Llama-family directory, or `smollm2` (the packaged SmolLM2-135M-Instruct)."""
-    from longjax.models import load_hf, smollm2_checkpoint
-    from longjax.models.tokenizer import load_tokenizer
-    path = str(smollm2_checkpoint()) if path == "smollm2" else path
-    return cls(load_hf(path), load_tokenizer(path), checkpoint=str(path), **kwargs)
-
   def describe(self) -> dict[str, Any]:
     return {"kind": self.name, "checkpoint": self.checkpoint, "prompt": self.prompt,
             "max_input_tokens": self.max_input_tokens,
             "max_segments_per_doc": self.max_segments_per_doc,
             "max_new_tokens": self.max_new_tokens, "decode": "greedy"}
+
+
+def _causal_lm_path(path: str) -> str:
+  """An HF Llama-family directory, or for `smollm2` the packaged SmolLM2-135M-Instruct one
+  (converted on first use)."""
+  from longjax.models import smollm2_checkpoint
+  return str(smollm2_checkpoint()) if path == "smollm2" else str(path)
+
+
+class CausalLMQueryPredictor(CausalLMSettings):
+  """Prompts a longjax Llama for a search query per segment; greedy, first line of the reply."""
+
+  def __init__(self, model, tokenizer, **settings: Any):
+    """`settings`: `CausalLMSettings`' keywords."""
+    super().__init__(**settings)
+    self.model, self.tokenizer = model, tokenizer
+
+  @classmethod
+  def from_checkpoint(cls, path: str, **kwargs) -> "CausalLMQueryPredictor":
+    """Loads an HF Llama-family directory, or `smollm2` (the packaged SmolLM2-135M-Instruct)."""
+    from longjax.models import load_hf
+    from longjax.models.tokenizer import load_tokenizer
+    path = _causal_lm_path(path)
+    return cls(load_hf(path), load_tokenizer(path), checkpoint=path, **kwargs)
+
+  @staticmethod
+  def describe_checkpoint(path: str, **kwargs) -> dict[str, Any]:
+    """`from_checkpoint(path, ...).describe()`, without loading the checkpoint."""
+    return CausalLMSettings(checkpoint=_causal_lm_path(path), **kwargs).describe()
 
   def prompt_ids(self, text: str) -> list[list[int]]:
     """One prompt (BOS + instruction + passage window) per kept segment of a document."""
@@ -319,12 +362,31 @@ PREDICTORS = ("t5", "causal_lm", "extractive")
 
 def make_predictor(kind: str, *, checkpoint: str | None = None, **options) -> QueryPredictor:
   """Builds the predictor a build config names. A model predictor needs its checkpoint."""
+  cls = _model_predictor(kind, checkpoint)
+  if cls is None:
+    return ExtractiveQueryPredictor(**options)
+  return cls.from_checkpoint(checkpoint, **options)
+
+
+def describe_predictor(kind: str, *, checkpoint: str | None = None,
+                       **options) -> dict[str, Any]:
+  """`make_predictor(...).describe()` without loading weights: what the Beam build's driver
+  records for the query parts its workers predict (each worker loads the predictor)."""
+  cls = _model_predictor(kind, checkpoint)
+  if cls is None:
+    return ExtractiveQueryPredictor(**options).describe()
+  return cls.describe_checkpoint(checkpoint, **options)
+
+
+def _model_predictor(kind: str, checkpoint: str | None
+                     ) -> type[T5QueryPredictor] | type[CausalLMQueryPredictor] | None:
+  """The model predictor class `kind` names, or None for the extractive one; a model predictor
+  needs its checkpoint."""
   if kind not in PREDICTORS:
     raise ValueError(f"quest predictor must be one of {PREDICTORS}, got {kind!r}")
   if kind == "extractive":
-    return ExtractiveQueryPredictor(**options)
+    return None
   if not checkpoint:
     raise ValueError(f"quest predictor {kind!r} needs `checkpoint` (an HF checkpoint directory); "
                      "use predictor='extractive' explicitly to run without weights")
-  cls = T5QueryPredictor if kind == "t5" else CausalLMQueryPredictor
-  return cls.from_checkpoint(checkpoint, **options)
+  return T5QueryPredictor if kind == "t5" else CausalLMQueryPredictor

@@ -1,11 +1,11 @@
 """Quest stage 1 storage: predicted queries per document, written in resumable parts.
 
-`<index_dir>/quest/queries/` holds `config.json` (the predictor's description, seed, part size)
-and `part-NNNNN.jsonl` files, each the records `{"doc_id", "queries": [...]}` of one slice of
-the store's doc ids, written atomically; `rake-<min_score>/part-NNNNN.jsonl` holds each part's
-RAKE candidates `{"doc_id", "candidates": [...]}`. A re-run with the same config skips finished
-parts, so an interrupted prediction resumes where it stopped; a different config starts over
-(logged).
+`<index_dir>/quest/queries/` (`queries_dir`) holds `config.json` (the predictor's description,
+seed, part size) and `part-NNNNN.jsonl` files, each the records `{"doc_id", "queries": [...]}`
+of one slice of the store's doc ids, written atomically; `rake-<min_score>/part-NNNNN.jsonl`
+holds each part's RAKE candidates `{"doc_id", "candidates": [...]}`. A re-run with the same
+config skips finished parts, so an interrupted prediction resumes where it stopped; a
+different config starts over (logged).
 This is the expensive stage (specs/quest.md §9), hence the parts and the progress display.
 """
 
@@ -26,6 +26,11 @@ from longjax.synth.methods.quest.predict import QueryPredictor
 CONFIG_FILE = "config.json"
 
 
+def queries_dir(quest_dir: str | Path) -> Path:
+  """Where Quest's method directory keeps its queries (the in-process and Beam builds)."""
+  return Path(quest_dir) / "queries"
+
+
 def _part_path(directory: Path, i: int) -> Path:
   return directory / f"part-{i:05d}.jsonl"
 
@@ -37,20 +42,22 @@ def predict_queries(store: DocStore, predictor: QueryPredictor, directory: str |
   """Predicts queries for every document of `store` into `directory`; returns counts."""
   directory = Path(directory)
   doc_ids = np.asarray(store.doc_ids(), np.int64)
-  todo = prepare(directory, predictor, doc_ids, seed=seed, part_size=part_size, log=log)
+  todo = prepare(directory, predictor.describe(), doc_ids, seed=seed, part_size=part_size,
+                 log=log)
   n_parts = (len(doc_ids) + part_size - 1) // part_size
   for i in progress(todo, desc="quest: predicting queries", total=len(todo)):
     predict_part(store, predictor, directory, doc_ids, i, seed=seed, part_size=part_size)
   return {"parts": n_parts, "parts_predicted_now": len(todo), "documents": len(doc_ids)}
 
 
-def prepare(directory: Path, predictor: QueryPredictor, doc_ids: np.ndarray, *, seed: int,
+def prepare(directory: Path, description: dict[str, Any], doc_ids: np.ndarray, *, seed: int,
             part_size: int, log: Callable[[str], None] = print) -> list[int]:
   """Writes the prediction config (discarding predictions made under another one) and returns
-  the parts still to predict."""
+  the parts still to predict. `description`: the predictor's `describe()`, which the Beam
+  build's driver gets without loading weights (`predict.describe_predictor`)."""
   if part_size < 1:
     raise ValueError(f"part_size ({part_size}) must be >= 1")
-  config = {"predictor": predictor.describe(), "seed": seed, "part_size": part_size,
+  config = {"predictor": description, "seed": seed, "part_size": part_size,
             "doc_ids": io.fingerprint_json(doc_ids.tolist())}
   cfg_path = directory / CONFIG_FILE
   if cfg_path.exists():
