@@ -223,6 +223,26 @@ def _versus(base: str, cols: Sequence[Column], arms: Sequence[str],
   return out
 
 
+def _between_seeds(rows: Mapping[str, Mapping[str, Any]],
+                   samples: Mapping[str, Sequence[results_lib.EvalSamples]],
+                   cols: Sequence[Column], resamples: int) -> dict[str, dict[str, Any]]:
+  """Per arm with two or more seeds: seed k minus its first seed, per column, paired over the
+  eval samples. Same method, same data pool, same eval; only the training seed (which rows,
+  in which order) differs: the size of a difference that training noise alone makes."""
+  out: dict[str, dict[str, Any]] = {}
+  for arm, row in rows.items():
+    if row["reference"] or len(row["seeds"]) < 2:
+      continue
+    names = [f"seed {s}" for s in row["seeds"]]
+    split = {n: [s] for n, s in zip(names, samples[arm])}
+    paired = {m: _paired(split, m, names, resamples) for m in {c.metric for c in cols}}
+    for n in names[1:]:
+      diffs = {c.name: paired[c.metric].difference(n, names[0], c.weights) for c in cols}
+      out[f"{arm}: {n} − {names[0]}"] = {
+          name: _cell_json(d, significant=not stats.contains_zero(d)) for name, d in diffs.items()}
+  return out
+
+
 def compare(records: Sequence[Mapping[str, Any]], title: str,
             resamples: int = stats.RESAMPLES) -> dict[str, Any]:
   """The whole comparison as a JSON-ready dict: per row cells and budget, per column verdict
@@ -244,7 +264,8 @@ def compare(records: Sequence[Mapping[str, Any]], title: str,
           "bootstrap_seed": BOOTSTRAP_SEED, "replay_share": replay_share,
           "columns": [_verdict(c, arms, paired[c.metric]) for c in order], "arms": rows,
           "versus_standard": _versus("standard", shared, names, paired)
-                             if "standard" in arms else {}}
+                             if "standard" in arms else {},
+          "between_seeds": _between_seeds(arms, samples, shared, resamples)}
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -326,18 +347,40 @@ def _versus_markdown(cmp: Mapping[str, Any]) -> list[str]:
   cols = [c for c in cmp["columns"] if c["name"] in next(iter(versus.values()))]
   lines = ["## Paired differences from Standard", "",
            "| method | " + " | ".join(c["name"] for c in cols) + " |",
-           "|---|" + "---:|" * len(cols)]
-  for arm, cells in versus.items():
+           "|---|" + "---:|" * len(cols)] + _difference_rows(versus, cols)
+  return lines + [
+      "", "Each cell: the arm's mean minus Standard's, with its paired 95% bootstrap interval; "
+      "*: the interval excludes 0. Scores and gains: > 0 favours the arm; NLL: < 0 favours it.",
+      ""]
+
+
+def _difference_rows(table: Mapping[str, Mapping[str, Any]],
+                     cols: Sequence[Mapping[str, Any]]) -> list[str]:
+  """One markdown row per entry of `table` ({row label: {column: paired difference}})."""
+  lines = []
+  for label, cells in table.items():
     texts = []
     for c in cols:
       d, cell = c["digits"], cells[c["name"]]
       texts.append(f"{cell['mean']:+.{d}f} [{_fmt(cell['lo'], d)}, {_fmt(cell['hi'], d)}]"
                    + (" *" if cell["significant"] else ""))
-    lines.append(f"| {arm} | " + " | ".join(texts) + " |")
-  return lines + [
-      "", "Each cell: the arm's mean minus Standard's, with its paired 95% bootstrap interval; "
-      "*: the interval excludes 0. Scores and gains: > 0 favours the arm; NLL: < 0 favours it.",
-      ""]
+    lines.append(f"| {label} | " + " | ".join(texts) + " |")
+  return lines
+
+
+def _seed_noise_markdown(cmp: Mapping[str, Any]) -> list[str]:
+  """Seed k minus seed 0 of one arm: the training-noise yardstick for the differences above."""
+  between = cmp.get("between_seeds")
+  if not between:
+    return []
+  cols = [c for c in cmp["columns"] if c["name"] in next(iter(between.values()))]
+  return ["## Training-seed noise: two seeds of one arm", "",
+          "| arm: seeds | " + " | ".join(c["name"] for c in cols) + " |",
+          "|---|" + "---:|" * len(cols)] + _difference_rows(between, cols) + [
+      "", "Same method, data pool and eval samples; only the training seed (which rows are "
+      "drawn, in which order) differs, so every cell here is noise. *: the paired interval over "
+      "the eval samples excludes 0 all the same: such intervals leave training noise out, and a "
+      "difference between arms no larger than these is not evidence of a method effect.", ""]
 
 
 def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
@@ -362,7 +405,8 @@ def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
   if any(r["reference"] for r in rows.values()):
     notes.append(REFERENCE_NOTE)
   lines += [""] + [f"- {n}" for n in notes] + [""]
-  return "\n".join(lines + _versus_markdown(cmp) + _budget_markdown(cmp))
+  return "\n".join(lines + _versus_markdown(cmp) + _seed_noise_markdown(cmp)
+                   + _budget_markdown(cmp))
 
 
 def _errorbar(cells: Sequence[Mapping[str, float]]) -> list[list[float]]:

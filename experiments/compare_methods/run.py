@@ -94,8 +94,11 @@ def _corpus_arg(cmp: Comparison, out: Path) -> str:
 
 
 def build_index(cmp: Comparison, methods: Sequence[str], out: Path) -> None:
-  """Corpus store, tokenizer (trained if `spm:`), then every method's corpus-wide index."""
+  """Corpus store, tokenizer (trained if `spm:`), then every method's corpus-wide index. The
+  embedder (and with `embed_elsewhere` the accelerator's embedding table) is asked for only when
+  a method in `methods` embeds: Standard and Quest build without one."""
   from longjax.synth.__main__ import main as synth_main
+  from longjax.synth.build import needs_embedder, resolve_methods
   from longjax.tasks.train_spm import main as spm_main
   index, corpus, tokenizer = out / "index", _corpus_arg(cmp, out), tokenizer_spec(cmp, out)
   if cmp.tokenizer.startswith("spm:") and not Path(tokenizer).exists():
@@ -104,11 +107,14 @@ def build_index(cmp: Comparison, methods: Sequence[str], out: Path) -> None:
     _call(spm_main, ["--index-dir", str(index), "--out", tokenizer,
                      "--vocab-size", cmp.tokenizer[4:]], "longjax.tasks.train_spm")
   options = {m: o for m, o in cmp.synth_config.items() if m in methods}  # build refuses others
-  table = embedding_table(cmp, corpus, out) if cmp.embed_elsewhere else []
+  embedder = []
+  if any(needs_embedder(m) for m in resolve_methods(methods)):
+    embedder = ["--embedder", cmp.embedder]
+    embedder += embedding_table(cmp, corpus, out) if cmp.embed_elsewhere else []
   _call(synth_main, ["build", "--corpus", corpus, "--out", str(index),
-                     "--methods", ",".join(methods), "--embedder", cmp.embedder,
+                     "--methods", ",".join(methods), *embedder,
                      "--tokenizer", tokenizer, "--lengths", str(cmp.length),
-                     "--config", json.dumps(options), *table], "longjax.synth")
+                     "--config", json.dumps(options)], "longjax.synth")
 
 
 def embedding_table(cmp: Comparison, corpus: str, out: Path) -> list[str]:

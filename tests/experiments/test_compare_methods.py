@@ -245,6 +245,28 @@ def test_table_intervals_markers_noise_and_floor(out):
   assert (out / "comparison.png").stat().st_size > 0
 
 
+def test_two_seeds_of_one_arm_give_the_training_noise(tmp_path):
+  """Seed 1 of standard answers one more ruler-1k niah sample of four than seed 0: its row in
+  the seed-noise table is +12.5 at 1k (niah +25, vt 0) and 0 at 2k; one-seed arms have none."""
+  zero, flip = [0.0] * 4, [0.0, 100.0, 0.0, 100.0]
+  _write_eval(tmp_path, "standard", 0, _scores(zero, zero, flip, flip), 6.0, [3.0, 3.0])
+  _write_eval(tmp_path, "standard", 1, _scores([100.0, 0.0, 0.0, 0.0], zero, flip, flip), 6.0,
+              [3.0, 3.0])
+  _write_eval(tmp_path, "knn", 0, _scores(zero, zero, flip, flip), 6.0, [3.0, 3.0])
+  (tmp_path / "data").mkdir()
+  (tmp_path / "data" / records.SYNTHESIS).write_text(json.dumps(
+      {"tokenizer": {"spec": "t", "sha256": "ab" * 32}, "length": 2048, "budgets": {}}))
+  for method, seed in (("standard", 0), ("standard", 1), ("knn", 0)):
+    records.write_record(tmp_path, method, seed, replay_share=0.1)
+  comparison.write_comparison(tmp_path, "t")
+  noise = _rows((tmp_path / "comparison.md").read_text()
+                .split("## Training-seed noise")[1].split("## Budgets")[0])
+  assert list(noise)[1:] == ["standard: seed 1 − seed 0"]
+  row = dict(zip(noise["arm: seeds"], noise["standard: seed 1 − seed 0"]))
+  assert row["ruler 1k"].startswith("+12.5 [0.0, ")
+  assert row["ruler 2k"] == "+0.0 [0.0, 0.0]"
+
+
 def test_budget_table(out):
   comparison.write_comparison(out, "t")
   budget = _rows((out / "comparison.md").read_text().split("## Budgets")[1])
@@ -365,6 +387,24 @@ def test_existing_seed_outputs_are_skipped(tmp_path, capsys):
   assert model_dir == tmp_path / "runs" / "knn_seed1"
   assert run.evaluate_arm(cmp, model_dir, "unused", tmp_path) == tmp_path / "eval" / "knn_seed1"
   assert "already trained" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("methods,embeds", [(["standard", "quest"], False),
+                                             (["standard", "knn"], True)])
+def test_index_stage_asks_for_the_accelerators_vectors_only_for_methods_that_embed(
+    tmp_path, monkeypatch, methods, embeds):
+  """`embed_elsewhere`: Standard and Quest build on the CPU machine without the embedding
+  table; a method that embeds stops until the accelerator's vectors are in OUT."""
+  calls = []
+  monkeypatch.setattr(run, "_call", lambda main, argv, what: calls.append(argv))
+  cmp = dataclasses.replace(presets.PRESETS["wiki_smollm2_16k"], corpus="default")
+  if not embeds:
+    run.build_index(cmp, methods, tmp_path)
+    assert len(calls) == 1 and "--embedder" not in calls[0]
+    return
+  with pytest.raises(SystemExit, match="computed on an accelerator"):
+    run.build_index(cmp, methods, tmp_path)
+  assert [c[0] for c in calls] == ["build", "embed-inputs"]  # the store, then the table's inputs
 
 
 def test_presets_are_valid_and_reject_unknown_methods():
