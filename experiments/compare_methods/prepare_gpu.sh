@@ -9,12 +9,13 @@
 #                  weights and the inputs into .gpu/g1, g2 and .gpu/e1, e2, e3
 #   vectors DIR... copy the vectors-*.npy and manifest.json that `gpu_steps.sh embed`/`fetch`
 #                  brought back into RUN/embedding_table
-#   arms           build the index from those vectors, export every arm (seeds 0 and 1), pick
-#                  the `synth inspect` samples, and fill .gpu/common and .gpu/arms
-#                  (once per experiment: a later change to the index's config rebuilds it, and
-#                  ScaNN's approximate lists differ between builds, so every arm of one
-#                  comparison must come from one set of exports; their fingerprints are in
-#                  results/wiki16k/export_*.json)
+#   arms [METHODS] build the index from those vectors (or, for METHODS=standard,quest, from
+#                  the corpus alone: neither embeds), export those arms (seeds 0 and 1), check
+#                  every export against its committed fingerprint (verify_exports.py: every
+#                  arm of one comparison must train on the same rows, in whichever session it
+#                  was exported), pick the `synth inspect` samples (all methods only), and fill
+#                  .gpu/common (with the comparison's committed synthesis.json, so that every
+#                  arm's record names the same tokenizer fingerprint) and .gpu/arms
 #
 # Order of a GPU session (each line one device-tool command, back to back; the carry list of a
 # command is the folders it names):
@@ -28,6 +29,7 @@ set -euo pipefail
 PY=.venv/bin/python
 PRESET=wiki_smollm2_16k
 RUN=${RUN:-runs/wiki16k}
+RESULTS=experiments/compare_methods/results/wiki16k
 SPLIT=16000000  # bytes per piece of the embedding inputs
 
 wheels() {
@@ -63,13 +65,20 @@ case "$1" in
       if [ -f "$d/manifest.json" ]; then cp "$d/manifest.json" "$RUN/embedding_table/"; fi; done
     ls "$RUN/embedding_table" ;;
   arms)
+    methods=${2:+--methods $2}
+    # shellcheck disable=SC2086
     $PY experiments/compare_methods/run.py --preset $PRESET --out "$RUN" --stages index,export \
-        --seeds 2
+        --seeds 2 $methods
+    $PY experiments/compare_methods/verify_exports.py "$RUN" "$RESULTS"
     rm -rf .gpu/common .gpu/arms && mkdir -p .gpu/common/data .gpu/arms
-    cp -r "$RUN/heldout" .gpu/common/ && cp "$RUN/data/synthesis.json" .gpu/common/data/
-    $PY -m longjax.synth inspect --index-dir "$RUN/index" --length 16k --select-only \
-        --samples 48 --out "$RUN/inspect_sel"
-    cp -r "$RUN/inspect_sel" .gpu/common/
+    synthesis=$RESULTS/synthesis.json
+    if [ ! -f "$synthesis" ]; then synthesis=$RUN/data/synthesis.json; fi
+    cp -r "$RUN/heldout" .gpu/common/ && cp "$synthesis" .gpu/common/data/
+    if [ -z "$methods" ]; then
+      $PY -m longjax.synth inspect --index-dir "$RUN/index" --length 16k --select-only \
+          --samples 48 --out "$RUN/inspect_sel"
+      cp -r "$RUN/inspect_sel" .gpu/common/
+    fi
     for d in "$RUN"/data/*_seed*; do cp -r "$d" .gpu/arms/; done
     du -sh .gpu/arms/* ;;
   *) echo "unknown step $1 (parts, vectors, arms)" >&2; exit 2 ;;

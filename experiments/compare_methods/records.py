@@ -38,6 +38,10 @@ MODEL_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_la
                 "param_dtype")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt",
                    "tokenizer_config.json", "special_tokens_map.json")
+# What transformers writes into tokenizer_config.json about how the files were loaded (offline
+# or not), not about the tokenizer: one SmolLM2 conversion wrote `local_files_only` true, another
+# false, depending on HF_HUB_OFFLINE. Left out of the fingerprint.
+LOAD_STATE_KEYS = frozenset({"is_local", "local_files_only"})
 
 
 def _read_json(path: Path) -> Any:
@@ -47,6 +51,13 @@ def _read_json(path: Path) -> Any:
 def arm_name(method: str, seed: int) -> str:
   """The name of one training seed of one arm: its directory under OUT/data, runs and eval."""
   return f"{method}_seed{seed}"
+
+
+def _tokenizer_file_sha256(path: Path) -> str:
+  if path.name != "tokenizer_config.json":
+    return io.file_sha256(path)
+  config = _read_json(path)
+  return io.fingerprint_json({k: v for k, v in config.items() if k not in LOAD_STATE_KEYS})
 
 
 def tokenizer_sha256(spec: str) -> str:
@@ -59,7 +70,7 @@ def tokenizer_sha256(spec: str) -> str:
     path = Path(spec)
   if path.is_file():
     return io.file_sha256(path)
-  files = {f: io.file_sha256(path / f) for f in TOKENIZER_FILES if (path / f).is_file()}
+  files = {f: _tokenizer_file_sha256(path / f) for f in TOKENIZER_FILES if (path / f).is_file()}
   if not files:
     raise ValueError(f"tokenizer {spec!r}: no tokenizer file ({', '.join(TOKENIZER_FILES)}) "
                      f"in {path}")

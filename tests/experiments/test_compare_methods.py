@@ -511,3 +511,19 @@ print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"tensorflow", "seqio",
   assert done.returncode == 0, done.stderr[-3000:]
   assert done.stdout.splitlines()[-1] == "[]", done.stdout[-2000:]
   assert (tmp_path / "results" / "knn_seed1.json").is_file()
+
+
+def test_tokenizer_fingerprint_ignores_how_the_files_were_loaded(tmp_path):
+  """Two saves of one tokenizer that differ only in transformers' loader flags share a
+  fingerprint; a change to the tokenizer itself (a special token) does not."""
+  def save(name: str, **config) -> str:
+    d = tmp_path / name
+    d.mkdir()
+    (d / "tokenizer.json").write_text('{"model": {"vocab": {"a": 0}}}')
+    (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>", **config}))
+    return str(d)
+
+  offline = records.tokenizer_sha256(save("offline", local_files_only=True, is_local=True))
+  online = records.tokenizer_sha256(save("online", local_files_only=False))
+  other = records.tokenizer_sha256(save("other", eos_token="<eos>", local_files_only=True))
+  assert offline == online != other
