@@ -52,6 +52,8 @@ def _pick(implementation, q, k, segment_ids) -> str:
   if implementation is None:
     if segment_ids is None and gpu.cudnn_supports(q, k):
       return "gpu"
+    if segment_ids is not None and tokamax_gpu.tokamax_supports(q, k):
+      return "tokamax"  # document masks at cuDNN's speed (docs/attention.md)
     if tpu.tpu_supports(q, k):
       return "tpu"
     return "blockwise"
@@ -85,9 +87,9 @@ def attention(q, k, v, *, segment_ids=None, positions=None, causal: bool = True,
   segment_ids [B, S] int (0 = padding, attends nothing); positions [B, S] int (default: the
   index). implementation: 'reference' (dense oracle), 'blockwise' (pure JAX, any backend),
   'gpu' (cuDNN), 'tpu' (Pallas TPU flash attention; interpret mode elsewhere), 'tokamax'
-  (tokamax's Mosaic-GPU kernel: document masks on Hopper/Blackwell; chosen only by name until its
-  GPU parity and speed are measured), or None for the fastest correct one on this backend for
-  these inputs. ring: the layout (and loop form) of S, required when the current mesh has a
+  (tokamax's Mosaic-GPU kernel: document masks on Hopper/Blackwell), or None for the fastest
+  correct one on this backend for these inputs: cuDNN without segment ids, tokamax with them
+  where it is installed, the Pallas TPU kernel on TPU, else blockwise. ring: the layout (and loop form) of S, required when the current mesh has a
   `sequence` axis larger than 1 and ignored otherwise.
   """
   _check_inputs(q, k, v, segment_ids, positions)

@@ -11,6 +11,7 @@
 The GPU kernel itself: tests/ops/test_tokamax_on_gpu.py.
 """
 
+import importlib
 import subprocess
 import sys
 
@@ -254,6 +255,19 @@ def test_ring_matches_reference(n, layout, causal):
 
 # ---------------------------------------------------------------------------------------------
 # Selection and imports.
+
+
+def test_none_picks_tokamax_for_document_masks_where_it_runs(monkeypatch):
+  """With tokamax usable (faked here: no Hopper on CPU), None sends packed rows to it and
+  leaves rows without segment ids to the other kernels."""
+  # longjax.ops exports the function `attention` under the module's name: import the module.
+  attention_lib = importlib.import_module("longjax.ops.attention")
+  q, k, _, _ = make_qkv(b=1, s=16, n=2, kh=1, h=8, dtype=jnp.bfloat16)
+  seg = jnp.ones((1, 16), jnp.int32)
+  assert attention_lib._pick(None, q, k, seg) == "blockwise"
+  monkeypatch.setattr(attention_lib.tokamax_gpu, "tokamax_supports", lambda q, k: True)
+  assert attention_lib._pick(None, q, k, seg) == "tokamax"
+  assert attention_lib._pick(None, q, k, None) == "blockwise"
 
 
 def test_implementation_tokamax_needs_its_gpu():
