@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--max-new-tokens", type=int, default=None,
                  help="cap on generated tokens below each task's own length (recorded)")
   p.add_argument("--prefill-chunk", type=int, default=512)
+  p.add_argument("--prompt-workers", type=int, default=None,
+                 help="processes that build the prompts ahead of the model (haystack fitting, "
+                      "tokenization); default: the CPU count less 2, 0 on 1-2 cores (in-process)")
   p.add_argument("--dtype", default=None,
                  help="compute dtype (default float32 on CPU, bfloat16 on accelerators)")
   p.add_argument("--allow-extrapolation", action="store_true",
@@ -112,7 +115,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
   from longjax.models import load_hf, load_tokenizer
   tokenizer = load_tokenizer(info.tokenizer_dir)
   model_dir.check_tokenizer(info, tokenizer)
-  from longjax.eval.runner import gold_loglik, per_sample, run_task, task_scores
+  from longjax.eval.runner import per_sample, task_scores
   from longjax.eval.scoring import depth_table, summarize
   from longjax.eval.task import ExampleGenerator
   started = time.time()
@@ -126,39 +129,19 @@ def run(argv: Sequence[str] | None = None) -> dict:
       generator.units(tasks[name], length)
 
   dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+  parts = _Parts(args, info, dtype, heldout)
+  todo = [(name, n) for n in lengths for name in task_names if not parts.has(f"{name}@{n}")]
+  generator.prepare(tasks, todo, args.samples, _prompt_workers(args.prompt_workers, len(todo)))
   # On a CPU, up to 8K tokens, the dense attention is ~10x faster than the blockwise kernel
   # for these forward-only passes; its S x S scores stay small enough there.
   impl = "reference" if jax.default_backend() == "cpu" and max(lengths, default=0) <= 8192 else None
   log.info("loading %s (%s) on %s", info.hf_dir, dtype, jax.default_backend())
   model = load_hf(info.hf_dir, dtype=dtype, attention_impl=impl)
-  parts = _Parts(args, info, dtype, heldout)
-  records: list[dict] = []
-  gold_records: list[dict] = []
-  gold: dict[str, dict[int, dict]] = {}
-  piece_seconds: dict[str, float] = {}  # wall time of each (task, length), compilation included
-  for length in lengths:
-    for name in task_names:
-      def evaluate(name=name, length=length) -> dict:
-        t0 = time.perf_counter()
-        g = gold_loglik(model, generator, tasks[name], length, args.samples) \
-            if args.gold_loglik else []
-        recs = run_task(model, generator, tasks[name], length, args.samples,
-                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                        prefill_chunk=args.prefill_chunk,
-                        progress=_progress(f"{name} @ {length}"))
-        return {"records": recs, "gold": g, "seconds": round(time.perf_counter() - t0, 2)}
-      part = parts.get(f"{name}@{length}", evaluate)
-      piece_seconds[f"{name}@{length}"] = part["seconds"]
-      recs, g = part["records"], part["gold"]
-      records += recs
-      if g:
-        gold_records += g
-        gold.setdefault(name, {})[length] = {
-            "nll": sum(r["gold_nll"] for r in g) / len(g),
-            "exact": 100.0 * sum(r["gold_exact"] for r in g) / len(g)}
-      log.info("%s @ %d: %.1f (%d samples, %.1f s/sample)", name, length,
-               100 * sum(r["score"] for r in recs) / len(recs), len(recs),
-               sum(r["seconds"] for r in recs) / len(recs))
+  try:
+    records, gold_records, gold, piece_seconds = _run_pieces(
+        args, model, generator, tasks, task_names, lengths, parts)
+  finally:
+    generator.close()
   scores = task_scores(records)
   scores = {t: scores[t] for t in task_names if t in scores}
 
@@ -186,6 +169,48 @@ def run(argv: Sequence[str] | None = None) -> dict:
   return results
 
 
+def _prompt_workers(requested: int | None, pieces: int) -> int:
+  """Prompt-building processes: as asked, else the CPU count less 2 (JAX's own threads and
+  this process keep two cores), capped by the pieces to build."""
+  import os
+  workers = requested if requested is not None else max(0, (os.cpu_count() or 1) - 2)
+  return min(workers, pieces)
+
+
+def _run_pieces(args, model, generator, tasks, task_names, lengths, parts) -> tuple:
+  """Every (task, length): generated and scored records, gold-answer records and their means
+  per task and length, and each piece's wall seconds (compilation included)."""
+  from longjax.eval.runner import gold_loglik, run_task
+  records: list[dict] = []
+  gold_records: list[dict] = []
+  gold: dict[str, dict[int, dict]] = {}
+  piece_seconds: dict[str, float] = {}
+  for length in lengths:
+    for name in task_names:
+      def evaluate(name=name, length=length) -> dict:
+        t0 = time.perf_counter()
+        g = gold_loglik(model, generator, tasks[name], length, args.samples) \
+            if args.gold_loglik else []
+        recs = run_task(model, generator, tasks[name], length, args.samples,
+                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                        prefill_chunk=args.prefill_chunk,
+                        progress=_progress(f"{name} @ {length}"))
+        return {"records": recs, "gold": g, "seconds": round(time.perf_counter() - t0, 2)}
+      part = parts.get(f"{name}@{length}", evaluate)
+      piece_seconds[f"{name}@{length}"] = part["seconds"]
+      recs, g = part["records"], part["gold"]
+      records += recs
+      if g:
+        gold_records += g
+        gold.setdefault(name, {})[length] = {
+            "nll": sum(r["gold_nll"] for r in g) / len(g),
+            "exact": 100.0 * sum(r["gold_exact"] for r in g) / len(g)}
+      log.info("%s @ %d: %.1f (%d samples, %.1f s/sample)", name, length,
+               100 * sum(r["score"] for r in recs) / len(recs), len(recs),
+               sum(r["seconds"] for r in recs) / len(recs))
+  return records, gold_records, gold, piece_seconds
+
+
 class _Parts:
   """Finished pieces of one evaluation run, kept until its results are written."""
 
@@ -201,6 +226,9 @@ class _Parts:
         "heldout": heldout.config()["sha256"] if heldout else None})
     self.root = Path(args.out) / "parts"
     self.dir = self.root / key[:16]
+
+  def has(self, name: str) -> bool:
+    return (self.dir / f"{name}.json").is_file()
 
   def get(self, name: str, compute):
     """The saved result of piece `name`, or `compute()`, saved."""

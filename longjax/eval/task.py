@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import multiprocessing
 import random
-from typing import Any, Callable, Sequence
+from concurrent import futures
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
 
 from longjax.eval.values import derive_seed
 
@@ -144,13 +148,26 @@ class ExampleGenerator:
     self._start = list(tokenizer.boundaries.start)
     self._units: dict[tuple[str, int], int] = {}
     self._cache: dict[Any, Any] = {}
+    self._pool: futures.ProcessPoolExecutor | None = None
+    self._pending: dict[tuple[str, int, int], futures.Future] = {}
+    self._piece: tuple[tuple[str, int, int], list[Example], list[np.ndarray]] | None = None
+
+  def __getstate__(self) -> dict[str, Any]:
+    """What a worker process gets: the tokenizer, seed and fitted counts; no pool or pieces."""
+    return {**self.__dict__, "_pool": None, "_pending": {}, "_piece": None}
 
   def count_tokens(self, text: str) -> int:
     """Prompt length in model tokens, document start tokens included."""
     return len(self._start) + len(self.tokenizer.encode(text))
 
   def encode_prompt(self, example: Example) -> list[int]:
-    """The model's input: the document start tokens (usually none), then the prompt."""
+    """The model's input: the document start tokens (usually none), then the prompt (already
+    encoded when `example` belongs to the piece `examples` returned last)."""
+    if self._piece is not None:
+      (task, length, _), examples, prompts = self._piece
+      if (example.task, example.length) == (task, length) and example.index < len(examples) \
+          and examples[example.index] is example:
+        return prompts[example.index].tolist()
     return self._start + self.tokenizer.encode(example.prompt)
 
   def _budget(self, task: Task, length: int) -> int:
@@ -194,8 +211,55 @@ class ExampleGenerator:
                    max_new_tokens=task.tokens_to_generate, num_units=n, num_tokens=num_tokens,
                    needle_positions=positions)
 
+  def build(self, task: Task, length: int, num: int) -> tuple[list[Example], list[np.ndarray]]:
+    """Examples 0..num-1 of (task, length) and their encoded prompts (int32: compact for the
+    trip back from a worker and while waiting there)."""
+    examples = [self.example(task, length, i) for i in range(num)]
+    return examples, [np.asarray(self._start + self.tokenizer.encode(e.prompt), np.int32)
+                      for e in examples]
+
   def examples(self, task: Task, length: int, num: int) -> list[Example]:
-    return [self.example(task, length, i) for i in range(num)]
+    """Examples 0..num-1 of (task, length): from the worker that `prepare` gave them to, else
+    built here. The last piece is kept (with its encoded prompts) for repeated calls."""
+    key = (task.name, length, num)
+    if self._piece is None or self._piece[0] != key:
+      pending = self._pending.pop(key, None)
+      self._piece = (key, *(pending.result() if pending else self.build(task, length, num)))
+    return self._piece[1]
+
+  def prepare(self, tasks: Mapping[str, Task], pieces: Sequence[tuple[str, int]], num: int,
+              workers: int) -> None:
+    """Starts building the examples of `pieces` ((task name, length), in the order they will be
+    asked for) in `workers` processes, so that building prompts (haystack fitting and
+    tokenization, on the CPU) overlaps the model's work; `examples` takes each result. Fit
+    the pieces (`units`) first: the workers reuse the counts. workers < 1: nothing to do."""
+    if workers < 1 or not pieces:
+      return
+    self.close()
+    self._pool = futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"),  # no fork of JAX's threads
+        initializer=_start_worker, initargs=(self, dict(tasks)))
+    for name, length in pieces:
+      self._pending[(name, length, num)] = self._pool.submit(_build_in_worker, name, length, num)
+
+  def close(self) -> None:
+    """Stops the workers of `prepare` (pieces not yet taken are dropped)."""
+    if self._pool is not None:
+      self._pool.shutdown(wait=True, cancel_futures=True)
+    self._pool, self._pending = None, {}
+
+
+_WORKER: tuple[ExampleGenerator, Mapping[str, Task]] | None = None  # in a `prepare` worker
+
+
+def _start_worker(generator: ExampleGenerator, tasks: Mapping[str, Task]) -> None:
+  global _WORKER  # pylint: disable=global-statement
+  _WORKER = (generator, tasks)
+
+
+def _build_in_worker(name: str, length: int, num: int) -> tuple[list[Example], list[np.ndarray]]:
+  generator, tasks = _WORKER
+  return generator.build(tasks[name], length, num)
 
 
 def _prompt(r: Rendered) -> str:

@@ -127,7 +127,8 @@ def test_tiny_model_end_to_end_from_training_model_dir(tmp_path, capsys, smol_di
 def test_interrupted_eval_resumes_with_the_finished_tasks(tmp_path, capsys, smol_dir,
                                                           monkeypatch):
   """A run stopped after its first (task, length) reruns only the rest and writes the results
-  an uninterrupted run writes (the GPU machine's 10-minute commands need this)."""
+  an uninterrupted run writes (the GPU machine's 10-minute commands need this), also with its
+  prompts built by a worker process."""
   from longjax.eval import runner
   model_dir = tmp_path / "run"
   save_hf(Llama(LlamaConfig.preset("tiny", dtype="float32"), rngs=nnx.Rngs(0)),
@@ -151,7 +152,8 @@ def test_interrupted_eval_resumes_with_the_finished_tasks(tmp_path, capsys, smol
   calls.clear()
   monkeypatch.setattr(runner, "run_task",
                       lambda *a, **kw: calls.append(a[2].name) or real(*a, **kw))
-  assert main([*argv, "--out", str(tmp_path / "resumed")]) == 0
+  # the rest's prompts come from a worker process this time: same results
+  assert main([*argv, "--out", str(tmp_path / "resumed"), "--prompt-workers", "1"]) == 0
   assert calls == ["vt"]  # niah_single_1 came from its saved part
   assert not (tmp_path / "resumed" / "parts").exists()
   whole = load_results(tmp_path / "whole" / "results.json")

@@ -142,3 +142,26 @@ def test_icl_demos_balanced_disjoint_and_gold_follows_the_mapping(tasks, gen):
   assert max(counts.values()) - min(counts.values()) <= 1  # label-balanced
   assert ex.outputs == (mapping[headline_class[question]],)
   assert question in {i.headline for i in test}
+
+
+def test_prepared_pieces_from_worker_processes_equal_the_in_process_ones(tasks, smol_tokenizer):
+  """`prepare` builds pieces in spawned workers (with the text haystack and the fitted counts
+  sent once): every example and encoded prompt equals what this process builds alone, in the
+  order asked, and a piece never prepared is still built here."""
+  pieces = [("niah_single_2", 1024), ("vt", 1024), ("cwe", 1024)]
+  here = ExampleGenerator(smol_tokenizer, seed=42)
+  there = ExampleGenerator(smol_tokenizer, seed=42)
+  for name, length in pieces:
+    there.units(tasks[name], length)
+  there.prepare(tasks, pieces[:2], 4, workers=2)
+  assert sorted(there._pending) == [("niah_single_2", 1024, 4), ("vt", 1024, 4)]
+  try:
+    for name, length in pieces:
+      want = here.examples(tasks[name], length, 4)
+      got = there.examples(tasks[name], length, 4)
+      assert got == want
+      assert [there.encode_prompt(e) for e in got] == [here.encode_prompt(e) for e in want]
+      assert there.encode_prompt(got[1]) == [*smol_tokenizer.encode(want[1].prompt)]
+  finally:
+    there.close()
+  assert not there._pending
