@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--prefill-chunk", type=int, default=512)
   p.add_argument("--prompt-workers", type=int, default=None,
                  help="processes that build the prompts ahead of the model (haystack fitting, "
-                      "tokenization); default: the CPU count less 2, 0 on 1-2 cores (in-process)")
+                      "tokenization); default: the usable cores less 2, 0 on 1-2 (in-process)")
   p.add_argument("--dtype", default=None,
                  help="compute dtype (default float32 on CPU, bfloat16 on accelerators)")
   p.add_argument("--allow-extrapolation", action="store_true",
@@ -131,13 +131,13 @@ def run(argv: Sequence[str] | None = None) -> dict:
   dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
   parts = _Parts(args, info, dtype, heldout)
   todo = [(name, n) for n in lengths for name in task_names if not parts.has(f"{name}@{n}")]
-  generator.prepare(tasks, todo, args.samples, _prompt_workers(args.prompt_workers, len(todo)))
   # On a CPU, up to 8K tokens, the dense attention is ~10x faster than the blockwise kernel
   # for these forward-only passes; its S x S scores stay small enough there.
   impl = "reference" if jax.default_backend() == "cpu" and max(lengths, default=0) <= 8192 else None
-  log.info("loading %s (%s) on %s", info.hf_dir, dtype, jax.default_backend())
-  model = load_hf(info.hf_dir, dtype=dtype, attention_impl=impl)
-  try:
+  generator.prepare(tasks, todo, args.samples, _prompt_workers(args.prompt_workers, len(todo)))
+  try:  # the prompt workers stop on every way out, a failed model load included
+    log.info("loading %s (%s) on %s", info.hf_dir, dtype, jax.default_backend())
+    model = load_hf(info.hf_dir, dtype=dtype, attention_impl=impl)
     records, gold_records, gold, piece_seconds = _run_pieces(
         args, model, generator, tasks, task_names, lengths, parts)
   finally:
@@ -170,10 +170,11 @@ def run(argv: Sequence[str] | None = None) -> dict:
 
 
 def _prompt_workers(requested: int | None, pieces: int) -> int:
-  """Prompt-building processes: as asked, else the CPU count less 2 (JAX's own threads and
-  this process keep two cores), capped by the pieces to build."""
+  """Prompt-building processes: as asked, else the cores this process may use less 2 (JAX's
+  own threads and this process keep two), capped by the pieces to build."""
   import os
-  workers = requested if requested is not None else max(0, (os.cpu_count() or 1) - 2)
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  workers = requested if requested is not None else max(0, (cores or 1) - 2)
   return min(workers, pieces)
 
 

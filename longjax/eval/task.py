@@ -21,6 +21,7 @@ import dataclasses
 import multiprocessing
 import random
 from concurrent import futures
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -149,12 +150,14 @@ class ExampleGenerator:
     self._units: dict[tuple[str, int], int] = {}
     self._cache: dict[Any, Any] = {}
     self._pool: futures.ProcessPoolExecutor | None = None
+    self._queued: list[tuple[str, int, int]] = []  # prepared pieces not yet given to a worker
+    self._ahead = 0  # pieces in flight at most
     self._pending: dict[tuple[str, int, int], futures.Future] = {}
     self._piece: tuple[tuple[str, int, int], list[Example], list[np.ndarray]] | None = None
 
   def __getstate__(self) -> dict[str, Any]:
     """What a worker process gets: the tokenizer, seed and fitted counts; no pool or pieces."""
-    return {**self.__dict__, "_pool": None, "_pending": {}, "_piece": None}
+    return {**self.__dict__, "_pool": None, "_queued": [], "_pending": {}, "_piece": None}
 
   def count_tokens(self, text: str) -> int:
     """Prompt length in model tokens, document start tokens included."""
@@ -223,9 +226,22 @@ class ExampleGenerator:
     built here. The last piece is kept (with its encoded prompts) for repeated calls."""
     key = (task.name, length, num)
     if self._piece is None or self._piece[0] != key:
+      self._piece = None  # (its prompts are freed before the next piece's arrive)
       pending = self._pending.pop(key, None)
-      self._piece = (key, *(pending.result() if pending else self.build(task, length, num)))
+      try:
+        self._submit()
+        built = pending.result() if pending else self.build(task, length, num)
+      except BrokenProcessPool:  # a worker died (memory, a signal): build the piece here
+        built = self.build(task, length, num)
+      self._piece = (key, *built)
     return self._piece[1]
+
+  def _submit(self) -> None:
+    """Keeps two pieces per worker in flight, so that finished prompts waiting for the model
+    stay a few pieces' worth of memory."""
+    while self._queued and len(self._pending) < self._ahead:
+      key = self._queued.pop(0)
+      self._pending[key] = self._pool.submit(_build_in_worker, *key)
 
   def prepare(self, tasks: Mapping[str, Task], pieces: Sequence[tuple[str, int]], num: int,
               workers: int) -> None:
@@ -239,14 +255,14 @@ class ExampleGenerator:
     self._pool = futures.ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("spawn"),  # no fork of JAX's threads
         initializer=_start_worker, initargs=(self, dict(tasks)))
-    for name, length in pieces:
-      self._pending[(name, length, num)] = self._pool.submit(_build_in_worker, name, length, num)
+    self._queued, self._ahead = [(name, length, num) for name, length in pieces], 2 * workers
+    self._submit()
 
   def close(self) -> None:
     """Stops the workers of `prepare` (pieces not yet taken are dropped)."""
     if self._pool is not None:
       self._pool.shutdown(wait=True, cancel_futures=True)
-    self._pool, self._pending = None, {}
+    self._pool, self._queued, self._pending = None, [], {}
 
 
 _WORKER: tuple[ExampleGenerator, Mapping[str, Task]] | None = None  # in a `prepare` worker

@@ -52,8 +52,6 @@ def _pick(implementation, q, k, segment_ids) -> str:
   if implementation is None:
     if segment_ids is None and gpu.cudnn_supports(q, k):
       return "gpu"
-    if segment_ids is not None and tokamax_gpu.tokamax_supports(q, k):
-      return "tokamax"  # document masks at cuDNN's speed (docs/attention.md)
     if tpu.tpu_supports(q, k):
       return "tpu"
     return "blockwise"
@@ -69,8 +67,9 @@ def _pick(implementation, q, k, segment_ids) -> str:
                        f"a multiple of 8 up to 128; got backend {jax.default_backend()}, "
                        f"{q.dtype}, head dim {q.shape[-1]}")
   if implementation == "tokamax" and not tokamax_gpu.tokamax_supports(q, k):
-    raise ValueError(f"implementation='tokamax' needs the tokamax package, a Hopper or Blackwell "
-                     f"GPU and bf16/fp16 inputs with head dim up to 256; got backend "
+    raise ValueError(f"implementation='tokamax' needs tokamax "
+                     f"{' or '.join(tokamax_gpu.TESTED_VERSIONS)} importable, a Hopper or "
+                     f"Blackwell GPU and bf16/fp16 inputs with head dim up to 256; got backend "
                      f"{jax.default_backend()}, {q.dtype}, head dim {q.shape[-1]}")
   return implementation
 
@@ -87,9 +86,10 @@ def attention(q, k, v, *, segment_ids=None, positions=None, causal: bool = True,
   segment_ids [B, S] int (0 = padding, attends nothing); positions [B, S] int (default: the
   index). implementation: 'reference' (dense oracle), 'blockwise' (pure JAX, any backend),
   'gpu' (cuDNN), 'tpu' (Pallas TPU flash attention; interpret mode elsewhere), 'tokamax'
-  (tokamax's Mosaic-GPU kernel: document masks on Hopper/Blackwell), or None for the fastest
-  correct one on this backend for these inputs: cuDNN without segment ids, tokamax with them
-  where it is installed, the Pallas TPU kernel on TPU, else blockwise. ring: the layout (and loop form) of S, required when the current mesh has a
+  (tokamax's Mosaic-GPU kernel: document masks at cuDNN's speed on Hopper/Blackwell; by name
+  only until its GPU tests cover more than one shape), or None for the fastest correct one on
+  this backend for these inputs: cuDNN without segment ids, the Pallas TPU kernel on TPU, else
+  blockwise. ring: the layout (and loop form) of S, required when the current mesh has a
   `sequence` axis larger than 1 and ignored otherwise.
   """
   _check_inputs(q, k, v, segment_ids, positions)

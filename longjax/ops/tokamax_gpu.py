@@ -36,6 +36,8 @@ Axis letters: B batch, T query length, S key length, N query heads, K kv heads, 
 """
 
 import functools
+import importlib
+import importlib.metadata
 import importlib.util
 import math
 from typing import Callable, NamedTuple
@@ -238,10 +240,27 @@ def make_tokamax_kernel(attend: Callable = mosaic_attend,
       takes_segments=True, takes_positions=True)
 
 
+TESTED_VERSIONS = ("0.0.17",)  # the internal attention API `attend` calls was read from these
+
+
+@functools.cache
+def tokamax_importable() -> bool:
+  """Whether tokamax imports here (Python >= 3.12, jax >= 0.11.1) at a version whose internal
+  attention API this wrapper was written and GPU-tested against."""
+  if importlib.util.find_spec("tokamax") is None:
+    return False
+  try:
+    for module in ("base", "pallas_mosaic_gpu"):  # what `attend` imports
+      importlib.import_module(f"tokamax._src.ops.attention.{module}")
+  except Exception:  # pylint: disable=broad-except  (any failure to import means: not usable)
+    return False
+  return importlib.metadata.version("tokamax") in TESTED_VERSIONS
+
+
 def tokamax_supports(q, k) -> bool:
   """Whether the tokamax kernel takes these inputs here: tokamax installed, an sm90/sm100 GPU
   (its backward has kernels for those only), bf16/fp16."""
-  if jax.default_backend() != "gpu" or importlib.util.find_spec("tokamax") is None:
+  if jax.default_backend() != "gpu" or not tokamax_importable():
     return False
   cc = float(getattr(jax.devices()[0], "compute_capability", 0) or 0)
   return (9.0 <= cc < 11.0 and q.dtype in (jnp.bfloat16, jnp.float16) and k.dtype == q.dtype

@@ -146,15 +146,16 @@ def test_icl_demos_balanced_disjoint_and_gold_follows_the_mapping(tasks, gen):
 
 def test_prepared_pieces_from_worker_processes_equal_the_in_process_ones(tasks, smol_tokenizer):
   """`prepare` builds pieces in spawned workers (with the text haystack and the fitted counts
-  sent once): every example and encoded prompt equals what this process builds alone, in the
-  order asked, and a piece never prepared is still built here."""
-  pieces = [("niah_single_2", 1024), ("vt", 1024), ("cwe", 1024)]
+  sent once), two per worker in flight: every example and encoded prompt equals what this
+  process builds alone, in the order asked, and a piece never prepared is still built here."""
+  pieces = [("niah_single_2", 1024), ("vt", 1024), ("fwe", 1024), ("cwe", 1024)]
   here = ExampleGenerator(smol_tokenizer, seed=42)
   there = ExampleGenerator(smol_tokenizer, seed=42)
   for name, length in pieces:
     there.units(tasks[name], length)
-  there.prepare(tasks, pieces[:2], 4, workers=2)
+  there.prepare(tasks, pieces[:3], 4, workers=1)
   assert sorted(there._pending) == [("niah_single_2", 1024, 4), ("vt", 1024, 4)]
+  assert there._queued == [("fwe", 1024, 4)]  # given to the worker once the first is taken
   try:
     for name, length in pieces:
       want = here.examples(tasks[name], length, 4)
