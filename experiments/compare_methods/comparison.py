@@ -379,8 +379,10 @@ def _seed_noise_markdown(cmp: Mapping[str, Any]) -> list[str]:
           "|---|" + "---:|" * len(cols)] + _difference_rows(between, cols) + [
       "", "Same method, data pool and eval samples; only the training seed (which rows are "
       "drawn, in which order) differs, so every cell here is noise. *: the paired interval over "
-      "the eval samples excludes 0 all the same: such intervals leave training noise out, and a "
-      "difference between arms no larger than these is not evidence of a method effect.", ""]
+      "the eval samples excludes 0 all the same: such intervals leave training noise out. Each "
+      "row is one draw of that noise, a rough scale and not a bound (a cell near 0 does not "
+      "make the noise small there); a difference between two arms carries the training noise "
+      "of both.", ""]
 
 
 def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:

@@ -14,8 +14,8 @@
 #                  every export against its committed fingerprint (verify_exports.py: every
 #                  arm of one comparison must train on the same rows, in whichever session it
 #                  was exported), pick the `synth inspect` samples (all methods only), and fill
-#                  .gpu/common (with the comparison's committed synthesis.json, so that every
-#                  arm's record names the same tokenizer fingerprint) and .gpu/arms
+#                  .gpu/common (with the comparison's committed synthesis.json, whose tokenizer
+#                  fingerprint verify_exports.py has just matched) and .gpu/arms
 #
 # Order of a GPU session (each line one device-tool command, back to back; the carry list of a
 # command is the folders it names):

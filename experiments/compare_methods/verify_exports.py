@@ -2,9 +2,11 @@
 
 One comparison spans several GPU loans and fresh checkouts, so its exports get rebuilt; an arm
 may only join the table if its rows are byte-identical to the export its earlier seeds and
-sibling arms were trained against. For every RUN/data/<arm> whose `export_<arm>.json` is
-committed under RESULTS, compares the shards' sha256 and prints one line per arm; exits 1 on a
-mismatch. Arms without a committed export are new: their manifests are copied to RESULTS.
+sibling arms were trained against, tokenized by the same tokenizer. Compares the tokenizer
+fingerprint of RUN/data/synthesis.json with the committed RESULTS/synthesis.json, and for every
+RUN/data/<arm> whose `export_<arm>.json` is committed under RESULTS, the shards' sha256; prints
+one line each and exits 1 on a mismatch. Arms without a committed export are new: their
+manifests are copied to RESULTS (to be committed with the rest of the comparison's records).
 
     python experiments/compare_methods/verify_exports.py runs/wiki16k \
         experiments/compare_methods/results/wiki16k
@@ -28,6 +30,13 @@ def main(argv: list[str]) -> int:
     return 2
   run, results = Path(argv[0]), Path(argv[1])
   bad = 0
+  committed_synthesis = results / "synthesis.json"
+  if committed_synthesis.exists():
+    fresh, committed = (json.loads(p.read_text())["tokenizer"]["sha256"]
+                        for p in (run / "data" / "synthesis.json", committed_synthesis))
+    bad += fresh != committed
+    print(f"tokenizer: {fresh[:12]} {'==' if fresh == committed else '!='} {committed[:12]} "
+          f"committed in {committed_synthesis}")
   for manifest_path in sorted((run / "data").glob("*_seed*/manifest.json")):
     arm = manifest_path.parent.name
     committed = results / f"export_{arm}.json"

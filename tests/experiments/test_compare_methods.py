@@ -527,3 +527,32 @@ def test_tokenizer_fingerprint_ignores_how_the_files_were_loaded(tmp_path):
   online = records.tokenizer_sha256(save("online", local_files_only=False))
   other = records.tokenizer_sha256(save("other", eos_token="<eos>", local_files_only=True))
   assert offline == online != other
+
+
+def test_rebuilt_exports_must_match_the_committed_fingerprints(tmp_path, capsys):
+  """verify_exports: equal shards and tokenizer pass, a changed shard or tokenizer fails, and a
+  new arm's manifest is recorded beside the committed ones."""
+  import verify_exports
+  run, results = tmp_path / "run", tmp_path / "results"
+  results.mkdir()
+
+  def export(sha: str) -> dict:
+    return {"shards": [{"file": "rows-00000-of-00001.arrayrecord", "sha256": sha}]}
+
+  def write(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+  write(results / "synthesis.json", {"tokenizer": {"sha256": "t1"}})
+  write(results / "export_standard_seed0.json", export("a"))
+  write(run / "data" / "synthesis.json", {"tokenizer": {"sha256": "t1"}})
+  write(run / "data" / "standard_seed0" / "manifest.json", export("a"))
+  write(run / "data" / "quest_seed0" / "manifest.json", export("q"))
+  assert verify_exports.main([str(run), str(results)]) == 0
+  assert json.loads((results / "export_quest_seed0.json").read_text())["shards"][0]["sha256"] == "q"
+  write(run / "data" / "standard_seed0" / "manifest.json", export("b"))
+  assert verify_exports.main([str(run), str(results)]) == 1
+  assert "standard_seed0: DIFFERS" in capsys.readouterr().out
+  write(run / "data" / "standard_seed0" / "manifest.json", export("a"))
+  write(run / "data" / "synthesis.json", {"tokenizer": {"sha256": "t2"}})
+  assert verify_exports.main([str(run), str(results)]) == 1
