@@ -250,8 +250,9 @@ def run_build(opts: BuildOptions, *,
 
 def _write_top(out: Path, config: dict[str, Any], store: DocumentStore, stages: dict[str, str],
                done: list[str], run: dict[str, Any]) -> dict[str, Any]:
-  """The top manifest; `run` (runner, stage seconds) is outside its content fields (export's
-  `BUILD_CONTENT`), so how a build ran never changes what it built."""
+  """The top manifest; `run` (runner, stage seconds) is kept apart from what an export's
+  fingerprint reads (`export.index_fingerprints`), so how a build ran never changes what it
+  built."""
   from longjax.synth.chunking import store_fingerprint  # pylint: disable=import-outside-toplevel
   return io.write_manifest(
       out, kind="build", config=config, inputs={"store": store_fingerprint(store)},

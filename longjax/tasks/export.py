@@ -35,6 +35,8 @@ import tensorflow as tf
 from array_record.python.array_record_module import ArrayRecordWriter, ArrayRecordReader
 
 from longjax import io
+from longjax.synth.build import needs_embedder
+from longjax.synth.methods import METHODS
 from longjax.tasks.input import SeqioBatches, unshift
 from longjax.tasks.registry import MethodSource
 from longjax.tasks.vocabularies import HFVocabulary, id_offset
@@ -81,18 +83,28 @@ def tokenizer_spec(vocabulary: seqio.Vocabulary) -> str:
   return str(vocabulary)
 
 
-BUILD_CONTENT = ("kind", "config", "inputs", "counts", "stages")
-
-
 def index_fingerprints(name: str) -> dict[str, str]:
-  """sha256 of what the build manifest of each index a Task or Mixture reads says about its
-  content (index dir -> sha): not when it was written or by which commit, so a rebuild that
-  finds every stage up to date keeps the exports made from it."""
+  """sha256, per index dir a Task or Mixture reads, of what it reads there: the corpus store
+  (the build manifest's `inputs`), the stage fingerprints of its methods (their options,
+  tokenizer, embedder, lengths) and, for methods that embed, the neighbour lists' contents.
+  Not the build's other methods, nor when, how or by which commit it ran: rebuilding an
+  up-to-date index, or building other methods into it, keeps the exports made from it."""
   provider = seqio.get_mixture_or_task(name)
   tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
-  dirs = {t.source.index_dir for t in tasks if isinstance(t.source, MethodSource)}
-  return {str(d): io.fingerprint_json({k: v for k, v in io.read_manifest(d).items()
-                                       if k in BUILD_CONTENT}) for d in sorted(dirs)}
+  reads: dict[Path, set[str]] = {}
+  for t in tasks:
+    if isinstance(t.source, MethodSource):
+      reads.setdefault(t.source.index_dir, set()).add(t.source.method)
+  out = {}
+  for d, methods in sorted(reads.items()):
+    manifest = io.read_manifest(d)
+    stages = manifest.get("stages", {})
+    content = {"inputs": manifest.get("inputs"),
+               "stages": {m: stages.get(m) for m in sorted(methods)}}
+    if any(m in METHODS and needs_embedder(METHODS[m]) for m in methods):
+      content["neighbour_lists"] = manifest.get("counts", {}).get("neighbour_lists")
+    out[str(d)] = io.fingerprint_json(content)
+  return out
 
 
 def shard_name(i: int, shards: int) -> str:

@@ -42,12 +42,14 @@ ExamplesFn = Callable[..., Iterator[dict[str, Any]]]
 
 
 class MethodSource(seqio.DataSource):
-  """A seqio DataSource over a synthesis method's `examples` (arbitrary sharding)."""
+  """A seqio DataSource over a synthesis method's `examples` (arbitrary sharding); `method`
+  names the method whose artifacts in `index_dir` they read (an export's fingerprint)."""
 
-  def __init__(self, examples: ExamplesFn, *, index_dir: Path, length: int,
+  def __init__(self, examples: ExamplesFn, *, method: str, index_dir: Path, length: int,
                tokenizer: Callable[[], Tokenizer], seed: int, source_shards: int,
                id_offset: Callable[[], int] = lambda: 0, fixed_length: bool = True):
     check_shard(0, source_shards)
+    self.method = method
     self._examples, self._index_dir, self._length = examples, Path(index_dir), length
     self._tokenizer, self._seed, self._source_shards = tokenizer, seed, source_shards
     self._offset, self._fixed = id_offset, fixed_length
@@ -155,14 +157,15 @@ def register(index_dir: str | Path, *, corpus: str | None = None,
     common = dict(index_dir=info.index_dir, length=length, tokenizer=tokenizer, seed=seed,
                   source_shards=source_shards, id_offset=lambda: id_offset(vocab))
     replay_task = task_name(corpus, replay.NAME, length)
-    _add_task(replay_task, MethodSource(replay.replay_examples, fixed_length=False, **common),
+    _add_task(replay_task, MethodSource(replay.replay_examples, method=replay.NAME,
+                                        fixed_length=False, **common),
               vocab, shuffle_buffer_size)
     names.append(replay_task)
     replay_tokens = functools.cache(
         lambda length=length: replay.mean_tokens(info.index_dir, tokenizer(), length, seed=seed))
     for method in methods:
       name = task_name(corpus, method, length)
-      _add_task(name, MethodSource(METHODS[method].examples, **common), vocab,
+      _add_task(name, MethodSource(METHODS[method].examples, method=method, **common), vocab,
                 shuffle_buffer_size)
       mix = [(name, (1.0 - replay_ratio) / length)]
       if replay_ratio > 0:

@@ -169,8 +169,10 @@ def test_provenance_documents_of_every_method():
 
 def test_an_up_to_date_rebuild_keeps_the_exports(registered, corpus_file, byte_tokenizer_dir,
                                                  tmp_path):
-  """Rebuilding an index whose stages are all up to date rewrites its manifest (time, commit):
-  the exports made from it stay valid; a changed stage does not."""
+  """Rebuilding an index whose stages are all up to date rewrites its manifest (time, commit),
+  and building another subset of methods into it rewrites its method list: the exports made
+  from it stay valid; a changed stage of the Task's own method does not, nor do changed
+  neighbour lists for a method that reads them."""
   from longjax.io import read_manifest, write_manifest
   from longjax.synth import build
   name = "longjax_toy_standard_128"
@@ -182,7 +184,20 @@ def test_an_up_to_date_rebuild_keeps_the_exports(registered, corpus_file, byte_t
       config={"nextlong": {"chunk_size": 40, "chars_per_token": 1.0}}),
       progress=lambda x, **_: x, log_fn=lambda _: None)
   assert export_lib.index_fingerprints(name) == before
+  longjax.tasks.register(registered, methods=["knn"])
+  knn_before = export_lib.index_fingerprints("longjax_toy_knn_128")
+  build.run_build(build.BuildOptions(
+      corpus=str(corpus_file), out=registered, methods=("standard",),
+      tokenizer=str(byte_tokenizer_dir), lengths=(128,)),
+      progress=lambda x, **_: x, log_fn=lambda _: None)
+  assert read_manifest(registered)["counts"]["methods_done"] == ["standard"]
+  assert export_lib.index_fingerprints(name) == before
   m = read_manifest(registered)
+  lists = {**m["counts"], "neighbour_lists": {"docs-k10": "other lists"}}
+  write_manifest(registered, kind=m["kind"], config=m["config"], inputs=m["inputs"],
+                 counts=lists, extra={"stages": m["stages"]})
+  assert export_lib.index_fingerprints(name) == before  # standard reads no neighbour list
+  assert export_lib.index_fingerprints("longjax_toy_knn_128") != knn_before
   changed = {**m["stages"], "standard": "another key"}
   write_manifest(registered, kind=m["kind"], config=m["config"], inputs=m["inputs"],
                  counts=m["counts"], extra={"stages": changed})
