@@ -138,7 +138,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
   try:  # the prompt workers stop on every way out, a failed model load included
     log.info("loading %s (%s) on %s", info.hf_dir, dtype, jax.default_backend())
     model = load_hf(info.hf_dir, dtype=dtype, attention_impl=impl)
-    records, gold_records, gold, piece_seconds = _run_pieces(
+    records, gold_records, gold, timings = _run_pieces(
         args, model, generator, tasks, task_names, lengths, parts)
   finally:
     generator.close()
@@ -163,7 +163,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
                      for t in task_names if t.startswith("niah") or t == "json_kv"},
       "gold_loglik": gold or None, "loss": loss,
       "per_sample": per_sample(records, gold_records if args.gold_loglik else None),
-      "seconds": round(time.time() - started, 1), "seconds_by_piece": piece_seconds}
+      "seconds": round(time.time() - started, 1), **timings}
   _write(args, results, records, info)
   parts.remove()
   return results
@@ -180,12 +180,14 @@ def _prompt_workers(requested: int | None, pieces: int) -> int:
 
 def _run_pieces(args, model, generator, tasks, task_names, lengths, parts) -> tuple:
   """Every (task, length): generated and scored records, gold-answer records and their means
-  per task and length, and each piece's wall seconds (compilation included)."""
+  per task and length, and per piece the wall seconds (compilation and waiting for its
+  prompts included) and the seconds spent in generation alone."""
   from longjax.eval.runner import gold_loglik, run_task
   records: list[dict] = []
   gold_records: list[dict] = []
   gold: dict[str, dict[int, dict]] = {}
-  piece_seconds: dict[str, float] = {}
+  timings: dict[str, dict[str, float]] = {"seconds_by_piece": {},
+                                          "generate_seconds_by_piece": {}}
   for length in lengths:
     for name in task_names:
       def evaluate(name=name, length=length) -> dict:
@@ -198,8 +200,10 @@ def _run_pieces(args, model, generator, tasks, task_names, lengths, parts) -> tu
                         progress=_progress(f"{name} @ {length}"))
         return {"records": recs, "gold": g, "seconds": round(time.perf_counter() - t0, 2)}
       part = parts.get(f"{name}@{length}", evaluate)
-      piece_seconds[f"{name}@{length}"] = part["seconds"]
       recs, g = part["records"], part["gold"]
+      timings["seconds_by_piece"][f"{name}@{length}"] = part["seconds"]
+      timings["generate_seconds_by_piece"][f"{name}@{length}"] = round(
+          sum(r["seconds"] for r in recs), 2)  # (a record's seconds: its batch's / batch size)
       records += recs
       if g:
         gold_records += g
@@ -209,7 +213,7 @@ def _run_pieces(args, model, generator, tasks, task_names, lengths, parts) -> tu
       log.info("%s @ %d: %.1f (%d samples, %.1f s/sample)", name, length,
                100 * sum(r["score"] for r in recs) / len(recs), len(recs),
                sum(r["seconds"] for r in recs) / len(recs))
-  return records, gold_records, gold, piece_seconds
+  return records, gold_records, gold, timings
 
 
 class _Parts:

@@ -163,3 +163,6 @@ def test_interrupted_eval_resumes_with_the_finished_tasks(tmp_path, capsys, smol
   # each piece's wall time travels with its saved part, so a resumed run still reports it
   assert set(resumed["seconds_by_piece"]) == {"niah_single_1@1024", "vt@1024"}
   assert all(t > 0 for t in resumed["seconds_by_piece"].values())
+  # generation alone: the batches' times, inside each piece's wall time
+  for piece, wall in resumed["seconds_by_piece"].items():
+    assert 0 < resumed["generate_seconds_by_piece"][piece] <= wall
