@@ -196,12 +196,18 @@ class _Flaky:
 
 def test_query_prediction_resumes(tmp_path):
   store = make_store(tmp_path, [f"text {i}" for i in range(10)])
+  flaky = _Flaky(fail_at=2)
   with pytest.raises(RuntimeError, match="interrupted"):
-    predict_queries(store, _Flaky(fail_at=2), tmp_path / "q", seed=0, part_size=3)
+    predict_queries(store, flaky.describe(), lambda: flaky, tmp_path / "q", seed=0, part_size=3)
   again = _Flaky(fail_at=0)
-  counts = predict_queries(store, again, tmp_path / "q", seed=0, part_size=3, log=lambda _: None)
+  counts = predict_queries(store, again.describe(), lambda: again, tmp_path / "q", seed=0,
+                           part_size=3, log=lambda _: None)
   assert counts["parts"] == 4 and counts["parts_predicted_now"] == 3 and again.calls == 3
   assert read_queries(tmp_path / "q", [9, 0]) == [["query 9", ""], ["query 0", ""]]
+  # every part done: the predictor (model weights, for a model predictor) is not even loaded
+  counts = predict_queries(store, again.describe(), lambda: pytest.fail("loaded"), tmp_path / "q",
+                           seed=0, part_size=3, log=lambda _: None)
+  assert counts["parts_predicted_now"] == 0
 
 
 def test_t5_predictor_segments_and_keys_queries(tmp_path):
@@ -270,3 +276,11 @@ def test_build_with_a_t5_checkpoint(tmp_path):
   # 24 model tokens per window (23 text + EOS): every test text fits one or two windows.
   want = sum(len(range(0, len(tok.encode(t)), 23)) for t in texts[:12])
   assert c["queries"] == want
+
+
+def test_describing_a_missing_checkpoint_is_a_clear_error(tmp_path):
+  """The build describes its predictor before it writes the query config (which discards the
+  parts predicted under another description): a mistyped checkpoint must fail right there."""
+  for kind in ("t5", "causal_lm"):
+    with pytest.raises(ValueError, match="no_such_checkpoint.*no config.json"):
+      describe_predictor(kind, checkpoint=str(tmp_path / "no_such_checkpoint"))

@@ -207,14 +207,16 @@ def test_beam_ingest_skips_unpaired_surrogates_as_the_single_process_ingest_does
 
 
 def test_the_driver_describes_the_query_predictor_without_loading_it(tmp_path):
-  """Quest's query tasks are planned from the predictor's description: a T5 checkpoint that
-  is not there (nothing the driver could load) still gives them."""
+  """Quest's query tasks are planned from the predictor's description: a T5 checkpoint
+  directory without weights (nothing the driver could load) still gives them."""
   # pylint: disable=import-outside-toplevel,protected-access
   from longjax.synth.methods.base import BuildContext
   from longjax.synth.methods.quest import QuestOptions, queries
   from longjax.synth.pipeline import stages
   store = make_store(tmp_path, ["one text", "two texts", "three texts"])
-  absent = str(tmp_path / "no-t5")
+  absent = str(tmp_path / "no-t5")  # a config and no weights
+  (tmp_path / "no-t5").mkdir()
+  (tmp_path / "no-t5" / "config.json").write_text("{}")
   cfg = QuestOptions(predictor="t5", checkpoint=absent, query_part_size=2)
   tasks = stages._query_tasks(BuildContext(store, byte_tokenizer(), None, {}, tmp_path), cfg,
                               lambda _: None)

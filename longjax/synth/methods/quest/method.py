@@ -35,7 +35,7 @@ from longjax.synth.methods.quest import index as qindex
 from longjax.synth.methods.quest import keyword_stage
 from longjax.synth.methods.quest import keywords as qkw
 from longjax.synth.methods.quest import rake
-from longjax.synth.methods.quest.predict import PREDICTORS, make_predictor
+from longjax.synth.methods.quest.predict import PREDICTORS, describe_predictor, make_predictor
 from longjax.synth.methods.quest.queries import predict_queries, queries_dir
 from longjax.synth.methods.quest.report import plot_index_stats
 from longjax.synth.methods.quest.sampler import FILL_POLICIES, LONG_DOC_POLICIES, SampleOptions, \
@@ -168,11 +168,13 @@ class QuestMethod:
     if not np.array_equal(doc_ids, np.arange(len(doc_ids))):
       raise ValueError("quest: store doc ids must be row numbers 0..n-1 (doc_tokens.npy is "
                        "indexed by them)")
-    predictor = make_predictor(cfg.predictor, checkpoint=cfg.checkpoint, **cfg.predictor_options)
-    ctx.log(f"quest: predicting queries with {predictor.describe()}")
+    settings = dict(checkpoint=cfg.checkpoint, **cfg.predictor_options)
+    description = describe_predictor(cfg.predictor, **settings)
+    ctx.log(f"quest: predicting queries with {description}")
     queries = queries_dir(out)
-    q_counts = predict_queries(ctx.store, predictor, queries, seed=cfg.seed,
-                               part_size=cfg.query_part_size, log=ctx.log,
+    q_counts = predict_queries(ctx.store, description,
+                               lambda: make_predictor(cfg.predictor, **settings), queries,
+                               seed=cfg.seed, part_size=cfg.query_part_size, log=ctx.log,
                                progress=ctx.progress)
     token_counts = contexts.store_token_counts(ctx)
     stage = keyword_stage.build_stage(
@@ -210,7 +212,7 @@ class QuestMethod:
                 "stopwords_sha256": rake.stopwords_sha256(),
                 "blacklist_sha256": qkw.blacklist_sha256(cfg.blacklist_file)},
         counts={**q_counts, **counts, "budget": budgets}, skipped=stage["skipped"],
-        extra={"predictor": predictor.describe(), "sampler_dry_run": simulations})
+        extra={"predictor": description, "sampler_dry_run": simulations})
 
   def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
                num_shards: int, seed: int) -> Iterator[dict[str, Any]]:

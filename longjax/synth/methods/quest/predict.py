@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -375,7 +376,17 @@ def describe_predictor(kind: str, *, checkpoint: str | None = None,
   cls = _model_predictor(kind, checkpoint)
   if cls is None:
     return ExtractiveQueryPredictor(**options).describe()
-  return cls.describe_checkpoint(checkpoint, **options)
+  description = cls.describe_checkpoint(checkpoint, **options)
+  _require_checkpoint(description["checkpoint"])
+  return description
+
+
+def _require_checkpoint(path: str) -> None:
+  """Stops unless `path` is an HF checkpoint directory: a build that described a mistyped
+  checkpoint would discard the query parts predicted under the right one."""
+  if not (Path(path) / "config.json").is_file():
+    raise ValueError(f"quest: query predictor checkpoint {path!r} is not an HF checkpoint "
+                     "directory (no config.json there)")
 
 
 def _model_predictor(kind: str, checkpoint: str | None

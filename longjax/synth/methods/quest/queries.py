@@ -35,16 +35,19 @@ def _part_path(directory: Path, i: int) -> Path:
   return directory / f"part-{i:05d}.jsonl"
 
 
-def predict_queries(store: DocStore, predictor: QueryPredictor, directory: str | Path, *,
+def predict_queries(store: DocStore, description: dict[str, Any],
+                    load_predictor: Callable[[], QueryPredictor], directory: str | Path, *,
                     seed: int, part_size: int = 4096,
                     log: Callable[[str], None] = print,
                     progress: Progress = silent) -> dict[str, Any]:
-  """Predicts queries for every document of `store` into `directory`; returns counts."""
+  """Predicts queries for every document of `store` into `directory`; returns counts.
+  `description` is the predictor's `describe()`; `load_predictor` (which may load model
+  weights) is called only when a part is still to predict."""
   directory = Path(directory)
   doc_ids = np.asarray(store.doc_ids(), np.int64)
-  todo = prepare(directory, predictor.describe(), doc_ids, seed=seed, part_size=part_size,
-                 log=log)
+  todo = prepare(directory, description, doc_ids, seed=seed, part_size=part_size, log=log)
   n_parts = (len(doc_ids) + part_size - 1) // part_size
+  predictor = load_predictor() if todo else None
   for i in progress(todo, desc="quest: predicting queries", total=len(todo)):
     predict_part(store, predictor, directory, doc_ids, i, seed=seed, part_size=part_size)
   return {"parts": n_parts, "parts_predicted_now": len(todo), "documents": len(doc_ids)}
