@@ -120,6 +120,11 @@ def _cell_json(iv: stats.Interval, **flags: bool) -> dict[str, Any]:
   return {"mean": iv.mean, "lo": iv.lo, "hi": iv.hi, **flags}
 
 
+def _difference_json(diff: stats.Interval) -> dict[str, Any]:
+  """A paired difference, flagged significant when its interval excludes 0."""
+  return _cell_json(diff, significant=not stats.contains_zero(diff))
+
+
 def summarize_arm(label: str, records: Sequence[Mapping[str, Any]],
                   seeds: Sequence[results_lib.EvalSamples],
                   resamples: int = stats.RESAMPLES) -> tuple[dict[str, Any], list[Column]]:
@@ -218,8 +223,8 @@ def _versus(base: str, cols: Sequence[Column], arms: Sequence[str],
       continue
     out[arm] = {}
     for col in cols:
-      diff = paired[col.metric].difference(arm, base, col.weights)
-      out[arm][col.name] = _cell_json(diff, significant=not stats.contains_zero(diff))
+      out[arm][col.name] = _difference_json(paired[col.metric].difference(arm, base,
+                                                                          col.weights))
   return out
 
 
@@ -237,9 +242,9 @@ def _between_seeds(rows: Mapping[str, Mapping[str, Any]],
     split = {n: [s] for n, s in zip(names, samples[arm])}
     paired = {m: _paired(split, m, names, resamples) for m in {c.metric for c in cols}}
     for n in names[1:]:
-      diffs = {c.name: paired[c.metric].difference(n, names[0], c.weights) for c in cols}
       out[f"{arm}: {n} − {names[0]}"] = {
-          name: _cell_json(d, significant=not stats.contains_zero(d)) for name, d in diffs.items()}
+          c.name: _difference_json(paired[c.metric].difference(n, names[0], c.weights))
+          for c in cols}
   return out
 
 

@@ -79,8 +79,10 @@ case "$1" in
           --samples 48 --out "$RUN/inspect_sel"
       cp -r "$RUN/inspect_sel" .gpu/common/
     fi
-    for m in ${2//,/ }; do for d in "$RUN/data/${m}"_seed*; do cp -r "$d" .gpu/arms/; done; done
-    if [ -z "$methods" ]; then cp -r "$RUN"/data/*_seed* .gpu/arms/; fi
+    for d in "$RUN"/data/*_seed*; do  # the chosen methods' arms, or every arm
+      m=$(basename "$d"); m=${m%_seed*}
+      if [ -z "$methods" ] || [[ ",$2," == *",$m,"* ]]; then cp -r "$d" .gpu/arms/; fi
+    done
     du -sh .gpu/arms/* ;;
   *) echo "unknown step $1 (parts, vectors, arms)" >&2; exit 2 ;;
 esac

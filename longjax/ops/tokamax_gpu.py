@@ -252,14 +252,14 @@ def tokamax_importable() -> bool:
   try:
     for module in ("base", "pallas_mosaic_gpu"):  # what `attend` imports
       importlib.import_module(f"tokamax._src.ops.attention.{module}")
+    return importlib.metadata.version("tokamax") in TESTED_VERSIONS
   except Exception:  # pylint: disable=broad-except  (any failure to import means: not usable)
     return False
-  return importlib.metadata.version("tokamax") in TESTED_VERSIONS
 
 
 def tokamax_supports(q, k) -> bool:
-  """Whether the tokamax kernel takes these inputs here: tokamax installed, an sm90/sm100 GPU
-  (its backward has kernels for those only), bf16/fp16."""
+  """Whether the tokamax kernel takes these inputs here: tokamax importable at a tested version,
+  an sm90/sm100 GPU (its backward has kernels for those only), bf16/fp16."""
   if jax.default_backend() != "gpu" or not tokamax_importable():
     return False
   cc = float(getattr(jax.devices()[0], "compute_capability", 0) or 0)
