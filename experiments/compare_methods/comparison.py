@@ -12,8 +12,10 @@ with a published Avg. Every cell is a mean over seeds with a 95% bootstrap inter
 and eval samples (stats.py); a column says which arms are within noise of its best one. The loss
 columns carry the signal for models too small to generate answers: the teacher-forced NLL of the
 tasks' gold answers, the full-context NLL on the last position bucket of held-out text, and how
-much the context beyond the smallest window lowers it there. A budget table shows what each arm
-trained on.
+much the context beyond the smallest window lowers it there. Below the table: every arm's paired
+difference from Standard, two seeds of one arm against each other (pure training noise), the same
+differences with training runs as the unit (a t interval, the check to read with few seeds), and
+a budget table of what each arm trained on.
 """
 
 import argparse
@@ -40,7 +42,8 @@ from presets import METHODS
 
 ONE_SEED_NOTE = ("one seed: these intervals cover the eval samples only, not training noise "
                  "(data order, initialisation); run --seeds 2 or more before reading a "
-                 "difference between arms.")
+                 "difference between arms (the seed-level table, when present, borrows the "
+                 "run-to-run variance of the arms that have two or more).")
 BOOTSTRAP_SEED = 0
 NOTES = [
     "Cells: mean over seeds [95% interval]; the interval is a bootstrap ({resamples} resamples) "
@@ -116,6 +119,11 @@ def _seed_cells(seeds: Sequence[results_lib.EvalSamples], metric: str,
   return cells
 
 
+def _run_mean(seed: results_lib.EvalSamples, col: Column) -> float:
+  """One training run's value of a column: its weighted cell means over the eval samples."""
+  return float(sum(w * np.mean(seed.values[col.metric][c]) for c, w in col.weights.items()))
+
+
 def _cell_json(iv: stats.Interval, **flags: bool) -> dict[str, Any]:
   return {"mean": iv.mean, "lo": iv.lo, "hi": iv.hi, **flags}
 
@@ -136,7 +144,7 @@ def summarize_arm(label: str, records: Sequence[Mapping[str, Any]],
   row: dict[str, Any] = {"reference": records[0]["reference"],
                          "seeds": [r["seed"] for r in records if not r["reference"]],
                          "records": names, "eval_dirs": [r["eval_dir"] for r in records],
-                         "cells": {}}
+                         "cells": {}, "run_means": {}}
   cols = columns(seeds[0])
   for col in cols:
     if col.metric not in boots:
@@ -146,6 +154,7 @@ def summarize_arm(label: str, records: Sequence[Mapping[str, Any]],
     per_sample = not any(col.metric in s.aggregate_only for s in seeds)
     row["cells"][col.name] = _cell_json(boots[col.metric].interval(col.weights), floor=floor,
                                         per_sample=per_sample)
+    row["run_means"][col.name] = [_run_mean(s, col) for s in seeds]
   if "nll_full" in boots:
     row["loss_by_position"] = {
         "buckets": [list(b) for b in seeds[0].loss_buckets],
@@ -248,6 +257,29 @@ def _between_seeds(rows: Mapping[str, Mapping[str, Any]],
   return out
 
 
+def _seed_level(arms: Mapping[str, Mapping[str, Any]],
+                samples: Mapping[str, Sequence[results_lib.EvalSamples]],
+                cols: Sequence[Column]) -> dict[str, Any]:
+  """Per arm other than Standard, per column: its run mean minus Standard's, with a t interval
+  over training runs (the between-run variance pooled over every arm with two or more runs) and
+  eval samples; {} when no arm has two runs or there is no Standard arm."""
+  df = sum(len(r["seeds"]) - 1 for r in arms.values())
+  if "standard" not in arms or df == 0:
+    return {}
+  table: dict[str, dict[str, Any]] = {}
+  for col in cols:
+    runs = {m: r["run_means"][col.name] for m, r in arms.items()}
+    variance, _ = stats.pooled_run_variance(runs)
+    cells = {m: [s.values[col.metric] for s in samples[m]] for m in arms}
+    for arm in (a for a in arms if a != "standard"):
+      diff = stats.seed_level_difference(
+          runs[arm], runs["standard"], variance, df,
+          stats.paired_sample_variance(cells[arm], cells["standard"], col.weights))
+      label = f"{arm} ({len(runs[arm])}) − standard ({len(runs['standard'])})"
+      table.setdefault(label, {})[col.name] = _difference_json(diff)
+  return {"df": df, "versus_standard": table}
+
+
 def compare(records: Sequence[Mapping[str, Any]], title: str,
             resamples: int = stats.RESAMPLES) -> dict[str, Any]:
   """The whole comparison as a JSON-ready dict: per row cells and budget, per column verdict
@@ -270,7 +302,8 @@ def compare(records: Sequence[Mapping[str, Any]], title: str,
           "columns": [_verdict(c, arms, paired[c.metric]) for c in order], "arms": rows,
           "versus_standard": _versus("standard", shared, names, paired)
                              if "standard" in arms else {},
-          "between_seeds": _between_seeds(arms, samples, shared, resamples)}
+          "between_seeds": _between_seeds(arms, samples, shared, resamples),
+          "seed_level": _seed_level(arms, samples, shared)}
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -390,6 +423,28 @@ def _seed_noise_markdown(cmp: Mapping[str, Any]) -> list[str]:
       "of both.", ""]
 
 
+def _seed_level_markdown(cmp: Mapping[str, Any]) -> list[str]:
+  """The differences from Standard with training runs, not eval samples, as the unit."""
+  level = cmp.get("seed_level")
+  if not level:
+    return []
+  table = level["versus_standard"]
+  cols = [c for c in cmp["columns"] if c["name"] in next(iter(table.values()))]
+  return ["## Seed-level differences from Standard: each training run one observation", "",
+          "| method (runs) | " + " | ".join(c["name"] for c in cols) + " |",
+          "|---|" + "---:|" * len(cols)] + _difference_rows(table, cols) + [
+      "", "Each cell: the mean of the arm's runs minus the mean of Standard's, with a 95% t "
+      "interval; its squared standard error is s² (1/n_arm + 1/n_standard) + the paired "
+      "eval-sample variance of the difference, where s² is the variance between training runs "
+      "of one arm (each run scored on the same eval samples), pooled over every arm with two or "
+      f"more runs ({level['df']} degrees of freedom; the t quantile uses the Welch–Satterthwaite "
+      "degrees of freedom of the sum). *: the interval excludes 0. Unlike the bootstrap above, "
+      "which redraws an arm's few seeds with replacement, this counts training runs as "
+      "observations, so it is the check to read with few seeds; it assumes every method's "
+      "training noise has the same variance, and with few runs s² itself is a rough estimate. "
+      "Each run's value of every column: `arms.<method>.run_means` in comparison.json.", ""]
+
+
 def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
   """The diagnostics (if `out` has them), the comparison table (+ a verdict row), its notes and
   the budget table, from `compare`."""
@@ -413,7 +468,7 @@ def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
     notes.append(REFERENCE_NOTE)
   lines += [""] + [f"- {n}" for n in notes] + [""]
   return "\n".join(lines + _versus_markdown(cmp) + _seed_noise_markdown(cmp)
-                   + _budget_markdown(cmp))
+                   + _seed_level_markdown(cmp) + _budget_markdown(cmp))
 
 
 def _errorbar(cells: Sequence[Mapping[str, float]]) -> list[list[float]]:

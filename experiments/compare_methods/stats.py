@@ -10,12 +10,18 @@ Whether two arms differ is a paired question (`Paired`): every arm answered the 
 (the same prompts, the same held-out sequences), so most of the spread of one arm's interval is
 the samples' own difficulty, shared by both arms. Resampling one set of sample indices for both
 arms cancels it; two arms' own intervals can overlap while their paired difference excludes 0.
+
+With two or three seeds per arm, redrawing seeds with replacement says little about training
+noise (two seeds give only three distinct draws). `seed_level_difference` is the check that
+treats each training run as one observation instead: a t interval on the difference of the arms'
+run means, with the between-run variance pooled over every arm that has two or more runs.
 """
 
 import dataclasses
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 RESAMPLES = 2000
 LEVEL = 0.95
@@ -150,3 +156,58 @@ def all_within_noise(paired: Paired, weights: Mapping[Cell, float], arms: Sequen
   """
   return len(arms) >= 2 and all(contains_zero(paired.difference(a, b, weights))
                                 for i, a in enumerate(arms) for b in arms[i + 1:])
+
+
+
+def pooled_run_variance(runs: Mapping[str, Sequence[float]]) -> tuple[float, int]:
+  """The variance between training runs of one arm, pooled over the arms, and its degrees of
+  freedom sum(n_arm - 1); (nan, 0) when no arm has two runs.
+
+  Args:
+    runs: per arm, one statistic per training run (seed), each over the same eval samples.
+  """
+  df = sum(len(v) - 1 for v in runs.values())
+  if df == 0:
+    return float("nan"), 0
+  squares = sum(float(np.sum((np.asarray(v) - np.mean(v)) ** 2)) for v in runs.values())
+  return squares / df, df
+
+
+def _mean_variance(x: np.ndarray) -> float:
+  """The squared standard error of a mean of samples x (0 for a single value)."""
+  return float(np.var(x, ddof=1) / len(x)) if len(x) > 1 else 0.0
+
+
+def paired_sample_variance(a: Sequence[Mapping[Cell, np.ndarray]],
+                           b: Sequence[Mapping[Cell, np.ndarray]],
+                           weights: Mapping[Cell, float]) -> float:
+  """The variance that drawing other eval samples would add to arm a's statistic minus arm b's
+  (each averaged over its runs): per cell, the squared standard error of the mean per-sample
+  difference when both arms answered the same samples, else of each mean on its own."""
+  total = 0.0
+  for c, w in weights.items():
+    xa = np.mean([np.asarray(s[c], dtype=float) for s in a], axis=0)
+    xb = np.mean([np.asarray(s[c], dtype=float) for s in b], axis=0)
+    paired = xa.shape == xb.shape
+    total += w * w * (_mean_variance(xa - xb) if paired else
+                      _mean_variance(xa) + _mean_variance(xb))
+  return total
+
+
+def seed_level_difference(a: Sequence[float], b: Sequence[float], run_variance: float, df: int,
+                          sample_variance: float = 0.0) -> Interval:
+  """Mean of arm a's runs minus arm b's, with a t interval that counts training runs as well as
+  eval samples.
+
+  The squared standard error is run_variance (1/n_a + 1/n_b) (training noise, from
+  `pooled_run_variance` with df degrees of freedom) plus sample_variance (from
+  `paired_sample_variance`, taken as known); the t quantile uses the Welch-Satterthwaite
+  degrees of freedom of that sum. Assumes every arm's training noise has the same variance.
+  """
+  if df < 1:
+    raise ValueError("a seed-level interval needs an arm with two or more runs (df >= 1)")
+  runs = run_variance * (1 / len(a) + 1 / len(b))
+  effective_df = np.inf if runs == 0 else (runs + sample_variance) ** 2 / (runs ** 2 / df)
+  diff = float(np.mean(a) - np.mean(b))
+  half = scipy_stats.t.ppf(0.5 + LEVEL / 2, effective_df) * np.sqrt(runs + sample_variance)
+  return Interval(diff, float(diff - half), float(diff + half))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "experiments" / "compare_methods"))
@@ -98,6 +99,43 @@ def test_noise_verdicts():
   assert not stats.all_within_noise(paired, w, ["a", "b", "c"])
   assert stats.all_within_noise(paired, w, ["a", "b"])
   assert not stats.all_within_noise(paired, w, ["a"])
+
+
+def test_pooled_run_variance_by_hand():
+  # a: runs 1, 3 (mean 2, squares 1 + 1); b: 4, 6 (1 + 1); c has one run and adds nothing.
+  assert stats.pooled_run_variance({"a": [1.0, 3.0], "b": [4.0, 6.0], "c": [5.0]}) == (2.0, 2)
+  variance, df = stats.pooled_run_variance({"a": [1.0], "b": [2.0]})
+  assert np.isnan(variance) and df == 0
+
+
+def test_seed_level_interval_by_hand():
+  # Runs only: means 5 and 2, s^2 = 2 on 2 df: SE = sqrt(2 (1/2 +
+  # 1/2)) = sqrt(2), t(0.975, 2) = 4.303 (the t table).
+  iv = stats.seed_level_difference([4.0, 6.0], [1.0, 3.0], 2.0, 2)
+  assert iv.mean == 3.0
+  assert iv.hi - iv.mean == pytest.approx(4.303 * np.sqrt(2.0), abs=1e-3)
+  # No training noise: the sample variance alone, with the normal quantile 1.960.
+  iv = stats.seed_level_difference([1.0], [0.0], 0.0, 2, sample_variance=0.25)
+  assert (iv.lo, iv.hi) == pytest.approx((1.0 - 1.960 * 0.5, 1.0 + 1.960 * 0.5), abs=1e-3)
+  # Both: runs 1 (1/1 + 1/1) = 2, samples 2, so SE = 2 and Welch-Satterthwaite df =
+  # (2 + 2)^2 / (2^2 / 2) = 8, t(0.975, 8) = 2.306.
+  iv = stats.seed_level_difference([1.0], [0.0], 1.0, 2, sample_variance=2.0)
+  assert iv.hi - iv.mean == pytest.approx(2.306 * 2.0, abs=1e-3)
+  with pytest.raises(ValueError, match="two or more runs"):
+    stats.seed_level_difference([1.0], [0.0], float("nan"), 0)
+
+
+def test_paired_sample_variance_by_hand():
+  w = {"c": 1.0}
+  # One run each: differences 1, 2, 3, 4, variance 5/3, over 4 samples.
+  assert stats.paired_sample_variance([{"c": [1.0, 2.0, 3.0, 4.0]}], [{"c": [0.0] * 4}],
+                                      w) == pytest.approx(5 / 12)
+  # a's two runs average to 2 on every sample: a constant difference has no sample noise.
+  assert stats.paired_sample_variance([{"c": [1.0, 2.0, 3.0, 4.0]}, {"c": [3.0, 2.0, 1.0, 0.0]}],
+                                      [{"c": [0.0] * 4}], w) == 0.0
+  # Different samples (counts): each mean's own variance, and weights enter squared.
+  assert stats.paired_sample_variance([{"c": [0.0, 2.0]}], [{"c": [1.0, 1.0, 4.0]}],
+                                      {"c": 0.5}) == pytest.approx(0.25 * (2 / 2 + 3 / 3))
 
 
 # ---- hand-made result files --------------------------------------------------------------
@@ -260,11 +298,26 @@ def test_two_seeds_of_one_arm_give_the_training_noise(tmp_path):
     records.write_record(tmp_path, method, seed, replay_share=0.1)
   comparison.write_comparison(tmp_path, "t")
   noise = _rows((tmp_path / "comparison.md").read_text()
-                .split("## Training-seed noise")[1].split("## Budgets")[0])
+                .split("## Training-seed noise")[1].split("## Seed-level")[0])
   assert list(noise)[1:] == ["standard: seed 1 − seed 0"]
   row = dict(zip(noise["arm: seeds"], noise["standard: seed 1 − seed 0"]))
   assert row["ruler 1k"].startswith("+12.5 [0.0, ")
   assert row["ruler 2k"] == "+0.0 [0.0, 0.0]"
+
+  # Seed level: standard's runs score 0 and 12.5 at ruler 1k, knn's one run 0, so s^2 =
+  # 2 x 6.25^2 / 1 = 78.125 on 1 df and the runs' part of SE^2 is 78.125 (1 + 1/2) = 117.1875.
+  # Per niah sample, knn minus standard's run average is -50, 0, 0, 0 (variance 625, /4 samples,
+  # x weight 0.5^2) and vt adds nothing: 39.0625. Welch-Satterthwaite df = 156.25^2 /
+  # (117.1875^2 / 1).
+  level = _rows((tmp_path / "comparison.md").read_text()
+                .split("## Seed-level")[1].split("## Budgets")[0])
+  row = dict(zip(level["method (runs)"], level["knn (1) − standard (2)"]))
+  half = scipy_stats.t.ppf(0.975, 156.25 ** 2 / 117.1875 ** 2) * 12.5
+  assert row["ruler 1k"] == f"-6.2 [{-6.25 - half:.1f}, {-6.25 + half:.1f}]"
+  assert row["ruler 2k"] == "+0.0 [0.0, 0.0]"
+  cmp = json.loads((tmp_path / "comparison.json").read_text())
+  assert cmp["arms"]["standard"]["run_means"]["ruler 1k"] == [0.0, 12.5]
+  assert cmp["seed_level"]["df"] == 1
 
 
 def test_budget_table(out):
