@@ -18,6 +18,8 @@
 #   train M K         copy .gpu/arms/M_seedK into $RUN/data and train it (~4 min on one H200)
 #   eval M K          evaluate it and copy its record to $OUT; a command cut by the 10-minute
 #                     limit keeps the finished (task, length) pieces, so repeat it until done
+#   arm M K           train, then eval, in one command (~8.5 min on one H200, inside the
+#                     10-minute limit): no gap between them in which the machine could go back
 #   inspect MODEL     score the long-range dependency of the samples that `synth inspect
 #                     --select-only` picked (.gpu/common/inspect_sel, via `common`) under MODEL:
 #                     `shipped` (SmolLM2 as packaged, trained to 8K) or an arm trained in this
@@ -86,6 +88,8 @@ case "$1" in
     python3 experiments/compare_methods/run.py --preset $PRESET --out "$RUN" \
         --stages eval --methods "$2" --seed "$3"
     mkdir -p "$OUT/results" && cp "$RUN/results/$2_seed$3.json" "$OUT/results/" ;;
+  arm)
+    bash "$0" train "$2" "$3" && bash "$0" eval "$2" "$3" ;;
   inspect)
     model=smollm2
     if [ "$2" != shipped ]; then model=$RUN/runs/$2/hf; fi

@@ -21,7 +21,7 @@
 # command is the folders it names):
 #   gpu_steps.sh wheels; gpu_steps.sh gguf .gpu/g1/gg.aa                 carry .whl .gpu/g1
 #   gpu_steps.sh gguf .gpu/g2/gg.ab; gpu_steps.sh common                 carry .gpu/g2 .gpu/common
-#   gpu_steps.sh train M K / gpu_steps.sh eval M K (repeat until done)   carry .gpu/arms/M_seedK
+#   gpu_steps.sh arm M K (train + eval; repeat `eval M K` if cut)        carry .gpu/arms/M_seedK
 # and once per fresh checkout, before `arms`:
 #   gpu_steps.sh stash .gpu/e1; gpu_steps.sh stash .gpu/e2                carry .gpu/e1 / .gpu/e2
 #   gpu_steps.sh embed (4 shards back); gpu_steps.sh fetch 4 7; fetch 8 11  carry .gpu/e3
