@@ -1,6 +1,7 @@
 """The comparison table and plot: methods x task categories x lengths, with 95% intervals.
 
     python experiments/compare_methods/comparison.py OUT   # rebuilds OUT/comparison.{md,json,png}
+                                                           # and comparison_differences.png
 
 Reads only the raw records OUT/results/*.json (records.py), and first checks that every trained
 arm shares tokenizer, RoPE theta, hyper-parameters and training tokens; reference records (a
@@ -521,6 +522,49 @@ def plot(cmp: Mapping[str, Any], path: Path) -> None:
   plt.close(fig)
 
 
+def plot_differences(cmp: Mapping[str, Any], path: Path) -> bool:
+  """Each arm minus Standard on the score averages, with the paired bootstrap's interval and,
+  where there is one, the seed-level interval, beside the training-noise rows; False (no file)
+  when there is nothing to compare with Standard."""
+  versus = cmp.get("versus_standard")
+  if not versus:
+    return False
+  level = (cmp.get("seed_level") or {}).get("versus_standard", {})
+  by_arm = {label.split(" (")[0]: cells for label, cells in level.items()}
+  rows = [(f"{a} − standard", d, by_arm.get(a)) for a, d in versus.items()]
+  rows += [(f"noise: {label}", d, None) for label, d in cmp.get("between_seeds", {}).items()]
+  names = [c["name"] for c in cmp["columns"] if c["name"].endswith("avg") or c["name"] == "lite_avg"]
+  fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 0.6 * len(rows) + 1.8),
+                           sharey=True, squeeze=False)
+  for ax, name in zip(axes[0], names):
+    for y, (label, diff, seed_level) in enumerate(rows):
+      noise = label.startswith("noise")
+      cell = diff[name]
+      ax.errorbar(cell["mean"], y + 0.12, xerr=[[cell["mean"] - cell["lo"]],
+                                                [cell["hi"] - cell["mean"]]],
+                  fmt="o", color="grey" if noise else "C0", capsize=3,
+                  label="paired bootstrap" if y == 0 else None)
+      if seed_level:
+        cell = seed_level[name]
+        ax.errorbar(cell["mean"], y - 0.12, xerr=[[cell["mean"] - cell["lo"]],
+                                                  [cell["hi"] - cell["mean"]]],
+                    fmt="s", color="C3", capsize=3,
+                    label="seed level (runs as observations)" if y == 0 else None)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_title(name)
+    ax.set_xlabel("difference, 95% interval")
+  axes[0][0].set_yticks(range(len(rows)), [r[0] for r in rows])
+  axes[0][0].invert_yaxis()
+  axes[0][0].legend(loc="best", fontsize=8)
+  fig.suptitle(f"{cmp['title']}: differences from Standard (grey: seed k − seed 0 of one arm, "
+               "pure training noise)")
+  fig.tight_layout()
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=110, format="png")
+  plt.close(fig)
+  return True
+
+
 def write_comparison(out: Path, title: str, resamples: int = stats.RESAMPLES,
                      records_dir: Path | None = None) -> str:
   """Writes OUT/comparison.{md,json,png} from the records in RECORDS_DIR (default
@@ -538,6 +582,7 @@ def write_comparison(out: Path, title: str, resamples: int = stats.RESAMPLES,
   write_json(out / "comparison.json", cmp)
   write_text(out / "comparison.md", table)
   plot(cmp, out / "comparison.png")
+  plot_differences(cmp, out / "comparison_differences.png")
   return table
 
 

@@ -281,6 +281,7 @@ def test_table_intervals_markers_noise_and_floor(out):
   assert cmp["arms"]["standard"]["cells"]["ruler 1k"]["floor"]
   assert [c["best"] for c in cmp["columns"]][:2] == ["nextlong", "knn"]
   assert (out / "comparison.png").stat().st_size > 0
+  assert (out / "comparison_differences.png").stat().st_size > 0
 
 
 def test_two_seeds_of_one_arm_give_the_training_noise(tmp_path):
