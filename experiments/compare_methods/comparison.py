@@ -91,8 +91,11 @@ def columns(s: results_lib.EvalSamples) -> list[Column]:
                  for n in lengths]
       cat_avgs[cat] = _mean_of([(t, n) for n in lengths for t in tasks])
       avgs.append(Column(f"{cat} avg", "score", cat_avgs[cat]))
-    if cat_avgs:
-      lite = {c: w / len(cat_avgs) for cells in cat_avgs.values() for c, w in cells.items()}
+    if cat_avgs:  # categories share tasks (three of Recall's four are RULER tasks): weights add
+      lite: dict[Any, float] = {}
+      for cells in cat_avgs.values():
+        for c, w in cells.items():
+          lite[c] = lite.get(c, 0.0) + w / len(cat_avgs)
       avgs.append(Column("lite_avg", "score", lite, digits=2))
   else:  # a task subset: one average per task, or the table gets too wide to read
     for task in sorted({t for t, _ in scores}):
@@ -262,19 +265,22 @@ def _seed_level(arms: Mapping[str, Mapping[str, Any]],
                 samples: Mapping[str, Sequence[results_lib.EvalSamples]],
                 cols: Sequence[Column]) -> dict[str, Any]:
   """Per arm other than Standard, per column: its run mean minus Standard's, with a t interval
-  over training runs (the between-run variance pooled over every arm with two or more runs) and
-  eval samples; {} when no arm has two runs or there is no Standard arm."""
-  df = sum(len(r["seeds"]) - 1 for r in arms.values())
-  if "standard" not in arms or df == 0:
+  over training runs (their noise pooled over every arm with two or more runs) and eval
+  samples; {} when no arm has two runs or there is no Standard arm."""
+  if "standard" not in arms:
     return {}
   table: dict[str, dict[str, Any]] = {}
+  df = 0
   for col in cols:
-    runs = {m: r["run_means"][col.name] for m, r in arms.items()}
-    variance, _ = stats.pooled_run_variance(runs)
     cells = {m: [s.values[col.metric] for s in samples[m]] for m in arms}
+    noise = stats.run_noise(cells, col.weights)
+    if noise is None:
+      return {}
+    df = noise.df
+    runs = {m: r["run_means"][col.name] for m, r in arms.items()}
     for arm in (a for a in arms if a != "standard"):
       diff = stats.seed_level_difference(
-          runs[arm], runs["standard"], variance, df,
+          runs[arm], runs["standard"], noise,
           stats.paired_sample_variance(cells[arm], cells["standard"], col.weights))
       label = f"{arm} ({len(runs[arm])}) − standard ({len(runs['standard'])})"
       table.setdefault(label, {})[col.name] = _difference_json(diff)
@@ -435,15 +441,17 @@ def _seed_level_markdown(cmp: Mapping[str, Any]) -> list[str]:
           "| method (runs) | " + " | ".join(c["name"] for c in cols) + " |",
           "|---|" + "---:|" * len(cols)] + _difference_rows(table, cols) + [
       "", "Each cell: the mean of the arm's runs minus the mean of Standard's, with a 95% t "
-      "interval; its squared standard error is s² (1/n_arm + 1/n_standard) + the paired "
-      "eval-sample variance of the difference, where s² is the variance between training runs "
-      "of one arm (each run scored on the same eval samples), pooled over every arm with two or "
-      f"more runs ({level['df']} degrees of freedom; the t quantile uses the Welch–Satterthwaite "
-      "degrees of freedom of the sum). *: the interval excludes 0. Unlike the bootstrap above, "
-      "which redraws an arm's few seeds with replacement, this counts training runs as "
-      "observations, so it is the check to read with few seeds; it assumes every method's "
-      "training noise has the same variance, and with few runs s² itself is a rough estimate. "
-      "Each run's value of every column: `arms.<method>.run_means` in comparison.json.", ""]
+      "interval. Its variance is the training noise s² (1/n_arm + 1/n_standard) plus the "
+      "paired eval-sample variance of the difference less the training noise that variance "
+      "already holds; s² is the variance between runs of one arm (each run scored on the same "
+      f"eval samples), pooled over every arm with two or more runs ({level['df']} degrees of "
+      "freedom), floored by the run × sample interaction estimated from the per-sample scores; "
+      "the t quantile uses the Welch–Satterthwaite degrees of freedom. *: the interval "
+      "excludes 0. Unlike the bootstrap above, which redraws an arm's few seeds with "
+      "replacement, this counts training runs as observations, so it is the check to read with "
+      "few seeds; it assumes every method's training noise has the same variance (stats.py, "
+      "`run_noise`). Each run's value of every column: `arms.<method>.run_means` in "
+      "comparison.json.", ""]
 
 
 def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:

@@ -14,7 +14,8 @@ arms cancels it; two arms' own intervals can overlap while their paired differen
 With two or three seeds per arm, redrawing seeds with replacement says little about training
 noise (two seeds give only three distinct draws). `seed_level_difference` is the check that
 treats each training run as one observation instead: a t interval on the difference of the arms'
-run means, with the between-run variance pooled over every arm that has two or more runs.
+run means, with the between-run variance pooled over every arm that has two or more runs
+(`run_noise`) and the eval samples' variance, each variance component counted once.
 """
 
 import dataclasses
@@ -159,6 +160,7 @@ def all_within_noise(paired: Paired, weights: Mapping[Cell, float], arms: Sequen
 
 
 
+
 def pooled_run_variance(runs: Mapping[str, Sequence[float]]) -> tuple[float, int]:
   """The variance between training runs of one arm, pooled over the arms, and its degrees of
   freedom sum(n_arm - 1); (nan, 0) when no arm has two runs.
@@ -173,6 +175,62 @@ def pooled_run_variance(runs: Mapping[str, Sequence[float]]) -> tuple[float, int
   return squares / df, df
 
 
+@dataclasses.dataclass(frozen=True)
+class RunNoise:
+  """One statistic's training noise, pooled over the arms with two or more runs.
+
+  A run's statistic moves with the run itself (data order, initialisation) and with how the run
+  happens to answer each sample (run x sample interaction): the two-way model
+  score[run, sample] = arm + sample + run + interaction.
+
+  Attributes:
+    between_runs: variance of one run's statistic between runs of an arm (s^2).
+    interaction: the interaction's share of that variance: per cell, the two-way residual
+      variance over (runs x samples) divided by the samples, weighted like the statistic. It is
+      estimated on many more degrees of freedom than s^2, so it floors s^2, and it is the part
+      of the per-sample paired variance that is training noise already counted in s^2.
+    df: degrees of freedom of between_runs.
+  """
+  between_runs: float
+  interaction: float
+  df: int
+
+
+def _residual_squares(runs: Sequence[np.ndarray]) -> tuple[float, int]:
+  """Sum of squared two-way residuals of one arm's runs x samples of a cell, and their degrees
+  of freedom (runs - 1)(samples - 1); (0, 0) when the runs hold different sample counts."""
+  if len({len(r) for r in runs}) != 1:
+    return 0.0, 0
+  x = np.stack(runs)
+  resid = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()
+  return float(np.sum(resid ** 2)), (x.shape[0] - 1) * (x.shape[1] - 1)
+
+
+def run_noise(arms: Mapping[str, Sequence[Mapping[Cell, np.ndarray]]],
+              weights: Mapping[Cell, float]) -> RunNoise | None:
+  """The training noise of the statistic sum_c weights[c] * mean(cell c); None when no arm has
+  two runs.
+
+  Args:
+    arms: per arm, per training run, the per-sample values of each cell.
+    weights: the statistic's cell weights.
+  """
+  runs = {a: [sum(w * float(np.mean(s[c])) for c, w in weights.items()) for s in seeds]
+          for a, seeds in arms.items()}
+  between, df = pooled_run_variance(runs)
+  if df == 0:
+    return None
+  interaction = 0.0
+  for c, w in weights.items():
+    parts = [_residual_squares([np.asarray(s[c], dtype=float) for s in seeds])
+             for seeds in arms.values() if len(seeds) > 1]
+    squares, cell_df = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    counts = {len(s[c]) for seeds in arms.values() for s in seeds}
+    if cell_df and len(counts) == 1:
+      interaction += w * w * squares / cell_df / counts.pop()
+  return RunNoise(between, interaction, df)
+
+
 def _mean_variance(x: np.ndarray) -> float:
   """The squared standard error of a mean of samples x (0 for a single value)."""
   return float(np.var(x, ddof=1) / len(x)) if len(x) > 1 else 0.0
@@ -181,9 +239,10 @@ def _mean_variance(x: np.ndarray) -> float:
 def paired_sample_variance(a: Sequence[Mapping[Cell, np.ndarray]],
                            b: Sequence[Mapping[Cell, np.ndarray]],
                            weights: Mapping[Cell, float]) -> float:
-  """The variance that drawing other eval samples would add to arm a's statistic minus arm b's
-  (each averaged over its runs): per cell, the squared standard error of the mean per-sample
-  difference when both arms answered the same samples, else of each mean on its own."""
+  """The squared standard error of arm a's statistic minus arm b's (each averaged over its
+  runs) over the eval samples: per cell, of the mean per-sample difference when both arms
+  answered the same samples, else of each mean on its own. It holds the arms' own response to
+  each sample and their runs' interaction noise (`RunNoise.interaction`)."""
   total = 0.0
   for c, w in weights.items():
     xa = np.mean([np.asarray(s[c], dtype=float) for s in a], axis=0)
@@ -194,20 +253,26 @@ def paired_sample_variance(a: Sequence[Mapping[Cell, np.ndarray]],
   return total
 
 
-def seed_level_difference(a: Sequence[float], b: Sequence[float], run_variance: float, df: int,
+def seed_level_difference(a: Sequence[float], b: Sequence[float], noise: RunNoise,
                           sample_variance: float = 0.0) -> Interval:
   """Mean of arm a's runs minus arm b's, with a t interval that counts training runs as well as
   eval samples.
 
-  The squared standard error is run_variance (1/n_a + 1/n_b) (training noise, from
-  `pooled_run_variance` with df degrees of freedom) plus sample_variance (from
-  `paired_sample_variance`, taken as known); the t quantile uses the Welch-Satterthwaite
-  degrees of freedom of that sum. Assumes every arm's training noise has the same variance.
+  Variance of the difference: the training noise max(s^2, interaction) (1/n_a + 1/n_b), plus
+  the sample variance less the interaction it already holds (never below 0), so no component
+  is counted twice. The t quantile uses the Welch-Satterthwaite degrees of freedom, the training
+  part on `noise.df` (its floor is better estimated: conservative) and the sample part as known.
+  Assumes every arm's training noise has the same variance.
+
+  Args:
+    a, b: the arms' statistic, one value per run.
+    noise: `run_noise` of the statistic.
+    sample_variance: `paired_sample_variance` of the two arms.
   """
-  if df < 1:
-    raise ValueError("a seed-level interval needs an arm with two or more runs (df >= 1)")
-  runs = run_variance * (1 / len(a) + 1 / len(b))
-  effective_df = np.inf if runs == 0 else (runs + sample_variance) ** 2 / (runs ** 2 / df)
+  k = 1 / len(a) + 1 / len(b)
+  runs = max(noise.between_runs, noise.interaction) * k
+  samples = max(0.0, sample_variance - noise.interaction * k)
+  effective_df = np.inf if runs == 0 else (runs + samples) ** 2 / (runs ** 2 / noise.df)
   diff = float(np.mean(a) - np.mean(b))
-  half = scipy_stats.t.ppf(0.5 + LEVEL / 2, effective_df) * np.sqrt(runs + sample_variance)
+  half = scipy_stats.t.ppf(0.5 + LEVEL / 2, effective_df) * np.sqrt(runs + samples)
   return Interval(diff, float(diff - half), float(diff + half))

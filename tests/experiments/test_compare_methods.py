@@ -101,28 +101,65 @@ def test_noise_verdicts():
   assert not stats.all_within_noise(paired, w, ["a"])
 
 
+def test_lite_avg_of_overlapping_categories_is_the_evals_own():
+  """Recall shares tasks with RULER: lite_avg must still be the mean of the categories'
+  averages, as the eval's `summarize` reports it (the shared cells' weights add up)."""
+  from longjax.eval.scoring import summarize  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  cats = {"ruler": ("niah", "vt"), "recall": ("json_kv", "niah")}
+  cells = {(t, n): rng.uniform(0, 100, size=5) for t in ("niah", "vt", "json_kv")
+           for n in (1024, 2048)}
+  s = results.EvalSamples(values={"score": cells}, aggregate_only=frozenset(),
+                          categories=cats, lengths=(1024, 2048))
+  lite = next(c for c in comparison.columns(s) if c.name == "lite_avg")
+  assert sum(lite.weights.values()) == pytest.approx(1.0)
+  scores = {t: {n: float(cells[t, n].mean()) for n in (1024, 2048)}
+            for t in ("niah", "vt", "json_kv")}
+  expected = summarize(scores, [1024, 2048], cats)["lite_avg"]
+  assert comparison._run_mean(s, lite) == pytest.approx(expected)  # pylint: disable=protected-access
+
+
 def test_pooled_run_variance_by_hand():
   # a: runs 1, 3 (mean 2, squares 1 + 1); b: 4, 6 (1 + 1); c has one run and adds nothing.
   assert stats.pooled_run_variance({"a": [1.0, 3.0], "b": [4.0, 6.0], "c": [5.0]}) == (2.0, 2)
+  # Pooled, not averaged: squares 8 + 2 over 2 + 1 degrees of freedom (the mean of the two
+  # arms' variances would be (4 + 2) / 2 = 3).
+  assert stats.pooled_run_variance({"a": [1.0, 3.0, 5.0], "b": [0.0, 2.0]}) == (10 / 3, 3)
   variance, df = stats.pooled_run_variance({"a": [1.0], "b": [2.0]})
   assert np.isnan(variance) and df == 0
 
 
+def test_run_noise_by_hand():
+  # a's runs score 0, 2 and 2, 0: equal run means (s^2 = 0) but a run x sample interaction.
+  # Two-way residuals of a: every cell +-1 (squares 4, (2 - 1)(2 - 1) = 1 df); b's runs agree
+  # (0 on 1 df): pooled 4 / 2 = 2 per sample, / 2 samples = 1 for the mean of one run.
+  arms = {"a": [{"c": [0.0, 2.0]}, {"c": [2.0, 0.0]}], "b": [{"c": [1.0, 1.0]}] * 2,
+          "one": [{"c": [5.0, 5.0]}]}
+  assert stats.run_noise(arms, {"c": 1.0}) == stats.RunNoise(0.0, 1.0, 2)
+  assert stats.run_noise(arms, {"c": 0.5}) == stats.RunNoise(0.0, 0.25, 2)  # weights squared
+  assert stats.run_noise({"a": arms["a"][:1], "one": arms["one"]}, {"c": 1.0}) is None
+
+
 def test_seed_level_interval_by_hand():
-  # Runs only: means 5 and 2, s^2 = 2 on 2 df: SE = sqrt(2 (1/2 +
-  # 1/2)) = sqrt(2), t(0.975, 2) = 4.303 (the t table).
-  iv = stats.seed_level_difference([4.0, 6.0], [1.0, 3.0], 2.0, 2)
+  # Runs only: means 5 and 2, s^2 = 2 on 2 df: SE = sqrt(2 (1/2 + 1/2)) = sqrt(2),
+  # t(0.975, 2) = 4.303 (the t table).
+  iv = stats.seed_level_difference([4.0, 6.0], [1.0, 3.0], stats.RunNoise(2.0, 0.0, 2))
   assert iv.mean == 3.0
   assert iv.hi - iv.mean == pytest.approx(4.303 * np.sqrt(2.0), abs=1e-3)
   # No training noise: the sample variance alone, with the normal quantile 1.960.
-  iv = stats.seed_level_difference([1.0], [0.0], 0.0, 2, sample_variance=0.25)
+  iv = stats.seed_level_difference([1.0], [0.0], stats.RunNoise(0.0, 0.0, 2), 0.25)
   assert (iv.lo, iv.hi) == pytest.approx((1.0 - 1.960 * 0.5, 1.0 + 1.960 * 0.5), abs=1e-3)
   # Both: runs 1 (1/1 + 1/1) = 2, samples 2, so SE = 2 and Welch-Satterthwaite df =
   # (2 + 2)^2 / (2^2 / 2) = 8, t(0.975, 8) = 2.306.
-  iv = stats.seed_level_difference([1.0], [0.0], 1.0, 2, sample_variance=2.0)
+  iv = stats.seed_level_difference([1.0], [0.0], stats.RunNoise(1.0, 0.0, 2), 2.0)
   assert iv.hi - iv.mean == pytest.approx(2.306 * 2.0, abs=1e-3)
-  with pytest.raises(ValueError, match="two or more runs"):
-    stats.seed_level_difference([1.0], [0.0], float("nan"), 0)
+  # The interaction (1, x (1/2 + 1/2)) floors s^2 = 0 and is taken out of the sample variance:
+  # 0.5 leaves nothing (SE 1, df 2); 3 leaves 2 (SE^2 3, df 3^2 / (1 / 2) = 18, t 2.101).
+  noise = stats.RunNoise(0.0, 1.0, 2)
+  iv = stats.seed_level_difference([1.0, 1.0], [1.0, 1.0], noise, 0.5)
+  assert iv.hi == pytest.approx(4.303, abs=1e-3)
+  iv = stats.seed_level_difference([1.0, 1.0], [1.0, 1.0], noise, 3.0)
+  assert iv.hi == pytest.approx(2.101 * np.sqrt(3.0), abs=1e-3)
 
 
 def test_paired_sample_variance_by_hand():
@@ -306,14 +343,15 @@ def test_two_seeds_of_one_arm_give_the_training_noise(tmp_path):
   assert row["ruler 2k"] == "+0.0 [0.0, 0.0]"
 
   # Seed level: standard's runs score 0 and 12.5 at ruler 1k, knn's one run 0, so s^2 =
-  # 2 x 6.25^2 / 1 = 78.125 on 1 df and the runs' part of SE^2 is 78.125 (1 + 1/2) = 117.1875.
-  # Per niah sample, knn minus standard's run average is -50, 0, 0, 0 (variance 625, /4 samples,
-  # x weight 0.5^2) and vt adds nothing: 39.0625. Welch-Satterthwaite df = 156.25^2 /
-  # (117.1875^2 / 1).
+  # 2 x 6.25^2 / 1 = 78.125 on 1 df. Standard's niah-1k runs (0 0 0 0 / 100 0 0 0) leave two-way
+  # residuals -+37.5 and +-12.5 (x3): squares 3750 on 3 df, / 4 samples x weight 0.5^2 = 78.125
+  # (the floor; vt adds nothing). Training part 78.125 (1 + 1/2) = 117.1875; the paired sample
+  # variance (niah: -50 0 0 0, 625 / 4 x 0.25 = 39.0625) less the interaction 117.1875 leaves
+  # 0, so df = 1.
   level = _rows((tmp_path / "comparison.md").read_text()
                 .split("## Seed-level")[1].split("## Budgets")[0])
   row = dict(zip(level["method (runs)"], level["knn (1) − standard (2)"]))
-  half = scipy_stats.t.ppf(0.975, 156.25 ** 2 / 117.1875 ** 2) * 12.5
+  half = scipy_stats.t.ppf(0.975, 1) * np.sqrt(117.1875)
   assert row["ruler 1k"] == f"-6.2 [{-6.25 - half:.1f}, {-6.25 + half:.1f}]"
   assert row["ruler 2k"] == "+0.0 [0.0, 0.0]"
   cmp = json.loads((tmp_path / "comparison.json").read_text())
