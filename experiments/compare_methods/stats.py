@@ -236,6 +236,15 @@ def _mean_variance(x: np.ndarray) -> float:
   return float(np.var(x, ddof=1) / len(x)) if len(x) > 1 else 0.0
 
 
+def _run_average(runs: Sequence[Mapping[Cell, np.ndarray]], cell: Cell) -> np.ndarray:
+  """Per sample, the mean over one arm's runs of a cell (its runs answered the same samples)."""
+  counts = {len(s[cell]) for s in runs}
+  if len(counts) > 1:
+    raise ValueError(f"cell {cell}: the runs of one arm hold {sorted(counts)} samples; "
+                     "evaluate every seed of an arm with the same samples")
+  return np.mean([np.asarray(s[cell], dtype=float) for s in runs], axis=0)
+
+
 def paired_sample_variance(a: Sequence[Mapping[Cell, np.ndarray]],
                            b: Sequence[Mapping[Cell, np.ndarray]],
                            weights: Mapping[Cell, float]) -> float:
@@ -245,8 +254,7 @@ def paired_sample_variance(a: Sequence[Mapping[Cell, np.ndarray]],
   each sample and their runs' interaction noise (`RunNoise.interaction`)."""
   total = 0.0
   for c, w in weights.items():
-    xa = np.mean([np.asarray(s[c], dtype=float) for s in a], axis=0)
-    xb = np.mean([np.asarray(s[c], dtype=float) for s in b], axis=0)
+    xa, xb = _run_average(a, c), _run_average(b, c)
     paired = xa.shape == xb.shape
     total += w * w * (_mean_variance(xa - xb) if paired else
                       _mean_variance(xa) + _mean_variance(xb))

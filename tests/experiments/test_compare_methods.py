@@ -173,6 +173,8 @@ def test_paired_sample_variance_by_hand():
   # Different samples (counts): each mean's own variance, and weights enter squared.
   assert stats.paired_sample_variance([{"c": [0.0, 2.0]}], [{"c": [1.0, 1.0, 4.0]}],
                                       {"c": 0.5}) == pytest.approx(0.25 * (2 / 2 + 3 / 3))
+  with pytest.raises(ValueError, match="runs of one arm hold"):
+    stats.paired_sample_variance([{"c": [0.0, 2.0]}, {"c": [1.0]}], [{"c": [0.0]}], w)
 
 
 # ---- hand-made result files --------------------------------------------------------------
