@@ -132,9 +132,15 @@ def _cell_json(iv: stats.Interval, **flags: bool) -> dict[str, Any]:
   return {"mean": iv.mean, "lo": iv.lo, "hi": iv.hi, **flags}
 
 
-def _difference_json(diff: stats.Interval) -> dict[str, Any]:
-  """A paired difference, flagged significant when its interval excludes 0."""
-  return _cell_json(diff, significant=not stats.contains_zero(diff))
+def _difference_json(diff: stats.Interval, per_sample: bool) -> dict[str, Any]:
+  """A difference, flagged significant when its interval excludes 0, and per_sample False when
+  some of its evals hold only means for the metric (no eval-sample noise in the interval)."""
+  return _cell_json(diff, significant=not stats.contains_zero(diff), per_sample=per_sample)
+
+
+def _per_sample(evals: Sequence[results_lib.EvalSamples], metric: str) -> bool:
+  """Whether every eval holds the metric per sample (not only its means)."""
+  return not any(metric in s.aggregate_only for s in evals)
 
 
 def summarize_arm(label: str, records: Sequence[Mapping[str, Any]],
@@ -155,7 +161,7 @@ def summarize_arm(label: str, records: Sequence[Mapping[str, Any]],
       boots[col.metric] = stats.Bootstrap(_seed_cells(seeds, col.metric, names), rng, resamples)
     floor = col.metric == "score" and all(
         not s.values["score"][c].any() for s in seeds for c in col.weights)
-    per_sample = not any(col.metric in s.aggregate_only for s in seeds)
+    per_sample = _per_sample(seeds, col.metric)
     row["cells"][col.name] = _cell_json(boots[col.metric].interval(col.weights), floor=floor,
                                         per_sample=per_sample)
     row["run_means"][col.name] = [_run_mean(s, col) for s in seeds]
@@ -227,7 +233,8 @@ def _verdict(col: Column, arms: Mapping[str, Mapping[str, Any]],
 
 
 def _versus(base: str, cols: Sequence[Column], arms: Sequence[str],
-            paired: Mapping[str, stats.Paired]) -> dict[str, dict[str, Any]]:
+            paired: Mapping[str, stats.Paired],
+            samples: Mapping[str, Sequence[results_lib.EvalSamples]]) -> dict[str, dict[str, Any]]:
   """Per arm other than BASE, per column: the paired difference arm − BASE, and whether its
   interval excludes 0."""
   out: dict[str, dict[str, Any]] = {}
@@ -236,8 +243,9 @@ def _versus(base: str, cols: Sequence[Column], arms: Sequence[str],
       continue
     out[arm] = {}
     for col in cols:
-      out[arm][col.name] = _difference_json(paired[col.metric].difference(arm, base,
-                                                                          col.weights))
+      out[arm][col.name] = _difference_json(
+          paired[col.metric].difference(arm, base, col.weights),
+          _per_sample([*samples[arm], *samples[base]], col.metric))
   return out
 
 
@@ -256,7 +264,8 @@ def _between_seeds(rows: Mapping[str, Mapping[str, Any]],
     paired = {m: _paired(split, m, names, resamples) for m in {c.metric for c in cols}}
     for n in names[1:]:
       out[f"{arm}: {n} − {names[0]}"] = {
-          c.name: _difference_json(paired[c.metric].difference(n, names[0], c.weights))
+          c.name: _difference_json(paired[c.metric].difference(n, names[0], c.weights),
+                                   _per_sample(samples[arm], c.metric))
           for c in cols}
   return out
 
@@ -283,7 +292,8 @@ def _seed_level(arms: Mapping[str, Mapping[str, Any]],
           runs[arm], runs["standard"], noise,
           stats.paired_sample_variance(cells[arm], cells["standard"], col.weights))
       label = f"{arm} ({len(runs[arm])}) − standard ({len(runs['standard'])})"
-      table.setdefault(label, {})[col.name] = _difference_json(diff)
+      table.setdefault(label, {})[col.name] = _difference_json(
+          diff, _per_sample([*samples[arm], *samples["standard"]], col.metric))
   return {"df": df, "versus_standard": table}
 
 
@@ -307,7 +317,7 @@ def compare(records: Sequence[Mapping[str, Any]], title: str,
   return {"title": title, "resamples": resamples, "level": stats.LEVEL,
           "bootstrap_seed": BOOTSTRAP_SEED, "replay_share": replay_share,
           "columns": [_verdict(c, arms, paired[c.metric]) for c in order], "arms": rows,
-          "versus_standard": _versus("standard", shared, names, paired)
+          "versus_standard": _versus("standard", shared, names, paired, samples)
                              if "standard" in arms else {},
           "between_seeds": _between_seeds(arms, samples, shared, resamples),
           "seed_level": _seed_level(arms, samples, shared)}
@@ -395,8 +405,8 @@ def _versus_markdown(cmp: Mapping[str, Any]) -> list[str]:
            "|---|" + "---:|" * len(cols)] + _difference_rows(versus, cols)
   return lines + [
       "", "Each cell: the arm's mean minus Standard's, with its paired 95% bootstrap interval; "
-      "*: the interval excludes 0. Scores and gains: > 0 favours the arm; NLL: < 0 favours it.",
-      ""]
+      "*: the interval excludes 0. Scores and gains: > 0 favours the arm; NLL: < 0 favours it."
+      + _dagger_note(versus), ""]
 
 
 def _difference_rows(table: Mapping[str, Mapping[str, Any]],
@@ -408,9 +418,18 @@ def _difference_rows(table: Mapping[str, Mapping[str, Any]],
     for c in cols:
       d, cell = c["digits"], cells[c["name"]]
       texts.append(f"{cell['mean']:+.{d}f} [{_fmt(cell['lo'], d)}, {_fmt(cell['hi'], d)}]"
+                   + ("" if cell.get("per_sample", True) else "†")
                    + (" *" if cell["significant"] else ""))
     lines.append(f"| {label} | " + " | ".join(texts) + " |")
   return lines
+
+
+def _dagger_note(table: Mapping[str, Mapping[str, Any]]) -> str:
+  """The sentence that explains † in a difference table, or "" when it has none."""
+  if all(cell.get("per_sample", True) for cells in table.values() for cell in cells.values()):
+    return ""
+  return (" †: an eval of the difference holds only means for this metric, so the interval "
+          "leaves its eval-sample noise out.")
 
 
 def _seed_noise_markdown(cmp: Mapping[str, Any]) -> list[str]:
@@ -427,7 +446,7 @@ def _seed_noise_markdown(cmp: Mapping[str, Any]) -> list[str]:
       "the eval samples excludes 0 all the same: such intervals leave training noise out. Each "
       "row is one draw of that noise, a rough scale and not a bound (a cell near 0 does not "
       "make the noise small there); a difference between two arms carries the training noise "
-      "of both.", ""]
+      "of both." + _dagger_note(between), ""]
 
 
 def _seed_level_markdown(cmp: Mapping[str, Any]) -> list[str]:
@@ -451,7 +470,7 @@ def _seed_level_markdown(cmp: Mapping[str, Any]) -> list[str]:
       "replacement, this counts training runs as observations, so it is the check to read with "
       "few seeds; it assumes every method's training noise has the same variance (stats.py, "
       "`run_noise`). Each run's value of every column: `arms.<method>.run_means` in "
-      "comparison.json.", ""]
+      "comparison.json." + _dagger_note(table), ""]
 
 
 def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:

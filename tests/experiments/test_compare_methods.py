@@ -323,6 +323,28 @@ def test_table_intervals_markers_noise_and_floor(out):
   assert (out / "comparison_differences.png").stat().st_size > 0
 
 
+def test_differences_with_a_means_only_eval_are_marked(out):
+  """Standard's gold-answer NLL is a mean only (legacy layout): every difference from it leaves
+  its eval-sample noise out and says so; differences of per-sample metrics carry no †."""
+  comparison.write_comparison(out, "t")
+  table = (out / "comparison.md").read_text()
+  versus = _rows(table.split("## Paired differences")[1].split("## Training-seed")[0])
+  level = _rows(table.split("## Seed-level")[1].split("## Budgets")[0])
+  for rows, label in ((versus, "nextlong"), (level, "nextlong (2) − standard (2)")):
+    header = next(iter(rows.values()))
+    row = dict(zip(header, rows[label]))
+    assert row["gold-answer NLL"].split(" *")[0].endswith("]†"), row
+    assert "†" not in row["ruler 1k"]
+  noise = _rows(table.split("## Training-seed noise")[1].split("## Seed-level")[0])
+  assert "†" in dict(zip(noise["arm: seeds"], noise["standard: seed 1 − seed 0"]))[
+      "gold-answer NLL"]
+  assert "†" not in "".join(noise["nextlong: seed 1 − seed 0"])
+  assert table.count("leaves its eval-sample noise out") == 3
+  cmp = json.loads((out / "comparison.json").read_text())
+  assert not cmp["versus_standard"]["knn"]["gold-answer NLL"]["per_sample"]
+  assert cmp["versus_standard"]["knn"]["ruler 1k"]["per_sample"]
+
+
 def test_two_seeds_of_one_arm_give_the_training_noise(tmp_path):
   """Seed 1 of standard answers one more ruler-1k niah sample of four than seed 0: its row in
   the seed-noise table is +12.5 at 1k (niah +25, vt 0) and 0 at 2k; one-seed arms have none."""
