@@ -57,6 +57,10 @@ case "$1" in
     mkdir -p "$M" "$T" && cp -r "$S"/minilm_a/. "$M/" && rm -f "$M"/mst.part-*
     cat "$S"/minilm_a/mst.part-aa "$S"/minilm_b/mst.part-ab > "$M/model.safetensors"
     cat "$S"/in.* .gpu/e3/in.* > "$T/inputs.npz" && cp .gpu/e3/manifest.json "$T/"
+    # fp32 matmuls, no timing-based kernel choice (autotuning), no atomics: aiming at the same
+    # vectors on every loan, so that KNN, ICLM and NExtLong exports rebuilt in a later session
+    # match the committed ones (`prepare_gpu.sh vectors` checks against the committed table)
+    XLA_FLAGS="--xla_gpu_deterministic_ops=true --xla_gpu_autotune_level=0" \
     JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m longjax.synth embed-table "$T" \
         --embedder minilm --model-path "$M"
     bash "$0" fetch 0 3 ;;

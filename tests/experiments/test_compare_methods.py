@@ -672,3 +672,30 @@ def test_rebuilt_exports_must_match_the_committed_fingerprints(tmp_path, capsys)
   write(run / "data" / "standard_seed0" / "manifest.json", export("a"))
   write(run / "data" / "synthesis.json", {"tokenizer": {"sha256": "t2"}})
   assert verify_exports.main([str(run), str(results)]) == 1
+
+
+def test_rebuilt_embedding_table_must_have_the_committed_vectors(tmp_path, capsys):
+  """verify_exports: the first embedding table is recorded; a later one with the same shards
+  passes, one with a changed shard fails and names it."""
+  import verify_exports
+  run, results = tmp_path / "run", tmp_path / "results"
+  results.mkdir()
+
+  def table(*shas: str) -> None:
+    path = run / "embedding_table" / "manifest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"inputs": {"shards": {
+        f"vectors-{i:05d}.npy": sha for i, sha in enumerate(shas)}}}))
+
+  table("a", "b")
+  assert verify_exports.main([str(run), str(results)]) == 0
+  assert "embedding table: new" in capsys.readouterr().out
+  committed = results / "index_manifests" / "embedding_table.json"
+  assert json.loads(committed.read_text())["inputs"]["shards"]["vectors-00001.npy"] == "b"
+  assert verify_exports.main([str(run), str(results)]) == 0
+  assert "2 shards, identical" in capsys.readouterr().out
+  table("a", "c")
+  assert verify_exports.main([str(run), str(results)]) == 1
+  assert "DIFFERS" in (out := capsys.readouterr().out) and "vectors-00001.npy" in out
+  table("a")
+  assert verify_exports.main([str(run), str(results)]) == 1
