@@ -79,7 +79,10 @@ def _remat_policies() -> dict[str, Any]:
       "none": None,
       "full": cp.nothing_saveable,
       "save_context": cp.save_only_these_names(*names),
-      "save_dots": cp.dots_with_no_batch_dims_saveable,
+      # Matmul outputs and the attention output: the kernels' output is a custom call, not a
+      # dot, so without its names the backward would re-run attention, the costliest part.
+      "save_dots": cp.save_from_both_policies(cp.dots_with_no_batch_dims_saveable,
+                                              cp.save_only_these_names(*names)),
       "offload_context": cp.save_and_offload_only_these_names(
           names_which_can_be_saved=[], names_which_can_be_offloaded=list(names),
           offload_src="device", offload_dst="pinned_host"),

@@ -21,9 +21,10 @@ from longjax.models.llama import REMAT_POLICIES
 
 log = logging.getLogger("longjax.train")
 
-# From the most kept (fastest, most memory) to the least: no checkpointing at all; matmul
-# outputs; only the attention output and its log-sum-exp; those offloaded to host memory;
-# nothing (every activation recomputed).
+# From the most kept (fastest, most memory) to the least, each keeping a subset of the one
+# before: no checkpointing at all; matmul outputs and the attention output; only the attention
+# output and its log-sum-exp; those offloaded to host memory; nothing (every activation
+# recomputed).
 LADDER = ("none", "save_dots", "save_context", "offload_context", "full")
 
 
