@@ -1,0 +1,210 @@
+"""How much same-document context each arm's training rows give a token: a length confound check.
+
+A row is one training example: a token can only use earlier tokens of the same row, and of
+those, the ones of its own document are the long-range signal every method has (Quest, KNN and
+ICLM add related documents on top). A method that happens to pick longer documents therefore
+trains on more long-range dependencies for a reason that has nothing to do with its grouping.
+This reads the provenance every exported row carries (the `[doc, start, end]` spans, Quest's
+`[keyword, doc, start, end]`, in row order) and measures, over every row an arm trains on:
+
+  documents per row, and the share of rows one document fills alone;
+  same-document context per token: how many earlier tokens of its own document the row holds
+    (its position in the row's text of that document);
+  the share of tokens with at least 1K, 4K and 8K such tokens.
+
+Each is a mean over rows with a 95% bootstrap interval over rows (all seeds' rows pooled), and
+each arm's difference from Standard with an unpaired bootstrap interval. Rows built from NExtLong
+chunks carry chunk ids, not spans; they are reported as not measured.
+
+    python experiments/compare_methods/row_context.py runs/wiki16k/data \
+        --out experiments/compare_methods/results/wiki16k/row_context
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from array_record.python.array_record_module import ArrayRecordReader
+
+from longjax.train.arrayrecord import RowFormat, read_export
+
+THRESHOLDS = (1024, 4096, 8192)
+RESAMPLES = 2000
+SEED = 0
+
+
+def row_spans(provenance: Sequence[str | None]) -> list[tuple[int, int, int]] | None:
+  """The `(doc, start, end)` spans of one row in order, from its examples' provenance; None when
+  an example has no spans (NExtLong chunks, or no provenance)."""
+  spans = []
+  for entry in provenance:
+    prov = json.loads(entry) if isinstance(entry, str) else entry
+    if not isinstance(prov, dict) or "spans" not in prov:
+      return None
+    spans += [(int(s[-3]), int(s[-2]), int(s[-1])) for s in prov["spans"]]
+  return spans
+
+
+def row_measures(spans: Sequence[tuple[int, int, int]], length: int) -> dict[str, float]:
+  """One row's documents, whether one fills it alone, mean same-document context per token and
+  share of tokens with at least T of it (`ctx>=T`); the spans must fill exactly `length`
+  tokens."""
+  total = sum(e - s for _, s, e in spans)
+  if total != length:
+    raise ValueError(f"row spans cover {total} tokens, the rows hold {length}")
+  seen: dict[int, int] = {}
+  context_sum, at_least = 0.0, {t: 0 for t in THRESHOLDS}
+  for doc, s, e in spans:
+    before, n = seen.get(doc, 0), e - s
+    context_sum += n * before + n * (n - 1) / 2   # tokens at before, before + 1, ...
+    for t in THRESHOLDS:
+      at_least[t] += max(0, n - max(0, t - before))
+    seen[doc] = before + n
+  return {"documents": float(len(seen)), "one_document": float(len(seen) == 1),
+          "context": context_sum / length,
+          **{f"ctx>={t}": at_least[t] / length for t in THRESHOLDS}}
+
+
+def export_rows(data_dir: Path) -> Iterable[list[str | None]]:
+  """Every row's provenance list of one export directory, shard by shard."""
+  manifest = read_export(data_dir, verify=False)
+  fmt = RowFormat.from_manifest(manifest)
+  for shard in manifest["shards"]:
+    reader = ArrayRecordReader(str(data_dir / shard["file"]))
+    try:
+      for i in range(reader.num_records()):
+        yield fmt.provenance(reader.read([i])[0])
+    finally:
+      reader.close()
+
+
+def arm_rows(data: Path) -> dict[str, list[Path]]:
+  """Export directories `<method>_seed<k>` under `data`, grouped by method."""
+  arms: dict[str, list[Path]] = {}
+  for d in sorted(data.glob("*_seed*")):
+    if (d / "manifest.json").is_file():
+      arms.setdefault(d.name.rsplit("_seed", 1)[0], []).append(d)
+  if not arms:
+    raise ValueError(f"{data}: no export directories <method>_seed<k> with a manifest.json")
+  return arms
+
+
+def measure_arm(dirs: Sequence[Path]) -> dict[str, np.ndarray] | None:
+  """Per-row measures of every row of an arm's exports; None if its rows carry no spans."""
+  rows: list[dict[str, float]] = []
+  for d in dirs:
+    length = RowFormat.from_manifest(read_export(d, verify=False)).length
+    for provenance in export_rows(d):
+      spans = row_spans(provenance)
+      if spans is None:
+        return None
+      rows.append(row_measures(spans, length))
+  return {k: np.array([r[k] for r in rows]) for k in rows[0]}
+
+
+def _boot_means(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  return v[rng.integers(0, len(v), (RESAMPLES, len(v)))].mean(axis=1)
+
+
+def summarize(measures: Mapping[str, Mapping[str, np.ndarray] | None],
+              base: str = "standard") -> dict[str, Any]:
+  """Per arm and measure: mean and 95% interval over rows; per other arm: its difference from
+  `base`, with an unpaired bootstrap interval (rows of two arms are independent draws)."""
+  rng = np.random.default_rng(SEED)
+  out: dict[str, Any] = {"arms": {}, "versus": {}}
+  boots: dict[str, dict[str, np.ndarray]] = {}
+  for arm, m in measures.items():
+    if m is None:
+      out["arms"][arm] = None
+      continue
+    boots[arm] = {k: _boot_means(v, rng) for k, v in m.items()}
+    out["arms"][arm] = {"rows": int(len(next(iter(m.values())))), **{
+        k: {"mean": float(v.mean()), "ci95": np.quantile(boots[arm][k], [0.025, 0.975]).tolist()}
+        for k, v in m.items()}}
+  if base in boots:
+    for arm in (a for a in boots if a != base):
+      out["versus"][arm] = {}
+      for k in boots[arm]:
+        diff = boots[arm][k] - boots[base][k]
+        mean = out["arms"][arm][k]["mean"] - out["arms"][base][k]["mean"]
+        lo, hi = np.quantile(diff, [0.025, 0.975])
+        out["versus"][arm][k] = {"mean": mean, "ci95": [float(lo), float(hi)],
+                                 "significant": not lo <= 0 <= hi}
+  return out
+
+
+COLUMNS = (("documents", "docs/row", 1), ("one_document", "rows of one doc", 3),
+           ("context", "same-doc context/token", 0),
+           *((f"ctx>={t}", f"tokens with ≥ {t // 1024}K", 3) for t in THRESHOLDS))
+
+
+def markdown(summary: Mapping[str, Any], base: str = "standard") -> str:
+  """The per-arm table and the differences from `base`."""
+  head = "| arm | rows | " + " | ".join(c[1] for c in COLUMNS) + " |"
+  lines = ["Same-document context in every exported training row (all seeds' rows pooled); "
+           "mean [95% bootstrap interval over rows]", "", head,
+           "|---|---:|" + "---:|" * len(COLUMNS)]
+  for arm, a in summary["arms"].items():
+    if a is None:
+      lines.append(f"| {arm} | – | " + " | ".join(["not measured (chunk rows)"] +
+                                                ["–"] * (len(COLUMNS) - 1)) + " |")
+      continue
+    lines.append(f"| {arm} | {a['rows']:,} | " + " | ".join(
+        f"{a[k]['mean']:.{d}f} [{a[k]['ci95'][0]:.{d}f}, {a[k]['ci95'][1]:.{d}f}]"
+        for k, _, d in COLUMNS) + " |")
+  if summary["versus"]:
+    lines += ["", f"Difference from {base} (unpaired bootstrap over rows; *: excludes 0)", "",
+              f"| arm − {base} | " + " | ".join(c[1] for c in COLUMNS) + " |",
+              "|---|" + "---:|" * len(COLUMNS)]
+    for arm, v in summary["versus"].items():
+      lines.append(f"| {arm} | " + " | ".join(
+          f"{v[k]['mean']:+.{d}f} [{v[k]['ci95'][0]:+.{d}f}, {v[k]['ci95'][1]:+.{d}f}]"
+          + (" *" if v[k]["significant"] else "") for k, _, d in COLUMNS) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(measures: Mapping[str, Mapping[str, np.ndarray] | None], path: Path) -> None:
+  """Per arm, the distribution of rows' mean same-document context (empirical CDF)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(7, 4.2))
+  for arm, m in measures.items():
+    if m is None:
+      continue
+    x = np.sort(m["context"])
+    ax.plot(x, np.arange(1, len(x) + 1) / len(x), label=f"{arm} (mean {x.mean():.0f})")
+  ax.set(xlabel="row's mean same-document context per token (tokens)",
+         ylabel="share of rows at or below", title="Same-document context in the training rows")
+  ax.legend()
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("data", type=Path, help="directory of <method>_seed<k> exports")
+  parser.add_argument("--out", type=Path, required=True, help="writes row_context.{md,json,png}")
+  args = parser.parse_args(argv)
+  measures = {arm: measure_arm(dirs) for arm, dirs in arm_rows(args.data).items()}
+  summary = summarize(measures)
+  args.out.mkdir(parents=True, exist_ok=True)
+  (args.out / "row_context.json").write_text(json.dumps(summary, indent=1))
+  table = markdown(summary)
+  (args.out / "row_context.md").write_text(table)
+  plot(measures, args.out / "row_context.png")
+  print(table)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
