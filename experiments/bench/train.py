@@ -168,6 +168,9 @@ def main() -> int:
                       help="run this remat policy instead of the cases' candidates (for "
                            "allocators that report no memory limit, e.g. "
                            "XLA_PYTHON_CLIENT_ALLOCATOR=platform)")
+  parser.add_argument("--each-remat", action="store_true",
+                      help="time every candidate of each case that fits, not only the first, "
+                           "and report each one's step time against save_context's in this run")
   parser.add_argument("--dump-hlo", action="store_true",
                       help="also write each case's compiled HLO to OUT/<case>.hlo.txt")
   args = parser.parse_args()
@@ -176,12 +179,16 @@ def main() -> int:
   if unknown:
     parser.error(f"unknown cases {unknown}; known: {sorted(CASES)}")
   print(f"devices: {jax.devices()}  jax {jax.__version__}", flush=True)
-  records = []
+  runs = []
   for name in names:
+    case = CASES[name]
+    if args.remat:
+      case = dataclasses.replace(case, remats=(args.remat,))
+    policies = [(p,) for p in case.remats] if args.each_remat else [case.remats]
+    runs += [(name, dataclasses.replace(case, remats=p)) for p in policies]
+  records = []
+  for name, case in runs:
     try:
-      case = CASES[name]
-      if args.remat:
-        case = dataclasses.replace(case, remats=(args.remat,))
       records.append(bench(name, case, args.fit, args.out if args.dump_hlo else None,
                            args.warmup))
     except Exception as e:  # pylint: disable=broad-except  (report it, go on to the next case)
@@ -202,8 +209,18 @@ def main() -> int:
     mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
     peak = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] else "n/a"
     print(f"{r['case']:14} {r['seq_len']:>8} {r['remat']:>16} {r['step_s']:>8.3f} "
-          f"{r['tokens_per_s']:>9.0f} {r['model_tflops_per_s']:>8.1f} {mfu:>6} {peak:>8}")
+          f"{r['tokens_per_s']:>9.0f} {r['model_tflops_per_s']:>8.1f} {mfu:>6} {peak:>8}"
+          + _against_save_context(r, records))
   return 0
+
+
+def _against_save_context(record: dict, records: list[dict]) -> str:
+  """' (x.xx× save_context's time)' when this run also timed the case under save_context."""
+  ref = [r for r in records if r["case"] == record["case"] and r["remat"] == SAVE
+         and "step_s" in r]
+  if not ref or record["remat"] == SAVE:
+    return ""
+  return f"  ({record['step_s'] / ref[0]['step_s']:.3f}x save_context's step time)"
 
 
 if __name__ == "__main__":

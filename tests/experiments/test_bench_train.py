@@ -1,0 +1,27 @@
+"""experiments/bench/train.py on the CPU: the records it writes, not its speed."""
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "experiments" / "bench"))
+import train as bench_train  # pylint: disable=wrong-import-position
+
+
+def test_each_remat_times_every_candidate_against_save_context(tmp_path, monkeypatch, capsys):
+  """--each-remat runs a case once per candidate (save_context, full) and prints full's step
+  time as a ratio of save_context's from the same run."""
+  monkeypatch.setitem(bench_train.CASES, "tiny_two", bench_train.Case(
+      "tiny", 256, (bench_train.SAVE, bench_train.FULL), steps=1, loss_chunk=128))
+  monkeypatch.setattr(sys, "argv", ["train.py", "--cases", "tiny_two", "--each-remat",
+                                    "--warmup", "0", "--out", str(tmp_path)])
+  assert bench_train.main() == 0
+  records = json.loads((tmp_path / "train_bench.json").read_text())
+  assert [(r["case"], r["remat"]) for r in records] == [("tiny_two", "save_context"),
+                                                        ("tiny_two", "full")]
+  assert all(r["step_s"] > 0 and len(r["losses"]) == 1 for r in records)
+  full = [line for line in capsys.readouterr().out.splitlines()
+          if line.startswith("tiny_two") and " full " in line]
+  ratio = records[1]["step_s"] / records[0]["step_s"]
+  assert full and full[0].endswith(f"({ratio:.3f}x save_context's step time)")
