@@ -5,7 +5,9 @@ those, the ones of its own document are the long-range signal every method has (
 ICLM add related documents on top). A method that happens to pick longer documents therefore
 trains on more long-range dependencies for a reason that has nothing to do with its grouping.
 This reads the provenance every exported row carries (the `[doc, start, end]` spans, Quest's
-`[keyword, doc, start, end]`, in row order) and measures, over every row an arm trains on:
+`[keyword, doc, start, end]`, in row order; NExtLong's chunk ids, laid out as its samples are
+with the index's chunk store when `--index-dir` is given) and measures, over every row an arm
+trains on:
 
   documents per row, and the share of rows one document fills alone;
   same-document context per token: how many earlier tokens of its own document the row holds
@@ -13,11 +15,12 @@ This reads the provenance every exported row carries (the `[doc, start, end]` sp
   the share of tokens with at least 1K, 4K and 8K such tokens.
 
 Each is a mean over rows with a 95% bootstrap interval over rows (all seeds' rows pooled), and
-each arm's difference from Standard with an unpaired bootstrap interval. Rows built from NExtLong
-chunks carry chunk ids, not spans; they are reported as not measured.
+each arm's difference from Standard with an unpaired bootstrap interval. For NExtLong the
+same-document context of a meta-chunk's token counts the earlier chunks of its document across
+the distractors between them. Without `--index-dir`, chunk rows are reported as not measured.
 
     python experiments/compare_methods/row_context.py runs/wiki16k/data \
-        --out experiments/compare_methods/results/wiki16k/row_context
+        --index-dir runs/wiki16k/index --out experiments/compare_methods/results/wiki16k/row_context
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from typing import Any
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader
 
+from longjax.models.tokenizer import load_tokenizer_spec
+from longjax.synth.inspect import IndexReader, span_pieces
 from longjax.train.arrayrecord import RowFormat, read_export
 
 THRESHOLDS = (1024, 4096, 8192)
@@ -39,29 +44,39 @@ RESAMPLES = 2000
 SEED = 0
 
 
-def row_spans(provenance: Sequence[str | None]) -> list[tuple[int, int, int]] | None:
-  """The `(doc, start, end)` spans of one row in order, from its examples' provenance; None when
-  an example has no spans (NExtLong chunks, or no provenance)."""
-  spans = []
+def row_pieces(provenance: Sequence[Any], length: int,
+               reader: IndexReader | None) -> list[tuple[int, int]] | None:
+  """The `(document, tokens)` runs of one row in order, from its examples' provenance
+  (document -1: layout tokens); None when an example's provenance has no spans and there is no
+  index `reader` to lay out its chunks."""
+  runs: list[tuple[int, int]] = []
   for entry in provenance:
     prov = json.loads(entry) if isinstance(entry, str) else entry
-    if not isinstance(prov, dict) or "spans" not in prov:
+    if not isinstance(prov, dict):
       return None
-    spans += [(int(s[-3]), int(s[-2]), int(s[-1])) for s in prov["spans"]]
-  return spans
+    spans = span_pieces(prov)
+    if spans is None:
+      if reader is None or "meta_chunks" not in prov:
+        return None
+      spans = reader.token_pieces(prov, length)
+    runs += spans
+  return runs
 
 
-def row_measures(spans: Sequence[tuple[int, int, int]], length: int) -> dict[str, float]:
+def row_measures(pieces: Sequence[tuple[int, int]], length: int) -> dict[str, float]:
   """One row's documents, whether one fills it alone, mean same-document context per token and
-  share of tokens with at least T of it (`ctx>=T`); the spans must fill exactly `length`
-  tokens."""
-  total = sum(e - s for _, s, e in spans)
+  share of tokens with at least T of it (`ctx>=T`). `pieces` are `(document, tokens)` runs that
+  must fill exactly `length` tokens; document -1 marks layout tokens (boundaries, separators),
+  which belong to no document."""
+  total = sum(n for _, n in pieces)
   if total != length:
-    raise ValueError(f"row spans cover {total} tokens, the rows hold {length}")
+    raise ValueError(f"row pieces cover {total} tokens, the rows hold {length}")
   seen: dict[int, int] = {}
   context_sum, at_least = 0.0, {t: 0 for t in THRESHOLDS}
-  for doc, s, e in spans:
-    before, n = seen.get(doc, 0), e - s
+  for doc, n in pieces:
+    if doc < 0:
+      continue
+    before = seen.get(doc, 0)
     context_sum += n * before + n * (n - 1) / 2   # tokens at before, before + 1, ...
     for t in THRESHOLDS:
       at_least[t] += max(0, n - max(0, t - before))
@@ -95,16 +110,21 @@ def arm_rows(data: Path) -> dict[str, list[Path]]:
   return arms
 
 
-def measure_arm(dirs: Sequence[Path]) -> dict[str, np.ndarray] | None:
-  """Per-row measures of every row of an arm's exports; None if its rows carry no spans."""
+def measure_arm(dirs: Sequence[Path], index_dir: Path | None) -> dict[str, np.ndarray] | None:
+  """Per-row measures of every row of an arm's exports; None if its rows carry no spans and
+  there is no index to lay out their chunks."""
   rows: list[dict[str, float]] = []
+  reader = None
   for d in dirs:
-    length = RowFormat.from_manifest(read_export(d, verify=False)).length
+    manifest = read_export(d, verify=False)
+    length = RowFormat.from_manifest(manifest).length
+    if index_dir is not None and reader is None:
+      reader = IndexReader(index_dir, load_tokenizer_spec(manifest["config"]["tokenizer"]), None)
     for provenance in export_rows(d):
-      spans = row_spans(provenance)
-      if spans is None:
+      pieces = row_pieces(provenance, length, reader)
+      if pieces is None:
         return None
-      rows.append(row_measures(spans, length))
+      rows.append(row_measures(pieces, length))
   return {k: np.array([r[k] for r in rows]) for k in rows[0]}
 
 
@@ -152,7 +172,7 @@ def markdown(summary: Mapping[str, Any], base: str = "standard") -> str:
            "|---|---:|" + "---:|" * len(COLUMNS)]
   for arm, a in summary["arms"].items():
     if a is None:
-      lines.append(f"| {arm} | – | " + " | ".join(["not measured (chunk rows)"] +
+      lines.append(f"| {arm} | – | " + " | ".join(["not measured (chunk rows: --index-dir)"] +
                                                 ["–"] * (len(COLUMNS) - 1)) + " |")
       continue
     lines.append(f"| {arm} | {a['rows']:,} | " + " | ".join(
@@ -194,8 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("data", type=Path, help="directory of <method>_seed<k> exports")
   parser.add_argument("--out", type=Path, required=True, help="writes row_context.{md,json,png}")
+  parser.add_argument("--index-dir", type=Path, default=None,
+                      help="the synthesis index the rows came from (lays out NExtLong's chunks)")
   args = parser.parse_args(argv)
-  measures = {arm: measure_arm(dirs) for arm, dirs in arm_rows(args.data).items()}
+  measures = {arm: measure_arm(dirs, args.index_dir)
+              for arm, dirs in arm_rows(args.data).items()}
   summary = summarize(measures)
   args.out.mkdir(parents=True, exist_ok=True)
   (args.out / "row_context.json").write_text(json.dumps(summary, indent=1))

@@ -37,7 +37,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -89,6 +89,14 @@ def boundary_counts(targets: Sequence[int], tokenizer: Tokenizer) -> dict[str, i
   return out
 
 
+def span_pieces(prov: Mapping[str, Any]) -> list[tuple[int, int]] | None:
+  """(document, tokens) of each span of a sample built from document spans (`[doc, start, end]`,
+  Quest's `[keyword, doc, start, end]`), in sample order; None for other provenance."""
+  if "spans" not in prov:
+    return None
+  return [(int(s[-3]), int(s[-1]) - int(s[-2])) for s in prov["spans"]]
+
+
 class IndexReader:
   """What the diagnostics read from an index: which pieces make a sample, texts and vectors.
 
@@ -108,22 +116,51 @@ class IndexReader:
 
   def pieces(self, prov: dict[str, Any], length: int) -> tuple[str, list[int], list[int]]:
     """(unit, piece ids in sample order, source document of each piece) of one sample."""
-    if "spans" in prov:  # [doc, start, end] or Quest's [keyword, doc, start, end]
-      docs = [int(s[-3]) for s in prov["spans"]]
+    spans = span_pieces(prov)
+    if spans is not None:
+      docs = [d for d, _ in spans]
       return "document", docs, docs
+    chunks, _ = self._nextlong
+    started = [c for c, _ in self._chunk_layout(prov, length)]
+    return "chunk", started, [int(chunks.doc_of_chunk[c]) for c in started]
+
+  def token_pieces(self, prov: dict[str, Any], length: int) -> list[tuple[int, int]]:
+    """(source document, tokens) of each run of one sample's tokens, in order, covering its
+    `length` tokens: its document spans, or NExtLong's start tokens, chunks and the separators
+    between them (the layout tokens with document -1)."""
+    spans = span_pieces(prov)
+    if spans is not None:
+      return spans
+    chunks, sep = self._nextlong
+    runs = [(-1, len(self.tokenizer.boundaries.start))]
+    for i, (c, n) in enumerate(self._chunk_layout(prov, length)):
+      runs += ([(-1, sep)] if i else []) + [(int(chunks.doc_of_chunk[c]), n)]
+    out, total = [], 0
+    for doc, n in runs:  # the sample ends at `length`, inside its last chunk
+      if total < length and n:
+        out.append((doc, min(n, length - total)))
+        total += out[-1][1]
+    return out
+
+  def _chunk_layout(self, prov: dict[str, Any], length: int) -> list[tuple[int, int]]:
+    """(chunk, its tokens) of each NExtLong chunk that starts inside the sample, in order.
+
+    NExtLong lays a sample out as boundaries.start, m_1, sep, n_11, sep, ..., each chunk
+    tokenized alone (methods/nextlong.py, `assemble_sample`).
+    """
     if "meta_chunks" not in prov:
       raise ValueError(f"unknown provenance format (keys {sorted(prov)}): expected 'spans' or "
                        "NExtLong's 'meta_chunks'")
-    # NExtLong lays pieces out as boundaries.start, m_1, sep, n_11, ..., each tokenized alone.
     chunks, sep = self._nextlong
     order = [c for m, negs in zip(prov["meta_chunks"], prov["negatives"]) for c in (m, *negs)]
     pos, started = len(self.tokenizer.boundaries.start), []
     for c in order:
       if pos >= length:
         break
-      started.append(c)
-      pos += len(self.tokenizer.encode(chunks.text(c))) + sep
-    return "chunk", started, [int(chunks.doc_of_chunk[c]) for c in started]
+      n = len(self.tokenizer.encode(chunks.text(c)))
+      started.append((c, n))
+      pos += n + sep
+    return started
 
   def vectors(self, unit: str) -> tuple[Callable[[list[int]], np.ndarray] | None, str]:
     """(ids -> unit vectors [n, d], where they come from); (None, why) when there are none."""

@@ -20,18 +20,27 @@ def test_context_of_a_row_by_hand(monkeypatch):
   """Row of 10 tokens: doc 7 (4 tokens), doc 3 (3), doc 7 again (3). Same-document context of
   each token: 0 1 2 3 | 0 1 2 | 4 5 6, sum 24, mean 2.4; >= 2: six tokens; >= 5: two."""
   monkeypatch.setattr(row_context, "THRESHOLDS", (2, 5))
-  m = row_context.row_measures([(7, 0, 4), (3, 2, 5), (7, 4, 7)], 10)
+  m = row_context.row_measures([(7, 4), (3, 3), (7, 3)], 10)
   assert m == {"documents": 2.0, "one_document": 0.0, "context": 2.4, "ctx>=2": 0.6,
                "ctx>=5": 0.2}
   with pytest.raises(ValueError, match="cover 9 tokens, the rows hold 10"):
-    row_context.row_measures([(7, 0, 9)], 10)
+    row_context.row_measures([(7, 9)], 10)
 
 
-def test_spans_from_provenance():
+def test_layout_tokens_belong_to_no_document(monkeypatch):
+  """NExtLong-like row: a start token, doc 7 (4), a separator, a distractor of doc 3 (2), a
+  separator, doc 7 again (2). Doc 7's tokens see 0 1 2 3 | 4 5 across the distractor; doc 3's
+  0 1; layout tokens count 0: sum 16 over 11 tokens."""
+  monkeypatch.setattr(row_context, "THRESHOLDS", (4,))
+  m = row_context.row_measures([(-1, 1), (7, 4), (-1, 1), (3, 2), (-1, 1), (7, 2)], 11)
+  assert m == {"documents": 2.0, "one_document": 0.0, "context": 16 / 11, "ctx>=4": 2 / 11}
+
+
+def test_pieces_from_provenance():
   quest = {"spans": [["1 january", 5, 0, 3], ["1 january", 9, 2, 4]]}
-  assert row_context.row_spans([json.dumps({"spans": [[1, 0, 2]]}), quest]) == [
-      (1, 0, 2), (5, 0, 3), (9, 2, 4)]
-  assert row_context.row_spans([{"meta_chunks": [1], "negatives": [[2]]}]) is None
+  assert row_context.row_pieces([json.dumps({"spans": [[1, 0, 2]]}), quest], 7, None) == [
+      (1, 2), (5, 3), (9, 2)]
+  assert row_context.row_pieces([{"meta_chunks": [1], "negatives": [[2]]}], 7, None) is None
 
 
 def _export(directory: Path, rows: list[dict]) -> None:
@@ -70,6 +79,6 @@ def test_arms_table_and_difference_from_standard(tmp_path):
                                                    "significant": True}
   assert summary["arms"]["nextlong"] is None
   table = (tmp_path / "out" / "row_context.md").read_text()
-  assert "| nextlong | – | not measured (chunk rows)" in table
+  assert "| nextlong | – | not measured (chunk rows: --index-dir)" in table
   assert "| quest | +0.0" not in table and "+3 [+3, +3] *" in table
   assert (tmp_path / "out" / "row_context.png").stat().st_size > 0

@@ -232,3 +232,36 @@ def test_samples_longer_than_the_references_window_are_refused(built, tmp_path, 
                str(short), "--samples", "1", "--contexts", "32", "--out",
                str(tmp_path / "o")]) == 2
   assert f"trained to {LENGTH // 2} positions" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["nextlong", "standard"])
+def test_token_pieces_walk_the_real_sample(built, method):
+  """IndexReader.token_pieces covers every token of a real sample, in order: each run of a
+  document is that document's (chunk's) own tokens, each layout run the start or separator
+  tokens."""
+  index, model_dir = built
+  tok = load_tokenizer(model_dir)
+  reader = inspect.IndexReader(index, tok, None)
+  examples = iter(METHODS[method].examples(index, length=LENGTH, tokenizer=tok, shard=0,
+                                           num_shards=1, seed=0))
+  for _ in range(3):
+    ex = next(examples)
+    x, prov = np.asarray(ex["targets"]), json.loads(ex["provenance"])
+    runs = reader.token_pieces(prov, LENGTH)
+    assert sum(n for _, n in runs) == LENGTH
+    if method == "standard":
+      assert runs == [(s[0], s[2] - s[1]) for s in prov["spans"]]
+      continue
+    chunks = open_chunk_store(index)
+    sep = tok.encode(json.loads((index / "nextlong" / "manifest.json").read_text())["config"]["sep"])
+    order = iter(c for m, negs in zip(prov["meta_chunks"], prov["negatives"])
+                 for c in (m, *negs))
+    pos = 0
+    for doc, n in runs:
+      got = x[pos:pos + n].tolist()
+      if doc == -1:
+        assert got == (list(tok.boundaries.start) if pos == 0 else sep[:n])
+      else:
+        c = next(order)
+        assert doc == int(chunks.doc_of_chunk[c]) and got == tok.encode(chunks.text(c))[:n]
+      pos += n
