@@ -59,6 +59,12 @@ NOTES = [
 REFERENCE_NOTE = ("*reference* rows: models evaluated without training (records with "
                   "\"reference\": true); shown for scale, never judged: no bold or ≈, not in the "
                   "verdicts, the equality check or the budgets.")
+GAIN_NOTE = ("gain from >{w} ctx: full-context NLL subtracted from the NLL of windows of {w} "
+             "tokens (stride {w}/4, so each target keeps {lo} to {hi} tokens of context). Its "
+             "numerical noise floor is ±{floor:.4f} nats: the largest gain of any run in the "
+             "buckets before {w} tokens, where both passes see the same context and the gain is 0 "
+             "by construction (the eval's bf16 arithmetic); a difference smaller than that is "
+             "noise whatever its interval.")
 AGGREGATE_NOTE = ("†: the results hold only means for this metric, so the interval covers the "
                   "seeds alone, not the samples.")
 
@@ -111,6 +117,19 @@ def columns(s: results_lib.EvalSamples) -> list[Column]:
     if last in s.values.get(gain, {}):
       cols.append(Column(f"gain from >{s.loss_window} ctx", gain, {last: 1.0}, 3))
   return cols
+
+
+def gain_noise_floor(evals: Sequence[results_lib.EvalSamples]) -> float | None:
+  """The largest |gain| of any eval's held-out loss in a bucket that ends at or before the
+  truncated window, where truncated and full context coincide (0 but for arithmetic); None
+  when no eval has such a bucket."""
+  gains = []
+  for s in evals:
+    cells = s.values.get(f"gain_w{s.loss_window}", {})
+    for i, (_, hi) in enumerate(s.loss_buckets):
+      if hi <= (s.loss_window or 0) and ("loss", i) in cells:
+        gains.append(abs(float(np.mean(cells[("loss", i)]))))
+  return max(gains) if gains else None
 
 
 def _seed_cells(seeds: Sequence[results_lib.EvalSamples], metric: str,
@@ -313,6 +332,8 @@ def compare(records: Sequence[Mapping[str, Any]], title: str,
   paired = {metric: _paired(samples, metric, names, resamples)
             for metric in {c.metric for c in order}}
   replay_share = next(iter(arms.values()))["budget"]["replay_share"] if arms else 0.0
+  evals = [s for seeds in samples.values() for s in seeds]
+  window = next((s.loss_window for s in evals if s.loss_window), None)
   shared = [c for c in order if all(c.name in r["cells"] for r in arms.values())]
   return {"title": title, "resamples": resamples, "level": stats.LEVEL,
           "bootstrap_seed": BOOTSTRAP_SEED, "replay_share": replay_share,
@@ -320,7 +341,8 @@ def compare(records: Sequence[Mapping[str, Any]], title: str,
           "versus_standard": _versus("standard", shared, names, paired, samples)
                              if "standard" in arms else {},
           "between_seeds": _between_seeds(arms, samples, shared, resamples),
-          "seed_level": _seed_level(arms, samples, shared)}
+          "seed_level": _seed_level(arms, samples, shared),
+          "gain": {"window": window, "noise_floor": gain_noise_floor(evals)}}
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -492,6 +514,10 @@ def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
     notes.append(AGGREGATE_NOTE)
   if any(len(r["seeds"]) < 2 for r in rows.values() if not r["reference"]):
     notes.append(ONE_SEED_NOTE)
+  gain = cmp.get("gain") or {}
+  if gain.get("noise_floor") is not None:
+    w = gain["window"]
+    notes.append(GAIN_NOTE.format(w=w, lo=w - w // 4, hi=w - 1, floor=gain["noise_floor"]))
   if any(r["reference"] for r in rows.values()):
     notes.append(REFERENCE_NOTE)
   lines += [""] + [f"- {n}" for n in notes] + [""]

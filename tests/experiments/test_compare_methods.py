@@ -119,6 +119,21 @@ def test_lite_avg_of_overlapping_categories_is_the_evals_own():
   assert comparison._run_mean(s, lite) == pytest.approx(expected)  # pylint: disable=protected-access
 
 
+def test_gain_noise_floor_is_the_largest_gain_where_it_must_be_zero():
+  """Buckets ending at or before the 512-token window have the same context in both passes:
+  their gains (means over sequences) are arithmetic noise; the bucket after 512 is not."""
+  def evals(gains: list[list[float]]) -> results.EvalSamples:
+    return results.EvalSamples(
+        values={"gain_w512": {("loss", i): np.asarray(g) for i, g in enumerate(gains)}},
+        aggregate_only=frozenset(), categories={}, lengths=(1024,),
+        loss_buckets=((0, 128), (128, 256), (256, 512), (512, 1024)), loss_window=512)
+  a = evals([[0.001, -0.003], [0.0, 0.0], [0.002, 0.002], [0.5, 0.7]])
+  b = evals([[-0.0025, -0.0025], [0.0, 0.0], [0.0, 0.0], [0.9, 0.9]])
+  assert comparison.gain_noise_floor([a, b]) == pytest.approx(0.0025)
+  # a window shorter than every bucket: no bucket where the gain must be 0
+  assert comparison.gain_noise_floor([dataclasses.replace(a, loss_window=64)]) is None
+
+
 def test_pooled_run_variance_by_hand():
   # a: runs 1, 3 (mean 2, squares 1 + 1); b: 4, 6 (1 + 1); c has one run and adds nothing.
   assert stats.pooled_run_variance({"a": [1.0, 3.0], "b": [4.0, 6.0], "c": [5.0]}) == (2.0, 2)
