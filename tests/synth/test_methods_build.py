@@ -102,7 +102,8 @@ def test_knn_groups_follow_the_neighbour_lists_and_keep_every_token(built):
   assert skipped.isdisjoint(docs) and len(skipped) + len(docs) == len(texts)
   # Regroup the stream by the rule (independent of knn_groups): a group opens with a seed and
   # takes the seed's nearest unused neighbours (self excluded) until it holds >= L tokens; when
-  # the seed's list has no unused neighbour left, the next document is a new seed.
+  # the seed's list has no unused neighbour left, the next document is a new seed. A group
+  # counts the tokens the previous one carried past its last context boundary.
   table = np.load(index_dir / "neighbours" / "docs-k257" / "neighbours.npy")
   used, total, seed = set(), 0, None
   for d in docs:
@@ -113,7 +114,7 @@ def test_knn_groups_follow_the_neighbour_lists_and_keep_every_token(built):
       else:
         seed = d
     else:
-      seed, total = d, 0
+      seed, total = d, total % L
     used.add(d)
     total += n_tok[d]
   budget = manifest["counts"]["budget"][f"L{L}"]

@@ -7,7 +7,9 @@ context. Every document is used at most once, globally, so the grouping is one s
 build time. The groups, in order, are then cut into L-token contexts by the packer with
 `overflow="carry"`: the tokens past L of a group's last document open the next context (before
 that group's documents) instead of being dropped, and documents longer than L flow over several
-contexts as in every method. The spec's `overflow="truncate"` (one context per group, the tail
+contexts as in every method. So that the cuts fall where the groups end, a group counts the
+tokens carried into its first context: it closes when that context is full, and each context
+holds at most one document's tail from outside its group. The spec's `overflow="truncate"` (one context per group, the tail
 dropped) threw away about half the tokens of a Wikipedia pool at 4K and a fifth of the bundled
 corpus at 2K, while the other arms keep every token: it stays an option (docs/methods.md). The
 last group, which may run out of documents before L, is dropped and its documents are reported
@@ -40,7 +42,8 @@ class KNNOptions(MethodOptions):
 
 
 def knn_groups(neighbours: np.ndarray, counts: np.ndarray, length: int,
-               rng: np.random.Generator) -> tuple[list[list[int]], list[int]]:
+               rng: np.random.Generator,
+               carry: bool = True) -> tuple[list[list[int]], list[int]]:
   """Groups document positions into KNN contexts.
 
   Args:
@@ -49,10 +52,14 @@ def knn_groups(neighbours: np.ndarray, counts: np.ndarray, length: int,
     counts: int [N] tokens per document including its EOS.
     length: target context length L.
     rng: source of the seed order.
+    carry: the groups will be packed as one stream (`overflow="carry"`): each group then starts
+      with the tokens the previous group carries past its last context boundary, and closes
+      when its own last context is full. False: each group alone fills one context.
 
   Returns:
-    (groups, leftover): each group holds >= `length` tokens; `leftover` is the final group that
-    ran out of documents below `length` (possibly empty).
+    (groups, leftover): each group fills its contexts (>= `length` tokens with what it was
+    carried, if `carry`); `leftover` is the final group that ran out of documents first
+    (possibly empty).
   """
   n = len(counts)
   if neighbours.shape[0] != n:
@@ -77,7 +84,7 @@ def knn_groups(neighbours: np.ndarray, counts: np.ndarray, length: int,
       total += int(counts[nb])
     if total >= length:
       groups.append(group)
-      group, total = [], 0
+      group, total = [], (total % length if carry else 0)
   return groups, group
 
 
@@ -116,7 +123,8 @@ class KNNMethod(contexts.PlannedMethod):
     stats: dict[str, Any] = {"documents": len(doc_ids), "budget": {}}
     skipped = []
     for length in ctx.lengths:
-      groups, leftover = knn_groups(nbrs, counts, length, np.random.default_rng(cfg.seed))
+      groups, leftover = knn_groups(nbrs, counts, length, np.random.default_rng(cfg.seed),
+                                    carry=cfg.overflow == "carry")
       ctxs = knn_contexts(groups, doc_ids, counts, length, cfg.overflow)
       contexts.write_plan(out, length, ctxs)
       kept = sum(e - s for c in ctxs for _, s, e in c)
