@@ -147,6 +147,12 @@ def test_nextlong_samples_keep_every_meta_chunk(built):
   assert stats["check"]["lost_a_meta_chunk_share"] == 0
   meta_docs = np.load(index_dir / "nextlong" / "plans" / f"L{L}.meta_docs.npy")
   assert sorted(set(meta_docs[:, 0].tolist())) == list(range(len(texts)))
+  # a meta-document of several chunks holds at most half of L (max_meta_share), so that
+  # negatives interleave; one chunk longer than that stands alone
+  chunk_tokens = np.load(index_dir / "nextlong" / "plans" / "chunk_tokens.npy")
+  several = [chunk_tokens[f:e].sum() for _, f, e in meta_docs if e - f > 1]
+  assert several and max(several) <= L // 2
+  assert "no_interleaving_share" in stats["check"]
   examples = _run(built, "nextlong")
   assert len(examples) == len(meta_docs)  # none discarded on this corpus
   for ex in examples:

@@ -163,3 +163,41 @@ def test_meta_documents_split_long_documents_at_chunk_boundaries():
   part = nl.meta_documents(doc_chunks[1:], chunk_tokens[4:], length=100, start_tokens=1,
                            sep_tokens=2, first_doc=1, first_chunk=4)
   assert part.tolist() == plan[2:].tolist()
+
+
+def test_long_documents_are_split_so_that_negatives_interleave(tok):
+  """A document of 12 chunks (20 tokens each, 262 with separators) as one meta-document of a
+  300-token sample leaves no room for a negative between its meta-chunks: k = 0, the sample is
+  the document verbatim. Capped at half of L, its meta-documents each get k >= 1."""
+  rng = np.random.default_rng(0)
+  texts, doc_of = [], []
+  for d in range(11):
+    for i in range(12 if d == 0 else 5):
+      texts.append(f"d{d:02d}c{i:02d} " + "".join(rng.choice(list("abcdefgh"), 13)))
+      doc_of.append(d)
+  assert {len(t) for t in texts} == {20}
+  vecs = rng.normal(size=(len(texts), 5))
+  sims = vecs @ vecs.T
+  source = nl.ChunkSource(texts.__getitem__, np.asarray(doc_of),
+                          lambda c, fetch: np.argsort(-sims[c], kind="stable")[:fetch])
+  cfg = nl.NExtLongOptions(chunk_size=20, chars_per_token=1.0, fetch_cap=64)
+  start, sep = nl.piece_tokens(tok, cfg)
+  length, counts = 300, np.full(len(texts), 20)
+
+  def ks(meta_cap):
+    plan = nl.meta_documents([range(0, 12)], counts, length=meta_cap, start_tokens=start,
+                             sep_tokens=sep)
+    out = []
+    for _, first, end in plan:
+      tokens, info = nl.assemble_sample(source, tok, meta_doc=0, metas=list(range(first, end)),
+                                        length=length, cfg=cfg)
+      assert tokens is not None and info["meta_chunks_complete"] == info["p"]
+      out.append(info["k"])
+    return out
+
+  assert ks(length) == [0]  # one meta-document of 262 + start tokens: nothing interleaves
+  assert nl.meta_tokens(length, cfg) == 150
+  capped = ks(nl.meta_tokens(length, cfg))
+  assert len(capped) == 2 and min(capped) >= 1
+  with pytest.raises(ValueError, match="max_meta_share"):
+    nl.NExtLongOptions(max_meta_share=0)

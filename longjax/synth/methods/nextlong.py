@@ -19,9 +19,14 @@ blocks 1..p−1 such that m_p still ends inside T; the last block takes negative
 reaches T, and only those are cut. A sample shorter than T (the index ran out of negatives) is
 discarded.
 
-Long documents are split the way every method splits them: no sample holds more than L tokens
-of one document. `build` groups each document's meta-chunks, in order, into meta-documents of at
-most L tokens (whole chunks; one chunk longer than L alone is the only case that loses text) and
+Long documents are split into several meta-documents, each at most half of L tokens
+(`max_meta_share`): the method is meta-chunks *interleaved* with negatives, and the uniform k
+above falls to 0 once the meta-chunks fill about half of T (the sample is then the document
+verbatim with the negatives of its last block behind it; with meta-documents of up to L tokens
+a review estimated 9 % of the Wikipedia pool's at 16K). The paper's meta-documents are short beside T
+(S ≪ T·E·w), so the cap only touches documents longer than the paper's. `build` groups each
+document's meta-chunks, in order, into meta-documents of at most that many tokens (whole chunks;
+one chunk longer than L alone is the only case that loses text) and
 stores them per length in `nextlong/plans/` with every chunk's token count; `examples` walks a
 seeded permutation of them, each shard a contiguous range. The plans are per document
 (`split_document`), so the Beam build computes them on its workers (synth/pipeline/stages.py)
@@ -65,6 +70,7 @@ class NExtLongOptions(MethodOptions):
   margin: int = 32
   fetch_cap: int = 4096
   dedup_text: bool = True
+  max_meta_share: float = 0.5  # a meta-document holds at most this share of L tokens
   precompute_k: int = 0  # > 0: build top-K neighbour lists instead of searching while streaming
   check_samples: int = 64  # samples `build` assembles to measure discards and lost meta-chunks
 
@@ -75,6 +81,8 @@ class NExtLongOptions(MethodOptions):
     for name in ("chars_per_token", "overgen"):
       if not getattr(self, name) > 0:
         raise ValueError(f"nextlong.{name} ({getattr(self, name)}) must be > 0")
+    if not 0 < self.max_meta_share <= 1:
+      raise ValueError(f"nextlong.max_meta_share ({self.max_meta_share}) must be in (0, 1]")
     if self.margin < 0:
       raise ValueError(f"nextlong.margin ({self.margin}) must be >= 0")
     for name in ("precompute_k", "check_samples"):
@@ -169,8 +177,9 @@ def split_document(doc: int, chunks: range, tokens: Sequence[int], *, length: in
 
   `chunks`: its chunk ids; `tokens`: their token counts, aligned. A meta-document's size is
   `start_tokens` + its chunks' tokens + one `sep` between chunks, i.e. the sample's length
-  through its last meta-chunk with no negatives. Chunks are taken greedily in order; a chunk
-  longer than `length` on its own is a meta-document of its own (and loses text).
+  through its last meta-chunk with no negatives, at most `length` (the meta-document cap,
+  `meta_tokens`). Chunks are taken greedily in order; a chunk longer than `length` on its own is
+  a meta-document of its own.
   """
   rows = []
   first, size = None, 0
@@ -214,6 +223,7 @@ def plans_key(chunks: chunking.ChunkStore, tokenizer: Tokenizer, cfg: NExtLongOp
               lengths: Sequence[int]) -> dict[str, Any]:
   """`config` and `inputs` of the plans (what `io.is_complete` compares)."""
   return {"config": {"chunk_size": cfg.chunk_size, "sep": cfg.sep, "lengths": list(lengths),
+                     "max_meta_share": cfg.max_meta_share,
                      "tokenizer": contexts.tokenizer_signature(tokenizer)},
           "inputs": {"chunks": io.fingerprint_json(chunks.manifest["inputs"])}}
 
@@ -242,9 +252,15 @@ def slice_plans(chunks: chunking.ChunkStore, tokenizer: Tokenizer, cfg: NExtLong
                                  with_boundaries=False)
   start_tokens, sep_tokens = piece_tokens(tokenizer, cfg)
   doc_chunks = [chunks.chunks_of(d) for d in range(start, stop)]
-  return tokens, {n: meta_documents(doc_chunks, tokens, length=n, start_tokens=start_tokens,
-                                    sep_tokens=sep_tokens, first_doc=start, first_chunk=first)
+  return tokens, {n: meta_documents(doc_chunks, tokens, length=meta_tokens(n, cfg),
+                                    start_tokens=start_tokens, sep_tokens=sep_tokens,
+                                    first_doc=start, first_chunk=first)
                   for n in lengths}
+
+
+def meta_tokens(length: int, cfg: NExtLongOptions) -> int:
+  """The most tokens a meta-document of samples of `length` tokens holds."""
+  return max(1, int(length * cfg.max_meta_share))
 
 
 def write_plans(directory: Path, key: dict[str, Any], chunk_tokens: np.ndarray,
@@ -425,14 +441,19 @@ class NExtLongMethod:
     streams first) to measure the discard and meta-chunk-loss shares."""
     order = np.random.default_rng(0).permutation(len(plan))[:cfg.check_samples]
     discarded = lost = 0
+    ks = []  # negatives after each meta-chunk but the last, of samples with 2+ meta-chunks
     for tokens, info in ctx.progress(
         stream_samples(plan, order, source, ctx.tokenizer, length=length, cfg=cfg),
         desc=f"nextlong check L={length}", total=len(order)):
       discarded += tokens is None
       lost += tokens is not None and info["meta_chunks_complete"] < info["p"]
+      if tokens is not None and info["p"] > 1:
+        ks.append(info["k"])
     n = max(1, len(order))
+    ks_arr = np.asarray(ks, np.int64)
     return {"samples": len(order), "discarded_share": discarded / n,
-            "lost_a_meta_chunk_share": lost / n}
+            "lost_a_meta_chunk_share": lost / n, "k": _summary(ks_arr),
+            "no_interleaving_share": float((ks_arr == 0).mean()) if len(ks) else 0.0}
 
   def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
                num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
