@@ -416,19 +416,24 @@ def _inspect_markdown(out: Path) -> list[str]:
           "## Trained arms", ""]
 
 
+def _difference_table(cmp: Mapping[str, Any], title: str, label: str,
+                      table: Mapping[str, Mapping[str, Any]] | None, note: str) -> list[str]:
+  """A markdown section: `title`, one row per entry of `table` ({row: {column: difference}})
+  under the columns it has, then `note` (and the † note where it applies); [] without rows."""
+  if not table:
+    return []
+  cols = [c for c in cmp["columns"] if c["name"] in next(iter(table.values()))]
+  return [f"## {title}", "", f"| {label} | " + " | ".join(c["name"] for c in cols) + " |",
+          "|---|" + "---:|" * len(cols)] + _difference_rows(table, cols) + [
+      "", note + _dagger_note(table), ""]
+
+
 def _versus_markdown(cmp: Mapping[str, Any]) -> list[str]:
   """The paired differences from Standard, one row per other arm."""
-  versus = cmp.get("versus_standard")
-  if not versus:
-    return []
-  cols = [c for c in cmp["columns"] if c["name"] in next(iter(versus.values()))]
-  lines = ["## Paired differences from Standard", "",
-           "| method | " + " | ".join(c["name"] for c in cols) + " |",
-           "|---|" + "---:|" * len(cols)] + _difference_rows(versus, cols)
-  return lines + [
-      "", "Each cell: the arm's mean minus Standard's, with its paired 95% bootstrap interval; "
-      "*: the interval excludes 0. Scores and gains: > 0 favours the arm; NLL: < 0 favours it."
-      + _dagger_note(versus), ""]
+  return _difference_table(
+      cmp, "Paired differences from Standard", "method", cmp.get("versus_standard"),
+      "Each cell: the arm's mean minus Standard's, with its paired 95% bootstrap interval; "
+      "*: the interval excludes 0. Scores and gains: > 0 favours the arm; NLL: < 0 favours it.")
 
 
 def _difference_rows(table: Mapping[str, Mapping[str, Any]],
@@ -456,19 +461,14 @@ def _dagger_note(table: Mapping[str, Mapping[str, Any]]) -> str:
 
 def _seed_noise_markdown(cmp: Mapping[str, Any]) -> list[str]:
   """Seed k minus seed 0 of one arm: the training-noise yardstick for the differences above."""
-  between = cmp.get("between_seeds")
-  if not between:
-    return []
-  cols = [c for c in cmp["columns"] if c["name"] in next(iter(between.values()))]
-  return ["## Training-seed noise: two seeds of one arm", "",
-          "| arm: seeds | " + " | ".join(c["name"] for c in cols) + " |",
-          "|---|" + "---:|" * len(cols)] + _difference_rows(between, cols) + [
-      "", "Same method, data pool and eval samples; only the training seed (which rows are "
+  return _difference_table(
+      cmp, "Training-seed noise: two seeds of one arm", "arm: seeds", cmp.get("between_seeds"),
+      "Same method, data pool and eval samples; only the training seed (which rows are "
       "drawn, in which order) differs, so every cell here is noise. *: the paired interval over "
       "the eval samples excludes 0 all the same: such intervals leave training noise out. Each "
       "row is one draw of that noise, a rough scale and not a bound (a cell near 0 does not "
       "make the noise small there); a difference between two arms carries the training noise "
-      "of both." + _dagger_note(between), ""]
+      "of both.")
 
 
 def _seed_level_markdown(cmp: Mapping[str, Any]) -> list[str]:
@@ -476,12 +476,10 @@ def _seed_level_markdown(cmp: Mapping[str, Any]) -> list[str]:
   level = cmp.get("seed_level")
   if not level:
     return []
-  table = level["versus_standard"]
-  cols = [c for c in cmp["columns"] if c["name"] in next(iter(table.values()))]
-  return ["## Seed-level differences from Standard: each training run one observation", "",
-          "| method (runs) | " + " | ".join(c["name"] for c in cols) + " |",
-          "|---|" + "---:|" * len(cols)] + _difference_rows(table, cols) + [
-      "", "Each cell: the mean of the arm's runs minus the mean of Standard's, with a 95% t "
+  return _difference_table(
+      cmp, "Seed-level differences from Standard: each training run one observation",
+      "method (runs)", level["versus_standard"],
+      "Each cell: the mean of the arm's runs minus the mean of Standard's, with a 95% t "
       "interval. Its variance is the training noise s² (1/n_arm + 1/n_standard) plus the "
       "paired eval-sample variance of the difference less the training noise that variance "
       "already holds; s² is the variance between runs of one arm (each run scored on the same "
@@ -492,7 +490,7 @@ def _seed_level_markdown(cmp: Mapping[str, Any]) -> list[str]:
       "replacement, this counts training runs as observations, so it is the check to read with "
       "few seeds; it assumes every method's training noise has the same variance (stats.py, "
       "`run_noise`). Each run's value of every column: `arms.<method>.run_means` in "
-      "comparison.json." + _dagger_note(table), ""]
+      "comparison.json.")
 
 
 def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
