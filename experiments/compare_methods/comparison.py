@@ -584,7 +584,8 @@ def plot_differences(cmp: Mapping[str, Any], path: Path) -> bool:
   by_arm = {label.split(" (")[0]: cells for label, cells in level.items()}
   rows = [(f"{a} − standard", d, by_arm.get(a)) for a, d in versus.items()]
   rows += [(f"noise: {label}", d, None) for label, d in cmp.get("between_seeds", {}).items()]
-  names = [c["name"] for c in cmp["columns"] if c["name"].endswith("avg") or c["name"] == "lite_avg"]
+  names = [c["name"] for c in cmp["columns"]
+           if c["name"].endswith("avg") or c["name"] == "lite_avg"]
   fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 0.6 * len(rows) + 1.8),
                            sharey=True, squeeze=False)
   for ax, name in zip(axes[0], names):

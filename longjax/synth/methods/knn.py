@@ -9,11 +9,11 @@ build time. The groups, in order, are then cut into L-token contexts by the pack
 that group's documents) instead of being dropped, and documents longer than L flow over several
 contexts as in every method. So that the cuts fall where the groups end, a group counts the
 tokens carried into its first context: it closes when that context is full, and each context
-holds at most one document's tail from outside its group. The spec's `overflow="truncate"` (one context per group, the tail
-dropped) threw away about half the tokens of a Wikipedia pool at 4K and a fifth of the bundled
-corpus at 2K, while the other arms keep every token: it stays an option (docs/methods.md). The
-last group, which may run out of documents before L, is dropped and its documents are reported
-as skipped in the manifest.
+holds at most one document's tail from outside its group. The spec's `overflow="truncate"`
+(one context per group, the tail dropped) threw away about half the tokens of a Wikipedia pool
+at 4K and a fifth of the bundled corpus at 2K, while the other arms keep every token: it stays
+an option (docs/methods.md). The last group, which may run out of documents before L, is
+dropped and its documents are reported as skipped in the manifest.
 """
 
 from __future__ import annotations

@@ -22,12 +22,12 @@ discarded.
 Long documents are split into several meta-documents, each at most half of L tokens
 (`max_meta_share`): the method is meta-chunks *interleaved* with negatives, and the uniform k
 above falls to 0 once the meta-chunks fill about half of T (the sample is then the document
-verbatim with the negatives of its last block behind it; with meta-documents of up to L tokens
-a review estimated 9 % of the Wikipedia pool's at 16K). The paper's meta-documents are short beside T
-(S ≪ T·E·w), so the cap only touches documents longer than the paper's. `build` groups each
-document's meta-chunks, in order, into meta-documents of at most that many tokens (whole chunks;
-one chunk longer than L alone is the only case that loses text) and
-stores them per length in `nextlong/plans/` with every chunk's token count; `examples` walks a
+verbatim with the negatives of its last block behind it; with meta-documents of up to L
+tokens a review estimated 9 % of the Wikipedia pool's at 16K). The paper's meta-documents are
+short beside T (S ≪ T·E·w), so the cap only touches documents longer than the paper's. `build`
+groups each document's meta-chunks, in order, into meta-documents of at most that many tokens
+(whole chunks; one chunk longer than L alone is the only case that loses text) and stores them
+per length in `nextlong/plans/` with every chunk's token count; `examples` walks a
 seeded permutation of them, each shard a contiguous range. The plans are per document
 (`split_document`), so the Beam build computes them on its workers (synth/pipeline/stages.py)
 and `build` finds them finished. `build` also assembles a sample of them to report the shares
