@@ -22,8 +22,9 @@ discarded.
 Long documents are split into several meta-documents, each at most half of L tokens
 (`max_meta_share`): the method is meta-chunks *interleaved* with negatives, and the uniform k
 above falls to 0 once the meta-chunks fill about half of T (the sample is then the document
-verbatim with the negatives of its last block behind it; with meta-documents of up to L
-tokens a review estimated 9 % of the Wikipedia pool's at 16K). The paper's meta-documents are
+verbatim with the negatives of its last block behind it: 10.5 % of 3,000 Wikipedia articles'
+meta-documents of two or more chunks at 16K with meta-documents of up to L tokens, 2.3 % with
+this cap; experiments/bench/plan_structure.py). The paper's meta-documents are
 short beside T (S ≪ T·E·w), so the cap only touches documents longer than the paper's. `build`
 groups each document's meta-chunks, in order, into meta-documents of at most that many tokens
 (whole chunks; one chunk longer than L alone is the only case that loses text) and stores them
