@@ -22,19 +22,28 @@ import shutil
 import sys
 from pathlib import Path
 
+from longjax import io
+
 
 def shard_hashes(manifest: dict) -> list[tuple[str, str]]:
   return [(s["file"], s["sha256"]) for s in manifest["shards"]]
 
 
 def check_embedding(run: Path, results: Path) -> bool:
-  """Whether RUN's embedding table (if any) has the committed table's vectors, shard by shard;
-  the first table a comparison embeds becomes the committed one."""
+  """Whether RUN's embedding table (if any) holds every shard its manifest names, intact, with
+  the committed table's vectors; the first table a comparison embeds becomes the committed
+  one."""
   fresh_path = run / "embedding_table" / "manifest.json"
   if not fresh_path.exists():
     return True
   committed_path = results / "index_manifests" / "embedding_table.json"
   fresh = json.loads(fresh_path.read_text())["inputs"]["shards"]
+  corrupt = [f for f, sha in fresh.items()
+             if not (fresh_path.parent / f).exists() or io.file_sha256(fresh_path.parent / f) != sha]
+  if corrupt:  # a piece lost or damaged on its way back from the accelerator
+    print(f"embedding table: {len(corrupt)} shards missing or not matching their manifest "
+          f"({', '.join(corrupt[:3])})")
+    return False
   if not committed_path.exists():
     committed_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(fresh_path, committed_path)

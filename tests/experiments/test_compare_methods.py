@@ -1,6 +1,7 @@
 """The method-comparison driver: presets, seeds, and its table on hand-made result files."""
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -691,22 +692,28 @@ def test_rebuilt_exports_must_match_the_committed_fingerprints(tmp_path, capsys)
 
 def test_rebuilt_embedding_table_must_have_the_committed_vectors(tmp_path, capsys):
   """verify_exports: the first embedding table is recorded; a later one with the same shards
-  passes, one with a changed shard fails and names it."""
+  passes, one with a changed shard fails and names it, and so does a shard whose file no longer
+  matches its manifest."""
   import verify_exports
   run, results = tmp_path / "run", tmp_path / "results"
   results.mkdir()
 
-  def table(*shas: str) -> None:
+  def table(*contents: str) -> None:
+    """A returned table whose shard i holds contents[i], with its manifest."""
     path = run / "embedding_table" / "manifest.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    for i, c in enumerate(contents):
+      (path.parent / f"vectors-{i:05d}.npy").write_text(c)
     path.write_text(json.dumps({"inputs": {"shards": {
-        f"vectors-{i:05d}.npy": sha for i, sha in enumerate(shas)}}}))
+        f"vectors-{i:05d}.npy": hashlib.sha256(c.encode()).hexdigest()
+        for i, c in enumerate(contents)}}}))
 
   table("a", "b")
   assert verify_exports.main([str(run), str(results)]) == 0
   assert "embedding table: new" in capsys.readouterr().out
   committed = results / "index_manifests" / "embedding_table.json"
-  assert json.loads(committed.read_text())["inputs"]["shards"]["vectors-00001.npy"] == "b"
+  assert json.loads(committed.read_text())["inputs"]["shards"]["vectors-00001.npy"] == \
+      hashlib.sha256(b"b").hexdigest()
   assert verify_exports.main([str(run), str(results)]) == 0
   assert "2 shards, identical" in capsys.readouterr().out
   table("a", "c")
@@ -714,3 +721,7 @@ def test_rebuilt_embedding_table_must_have_the_committed_vectors(tmp_path, capsy
   assert "DIFFERS" in (out := capsys.readouterr().out) and "vectors-00001.npy" in out
   table("a")
   assert verify_exports.main([str(run), str(results)]) == 1
+  table("a", "b")  # a shard damaged on its way back: named before any comparison
+  (run / "embedding_table" / "vectors-00001.npy").write_text("x")
+  assert verify_exports.main([str(run), str(results)]) == 1
+  assert "missing or not matching their manifest (vectors-00001.npy)" in capsys.readouterr().out
