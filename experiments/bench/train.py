@@ -33,6 +33,7 @@ import jax
 import numpy as np
 
 from longjax.models import LlamaConfig
+from longjax.models.llama import REMAT_POLICIES
 from longjax.train.data import SyntheticSource, complete, zigzag_batch
 from longjax.train.mesh import MeshConfig
 from longjax.train.metrics import peak_flops
@@ -165,9 +166,10 @@ def main() -> int:
   parser.add_argument("--warmup", type=int, default=1,
                       help="untimed steps before the timed ones (0: time the first step)")
   parser.add_argument("--remat", default=None,
-                      help="run this remat policy instead of the cases' candidates (for "
-                           "allocators that report no memory limit, e.g. "
-                           "XLA_PYTHON_CLIENT_ALLOCATOR=platform)")
+                      help="comma-separated remat policies to try instead of the cases' "
+                           "candidates, in order (one policy: for allocators that report no "
+                           "memory limit, e.g. XLA_PYTHON_CLIENT_ALLOCATOR=platform; several, "
+                           "with --each-remat: time only those rungs of the ladder)")
   parser.add_argument("--each-remat", action="store_true",
                       help="time every candidate of each case that fits, not only the first, "
                            "and report each one's step time against save_context's in this run")
@@ -179,11 +181,14 @@ def main() -> int:
   if unknown:
     parser.error(f"unknown cases {unknown}; known: {sorted(CASES)}")
   print(f"devices: {jax.devices()}  jax {jax.__version__}", flush=True)
+  remats = tuple(args.remat.split(",")) if args.remat else None
+  if remats and not set(remats) <= set(REMAT_POLICIES):
+    parser.error(f"--remat {args.remat}: known policies are {REMAT_POLICIES}")
   runs = []
   for name in names:
     case = CASES[name]
-    if args.remat:
-      case = dataclasses.replace(case, remats=(args.remat,))
+    if remats:
+      case = dataclasses.replace(case, remats=remats)
     policies = [(p,) for p in case.remats] if args.each_remat else [case.remats]
     runs += [(name, dataclasses.replace(case, remats=p)) for p in policies]
   records = []

@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "experiments" / "bench"))
 import train as bench_train  # pylint: disable=wrong-import-position
@@ -25,3 +27,19 @@ def test_each_remat_times_every_candidate_against_save_context(tmp_path, monkeyp
           if line.startswith("tiny_two") and " full " in line]
   ratio = records[1]["step_s"] / records[0]["step_s"]
   assert full and full[0].endswith(f"({ratio:.3f}x save_context's step time)")
+
+
+def test_remat_list_picks_the_rungs_to_time(tmp_path, monkeypatch):
+  """--remat full,save_context --each-remat times those two policies, in that order, whatever
+  the case's own candidates; an unknown policy is refused by name."""
+  monkeypatch.setitem(bench_train.CASES, "tiny_one", bench_train.Case(
+      "tiny", 256, (bench_train.SAVE,), steps=1, loss_chunk=128))
+  argv = ["train.py", "--cases", "tiny_one", "--each-remat", "--warmup", "0",
+          "--out", str(tmp_path), "--remat"]
+  monkeypatch.setattr(sys, "argv", argv + ["full,save_context"])
+  assert bench_train.main() == 0
+  records = json.loads((tmp_path / "train_bench.json").read_text())
+  assert [r["remat"] for r in records] == ["full", "save_context"]
+  monkeypatch.setattr(sys, "argv", argv + ["save_dotz"])
+  with pytest.raises(SystemExit, match="2"):
+    bench_train.main()
