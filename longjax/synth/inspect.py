@@ -133,10 +133,10 @@ class IndexReader:
       return spans
     chunks, sep = self._nextlong
     runs = [(-1, len(self.tokenizer.boundaries.start))]
-    for i, (c, n) in enumerate(self._chunk_layout(prov, length)):
-      runs += ([(-1, sep)] if i else []) + [(int(chunks.doc_of_chunk[c]), n)]
+    for c, n in self._chunk_layout(prov, length):  # a separator follows every chunk but the
+      runs += [(int(chunks.doc_of_chunk[c]), n), (-1, sep)]  # sample's last, which T cuts
     out, total = [], 0
-    for doc, n in runs:  # the sample ends at `length`, inside its last chunk
+    for doc, n in runs:  # the sample ends at `length`, inside a chunk or the separator after it
       if total < length and n:
         out.append((doc, min(n, length - total)))
         total += out[-1][1]

@@ -265,3 +265,9 @@ def test_token_pieces_walk_the_real_sample(built, method):
         c = next(order)
         assert doc == int(chunks.doc_of_chunk[c]) and got == tok.encode(chunks.text(c))[:n]
       pos += n
+    # A shorter T cuts the same layout anywhere, the separator after a chunk included: cut one
+    # token before, at and after every run's end, the runs still cover exactly T tokens.
+    ends = np.cumsum([n for _, n in runs])
+    for cut in sorted({e + d for e in ends[:-1] for d in (-1, 0, 1)}):
+      cut_runs = reader.token_pieces(prov, int(cut))
+      assert sum(n for _, n in cut_runs) == cut and cut_runs[:-1] == runs[:len(cut_runs) - 1]
