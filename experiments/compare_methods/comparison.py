@@ -292,12 +292,17 @@ def _between_seeds(rows: Mapping[str, Mapping[str, Any]],
 def _seed_level(arms: Mapping[str, Mapping[str, Any]],
                 samples: Mapping[str, Sequence[results_lib.EvalSamples]],
                 cols: Sequence[Column]) -> dict[str, Any]:
-  """Per arm other than Standard, per column: its run mean minus Standard's, with a t interval
-  over training runs (their noise pooled over every arm with two or more runs) and eval
-  samples; {} when no arm has two runs or there is no Standard arm."""
+  """Per column, with a t interval over training runs (their noise pooled over every arm with
+  two or more runs) and eval samples: every arm's run mean minus Standard's
+  (`versus_standard`), and for every pair of the other arms the later one in table order minus
+  the earlier (`between_methods`: the papers' orderings, e.g. NExtLong − Quest); {} when no
+  arm has two runs or there is no Standard arm."""
   if "standard" not in arms:
     return {}
-  table: dict[str, dict[str, Any]] = {}
+  others = [a for a in arms if a != "standard"]
+  pairs = {"versus_standard": [(a, "standard") for a in others],
+           "between_methods": [(b, a) for i, a in enumerate(others) for b in others[i + 1:]]}
+  tables: dict[str, dict[str, dict[str, Any]]] = {key: {} for key in pairs}
   df = 0
   for col in cols:
     cells = {m: [s.values[col.metric] for s in samples[m]] for m in arms}
@@ -306,14 +311,14 @@ def _seed_level(arms: Mapping[str, Mapping[str, Any]],
       return {}
     df = noise.df
     runs = {m: r["run_means"][col.name] for m, r in arms.items()}
-    for arm in (a for a in arms if a != "standard"):
-      diff = stats.seed_level_difference(
-          runs[arm], runs["standard"], noise,
-          stats.paired_sample_variance(cells[arm], cells["standard"], col.weights))
-      label = f"{arm} ({len(runs[arm])}) − standard ({len(runs['standard'])})"
-      table.setdefault(label, {})[col.name] = _difference_json(
-          diff, _per_sample([*samples[arm], *samples["standard"]], col.metric))
-  return {"df": df, "versus_standard": table}
+    for key, arm_pairs in pairs.items():
+      for a, b in arm_pairs:
+        diff = stats.seed_level_difference(
+            runs[a], runs[b], noise, stats.paired_sample_variance(cells[a], cells[b], col.weights))
+        label = f"{a} ({len(runs[a])}) − {b} ({len(runs[b])})"
+        tables[key].setdefault(label, {})[col.name] = _difference_json(
+            diff, _per_sample([*samples[a], *samples[b]], col.metric))
+  return {"df": df, **tables}
 
 
 def compare(records: Sequence[Mapping[str, Any]], title: str,
@@ -493,6 +498,15 @@ def _seed_level_markdown(cmp: Mapping[str, Any]) -> list[str]:
       "comparison.json.")
 
 
+def _between_methods_markdown(cmp: Mapping[str, Any]) -> list[str]:
+  """The seed-level differences between the arms other than Standard, pair by pair."""
+  return _difference_table(
+      cmp, "Seed-level differences between the other methods", "methods (runs)",
+      (cmp.get("seed_level") or {}).get("between_methods"),
+      "As the table above, for each pair of the other arms: the later one in table order minus "
+      "the earlier. *: the interval excludes 0.")
+
+
 def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
   """The diagnostics (if `out` has them), the comparison table (+ a verdict row), its notes and
   the budget table, from `compare`."""
@@ -520,7 +534,8 @@ def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
     notes.append(REFERENCE_NOTE)
   lines += [""] + [f"- {n}" for n in notes] + [""]
   return "\n".join(lines + _versus_markdown(cmp) + _seed_noise_markdown(cmp)
-                   + _seed_level_markdown(cmp) + _budget_markdown(cmp))
+                   + _seed_level_markdown(cmp) + _between_methods_markdown(cmp)
+                   + _budget_markdown(cmp))
 
 
 def _errorbar(cells: Sequence[Mapping[str, float]]) -> list[list[float]]:

@@ -21,8 +21,9 @@
 #
 # Order of a GPU session (each line one device-tool command, back to back; the carry list of a
 # command is the folders it names):
-#   gpu_steps.sh wheels; gpu_steps.sh gguf .gpu/g1/gg.aa                 carry .whl .gpu/g1
-#   gpu_steps.sh gguf .gpu/g2/gg.ab; gpu_steps.sh common                 carry .gpu/g2 .gpu/common
+#   gpu_steps.sh wheels; gpu_steps.sh common                             carry .whl .gpu/common
+#   gpu_steps.sh gguf .gpu/g1/gg.aa                                      carry .gpu/g1
+#   gpu_steps.sh gguf .gpu/g2/gg.ab                                      carry .gpu/g2
 #   gpu_steps.sh arm M K (train + eval; repeat `eval M K` if cut)        carry .gpu/arms/M_seedK
 # and once per fresh checkout, before `arms`:
 #   gpu_steps.sh stash .gpu/e1; gpu_steps.sh stash .gpu/e2                carry .gpu/e1 / .gpu/e2

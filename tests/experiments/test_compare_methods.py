@@ -356,6 +356,8 @@ def test_differences_with_a_means_only_eval_are_marked(out):
       "gold-answer NLL"]
   assert "†" not in "".join(noise["nextlong: seed 1 − seed 0"])
   assert table.count("leaves its eval-sample noise out") == 3
+  between = _rows(table.split("## Seed-level differences between")[1].split("## Budgets")[0])
+  assert "†" not in "".join(between["nextlong (2) − knn (2)"])  # neither arm is means-only
   cmp = json.loads((out / "comparison.json").read_text())
   assert not cmp["versus_standard"]["knn"]["gold-answer NLL"]["per_sample"]
   assert cmp["versus_standard"]["knn"]["ruler 1k"]["per_sample"]
@@ -369,10 +371,11 @@ def test_two_seeds_of_one_arm_give_the_training_noise(tmp_path):
   _write_eval(tmp_path, "standard", 1, _scores([100.0, 0.0, 0.0, 0.0], zero, flip, flip), 6.0,
               [3.0, 3.0])
   _write_eval(tmp_path, "knn", 0, _scores(zero, zero, flip, flip), 6.0, [3.0, 3.0])
+  _write_eval(tmp_path, "quest", 0, _scores(zero, zero, flip, flip), 6.0, [3.0, 3.0])
   (tmp_path / "data").mkdir()
   (tmp_path / "data" / records.SYNTHESIS).write_text(json.dumps(
       {"tokenizer": {"spec": "t", "sha256": "ab" * 32}, "length": 2048, "budgets": {}}))
-  for method, seed in (("standard", 0), ("standard", 1), ("knn", 0)):
+  for method, seed in (("standard", 0), ("standard", 1), ("knn", 0), ("quest", 0)):
     records.write_record(tmp_path, method, seed, replay_share=0.1)
   comparison.write_comparison(tmp_path, "t")
   noise = _rows((tmp_path / "comparison.md").read_text()
@@ -389,11 +392,20 @@ def test_two_seeds_of_one_arm_give_the_training_noise(tmp_path):
   # variance (niah: -50 0 0 0, 625 / 4 x 0.25 = 39.0625) less the interaction 117.1875 leaves
   # 0, so df = 1.
   level = _rows((tmp_path / "comparison.md").read_text()
-                .split("## Seed-level")[1].split("## Budgets")[0])
+                .split("## Seed-level differences from")[1].split("## ")[0])
   row = dict(zip(level["method (runs)"], level["knn (1) − standard (2)"]))
   half = scipy_stats.t.ppf(0.975, 1) * np.sqrt(117.1875)
   assert row["ruler 1k"] == f"-6.2 [{-6.25 - half:.1f}, {-6.25 + half:.1f}]"
   assert row["ruler 2k"] == "+0.0 [0.0, 0.0]"
+  # Between the other methods: quest's one run answers as knn's, so the difference is 0, its
+  # paired sample variance 0, and the interval is the training noise alone: 78.125 (1 + 1).
+  between = _rows((tmp_path / "comparison.md").read_text()
+                  .split("## Seed-level differences between the other methods")[1]
+                  .split("## Budgets")[0])
+  assert list(between)[1:] == ["quest (1) − knn (1)"]
+  row = dict(zip(between["methods (runs)"], between["quest (1) − knn (1)"]))
+  half = scipy_stats.t.ppf(0.975, 1) * np.sqrt(156.25)
+  assert row["ruler 1k"] == f"+0.0 [{-half:.1f}, {half:.1f}]"
   cmp = json.loads((tmp_path / "comparison.json").read_text())
   assert cmp["arms"]["standard"]["run_means"]["ruler 1k"] == [0.0, 12.5]
   assert cmp["seed_level"]["df"] == 1
