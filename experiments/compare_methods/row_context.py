@@ -12,7 +12,10 @@ trains on:
   documents per row, and the share of rows one document fills alone;
   same-document context per token: how many earlier tokens of its own document the row holds
     (its position in the row's text of that document);
-  the share of tokens with at least 1K, 4K and 8K such tokens.
+  the share of tokens with at least 1K, 4K and 8K such tokens;
+  same-document reach per token: how far back in the row its document's first token lies (equal
+    to the context when a document is one run; longer when other text sits between its runs,
+    as NExtLong's distractors do), and the share of tokens reaching at least 1K, 4K and 8K.
 
 Each is a mean over rows with a 95% bootstrap interval over rows (all seeds' rows pooled), and
 each arm's difference from Standard with an unpaired bootstrap interval. For NExtLong the
@@ -63,27 +66,42 @@ def row_pieces(provenance: Sequence[Any], length: int,
   return runs
 
 
+def _run_sums(n: int, start: int) -> tuple[float, dict[int, int]]:
+  """Sum of the values start, start + 1, ..., start + n - 1, and how many are >= each
+  threshold."""
+  return (n * start + n * (n - 1) / 2,
+          {t: max(0, n - max(0, t - start)) for t in THRESHOLDS})
+
+
 def row_measures(pieces: Sequence[tuple[int, int]], length: int) -> dict[str, float]:
-  """One row's documents, whether one fills it alone, mean same-document context per token and
-  share of tokens with at least T of it (`ctx>=T`). `pieces` are `(document, tokens)` runs that
-  must fill exactly `length` tokens; document -1 marks layout tokens (boundaries, separators),
-  which belong to no document."""
+  """One row's documents, whether one fills it alone, mean same-document context and reach per
+  token and the share of tokens with at least T of each (`ctx>=T`, `reach>=T`). `pieces` are
+  `(document, tokens)` runs that must fill exactly `length` tokens; document -1 marks layout
+  tokens (boundaries, separators), which belong to no document."""
   total = sum(n for _, n in pieces)
   if total != length:
     raise ValueError(f"row pieces cover {total} tokens, the rows hold {length}")
-  seen: dict[int, int] = {}
-  context_sum, at_least = 0.0, {t: 0 for t in THRESHOLDS}
+  seen: dict[int, int] = {}   # tokens of each document so far
+  first: dict[int, int] = {}  # row position of each document's first token
+  sums = {"context": 0.0, "reach": 0.0}
+  at_least = {f"{k}>={t}": 0 for k in ("ctx", "reach") for t in THRESHOLDS}
+  pos = 0
   for doc, n in pieces:
-    if doc < 0:
-      continue
-    before = seen.get(doc, 0)
-    context_sum += n * before + n * (n - 1) / 2   # tokens at before, before + 1, ...
-    for t in THRESHOLDS:
-      at_least[t] += max(0, n - max(0, t - before))
-    seen[doc] = before + n
+    if doc >= 0:
+      first.setdefault(doc, pos)
+      for key, prefix, start in (("context", "ctx", seen.get(doc, 0)),
+                                 ("reach", "reach", pos - first[doc])):
+        total_, counts = _run_sums(n, start)
+        sums[key] += total_
+        for t, c in counts.items():
+          at_least[f"{prefix}>={t}"] += c
+      seen[doc] = seen.get(doc, 0) + n
+    pos += n
   return {"documents": float(len(seen)), "one_document": float(len(seen) == 1),
-          "context": context_sum / length,
-          **{f"ctx>={t}": at_least[t] / length for t in THRESHOLDS}}
+          "context": sums["context"] / length,
+          **{f"ctx>={t}": at_least[f"ctx>={t}"] / length for t in THRESHOLDS},
+          "reach": sums["reach"] / length,
+          **{f"reach>={t}": at_least[f"reach>={t}"] / length for t in THRESHOLDS}}
 
 
 def export_rows(data_dir: Path) -> Iterable[list[str | None]]:
@@ -161,7 +179,9 @@ def summarize(measures: Mapping[str, Mapping[str, np.ndarray] | None],
 
 COLUMNS = (("documents", "docs/row", 1), ("one_document", "rows of one doc", 3),
            ("context", "same-doc context/token", 0),
-           *((f"ctx>={t}", f"tokens with ≥ {t // 1024}K", 3) for t in THRESHOLDS))
+           *((f"ctx>={t}", f"tokens with ≥ {t // 1024}K", 3) for t in THRESHOLDS),
+           ("reach", "same-doc reach/token", 0),
+           *((f"reach>={t}", f"reaching ≥ {t // 1024}K", 3) for t in THRESHOLDS))
 
 
 def markdown(summary: Mapping[str, Any], base: str = "standard") -> str:

@@ -18,11 +18,13 @@ import row_context  # pylint: disable=wrong-import-position
 
 def test_context_of_a_row_by_hand(monkeypatch):
   """Row of 10 tokens: doc 7 (4 tokens), doc 3 (3), doc 7 again (3). Same-document context of
-  each token: 0 1 2 3 | 0 1 2 | 4 5 6, sum 24, mean 2.4; >= 2: six tokens; >= 5: two."""
+  each token: 0 1 2 3 | 0 1 2 | 4 5 6, sum 24, mean 2.4; >= 2: six tokens; >= 5: two. Reach
+  (back to the document's first token in the row): 0 1 2 3 | 0 1 2 | 7 8 9, sum 33; >= 2: six;
+  >= 5: three."""
   monkeypatch.setattr(row_context, "THRESHOLDS", (2, 5))
   m = row_context.row_measures([(7, 4), (3, 3), (7, 3)], 10)
   assert m == {"documents": 2.0, "one_document": 0.0, "context": 2.4, "ctx>=2": 0.6,
-               "ctx>=5": 0.2}
+               "ctx>=5": 0.2, "reach": 3.3, "reach>=2": 0.6, "reach>=5": 0.3}
   with pytest.raises(ValueError, match="cover 9 tokens, the rows hold 10"):
     row_context.row_measures([(7, 9)], 10)
 
@@ -30,10 +32,12 @@ def test_context_of_a_row_by_hand(monkeypatch):
 def test_layout_tokens_belong_to_no_document(monkeypatch):
   """NExtLong-like row: a start token, doc 7 (4), a separator, a distractor of doc 3 (2), a
   separator, doc 7 again (2). Doc 7's tokens see 0 1 2 3 | 4 5 across the distractor; doc 3's
-  0 1; layout tokens count 0: sum 16 over 11 tokens."""
+  0 1; layout tokens count 0: sum 16 over 11 tokens. Reach: doc 7 starts at position 1, so its
+  tokens reach 0 1 2 3 | 8 9, doc 3's 0 1: sum 24."""
   monkeypatch.setattr(row_context, "THRESHOLDS", (4,))
   m = row_context.row_measures([(-1, 1), (7, 4), (-1, 1), (3, 2), (-1, 1), (7, 2)], 11)
-  assert m == {"documents": 2.0, "one_document": 0.0, "context": 16 / 11, "ctx>=4": 2 / 11}
+  assert m == {"documents": 2.0, "one_document": 0.0, "context": 16 / 11, "ctx>=4": 2 / 11,
+               "reach": 24 / 11, "reach>=4": 2 / 11}
 
 
 def test_pieces_from_provenance():
