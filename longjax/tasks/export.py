@@ -36,7 +36,7 @@ from array_record.python.array_record_module import ArrayRecordWriter, ArrayReco
 
 from longjax import io
 from longjax.synth.build import needs_embedder
-from longjax.synth.methods import METHODS
+from longjax.synth.methods import METHODS, neighbours
 from longjax.tasks.input import SeqioBatches, unshift
 from longjax.tasks.registry import MethodSource
 from longjax.tasks.vocabularies import HFVocabulary, id_offset
@@ -84,27 +84,41 @@ def tokenizer_spec(vocabulary: seqio.Vocabulary) -> str:
 
 
 def index_fingerprints(name: str) -> dict[str, str]:
-  """sha256, per index dir a Task or Mixture reads, of what it reads there: the corpus store
-  (the build manifest's `inputs`), the stage fingerprints of its methods (their options,
-  tokenizer, embedder, lengths) and, for methods that embed, the neighbour lists' contents.
-  Not the build's other methods, nor when, how or by which commit it ran: rebuilding an
-  up-to-date index, or building other methods into it, keeps the exports made from it."""
+  """`index_fingerprint`, per index dir the Task or Mixture `name` reads, of its methods there."""
   provider = seqio.get_mixture_or_task(name)
   tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
   reads: dict[Path, set[str]] = {}
   for t in tasks:
     if isinstance(t.source, MethodSource):
       reads.setdefault(t.source.index_dir, set()).add(t.source.method)
-  out = {}
-  for d, methods in sorted(reads.items()):
-    manifest = io.read_manifest(d)
-    stages = manifest.get("stages", {})
-    content = {"inputs": manifest.get("inputs"),
-               "stages": {m: stages.get(m) for m in sorted(methods)}}
-    if any(m in METHODS and needs_embedder(METHODS[m]) for m in methods):
-      content["neighbour_lists"] = manifest.get("counts", {}).get("neighbour_lists")
-    out[str(d)] = io.fingerprint_json(content)
-  return out
+  return {str(d): index_fingerprint(d, methods) for d, methods in sorted(reads.items())}
+
+
+def index_fingerprint(index_dir: Path, methods: Iterable[str]) -> str:
+  """sha256 of what `methods` read in `index_dir`: the corpus store (the build manifest's
+  `inputs`), their stage fingerprints (options, tokenizer, embedder, lengths) and, for methods
+  that embed, the contents of the neighbour lists they read. Not the build's other methods or
+  their lists, nor when, how or by which commit it ran: rebuilding an up-to-date index, or
+  building other methods into it, keeps the exports made from it."""
+  index_dir, methods = Path(index_dir), sorted(set(methods))
+  manifest = io.read_manifest(index_dir)
+  stages = manifest.get("stages", {})
+  content = {"inputs": manifest.get("inputs"), "stages": {m: stages.get(m) for m in methods}}
+  embedding = [m for m in methods if m in METHODS and needs_embedder(METHODS[m])]
+  if embedding:
+    lists = manifest.get("counts", {}).get("neighbour_lists") or {}
+    read = {n for m in embedding for n in neighbours.lists_read(m, _built(index_dir, m))}
+    content["neighbour_lists"] = {n: lists.get(n) for n in sorted(read)}
+  return io.fingerprint_json(content)
+
+
+def _built(index_dir: Path, method: str) -> dict[str, Any]:
+  """The config of `method`'s finished build in `index_dir`; a clear error if there is none."""
+  manifest = io.read_manifest(index_dir / method)
+  if manifest is None:
+    raise ExportError(f"{index_dir / method}: no finished build of {method!r} (its manifest is "
+                      f"missing); run `python -m longjax.synth build --methods {method}` first")
+  return manifest["config"]
 
 
 def shard_name(i: int, shards: int) -> str:

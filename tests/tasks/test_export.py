@@ -204,3 +204,38 @@ def test_an_up_to_date_rebuild_keeps_the_exports(registered, corpus_file, byte_t
   assert export_lib.index_fingerprints(name) != before
   write_manifest(registered, kind=m["kind"], config=m["config"], inputs=m["inputs"],
                  counts=m["counts"], extra={"stages": m["stages"]})
+
+
+def test_other_methods_lists_leave_a_method_fingerprint_alone(corpus_file, byte_tokenizer_dir,
+                                                                tmp_path):
+  """NExtLong built alone, then KNN (k_nn 5), then ICLM (k_nn 3, window 2) into the same index: each
+  build adds a document neighbour list, and neither changes what an earlier method's exports
+  depend on (the wiki16k index refused its finished NExtLong exports once KNN and ICLM were
+  built into it); changing the list KNN reads does change KNN's."""
+  from longjax.io import read_manifest, write_manifest
+  from longjax.synth import build
+  index = tmp_path / "idx"
+
+  def add(method, **config):
+    build.run_build(build.BuildOptions(
+        corpus=str(corpus_file), out=index, methods=(method,), embedder="hashing-64",
+        tokenizer=str(byte_tokenizer_dir), lengths=(128,),
+        config={method: config}),
+        progress=lambda x, **_: x, log_fn=lambda _: None)
+    return read_manifest(index)["counts"]["neighbour_lists"]
+
+  assert add("nextlong", chunk_size=40, chars_per_token=1.0) == {}
+  nextlong = export_lib.index_fingerprint(index, ["nextlong"])
+  assert list(add("knn", k_nn=5)) == ["docs-k6"]
+  assert export_lib.index_fingerprint(index, ["nextlong"]) == nextlong
+  knn = export_lib.index_fingerprint(index, ["knn"])
+  assert sorted(add("iclm", k_nn=3, window=2)) == ["docs-k4", "docs-k6"]
+  assert export_lib.index_fingerprint(index, ["nextlong"]) == nextlong
+  assert export_lib.index_fingerprint(index, ["knn"]) == knn
+  iclm = export_lib.index_fingerprint(index, ["iclm"])
+  m = read_manifest(index)
+  other = {**m["counts"], "neighbour_lists": {**m["counts"]["neighbour_lists"], "docs-k6": "x"}}
+  write_manifest(index, kind=m["kind"], config=m["config"], inputs=m["inputs"], counts=other,
+                 extra={"stages": m["stages"]})
+  assert export_lib.index_fingerprint(index, ["knn"]) != knn
+  assert export_lib.index_fingerprint(index, ["iclm"]) == iclm

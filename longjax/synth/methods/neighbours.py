@@ -43,10 +43,27 @@ def embed_and_index(ctx: BuildContext, name: str, source: Any,
   return vectors, index
 
 
+def list_name(name: str, k: int) -> str:
+  """The name of collection `name`'s top-k lists (their folder under `neighbours/`)."""
+  return f"{name}-k{k}"
+
+
 def lists_dir(index_dir: Path, name: str, k: int) -> Path:
   """Where the top-k lists of collection `name` live (the methods' builds and the Beam build
   write and read the same place)."""
-  return Path(index_dir) / "neighbours" / f"{name}-k{k}"
+  return Path(index_dir) / "neighbours" / list_name(name, k)
+
+
+def lists_read(method: str, config: dict[str, Any]) -> list[str]:
+  """The names of the neighbour lists that `method`'s build read, from the `config` of its
+  manifest: KNN's and ICLM's document lists, NExtLong's chunk lists when it precomputes them
+  (else it searches live and reads none). What an export of the method depends on, whatever
+  other methods' lists the index also holds."""
+  if method in ("knn", "iclm"):
+    return [list_name(*document_lists(config["k_nn"]))]
+  if method == "nextlong" and config.get("precompute_k"):
+    return [list_name(f"chunks-{config['chunk_size']}", config["precompute_k"])]
+  return []
 
 
 def document_lists(k: int) -> tuple[str, int]:
