@@ -22,6 +22,7 @@ a budget table of what each arm trained on.
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
@@ -590,14 +591,17 @@ def plot(cmp: Mapping[str, Any], path: Path) -> None:
 
 def plot_differences(cmp: Mapping[str, Any], path: Path) -> bool:
   """Each arm minus Standard on the score averages, with the paired bootstrap's interval and,
-  where there is one, the seed-level interval, beside the training-noise rows; False (no file)
-  when there is nothing to compare with Standard."""
+  where there is one, the seed-level interval; then the seed-level differences between the
+  other methods and the training-noise rows; False (no file) when there is nothing to compare
+  with Standard."""
   versus = cmp.get("versus_standard")
   if not versus:
     return False
   level = (cmp.get("seed_level") or {}).get("versus_standard", {})
   by_arm = {label.split(" (")[0]: cells for label, cells in level.items()}
   rows = [(f"{a} − standard", d, by_arm.get(a)) for a, d in versus.items()]
+  between = (cmp.get("seed_level") or {}).get("between_methods", {})
+  rows += [(re.sub(r" \(\d+\)", "", label), None, cells) for label, cells in between.items()]
   rows += [(f"noise: {label}", d, None) for label, d in cmp.get("between_seeds", {}).items()]
   names = [c["name"] for c in cmp["columns"]
            if c["name"].endswith("avg") or c["name"] == "lite_avg"]
@@ -606,11 +610,12 @@ def plot_differences(cmp: Mapping[str, Any], path: Path) -> bool:
   for ax, name in zip(axes[0], names):
     for y, (label, diff, seed_level) in enumerate(rows):
       noise = label.startswith("noise")
-      cell = diff[name]
-      ax.errorbar(cell["mean"], y + 0.12, xerr=[[cell["mean"] - cell["lo"]],
-                                                [cell["hi"] - cell["mean"]]],
-                  fmt="o", color="grey" if noise else "C0", capsize=3,
-                  label="paired bootstrap" if y == 0 else None)
+      if diff:
+        cell = diff[name]
+        ax.errorbar(cell["mean"], y + 0.12, xerr=[[cell["mean"] - cell["lo"]],
+                                                  [cell["hi"] - cell["mean"]]],
+                    fmt="o", color="grey" if noise else "C0", capsize=3,
+                    label="paired bootstrap" if y == 0 else None)
       if seed_level:
         cell = seed_level[name]
         ax.errorbar(cell["mean"], y - 0.12, xerr=[[cell["mean"] - cell["lo"]],
@@ -622,10 +627,10 @@ def plot_differences(cmp: Mapping[str, Any], path: Path) -> bool:
     ax.set_xlabel("difference, 95% interval")
   axes[0][0].set_yticks(range(len(rows)), [r[0] for r in rows])
   axes[0][0].invert_yaxis()
-  axes[0][0].legend(loc="best", fontsize=8)
-  fig.suptitle(f"{cmp['title']}: differences from Standard (grey: seed k − seed 0 of one arm, "
-               "pure training noise)")
-  fig.tight_layout()
+  fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8)
+  fig.suptitle(f"{cmp['title']}: differences from Standard, then between the other methods "
+               "(grey: seed k − seed 0 of one arm, pure training noise)")
+  fig.tight_layout(rect=(0, 0.06, 1, 1))
   with atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=110, format="png")
   plt.close(fig)

@@ -92,7 +92,8 @@ class Comparison:
 PRESETS = {
     # `make demo`: the whole comparison in miniature on 2 CPU cores, 8 simulated devices, in
     # <= 10 minutes: MiniLM truncated at 128 pieces (half the embedding time), the diagnostics
-    # on 4 samples per method with one truncated context, tiny arms (12 steps) evaluated at 2K.
+    # on 2 samples per method with one truncated context, tiny arms (8 steps) evaluated at 2K
+    # (4 samples and 12 steps took 12.0 min on a slow day of this machine: README).
     "demo": Comparison(
         corpus="default", length=2048, embedder="minilm-128", tokenizer="spm:2048",
         # The model-free query stand-in: short recurring phrases, keywords shared by >= 6 docs
@@ -104,7 +105,7 @@ PRESETS = {
                                 "min_keyword_df": 6}},
         train_gin="gin/experiments/compare_demo.gin",
         eval_lengths="2k", eval_tasks="niah_single_1,vt", eval_samples=6,
-        loss_sequences=2, gold_loglik=True, inspect_samples=4, inspect_contexts="512",
+        loss_sequences=2, gold_loglik=True, inspect_samples=2, inspect_contexts="512",
         cpu_devices=8),
     # One GPU/TPU host: SmolLM2-135M continued pretraining to 8K on the Wikipedia pool
     # (../shared/corpora), doc2query queries predicted by a causal LM.

@@ -426,6 +426,7 @@ def test_records_alone_rebuild_the_table(out):
   assert sorted(p.name for p in out.iterdir()) == ["results"]
   comparison.write_comparison(out, "t")
   assert (out / "comparison.png").stat().st_size > 0
+  assert (out / "comparison_differences.png").stat().st_size > 0  # with a nextlong − knn row
   record = json.loads((out / "results" / "knn_seed1.json").read_text())
   training = record["training"]
   assert training["tokenizer"] == {"spec": "/cpu/out/spm2048.model", "vocab_size": 2048,
@@ -518,7 +519,7 @@ def test_seed_binds_data_order_and_init(tmp_path):
     assert gin.get_configurable(TrainConfig)().seed == 2
   finally:
     gin.clear_config()
-  assert run.training_tokens(cmp, **arm) == 12 * 4 * 2048  # compare_demo.gin
+  assert run.training_tokens(cmp, **arm) == 8 * 4 * 2048  # compare_demo.gin
 
 
 def test_existing_seed_outputs_are_skipped(tmp_path, capsys):
