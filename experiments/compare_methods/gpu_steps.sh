@@ -56,9 +56,8 @@ case "$1" in
     S=$KEEP/stash T=$KEEP/table M=$KEEP/minilm
     mkdir -p "$M" "$T" && cp -r "$S"/minilm_a/. "$M/" && rm -f "$M"/mst.part-*
     cat "$S"/minilm_a/mst.part-aa "$S"/minilm_b/mst.part-ab > "$M/model.safetensors"
-    # the input's pieces are split between the stash and .gpu/e3: join them in name order
-    printf '%s\n' "$S"/in.* .gpu/e3/in.* | awk -F/ '{print $NF "\t" $0}' | sort | cut -f2 \
-        | xargs cat > "$T/inputs.npz" && cp .gpu/e3/manifest.json "$T/"
+    # the input's pieces are split between the stash and .gpu/e3; the glob joins them in order
+    cp .gpu/e3/in.* "$S/" && cat "$S"/in.* > "$T/inputs.npz" && cp .gpu/e3/manifest.json "$T/"
     # fp32 matmuls, no timing-based kernel choice (autotuning), no atomics: aiming at the same
     # vectors on every loan, so that KNN, ICLM and NExtLong exports rebuilt in a later session
     # match the committed ones (`prepare_gpu.sh vectors` checks against the committed table)
