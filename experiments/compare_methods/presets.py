@@ -91,11 +91,12 @@ class Comparison:
 
 PRESETS = {
     # `make demo`: the whole comparison in miniature on 2 CPU cores, 8 simulated devices, in
-    # <= 10 minutes: MiniLM truncated at 128 pieces (half the embedding time), the diagnostics
-    # on 2 samples per method with one truncated context, tiny arms (8 steps) evaluated at 2K
-    # (4 samples and 12 steps took 12.0 min on a slow day of this machine: README).
+    # <= 10 minutes: MiniLM truncated at 64 pieces (a quarter of the embedding time), the
+    # diagnostics on 2 samples per method with one truncated context, tiny arms (8 steps)
+    # evaluated at 2K (4 samples and 12 steps took 12.0 min on a slow day of this machine:
+    # README).
     "demo": Comparison(
-        corpus="default", length=2048, embedder="minilm-128", tokenizer="spm:2048",
+        corpus="default", length=2048, embedder="minilm-64", tokenizer="spm:2048",
         # The model-free query stand-in: short recurring phrases, keywords shared by >= 6 docs
         # (docs/quest.md, "Keyword sharing"); without it almost every doc is its own keyword.
         synth_config={"quest": {"predictor": "extractive",
