@@ -40,7 +40,7 @@ import records as records_lib  # this directory is on sys.path (script, run.py, 
 import results as results_lib
 import stats
 from longjax.io import atomic_path, format_length, write_json, write_text
-from presets import METHODS
+from presets import ARMS
 
 ONE_SEED_NOTE = ("one seed: these intervals cover the eval samples only, not training noise "
                  "(data order, initialisation); run --seeds 2 or more before reading a "
@@ -215,7 +215,7 @@ def arm_budget(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _order(methods: Sequence[str]) -> list[str]:
-  known = [m for m in METHODS if m in methods]
+  known = [m for m in ARMS if m in methods]
   return known + sorted(set(methods) - set(known))
 
 

@@ -82,8 +82,8 @@ case "$1" in
     if [ -z "$methods" ]; then
       $PY -m longjax.synth inspect --index-dir "$RUN/index" --length 16k --select-only \
           --samples 48 --out "$RUN/inspect_sel"
-      cp -r "$RUN/inspect_sel" .gpu/common/
     fi
+    if [ -d "$RUN/inspect_sel" ]; then cp -r "$RUN/inspect_sel" .gpu/common/; fi
     for d in "$RUN"/data/*_seed*; do  # the chosen methods' arms, or every arm
       m=$(basename "$d"); m=${m%_seed*}
       if [ -z "$methods" ] || [[ ",$2," == *",$m,"* ]]; then cp -r "$d" .gpu/arms/; fi

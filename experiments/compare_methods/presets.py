@@ -7,7 +7,10 @@ optimizer; only the arrangement of documents differs (specs/baselines.md §0).
 import dataclasses
 from typing import Any, Mapping
 
-METHODS = ("standard", "knn", "iclm", "quest", "nextlong")
+METHODS = ("standard", "knn", "iclm", "quest", "nextlong")  # the papers' arms, the default
+# Control arms a preset may add: `questshuffled` is Quest's documents without its grouping.
+# Tables list every arm in this order.
+ARMS = ("standard", "knn", "iclm", "quest", "questshuffled", "nextlong")
 REPLAY_SHARE = 0.1  # share of replay tokens in a `_mix` Mixture (longjax.tasks.register's default)
 
 
@@ -19,7 +22,7 @@ class Comparison:
     corpus: 'default' (bundled BBC news), a corpus path `synth build` reads, or a glob of files
       (linked into one directory named `corpus_name`, which then names the Tasks).
     corpus_name: the `<corpus>` part of the Task names when `corpus` is a glob.
-    methods: the arms, in table order.
+    methods: the arms (METHODS, or ARMS with the controls), in table order.
     length: training sequence length in tokens (the Tasks' `<length>`).
     embedder: embedder for knn/iclm/nextlong ('minilm' is the real one here).
     tokenizer: 'spm:<vocab>' trains a SentencePiece model on the corpus (small models), or a
@@ -77,9 +80,9 @@ class Comparison:
   eval_prefill_chunk: int = 512
 
   def __post_init__(self):
-    unknown = set(self.methods) - set(METHODS)
+    unknown = set(self.methods) - set(ARMS)
     if unknown:
-      raise ValueError(f"methods {sorted(unknown)} unknown; expected a subset of {METHODS}")
+      raise ValueError(f"methods {sorted(unknown)} unknown; expected a subset of {ARMS}")
     if self.tokenizer.startswith("spm:") and not self.tokenizer[4:].isdigit():
       raise ValueError(f"tokenizer {self.tokenizer!r}: expected spm:<vocab size>, e.g. spm:4096")
 
@@ -120,9 +123,11 @@ PRESETS = {
     # continued pretraining at 16K on the Wikipedia pool, each arm on its Task alone with the
     # same 20,971,520 tokens; MiniLM vectors computed on the GPU; Quest's queries from the
     # extractive stand-in with keywords shared by >= 20 documents (docs/quest.md: at df >= 6
-    # the median keyword has one document); evaluated on held-out ELTeC novels.
+    # the median keyword has one document); evaluated on held-out ELTeC novels. The control
+    # `questshuffled` separates Quest's grouping from its choice of documents.
     "wiki_smollm2_16k": Comparison(
         corpus="../shared/corpora/wiki_en_2019-*.jsonl.gz", corpus_name="wiki", length=16384,
+        methods=ARMS,
         embedder="minilm", tokenizer="smollm2", embed_elsewhere=True,
         synth_config={"quest": {"predictor": "extractive",
                                 "predictor_options": {"max_phrase_words": 2,

@@ -24,7 +24,7 @@ from typing import Any
 
 import results as results_lib  # this directory is on sys.path (script, run.py, tests)
 from longjax import io
-from presets import METHODS
+from presets import ARMS
 
 FORMAT = "longjax-compare-record-v1"
 SYNTHESIS = "synthesis.json"  # in OUT/data
@@ -80,7 +80,7 @@ def tokenizer_sha256(spec: str) -> str:
 def write_synthesis(out: Path, index_dir: Path, tokenizer: str, length: int) -> Path:
   """OUT/data/synthesis.json: the tokenizer (spec, sha256) and every built method's synthesis
   budget at `length`, for records written where OUT/index is not (the accelerator machine)."""
-  budgets = {m: results_lib.read_budget(index_dir, m, length) for m in METHODS}
+  budgets = {m: results_lib.read_budget(index_dir, m, length) for m in ARMS}
   return io.write_json(out / "data" / SYNTHESIS, {
       "tokenizer": {"spec": tokenizer, "sha256": tokenizer_sha256(tokenizer)},
       "length": length, "budgets": {m: b for m, b in budgets.items() if b}})
@@ -160,7 +160,7 @@ def write_reference(out: Path, name: str, eval_dir: Path) -> Path:
       "rope_theta": _read_json(config).get("rope_theta") if config.is_file() else None})
 
 
-RECORD_NAME = re.compile(rf"^(reference_.+|({'|'.join(METHODS)})_seed\d+)\.json$")
+RECORD_NAME = re.compile(rf"^(reference_.+|({'|'.join(ARMS)})_seed\d+)\.json$")
 
 
 def read_records(directory: Path) -> list[dict[str, Any]]:

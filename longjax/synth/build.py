@@ -94,14 +94,15 @@ def needs_embedder(method: Any) -> bool:
 
 
 def resolve_methods(names: Iterable[str]) -> list[Any]:
-  """The registered method objects for `names` (in order); clear error for unknown names."""
+  """The registered method objects for `names`, in order except that a method another one
+  `reads` (quest for questshuffled) comes before it; clear error for unknown names."""
   from longjax.synth.methods import METHODS  # pylint: disable=import-outside-toplevel
-  out = []
+  names = list(names)
   for name in names:
     if name not in METHODS:
       raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
-    out.append(METHODS[name])
-  return out
+  read = {r for n in names for r in getattr(METHODS[n], "reads", ())}
+  return [METHODS[n] for n in names if n in read] + [METHODS[n] for n in names if n not in read]
 
 
 def check_options(methods: Iterable[Any], config: Mapping[str, Mapping[str, Any]]) -> None:
@@ -229,7 +230,8 @@ def run_build(opts: BuildOptions, *,
           "vocab_size": tokenizer.vocab_size,
           "embedder": embedder.name if embedder and needs_embedder(method) else None,
           "shards": opts.shards if needs_embedder(method) else None,
-          "config": dict(opts.config.get(method.name, {})), "lengths": list(opts.lengths)})
+          "config": dict(opts.config.get(method.name, {})), "lengths": list(opts.lengths),
+          **_reads_key(method, stages)})
       finished = io.read_manifest(ctx.method_dir(method.name))
       if stages.get(method.name) == key and finished and finished.get("complete"):
         log_fn(f"{method.name}: up to date, skipped ({ctx.method_dir(method.name)})")
@@ -246,6 +248,13 @@ def run_build(opts: BuildOptions, *,
         _write_top(opts.out, top, store, stages, done + [method.name], run)
       done.append(method.name)
   return _write_top(opts.out, top, store, stages, done, run)
+
+
+def _reads_key(method: Any, stages: Mapping[str, str]) -> dict[str, Any]:
+  """The stage keys of the builds `method` reads (none for most methods, which adds nothing to
+  their key), so that it is rebuilt when one of them is."""
+  reads = tuple(getattr(method, "reads", ()))
+  return {"reads": {m: stages.get(m) for m in reads}} if reads else {}
 
 
 def _write_top(out: Path, config: dict[str, Any], store: DocumentStore, stages: dict[str, str],

@@ -96,11 +96,14 @@ def index_fingerprints(name: str) -> dict[str, str]:
 
 def index_fingerprint(index_dir: Path, methods: Iterable[str]) -> str:
   """sha256 of what `methods` read in `index_dir`: the corpus store (the build manifest's
-  `inputs`), their stage fingerprints (options, tokenizer, embedder, lengths) and, for methods
+  `inputs`), their stage fingerprints (options, tokenizer, embedder, lengths; with those of the
+  builds a method `reads`, e.g. questshuffled reads quest's) and, for methods
   that embed, the contents of the neighbour lists they read. Not the build's other methods or
   their lists, nor when, how or by which commit it ran: rebuilding an up-to-date index, or
   building other methods into it, keeps the exports made from it."""
-  index_dir, methods = Path(index_dir), sorted(set(methods))
+  index_dir, methods = Path(index_dir), set(methods)
+  methods = sorted(methods | {r for m in methods if m in METHODS
+                              for r in getattr(METHODS[m], "reads", ())})
   manifest = io.read_manifest(index_dir)
   stages = manifest.get("stages", {})
   content = {"inputs": manifest.get("inputs"), "stages": {m: stages.get(m) for m in methods}}

@@ -239,3 +239,34 @@ def test_other_methods_lists_leave_a_method_fingerprint_alone(corpus_file, byte_
                  extra={"stages": m["stages"]})
   assert export_lib.index_fingerprint(index, ["knn"]) != knn
   assert export_lib.index_fingerprint(index, ["iclm"]) == iclm
+
+
+def test_questshuffled_fingerprint_follows_the_quest_build_it_reads(corpus_file,
+                                                                    byte_tokenizer_dir, tmp_path):
+  """`questshuffled` reads Quest's build: asked for first, it is still built after Quest; a
+  changed Quest build changes its exports' fingerprint and rebuilds it; Standard's stays."""
+  from longjax.io import read_manifest
+  from longjax.synth import build
+  index = tmp_path / "idx"
+  logs = []
+
+  def run(**quest):
+    logs.clear()
+    build.run_build(build.BuildOptions(
+        corpus=str(corpus_file), out=index, methods=("questshuffled", "quest", "standard"),
+        tokenizer=str(byte_tokenizer_dir), lengths=(128,),
+        config={"quest": {"predictor": "extractive", **quest}}),
+        progress=lambda x, **_: x, log_fn=logs.append)
+
+  run()
+  assert read_manifest(index)["counts"]["methods_done"] == ["quest", "questshuffled", "standard"]
+  shuffled = export_lib.index_fingerprint(index, ["questshuffled"])
+  standard = export_lib.index_fingerprint(index, ["standard"])
+  assert shuffled != export_lib.index_fingerprint(index, ["quest"])
+  run()
+  assert "questshuffled: up to date, skipped" in " ".join(logs)
+  assert export_lib.index_fingerprint(index, ["questshuffled"]) == shuffled
+  run(split_ratio=0.5)
+  assert "questshuffled: building" in logs
+  assert export_lib.index_fingerprint(index, ["questshuffled"]) != shuffled
+  assert export_lib.index_fingerprint(index, ["standard"]) == standard

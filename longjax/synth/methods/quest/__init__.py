@@ -1,5 +1,7 @@
-"""Quest: query-centric long-context synthesis (specs/quest.md). See `method.QuestMethod`."""
+"""Quest: query-centric long-context synthesis (specs/quest.md). See `method.QuestMethod`, and
+`shuffled.QuestShuffledMethod` for the control without its grouping."""
 
 from longjax.synth.methods.quest.method import QuestMethod, QuestOptions
+from longjax.synth.methods.quest.shuffled import QuestShuffledMethod
 
-__all__ = ["QuestMethod", "QuestOptions"]
+__all__ = ["QuestMethod", "QuestOptions", "QuestShuffledMethod"]

@@ -217,40 +217,49 @@ class QuestMethod:
   def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
                num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
     check_shard(shard, num_shards)
-    directory = Path(index_dir) / self.name
-    manifest = artifacts.require_built(directory, method=self.name)
-    contexts.check_tokenizer(manifest, tokenizer, directory)
-    options = {k: v for k, v in manifest["config"].items() if k not in ("lengths", "tokenizer")}
-    cfg = QuestOptions.parse(self.name, options)
-    doc_tokens = np.load(directory / "doc_tokens.npy")
-    store = corpus.open_store(index_dir)
-    return self._stream(directory, cfg, doc_tokens, store, length=length, tokenizer=tokenizer,
-                        shard=shard, num_shards=num_shards, seed=seed)
-
-  def _stream(self, directory, cfg, doc_tokens, store, *, length, tokenizer, shard,
-              num_shards, seed) -> Iterator[dict[str, Any]]:
+    directory, cfg, doc_tokens = read_build(index_dir, tokenizer)
     plans, stats = plan_shard(directory, cfg, doc_tokens, length=length, shard=shard,
                               num_shards=num_shards, seed=seed)
     if not plans:
       logging.getLogger("longjax.synth").warning(
           "quest: shard %d/%d yields no examples of length %d (%s)", shard, num_shards, length,
           stats.summary(0))
-    for i, spans in enumerate(plans):
-      cache: dict[int, np.ndarray] = {}
+    return materialize(plans, self.name, directory, doc_tokens, corpus.open_store(index_dir),
+                       tokenizer=tokenizer, shard=shard, num_shards=num_shards, seed=seed)
 
-      def tokens_of(d: int) -> np.ndarray:
-        if d not in cache:
-          cache[d] = contexts.document_tokens(tokenizer, store.text(d))
-          if len(cache[d]) != doc_tokens[d]:
-            raise ValueError(f"{directory}: document {d} has {len(cache[d])} tokens with "
-                             "boundaries, "
-                             f"the build counted {int(doc_tokens[d])}; the store or tokenizer "
-                             "changed since the build")
-        return cache[d]
 
-      targets = packer.assemble([(d, s, e) for _, d, s, e in spans], tokens_of)
-      kws = list(dict.fromkeys(k for k, *_ in spans))
-      provenance = {"method": self.name, "sample_id": f"{shard}/{num_shards}:{i}", "seed": seed,
-                    "shard": shard, "num_shards": num_shards, "keywords": kws,
-                    "spans": [[k, d, s, e] for k, d, s, e in spans]}
-      yield {"targets": targets, "provenance": json.dumps(provenance, ensure_ascii=False)}
+def read_build(index_dir: str | Path,
+               tokenizer: Tokenizer) -> tuple[Path, QuestOptions, np.ndarray]:
+  """Quest's finished build under `index_dir`: its directory, options and per-document token
+  counts (an error if it is missing or was built with another tokenizer)."""
+  directory = Path(index_dir) / QuestMethod.name
+  manifest = artifacts.require_built(directory, method=QuestMethod.name)
+  contexts.check_tokenizer(manifest, tokenizer, directory)
+  options = {k: v for k, v in manifest["config"].items() if k not in ("lengths", "tokenizer")}
+  return (directory, QuestOptions.parse(QuestMethod.name, options),
+          np.load(directory / "doc_tokens.npy"))
+
+
+def materialize(plans: list[list[Span]], method: str, directory: Path, doc_tokens: np.ndarray,
+                store: Any, *, tokenizer: Tokenizer, shard: int, num_shards: int,
+                seed: int) -> Iterator[dict[str, Any]]:
+  """The examples of planned samples: each plan's spans assembled from the corpus store, with
+  the plan (keywords, spans) as provenance."""
+  for i, spans in enumerate(plans):
+    cache: dict[int, np.ndarray] = {}
+
+    def tokens_of(d: int) -> np.ndarray:
+      if d not in cache:
+        cache[d] = contexts.document_tokens(tokenizer, store.text(d))
+        if len(cache[d]) != doc_tokens[d]:
+          raise ValueError(f"{directory}: document {d} has {len(cache[d])} tokens with "
+                           f"boundaries, the build counted {int(doc_tokens[d])}; the store or "
+                           "tokenizer changed since the build")
+      return cache[d]
+
+    targets = packer.assemble([(d, s, e) for _, d, s, e in spans], tokens_of)
+    kws = list(dict.fromkeys(k for k, *_ in spans))
+    provenance = {"method": method, "sample_id": f"{shard}/{num_shards}:{i}", "seed": seed,
+                  "shard": shard, "num_shards": num_shards, "keywords": kws,
+                  "spans": [[k, d, s, e] for k, d, s, e in spans]}
+    yield {"targets": targets, "provenance": json.dumps(provenance, ensure_ascii=False)}
