@@ -11,7 +11,7 @@ from longjax import io
 from longjax.synth.methods import contexts
 from longjax.synth.methods.base import BuildContext
 from longjax.synth.methods.quest import QuestMethod, QuestShuffledMethod
-from longjax.synth.methods.quest.shuffled import shuffle_plans
+from longjax.synth.methods.quest.shuffled import join_pieces, shuffle_plans
 from tests.helpers.synth import byte_tokenizer, make_store
 from tests.synth.test_methods_quest import L, _corpus
 
@@ -28,13 +28,22 @@ def test_hand_built_plans_keep_every_token_and_single_document_samples():
            [("c", 5, 0, 5), ("c", 0, 4, 9)]]   # document 0 again (Quest oversamples)
   out, stats = shuffle_plans(plans, 10, np.random.default_rng(0))
   assert stats.tokens_dropped == 0 and stats.samples == len(out) == 4
-  assert stats.single_document_samples == 1 and stats.spans_in == 6
+  assert stats.single_document_samples == 1 and stats.spans_in == 5  # doc 0's pieces joined
   assert [("b", 2, 0, 10)] in out
   assert all(sum(e - s for _, _, s, e in p) == 10 for p in out)
   assert all(len({d for _, d, _, _ in p}) == len(p) for p in out)  # no document twice
   assert _tokens(out) == _tokens(plans)
   again, _ = shuffle_plans(plans, 10, np.random.default_rng(0))
   assert again == out
+
+
+def test_pieces_quest_cut_are_joined_again():
+  """Quest cut document 7 at L twice (0-5, 5-9, 9-12) and used document 8 twice whole (0-6):
+  one run of 7, two of 8, and a piece with no start left as it is."""
+  spans = [("a", 7, 5, 9), ("b", 8, 0, 6), ("a", 7, 0, 5), ("a", 7, 9, 12), ("b", 8, 0, 6),
+           ("c", 9, 3, 8)]
+  assert sorted(join_pieces(spans)) == [("a", 7, 0, 12), ("b", 8, 0, 6), ("b", 8, 0, 6),
+                                        ("c", 9, 3, 8)]
 
 
 def test_tokens_left_over_are_counted():
@@ -85,12 +94,16 @@ def _examples(method, index_dir, seed=3, **kw):
 
 def test_same_tokens_as_quest_without_its_grouping(built):
   index_dir, texts = built
-  quest = _examples(QuestMethod(), index_dir)
-  control = _examples(QuestShuffledMethod(), index_dir)
+  quest = _examples(QuestMethod(), index_dir, seed=0)  # the build seed: its manifest counts
+  control = _examples(QuestShuffledMethod(), index_dir, seed=0)
   spans = lambda exs: [[tuple(s) for s in json.loads(e["provenance"])["spans"]] for e in exs]
   m = io.read_manifest(index_dir / "questshuffled")["counts"]["repacking"][str(L)]
-  assert m["tokens_dropped"] == 0
-  assert len(control) == len(quest) and _tokens(spans(control)) == _tokens(spans(quest))
+  # a tiny corpus whose short pools Quest reuses up to 4 times: the last spans may all be of
+  # documents already in the last sample, and are counted as left over
+  assert m["tokens_dropped"] <= L
+  assert not _tokens(spans(control)) - _tokens(spans(quest))
+  assert sum(_tokens(spans(control)).values()) + m["tokens_dropped"] == len(quest) * L
+  assert len(control) == len(quest) - m["tokens_dropped"] // L
   groups = lambda exs: sorted(sorted(d for _, d, _, _ in p) for p in spans(exs))
   assert groups(control) != groups(quest)  # other documents together, not only another order
   tok = byte_tokenizer()

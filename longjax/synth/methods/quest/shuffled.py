@@ -5,8 +5,9 @@ samples hold, through the split-ratio oversampling and the keyword pools, and ho
 grouped, by shared keyword. `questshuffled` keeps the first and removes the second, so an arm
 trained on it separates the two (README, "What the comparison shows"): for example seed `s` it
 plans Quest's samples of seed `s`, keeps the samples that are one document alone (pieces of a
-document longer than L, as Quest makes them), pools the spans of all other samples, shuffles
-them and packs them back into L-token samples: a span that crosses L continues at the start of
+document longer than L, as Quest makes them), pools the spans of all other samples (joining
+again the pieces Quest cut from one occurrence of a document at L), shuffles them and packs
+them back into L-token samples: a span that crosses L continues at the start of
 the next sample, and a span whose document is already in the sample waits for the next one (no
 document twice in a sample, as in Quest). Every token of Quest's samples appears once in the
 control's, apart from spans that could not be placed at the very end (counted in the
@@ -45,7 +46,7 @@ class ShuffleStats:
   """What the repacking did to one shard's plans."""
   samples: int = 0
   single_document_samples: int = 0  # kept as Quest made them
-  spans_in: int = 0                  # spans of Quest's other samples, shuffled
+  spans_in: int = 0                  # runs of Quest's other samples, cut pieces joined, shuffled
   spans_cut: int = 0                 # spans that crossed L and continued in the next sample
   tokens_dropped: int = 0            # tokens left over at the end (no sample could hold them)
   same_keyword_adjacent_quest: float = 0.0     # share of adjacent span pairs in a sample that
@@ -64,12 +65,38 @@ def _is_single(plan: Sequence[Span], length: int) -> bool:
   return len(plan) == 1 and plan[0][3] - plan[0][2] == length
 
 
+def join_pieces(spans: Sequence[Span]) -> list[Span]:
+  """The spans with the pieces Quest cut from one occurrence of a document joined again: a
+  span ending where another of the same document starts becomes one span with it. Quest cuts
+  the document that crosses L and puts its rest back into the pool; repacking its spans as they
+  are would cut them a second time, giving the control more, shorter document runs per row
+  than Quest (7.5 against 6.8 documents per row at 16K on the wiki pool, measured before this
+  join)."""
+  by_doc: dict[int, list[Span]] = collections.defaultdict(list)
+  for span in spans:
+    by_doc[span[1]].append(span)
+  out = []
+  for pieces in by_doc.values():
+    starts = collections.defaultdict(list)
+    for span in sorted(pieces, key=lambda x: x[2], reverse=True):
+      starts[span[2]].append(span)
+    for span in sorted(pieces, key=lambda x: x[2]):
+      if span not in starts[span[2]]:
+        continue  # already joined onto an earlier piece
+      starts[span[2]].remove(span)
+      keyword, doc, start, end = span
+      while starts.get(end):
+        end = starts[end].pop()[3]
+      out.append((keyword, doc, start, end))
+  return out
+
+
 def shuffle_plans(plans: Sequence[Sequence[Span]], length: int,
                   rng: np.random.Generator) -> tuple[list[list[Span]], ShuffleStats]:
   """Quest's plans with the spans of every multi-span sample shuffled and packed back into
   `length`-token samples (module docstring), then all samples in a random order."""
   singles = [list(p) for p in plans if _is_single(p, length)]
-  spans = [s for p in plans if not _is_single(p, length) for s in p]
+  spans = join_pieces([s for p in plans if not _is_single(p, length) for s in p])
   stats = ShuffleStats(single_document_samples=len(singles), spans_in=len(spans),
                        same_keyword_adjacent_quest=_same_keyword_share(plans))
   queue = collections.deque(spans[i] for i in rng.permutation(len(spans)))
