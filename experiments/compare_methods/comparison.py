@@ -638,16 +638,19 @@ def plot_differences(cmp: Mapping[str, Any], path: Path) -> bool:
 
 
 def write_comparison(out: Path, title: str, resamples: int = stats.RESAMPLES,
-                     records_dir: Path | None = None) -> str:
+                     records_dir: Path | None = None, synthesis: Path | None = None) -> str:
   """Writes OUT/comparison.{md,json,png} from the records in RECORDS_DIR (default
   OUT/results); returns the Markdown. Raises ValueError when there is none, or when the trained
-  arms differ in what `records.check_comparable` compares."""
+  arms differ in what `records.check_comparable` compares. SYNTHESIS, a synthesis.json, gives
+  every trained arm's synthesis budget instead of the copy its record carries."""
   out = Path(out)
   records_dir = Path(records_dir) if records_dir else out / "results"
   records = records_lib.read_records(records_dir)
   if not records:
     raise ValueError(f"no records <method>_seed<k>.json or reference_<name>.json under "
                      f"{records_dir} (run.py's eval stage writes them)")
+  if synthesis is not None:
+    records = with_synthesis(records, json.loads(Path(synthesis).read_text()))
   records_lib.check_comparable(records)
   cmp = compare(records, title, resamples)
   table = markdown(cmp, out)
@@ -656,6 +659,28 @@ def write_comparison(out: Path, title: str, resamples: int = stats.RESAMPLES,
   plot(cmp, out / "comparison.png")
   plot_differences(cmp, out / "comparison_differences.png")
   return table
+
+
+def with_synthesis(records: Sequence[Mapping[str, Any]],
+                   synthesis: Mapping[str, Any]) -> list[dict[str, Any]]:
+  """The records with every trained arm's synthesis budget taken from `synthesis` (a
+  synthesis.json): a record carries the copy that travelled with its run, which is stale when
+  the index was rebuilt after it (an error if the file has no budget for an arm, or another
+  tokenizer than the records')."""
+  budgets = synthesis.get("budgets", {})
+  sha = (synthesis.get("tokenizer") or {}).get("sha256")
+  out = []
+  for r in records:
+    if not r["reference"]:
+      if r["method"] not in budgets:
+        raise ValueError(f"the synthesis file has no budget for {r['method']!r} "
+                         f"(it has {sorted(budgets)})")
+      if r["training"]["tokenizer"]["sha256"] != sha:
+        raise ValueError(f"{r['method']} seed {r['seed']}: trained with tokenizer "
+                         f"{r['training']['tokenizer']['sha256']}, the synthesis file is of {sha}")
+      r = {**r, "synthesis": budgets[r["method"]]}
+    out.append(dict(r))
+  return out
 
 
 def _reference(text: str) -> tuple[str, Path]:
@@ -680,12 +705,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--records", type=Path, default=None, metavar="DIR",
                       help="read the records from DIR instead of OUT/results, e.g. a run's "
                            "committed records experiments/compare_methods/results/<run>")
+  parser.add_argument("--synthesis", type=Path, default=None, metavar="FILE",
+                      help="take every arm's synthesis budget from FILE (a synthesis.json, e.g. "
+                           "the run's committed one) instead of its record's copy")
   args = parser.parse_args(argv)
   try:
     for name, eval_dir in args.reference:
       print(f"wrote {records_lib.write_reference(args.out, name, eval_dir)}", file=sys.stderr)
     print(write_comparison(args.out, args.title or args.out.resolve().name,
-                           resamples=args.resamples, records_dir=args.records))
+                           resamples=args.resamples, records_dir=args.records,
+                           synthesis=args.synthesis))
   except (ValueError, OSError) as e:
     print(f"comparison: {e}", file=sys.stderr)
     return 2

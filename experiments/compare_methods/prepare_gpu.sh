@@ -16,8 +16,9 @@
 #                  every export against its committed fingerprint (verify_exports.py: every
 #                  arm of one comparison must train on the same rows, in whichever session it
 #                  was exported), pick the `synth inspect` samples (all methods only), and fill
-#                  .gpu/common (with the comparison's committed synthesis.json, whose tokenizer
-#                  fingerprint verify_exports.py has just matched) and .gpu/arms
+#                  .gpu/common (with the index's synthesis.json, whose tokenizer fingerprint
+#                  verify_exports.py has just matched with the committed one, which it
+#                  replaces) and .gpu/arms
 #
 # Order of a GPU session (each line one device-tool command, back to back; the carry list of a
 # command is the folders it names):
@@ -76,9 +77,10 @@ case "$1" in
         --seeds 2 $methods
     $PY experiments/compare_methods/verify_exports.py "$RUN" "$RESULTS"
     rm -rf .gpu/common .gpu/arms && mkdir -p .gpu/common/data .gpu/arms
-    synthesis=$RESULTS/synthesis.json
-    if [ ! -f "$synthesis" ]; then synthesis=$RUN/data/synthesis.json; fi
-    cp -r "$RUN/heldout" .gpu/common/ && cp "$synthesis" .gpu/common/data/
+    # verify_exports.py has matched its tokenizer with the committed one; its budgets are the
+    # index's as built now (the committed copy kept KNN's and NExtLong's from an older index)
+    cp "$RUN/data/synthesis.json" "$RESULTS/synthesis.json"
+    cp -r "$RUN/heldout" .gpu/common/ && cp "$RESULTS/synthesis.json" .gpu/common/data/
     if [ -z "$methods" ]; then
       $PY -m longjax.synth inspect --index-dir "$RUN/index" --length 16k --select-only \
           --samples 48 --out "$RUN/inspect_sel"

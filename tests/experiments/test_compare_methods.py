@@ -421,6 +421,28 @@ def test_budget_table(out):
   assert budget["knn"] == ["327,680", "300–301", "–", "–", "–", "–"]  # no synthesis budget
 
 
+def test_a_synthesis_file_replaces_the_records_budgets(out, tmp_path):
+  """A record's synthesis budget is the copy that travelled with its run (stale once the index
+  is rebuilt); --synthesis takes every arm's from one file, with the same tokenizer."""
+  budget = {"samples": 50, "sample_tokens": 204_800, "documents_used": 100,
+            "source_tokens": 110_000, "source_tokens_dropped": 0}
+  path = tmp_path / "synthesis.json"
+  path.write_text(json.dumps({"tokenizer": {"sha256": "ab" * 32},
+                              "budgets": {m: budget for m in ("standard", "knn", "nextlong")}}))
+  comparison.write_comparison(out, "t", synthesis=path)
+  rows = _rows((out / "comparison.md").read_text().split("## Budgets")[1])
+  # passes = 327,680 x (1 - 0.1) / 204,800 = 1.44, for every arm alike
+  assert rows["knn"] == rows["nextlong"] == ["327,680", "300–301", "204,800", "1.44", "100",
+                                             "0 (0.0%)"]
+  path.write_text(json.dumps({"tokenizer": {"sha256": "cd" * 32},
+                              "budgets": {m: budget for m in ("standard", "knn", "nextlong")}}))
+  with pytest.raises(ValueError, match="tokenizer"):
+    comparison.write_comparison(out, "t", synthesis=path)
+  path.write_text(json.dumps({"tokenizer": {"sha256": "ab" * 32}, "budgets": {"knn": budget}}))
+  with pytest.raises(ValueError, match="no budget for 'standard'|no budget for 'nextlong'"):
+    comparison.write_comparison(out, "t", synthesis=path)
+
+
 def test_records_alone_rebuild_the_table(out):
   """The fixture left OUT/results only: the table, JSON and plot come from the records."""
   assert sorted(p.name for p in out.iterdir()) == ["results"]
