@@ -29,7 +29,7 @@ from longjax import io
 from longjax.models.tokenizer import Tokenizer
 from longjax.synth import artifacts, corpus
 from longjax.synth.methods import contexts, packer
-from longjax.synth.methods.base import BuildContext, check_shard
+from longjax.synth.methods.base import BuildContext, DocStore, check_shard
 from longjax.synth.methods.options import MethodOptions
 from longjax.synth.methods.quest import index as qindex
 from longjax.synth.methods.quest import keyword_stage
@@ -217,7 +217,7 @@ class QuestMethod:
   def examples(self, index_dir: str | Path, *, length: int, tokenizer: Tokenizer, shard: int,
                num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
     check_shard(shard, num_shards)
-    directory, cfg, doc_tokens = read_build(index_dir, tokenizer)
+    directory, cfg, doc_tokens, _ = read_build(index_dir, tokenizer)
     plans, stats = plan_shard(directory, cfg, doc_tokens, length=length, shard=shard,
                               num_shards=num_shards, seed=seed)
     if not plans:
@@ -229,19 +229,19 @@ class QuestMethod:
 
 
 def read_build(index_dir: str | Path,
-               tokenizer: Tokenizer) -> tuple[Path, QuestOptions, np.ndarray]:
-  """Quest's finished build under `index_dir`: its directory, options and per-document token
-  counts (an error if it is missing or was built with another tokenizer)."""
+               tokenizer: Tokenizer) -> tuple[Path, QuestOptions, np.ndarray, dict[str, Any]]:
+  """Quest's finished build under `index_dir`: its directory, options, per-document token
+  counts and manifest (an error if it is missing or was built with another tokenizer)."""
   directory = Path(index_dir) / QuestMethod.name
   manifest = artifacts.require_built(directory, method=QuestMethod.name)
   contexts.check_tokenizer(manifest, tokenizer, directory)
   options = {k: v for k, v in manifest["config"].items() if k not in ("lengths", "tokenizer")}
   return (directory, QuestOptions.parse(QuestMethod.name, options),
-          np.load(directory / "doc_tokens.npy"))
+          np.load(directory / "doc_tokens.npy"), manifest)
 
 
 def materialize(plans: list[list[Span]], method: str, directory: Path, doc_tokens: np.ndarray,
-                store: Any, *, tokenizer: Tokenizer, shard: int, num_shards: int,
+                store: DocStore, *, tokenizer: Tokenizer, shard: int, num_shards: int,
                 seed: int) -> Iterator[dict[str, Any]]:
   """The examples of planned samples: each plan's spans assembled from the corpus store, with
   the plan (keywords, spans) as provenance."""

@@ -157,8 +157,7 @@ class QuestShuffledMethod:
     if io.read_manifest(quest_dir) is None:
       raise ValueError(f"{self.name} reads Quest's build, and {quest_dir} has none: build "
                        f"`--methods quest,{self.name}` (quest first)")
-    quest = artifacts.require_built(quest_dir, method=QuestMethod.name)
-    directory, cfg, doc_tokens = read_build(ctx.index_dir, ctx.tokenizer)
+    directory, cfg, doc_tokens, quest = read_build(ctx.index_dir, ctx.tokenizer)
     budgets, repacking = {}, {}
     for length in ctx.lengths:
       plans, stats = shuffled_shard(directory, cfg, doc_tokens, length=length, shard=0,
@@ -186,7 +185,7 @@ class QuestShuffledMethod:
                num_shards: int, seed: int) -> Iterator[dict[str, Any]]:
     check_shard(shard, num_shards)
     artifacts.require_built(Path(index_dir) / self.name, method=self.name)
-    directory, cfg, doc_tokens = read_build(index_dir, tokenizer)
+    directory, cfg, doc_tokens, _ = read_build(index_dir, tokenizer)
     plans, _ = shuffled_shard(directory, cfg, doc_tokens, length=length, shard=shard,
                               num_shards=num_shards, seed=seed)
     return materialize(plans, self.name, directory, doc_tokens, corpus.open_store(index_dir),
