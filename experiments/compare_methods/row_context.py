@@ -15,7 +15,10 @@ trains on:
   the share of tokens with at least 1K, 4K and 8K such tokens;
   same-document reach per token: how far back in the row its document's first token lies (equal
     to the context when a document is one run; longer when other text sits between its runs,
-    as NExtLong's distractors do), and the share of tokens reaching at least 1K, 4K and 8K.
+    as NExtLong's distractors do), and the share of tokens reaching at least 1K, 4K and 8K;
+  cross-document copies: the share of tokens that end an 8-token sequence whose first occurrence
+    in the row ends in another document (text a model could copy from an earlier document, a
+    signal that related documents bring and that is not long-range dependency).
 
 Each is a mean over rows with a 95% bootstrap interval over rows (all seeds' rows pooled), and
 each arm's difference from Standard with an unpaired bootstrap interval. For NExtLong the
@@ -43,6 +46,7 @@ from longjax.synth.inspect import IndexReader, span_pieces
 from longjax.train.arrayrecord import RowFormat, read_export
 
 THRESHOLDS = (1024, 4096, 8192)
+COPY_NGRAM = 8
 RESAMPLES = 2000
 SEED = 0
 
@@ -73,11 +77,28 @@ def _run_sums(n: int, start: int) -> tuple[float, dict[int, int]]:
           {t: max(0, n - max(0, t - start)) for t in THRESHOLDS})
 
 
-def row_measures(pieces: Sequence[tuple[int, int]], length: int) -> dict[str, float]:
+def cross_document_copies(tokens: np.ndarray, docs: np.ndarray, n: int) -> float:
+  """Share of the row's tokens that end an n-token sequence whose first occurrence in the row
+  ends in another document; tokens of no document (-1) never count."""
+  if len(tokens) < n:
+    return 0.0
+  windows = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(
+      np.asarray(tokens, np.int64), n))
+  keys = windows.view(np.dtype((np.void, windows.itemsize * n))).ravel()
+  _, first, which = np.unique(keys, return_index=True, return_inverse=True)
+  end_doc = np.asarray(docs)[n - 1:]
+  first_doc = end_doc[first[which.ravel()]]
+  copied = (first_doc != end_doc) & (end_doc >= 0) & (first_doc >= 0)
+  return float(copied.sum()) / len(tokens)
+
+
+def row_measures(pieces: Sequence[tuple[int, int]], length: int,
+                 tokens: np.ndarray | None = None) -> dict[str, float]:
   """One row's documents, whether one fills it alone, mean same-document context and reach per
-  token and the share of tokens with at least T of each (`ctx>=T`, `reach>=T`). `pieces` are
-  `(document, tokens)` runs that must fill exactly `length` tokens; document -1 marks layout
-  tokens (boundaries, separators), which belong to no document."""
+  token and the share of tokens with at least T of each (`ctx>=T`, `reach>=T`); with the row's
+  `tokens`, also its share of cross-document copies (`copied`). `pieces` are `(document,
+  tokens)` runs that must fill exactly `length` tokens; document -1 marks layout tokens
+  (boundaries, separators), which belong to no document."""
   total = sum(n for _, n in pieces)
   if total != length:
     raise ValueError(f"row pieces cover {total} tokens, the rows hold {length}")
@@ -97,22 +118,27 @@ def row_measures(pieces: Sequence[tuple[int, int]], length: int) -> dict[str, fl
           at_least[f"{prefix}>={t}"] += c
       seen[doc] = seen.get(doc, 0) + n
     pos += n
-  return {"documents": float(len(seen)), "one_document": float(len(seen) == 1),
-          "context": sums["context"] / length,
-          **{f"ctx>={t}": at_least[f"ctx>={t}"] / length for t in THRESHOLDS},
-          "reach": sums["reach"] / length,
-          **{f"reach>={t}": at_least[f"reach>={t}"] / length for t in THRESHOLDS}}
+  out = {"documents": float(len(seen)), "one_document": float(len(seen) == 1),
+         "context": sums["context"] / length,
+         **{f"ctx>={t}": at_least[f"ctx>={t}"] / length for t in THRESHOLDS},
+         "reach": sums["reach"] / length,
+         **{f"reach>={t}": at_least[f"reach>={t}"] / length for t in THRESHOLDS}}
+  if tokens is not None:
+    docs = np.repeat([d for d, _ in pieces], [n for _, n in pieces])
+    out["copied"] = cross_document_copies(tokens, docs, COPY_NGRAM)
+  return out
 
 
-def export_rows(data_dir: Path) -> Iterable[list[str | None]]:
-  """Every row's provenance list of one export directory, shard by shard."""
+def export_rows(data_dir: Path) -> Iterable[tuple[np.ndarray, list[str | None]]]:
+  """Every row's tokens and provenance list of one export directory, shard by shard."""
   manifest = read_export(data_dir, verify=False)
   fmt = RowFormat.from_manifest(manifest)
   for shard in manifest["shards"]:
     reader = ArrayRecordReader(str(data_dir / shard["file"]))
     try:
       for i in range(reader.num_records()):
-        yield fmt.provenance(reader.read([i])[0])
+        record = reader.read([i])[0]
+        yield fmt.decode(record)["targets"], fmt.provenance(record)
     finally:
       reader.close()
 
@@ -138,11 +164,11 @@ def measure_arm(dirs: Sequence[Path], index_dir: Path | None) -> dict[str, np.nd
     length = RowFormat.from_manifest(manifest).length
     if index_dir is not None and reader is None:
       reader = IndexReader(index_dir, load_tokenizer_spec(manifest["config"]["tokenizer"]), None)
-    for provenance in export_rows(d):
+    for tokens, provenance in export_rows(d):
       pieces = row_pieces(provenance, length, reader)
       if pieces is None:
         return None
-      rows.append(row_measures(pieces, length))
+      rows.append(row_measures(pieces, length, tokens))
   return {k: np.array([r[k] for r in rows]) for k in rows[0]}
 
 
@@ -181,15 +207,17 @@ COLUMNS = (("documents", "docs/row", 1), ("one_document", "rows of one doc", 3),
            ("context", "same-doc context/token", 0),
            *((f"ctx>={t}", f"tokens with ≥ {t // 1024}K", 3) for t in THRESHOLDS),
            ("reach", "same-doc reach/token", 0),
-           *((f"reach>={t}", f"reaching ≥ {t // 1024}K", 3) for t in THRESHOLDS))
+           *((f"reach>={t}", f"reaching ≥ {t // 1024}K", 3) for t in THRESHOLDS),
+           ("copied", f"cross-doc copies ({COPY_NGRAM}-grams)", 4))
 
 
 def markdown(summary: Mapping[str, Any], base: str = "standard") -> str:
   """The per-arm table and the differences from `base`."""
   head = "| arm | rows | " + " | ".join(c[1] for c in COLUMNS) + " |"
   lines = ["Same-document context in every exported training row (all seeds' rows pooled); "
-           "mean [95% bootstrap interval over rows]", "", head,
-           "|---|---:|" + "---:|" * len(COLUMNS)]
+           "mean [95% bootstrap interval over rows]. Cross-doc copies: share of tokens that end "
+           f"{COPY_NGRAM} tokens first seen, in that order, in another document of the row.",
+           "", head, "|---|---:|" + "---:|" * len(COLUMNS)]
   for arm, a in summary["arms"].items():
     if a is None:
       lines.append(f"| {arm} | – | " + " | ".join(["not measured (chunk rows: --index-dir)"] +

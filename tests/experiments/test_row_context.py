@@ -40,6 +40,21 @@ def test_layout_tokens_belong_to_no_document(monkeypatch):
                "reach": 24 / 11, "reach>=4": 2 / 11}
 
 
+def test_cross_document_copies_by_hand(monkeypatch):
+  """Tokens 1 2 3 9 1 2 3, n = 3: of the five 3-grams only the last (1 2 3, ending at position
+  6) occurred before, ending at position 2. It counts when position 2 is another document's
+  (1 of 7 tokens), not when it is the same document's or a layout token's."""
+  tokens = np.array([1, 2, 3, 9, 1, 2, 3])
+  assert row_context.cross_document_copies(tokens, np.array([0, 0, 0, 1, 1, 1, 1]), 3) == 1 / 7
+  assert row_context.cross_document_copies(tokens, np.zeros(7, int), 3) == 0.0
+  assert row_context.cross_document_copies(tokens, np.array([0, 0, -1, 1, 1, 1, 1]), 3) == 0.0
+  assert row_context.cross_document_copies(tokens[:2], np.zeros(2, int), 3) == 0.0
+  monkeypatch.setattr(row_context, "COPY_NGRAM", 3)
+  m = row_context.row_measures([(0, 3), (1, 4)], 7, tokens)
+  assert m["copied"] == 1 / 7 and m["documents"] == 2.0
+  assert "copied" not in row_context.row_measures([(0, 3), (1, 4)], 7)
+
+
 def test_pieces_from_provenance():
   quest = {"spans": [["1 january", 5, 0, 3], ["1 january", 9, 2, 4]]}
   assert row_context.row_pieces([json.dumps({"spans": [[1, 0, 2]]}), quest], 7, None) == [
@@ -85,4 +100,5 @@ def test_arms_table_and_difference_from_standard(tmp_path):
   table = (tmp_path / "out" / "row_context.md").read_text()
   assert "| nextlong | – | not measured (chunk rows: --index-dir)" in table
   assert "| quest | +0.0" not in table and "+3 [+3, +3] *" in table
+  assert summary["arms"]["quest"]["copied"]["mean"] == 0.0  # every row is zeros: one 8-gram
   assert (tmp_path / "out" / "row_context.png").stat().st_size > 0
