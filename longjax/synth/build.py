@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -206,8 +207,9 @@ def run_build(opts: BuildOptions, *,
     raise ValueError(f"corpus {opts.corpus}: no usable documents "
                      f"(see {store.directory / io.MANIFEST})")
   previous = io.read_manifest(opts.out) or {}
-  stages: dict[str, str] = dict(previous.get("stages", {})) if previous.get("kind") == "build" \
-      else {}
+  ours = previous.get("kind") == "build"
+  stages: dict[str, str] = dict(previous.get("stages", {})) if ours else {}
+  sources: dict[str, str] = dict(previous.get("sources", {})) if ours else {}
   top = {"corpus": opts.corpus, "methods": list(opts.methods), "embedder": opts.embedder,
          "tokenizer": opts.tokenizer, "lengths": list(opts.lengths), "max_chars": opts.max_chars,
          "text_field": opts.text_field,
@@ -231,43 +233,74 @@ def run_build(opts: BuildOptions, *,
           "embedder": embedder.name if embedder and needs_embedder(method) else None,
           "shards": opts.shards if needs_embedder(method) else None,
           "config": dict(opts.config.get(method.name, {})), "lengths": list(opts.lengths),
-          **_reads_key(method, stages)})
+          **_code_key(method, stages)})
       finished = io.read_manifest(ctx.method_dir(method.name))
       if stages.get(method.name) == key and finished and finished.get("complete"):
         log_fn(f"{method.name}: up to date, skipped ({ctx.method_dir(method.name)})")
+        _warn_if_code_changed(method, sources.get(method.name), ctx.method_dir(method.name),
+                              log_fn)
       else:
         log_fn(f"{method.name}: building")
         if stages.pop(method.name, None) is not None:  # not finished until build() returns
-          _write_top(opts.out, top, store, stages, done, run)
+          _write_top(opts.out, top, store, stages, sources, done, run)
         t0 = time.perf_counter()
         method.build(ctx)
         timings[method.name] = time.perf_counter() - t0
         check_samples(method.name, io.read_manifest(ctx.method_dir(method.name)),
                       opts.lengths, len(store))
         stages[method.name] = key
-        _write_top(opts.out, top, store, stages, done + [method.name], run)
+        sources[method.name] = source_fingerprint(method)
+        _write_top(opts.out, top, store, stages, sources, done + [method.name], run)
       done.append(method.name)
-  return _write_top(opts.out, top, store, stages, done, run)
+  return _write_top(opts.out, top, store, stages, sources, done, run)
 
 
-def _reads_key(method: Any, stages: Mapping[str, str]) -> dict[str, Any]:
-  """The stage keys of the builds `method` reads (none for most methods, which adds nothing to
-  their key), so that it is rebuilt when one of them is."""
+def _code_key(method: Any, stages: Mapping[str, str]) -> dict[str, Any]:
+  """What of the method's code its stage key holds: its `version`, raised by hand whenever a
+  change alters what `build` or `examples` produce, and the stage keys of the builds it `reads`,
+  so that it is rebuilt when one of them is. A method without either adds nothing, so builds made
+  before a method had a version keep their keys."""
+  key: dict[str, Any] = {}
+  if getattr(method, "version", None) is not None:
+    key["version"] = int(method.version)
   reads = tuple(getattr(method, "reads", ()))
-  return {"reads": {m: stages.get(m) for m in reads}} if reads else {}
+  if reads:
+    key["reads"] = {m: stages.get(m) for m in reads}
+  return key
+
+
+def source_fingerprint(method: Any) -> str:
+  """sha256 of the source of the module that defines `method`'s class, or of every module of its
+  package when it has one of its own (`methods/quest/`): recorded with each build, so that a
+  reused build whose code has changed since is reported."""
+  module = sys.modules[type(method).__module__]
+  path = Path(module.__file__)
+  own_package = path.parent.name != "methods"
+  files = sorted(path.parent.glob("*.py")) if own_package else [path]
+  return io.fingerprint_json({f.name: f.read_text(encoding="utf-8") for f in files})
+
+
+def _warn_if_code_changed(method: Any, recorded: str | None, method_dir: Path,
+                          log_fn: Callable[[str], None]) -> None:
+  """Logs a warning when the up-to-date build of `method` was made by other source code."""
+  if recorded is not None and recorded != source_fingerprint(method):
+    log_fn(f"WARNING {method.name}: its source changed since this build, which is reused: the "
+           "stage key holds the options, inputs and version, not the code. If the change alters "
+           f"its samples, raise `{type(method).__name__}.version` (or delete {method_dir}) so "
+           "that it is rebuilt.")
 
 
 def _write_top(out: Path, config: dict[str, Any], store: DocumentStore, stages: dict[str, str],
-               done: list[str], run: dict[str, Any]) -> dict[str, Any]:
-  """The top manifest; `run` (runner, stage seconds) is kept apart from what an export's
-  fingerprint reads (`export.index_fingerprints`), so how a build ran never changes what it
-  built."""
+               sources: dict[str, str], done: list[str], run: dict[str, Any]) -> dict[str, Any]:
+  """The top manifest; `run` (runner, stage seconds) and `sources` (each build's source
+  fingerprint) are kept apart from what an export's fingerprint reads
+  (`export.index_fingerprints`), so how a build ran never changes what it built."""
   from longjax.synth.chunking import store_fingerprint  # pylint: disable=import-outside-toplevel
   return io.write_manifest(
       out, kind="build", config=config, inputs={"store": store_fingerprint(store)},
       counts={"corpus": store.manifest["counts"], "methods_done": done,
               "neighbour_lists": _list_fingerprints(out)},
-      extra={"stages": stages, "run": run})
+      extra={"stages": stages, "sources": sources, "run": run})
 
 
 def _list_fingerprints(out: Path) -> dict[str, str]:

@@ -226,3 +226,55 @@ def test_out_in_the_way_of_a_file(tmp_path, capsys, where):
   assert main(argv) == 2
   err = capsys.readouterr().err
   assert err.startswith("error: ") and str(tmp_path / "f") in err, err
+
+
+def _standard_argv(tmp_path, tokenizer_dir):
+  corpus = tmp_path / "c.jsonl"
+  corpus.write_text("".join(json.dumps({"text": f"Document {i}. " + "words and more " * 40})
+                            + "\n" for i in range(12)))
+  return ["build", "--corpus", str(corpus), "--out", str(tmp_path / "idx"), "--methods",
+          "standard", "--tokenizer", str(tokenizer_dir), "--lengths", "256"]
+
+
+def test_a_raised_version_rebuilds_and_changed_source_is_reported(tmp_path, tokenizer_dir,
+                                                                    caplog, monkeypatch):
+  """A method's `version` is part of its stage key: raising it rebuilds (and changes the
+  export fingerprint); its source fingerprint is recorded with the build, and a build reused
+  after the source changed is reported, naming how to rebuild."""
+  from longjax.synth import build as build_mod  # pylint: disable=import-outside-toplevel
+  from longjax.synth.methods import METHODS  # pylint: disable=import-outside-toplevel
+  from longjax.tasks.export import index_fingerprint  # pylint: disable=import-outside-toplevel
+  argv, out = _standard_argv(tmp_path, tokenizer_dir), tmp_path / "idx"
+  assert main(argv) == 0
+  top = io.read_manifest(out)
+  assert top["sources"] == {"standard": build_mod.source_fingerprint(METHODS["standard"])}
+  before = index_fingerprint(out, ["standard"])
+  with caplog.at_level("INFO", logger="longjax.synth"):
+    caplog.clear()
+    monkeypatch.setattr(build_mod, "source_fingerprint", lambda m: "edited")
+    assert main(argv) == 0  # same key: reused, with the warning
+    messages = [r.message for r in caplog.records]
+    assert any("standard: up to date" in m for m in messages)
+    assert any("WARNING standard: its source changed" in m and "StandardMethod.version" in m
+               for m in messages)
+    caplog.clear()
+    monkeypatch.setattr(type(METHODS["standard"]), "version", 2, raising=False)
+    assert main(argv) == 0
+    messages = [r.message for r in caplog.records]
+    assert any("standard: building" in m for m in messages)
+    assert not any("WARNING" in m for m in messages)
+  assert io.read_manifest(out)["sources"] == {"standard": "edited"}
+  assert index_fingerprint(out, ["standard"]) != before
+
+
+def test_source_fingerprint_covers_the_method_module_or_its_package():
+  """Quest and its control share the `quest/` package's fingerprint; a one-module method's is
+  its module's text alone."""
+  from longjax.synth.build import source_fingerprint  # pylint: disable=import-outside-toplevel
+  from longjax.synth.methods import METHODS  # pylint: disable=import-outside-toplevel
+  from longjax.synth.methods import standard  # pylint: disable=import-outside-toplevel
+  assert source_fingerprint(METHODS["quest"]) == source_fingerprint(METHODS["questshuffled"])
+  assert len({source_fingerprint(METHODS[m]) for m in ("standard", "knn", "quest")}) == 3
+  with open(standard.__file__, encoding="utf-8") as f:
+    assert source_fingerprint(METHODS["standard"]) == io.fingerprint_json(
+        {"standard.py": f.read()})

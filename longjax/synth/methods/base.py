@@ -103,6 +103,11 @@ class Method(Protocol):
 
   Each example is `{"targets": np.int32[length], "provenance": str}` where provenance is a JSON
   object saying which documents / chunks (with token spans) and seeds made the sample.
+
+  Two optional class attributes enter the build's stage key (`build._code_key`): `version`, an
+  int raised whenever a code change alters what `build` or `examples` produce (so every index
+  rebuilds the method rather than reusing a stale build), and `reads`, the names of the methods
+  whose builds this one reads (questshuffled reads quest's).
   """
   name: str
   options_type: type[MethodOptions]
