@@ -271,11 +271,11 @@ def _code_key(method: Any, stages: Mapping[str, str]) -> dict[str, Any]:
 
 def source_fingerprint(method: Any) -> str:
   """sha256 of the source of the module that defines `method`'s class, or of every module of its
-  package when it has one of its own (`methods/quest/`): recorded with each build, so that a
-  reused build whose code has changed since is reported."""
+  package when that is a subpackage of `longjax.synth.methods` (`quest/`): recorded with each
+  build, so that a reused build whose code has changed since is reported."""
   module = sys.modules[type(method).__module__]
   path = Path(module.__file__)
-  own_package = path.parent.name != "methods"
+  own_package = (module.__package__ or "").startswith("longjax.synth.methods.")
   files = sorted(path.parent.glob("*.py")) if own_package else [path]
   return io.fingerprint_json({f.name: f.read_text(encoding="utf-8") for f in files})
 
