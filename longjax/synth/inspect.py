@@ -263,7 +263,7 @@ def _check_request(info: IndexInfo, length: int, methods: Sequence[str] | None) 
   if length not in info.lengths:
     raise ValueError(f"{info.index_dir}: length {length} was not built (built: "
                      f"{list(info.lengths)}); rebuild with --lengths including it")
-  built = [m for m in info.methods if m in METHODS]
+  built = [m for m in METHODS if m in info.methods]
   if methods is None:
     if not built:
       raise ValueError(f"{info.index_dir}: no synthesis method was built")

@@ -278,3 +278,21 @@ def test_source_fingerprint_covers_the_method_module_or_its_package():
   with open(standard.__file__, encoding="utf-8") as f:
     assert source_fingerprint(METHODS["standard"]) == io.fingerprint_json(
         {"standard.py": f.read()})
+
+
+def test_methods_built_by_an_earlier_command_stay_listed(tmp_path, tokenizer_dir):
+  """Building more methods into an index keeps the earlier builds, and the index says so: the
+  diagnostics (`synth inspect`) accept them, and `methods_done` keeps meaning this command's."""
+  from longjax.synth import inspect as inspect_mod  # pylint: disable=import-outside-toplevel
+  from longjax.synth.methods.task_names import IndexInfo  # pylint: disable=import-outside-toplevel
+  argv, out = _standard_argv(tmp_path, tokenizer_dir), tmp_path / "idx"
+  assert main(argv) == 0
+  argv[argv.index("standard")] = "quest"
+  assert main(argv + ["--config", '{"quest": {"predictor": "extractive"}}']) == 0
+  assert io.read_manifest(out)["counts"]["methods_done"] == ["quest"]
+  info = IndexInfo.read(out)
+  assert set(info.methods) == {"standard", "quest"}
+  assert inspect_mod._check_request(info, 256, None) == ["standard", "quest"]  # registry order
+  assert inspect_mod._check_request(info, 256, ["standard"]) == ["standard"]
+  with pytest.raises(ValueError, match="method 'knn' was not built"):
+    inspect_mod._check_request(info, 256, ["knn"])

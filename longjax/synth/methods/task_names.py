@@ -65,8 +65,10 @@ class IndexInfo:
       raise FileNotFoundError(f"{index_dir}: no build manifest.json; run "
                               f"`python -m longjax.synth build --out {index_dir}` first")
     c = m["config"]
+    # every finished build the index holds (`stages`), not only the last command's methods
+    # (`methods_done`): building more methods into an index keeps the earlier ones
     return cls(index_dir, corpus_name(c["corpus"]), c["tokenizer"],
-               tuple(int(n) for n in c["lengths"]), tuple(m["counts"]["methods_done"]))
+               tuple(int(n) for n in c["lengths"]), tuple(m.get("stages", {})))
 
 
 def index_dirs_from_env() -> list[Path]:
