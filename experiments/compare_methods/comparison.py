@@ -399,7 +399,8 @@ def _budget_markdown(cmp: Mapping[str, Any]) -> list[str]:
     lines.append(f"| {method} | " + " | ".join(cells) + " |")
   return lines + [
       "", "training tokens = steps × batch × length (the trainer's manifest); documents trained "
-      "on = distinct documents in the exported rows (export manifest); unique tokens = "
+      "on = distinct documents in the exported rows (export manifest; for NExtLong its "
+      "meta-documents only, not the articles its distractor chunks come from); unique tokens = "
       "the method Task's tokens per pass (synthesis manifest); passes = training tokens × "
       f"(1 − replay share {cmp['replay_share']}) / unique tokens; documents used and source "
       "tokens dropped (read but in no sample) per pass, from the synthesis manifest.", ""]
