@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -207,9 +208,11 @@ def run_build(opts: BuildOptions, *,
     raise ValueError(f"corpus {opts.corpus}: no usable documents "
                      f"(see {store.directory / io.MANIFEST})")
   previous = io.read_manifest(opts.out) or {}
-  ours = previous.get("kind") == "build"
+  # an index over another corpus store keeps none of its stages: they describe other documents
+  ours = previous.get("kind") == "build" and \
+      previous.get("inputs", {}).get("store") == store_fingerprint(store)
   stages: dict[str, str] = dict(previous.get("stages", {})) if ours else {}
-  sources: dict[str, str] = dict(previous.get("sources", {})) if ours else {}
+  code: dict[str, dict[str, Any]] = dict(previous.get("code", {})) if ours else {}
   top = {"corpus": opts.corpus, "methods": list(opts.methods), "embedder": opts.embedder,
          "tokenizer": opts.tokenizer, "lengths": list(opts.lengths), "max_chars": opts.max_chars,
          "text_field": opts.text_field,
@@ -237,53 +240,82 @@ def run_build(opts: BuildOptions, *,
       finished = io.read_manifest(ctx.method_dir(method.name))
       if stages.get(method.name) == key and finished and finished.get("complete"):
         log_fn(f"{method.name}: up to date, skipped ({ctx.method_dir(method.name)})")
-        _warn_if_code_changed(method, sources.get(method.name), ctx.method_dir(method.name),
+        _warn_if_code_changed(method, code.get(method.name), ctx.method_dir(method.name),
                               log_fn)
       else:
         log_fn(f"{method.name}: building")
         if stages.pop(method.name, None) is not None:  # not finished until build() returns
-          _write_top(opts.out, top, store, stages, sources, done, run)
+          _write_top(opts.out, top, store, stages, code, done, run)
+        built_by = method_code(method)
+        _clear_if_version_changed(method, code.pop(method.name, None), built_by,
+                                  ctx.method_dir(method.name), log_fn)
         t0 = time.perf_counter()
         method.build(ctx)
         timings[method.name] = time.perf_counter() - t0
         check_samples(method.name, io.read_manifest(ctx.method_dir(method.name)),
                       opts.lengths, len(store))
         stages[method.name] = key
-        sources[method.name] = source_fingerprint(method)
-        _write_top(opts.out, top, store, stages, sources, done + [method.name], run)
+        code[method.name] = built_by
+        _write_top(opts.out, top, store, stages, code, done + [method.name], run)
       done.append(method.name)
-  return _write_top(opts.out, top, store, stages, sources, done, run)
+  return _write_top(opts.out, top, store, stages, code, done, run)
+
+
+def _version(method: Any) -> int | None:
+  """The method's `version`, raised by hand whenever a change alters what `build` or `examples`
+  produce; None for a method that never needed one."""
+  version = getattr(method, "version", None)
+  return None if version is None else int(version)
 
 
 def _code_key(method: Any, stages: Mapping[str, str]) -> dict[str, Any]:
-  """What of the method's code its stage key holds: its `version`, raised by hand whenever a
-  change alters what `build` or `examples` produce, and the stage keys of the builds it `reads`,
-  so that it is rebuilt when one of them is. A method without either adds nothing, so builds made
-  before a method had a version keep their keys."""
+  """What of the method's code its stage key holds: its version, and the stage keys of the builds
+  it `reads`, so that it is rebuilt when one of them is. A method without either adds nothing,
+  so builds made before a method had a version keep their keys."""
   key: dict[str, Any] = {}
-  if getattr(method, "version", None) is not None:
-    key["version"] = int(method.version)
+  if _version(method) is not None:
+    key["version"] = _version(method)
   reads = tuple(getattr(method, "reads", ()))
   if reads:
     key["reads"] = {m: stages.get(m) for m in reads}
   return key
 
 
-def source_fingerprint(method: Any) -> str:
+def source_fingerprint(method: Any) -> str | None:
   """sha256 of the source of the module that defines `method`'s class, or of every module of its
   package when that is a subpackage of `longjax.synth.methods` (`quest/`): recorded with each
   build, so that a reused build whose code has changed since is reported."""
   module = sys.modules[type(method).__module__]
+  if getattr(module, "__file__", None) is None:
+    return None
   path = Path(module.__file__)
   own_package = (module.__package__ or "").startswith("longjax.synth.methods.")
   files = sorted(path.parent.glob("*.py")) if own_package else [path]
   return io.fingerprint_json({f.name: f.read_text(encoding="utf-8") for f in files})
 
 
-def _warn_if_code_changed(method: Any, recorded: str | None, method_dir: Path,
+def method_code(method: Any) -> dict[str, Any]:
+  """What the top manifest records of the code that builds `method`: version and source."""
+  return {"version": _version(method), "source": source_fingerprint(method)}
+
+
+def _clear_if_version_changed(method: Any, recorded: Mapping[str, Any] | None,
+                              current: Mapping[str, Any], method_dir: Path,
+                              log_fn: Callable[[str], None]) -> None:
+  """Deletes the method's earlier build output when its version changed since, so that none of
+  its cached steps (NExtLong's plans, Quest's query predictions and keyword stage, whose own keys
+  hold options, not code) survives into the new build."""
+  if recorded is not None and recorded.get("version") != current["version"] and \
+      method_dir.exists():
+    log_fn(f"{method.name}: version {recorded.get('version')} -> {current['version']}: "
+           f"building from scratch (deleting {method_dir})")
+    shutil.rmtree(method_dir)
+
+
+def _warn_if_code_changed(method: Any, recorded: Mapping[str, Any] | None, method_dir: Path,
                           log_fn: Callable[[str], None]) -> None:
   """Logs a warning when the up-to-date build of `method` was made by other source code."""
-  if recorded is not None and recorded != source_fingerprint(method):
+  if recorded is not None and recorded.get("source") != source_fingerprint(method):
     log_fn(f"WARNING {method.name}: its source changed since this build, which is reused: the "
            "stage key holds the options, inputs and version, not the code. If the change alters "
            f"its samples, raise `{type(method).__name__}.version` (or delete {method_dir}) so "
@@ -291,16 +323,17 @@ def _warn_if_code_changed(method: Any, recorded: str | None, method_dir: Path,
 
 
 def _write_top(out: Path, config: dict[str, Any], store: DocumentStore, stages: dict[str, str],
-               sources: dict[str, str], done: list[str], run: dict[str, Any]) -> dict[str, Any]:
-  """The top manifest; `run` (runner, stage seconds) and `sources` (each build's source
-  fingerprint) are kept apart from what an export's fingerprint reads
+               code: dict[str, dict[str, Any]], done: list[str],
+               run: dict[str, Any]) -> dict[str, Any]:
+  """The top manifest; `run` (runner, stage seconds) and `code` (each build's method version
+  and source fingerprint) are kept apart from what an export's fingerprint reads
   (`export.index_fingerprints`), so how a build ran never changes what it built."""
   from longjax.synth.chunking import store_fingerprint  # pylint: disable=import-outside-toplevel
   return io.write_manifest(
       out, kind="build", config=config, inputs={"store": store_fingerprint(store)},
       counts={"corpus": store.manifest["counts"], "methods_done": done,
               "neighbour_lists": _list_fingerprints(out)},
-      extra={"stages": stages, "sources": sources, "run": run})
+      extra={"stages": stages, "code": code, "run": run})
 
 
 def _list_fingerprints(out: Path) -> dict[str, str]:

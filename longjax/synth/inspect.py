@@ -260,10 +260,11 @@ def _same_tokenizer(a: str, b: str) -> bool:
 
 def _check_request(info: IndexInfo, length: int, methods: Sequence[str] | None) -> list[str]:
   """The methods to inspect; a ValueError for an unknown or unbuilt method or an unbuilt length."""
-  if length not in info.lengths:
-    raise ValueError(f"{info.index_dir}: length {length} was not built (built: "
-                     f"{list(info.lengths)}); rebuild with --lengths including it")
-  built = [m for m in METHODS if m in info.methods]
+  built = [m for m in METHODS if length in info.built.get(m, ())]
+  if not built and info.built:
+    lengths = sorted({n for ns in info.built.values() for n in ns})
+    raise ValueError(f"{info.index_dir}: length {length} was not built (built: {lengths}); "
+                     "rebuild with --lengths including it")
   if methods is None:
     if not built:
       raise ValueError(f"{info.index_dir}: no synthesis method was built")
@@ -272,7 +273,8 @@ def _check_request(info: IndexInfo, length: int, methods: Sequence[str] | None) 
     if m not in METHODS:
       raise ValueError(f"unknown method {m!r}; known: {sorted(METHODS)}")
     if m not in built:
-      raise ValueError(f"{info.index_dir}: method {m!r} was not built (built: {built})")
+      at = f" at length {length} (built at {list(info.built[m])})" if m in info.built else ""
+      raise ValueError(f"{info.index_dir}: method {m!r} was not built{at} (built: {built})")
   return list(methods)
 
 

@@ -238,17 +238,19 @@ def _standard_argv(tmp_path, tokenizer_dir):
 
 def test_a_raised_version_rebuilds_and_changed_source_is_reported(tmp_path, tokenizer_dir,
                                                                     caplog, monkeypatch):
-  """A method's `version` is part of its stage key: raising it rebuilds (and changes the
-  export fingerprint); its source fingerprint is recorded with the build, and a build reused
-  after the source changed is reported, naming how to rebuild."""
+  """A method's `version` is part of its stage key: raising it rebuilds from scratch, cached
+  steps deleted (and changes the export fingerprint); its source fingerprint is recorded with
+  the build, and a build reused after the source changed is reported, naming how to rebuild."""
   from longjax.synth import build as build_mod  # pylint: disable=import-outside-toplevel
   from longjax.synth.methods import METHODS  # pylint: disable=import-outside-toplevel
   from longjax.tasks.export import index_fingerprint  # pylint: disable=import-outside-toplevel
   argv, out = _standard_argv(tmp_path, tokenizer_dir), tmp_path / "idx"
   assert main(argv) == 0
   top = io.read_manifest(out)
-  assert top["sources"] == {"standard": build_mod.source_fingerprint(METHODS["standard"])}
+  assert top["code"] == {"standard": {"version": None,
+                                      "source": build_mod.source_fingerprint(METHODS["standard"])}}
   before = index_fingerprint(out, ["standard"])
+  (out / "standard" / "cached_step.json").write_text("{}")  # a cached step of the old code
   with caplog.at_level("INFO", logger="longjax.synth"):
     caplog.clear()
     monkeypatch.setattr(build_mod, "source_fingerprint", lambda m: "edited")
@@ -261,9 +263,11 @@ def test_a_raised_version_rebuilds_and_changed_source_is_reported(tmp_path, toke
     monkeypatch.setattr(type(METHODS["standard"]), "version", 2, raising=False)
     assert main(argv) == 0
     messages = [r.message for r in caplog.records]
-    assert any("standard: building" in m for m in messages)
+    assert any("standard: version None -> 2: building from scratch" in m for m in messages)
     assert not any("WARNING" in m for m in messages)
-  assert io.read_manifest(out)["sources"] == {"standard": "edited"}
+  assert io.read_manifest(out)["code"] == {"standard": {"version": 2, "source": "edited"}}
+  assert not (out / "standard" / "cached_step.json").exists()
+  assert io.read_manifest(out / "standard")["complete"]
   assert index_fingerprint(out, ["standard"]) != before
 
 
@@ -281,8 +285,9 @@ def test_source_fingerprint_covers_the_method_module_or_its_package():
 
 
 def test_methods_built_by_an_earlier_command_stay_listed(tmp_path, tokenizer_dir):
-  """Building more methods into an index keeps the earlier builds, and the index says so: the
-  diagnostics (`synth inspect`) accept them, and `methods_done` keeps meaning this command's."""
+  """Building more methods into an index keeps the earlier builds, and the index says so, with
+  the lengths each was built for: the diagnostics (`synth inspect`) accept them at those lengths,
+  and `methods_done` keeps meaning this command's. A build over another corpus keeps none."""
   from longjax.synth import inspect as inspect_mod  # pylint: disable=import-outside-toplevel
   from longjax.synth.methods.task_names import IndexInfo  # pylint: disable=import-outside-toplevel
   argv, out = _standard_argv(tmp_path, tokenizer_dir), tmp_path / "idx"
@@ -296,3 +301,21 @@ def test_methods_built_by_an_earlier_command_stay_listed(tmp_path, tokenizer_dir
   assert inspect_mod._check_request(info, 256, ["standard"]) == ["standard"]
   with pytest.raises(ValueError, match="method 'knn' was not built"):
     inspect_mod._check_request(info, 256, ["knn"])
+  # quest again at another length: standard stays listed, at its own length only
+  argv[argv.index("256")] = "512"
+  assert main(argv + ["--config", '{"quest": {"predictor": "extractive"}}']) == 0
+  info = IndexInfo.read(out)
+  assert info.built == {"standard": (256,), "quest": (512,)}
+  assert inspect_mod._check_request(info, 512, None) == ["quest"]
+  with pytest.raises(ValueError, match=r"'standard' was not built at length 512 \(built at \[256"):
+    inspect_mod._check_request(info, 512, ["standard"])
+  with pytest.raises(ValueError, match=r"length 1024 was not built \(built: \[256, 512\]\)"):
+    inspect_mod._check_request(info, 1024, None)
+  # another corpus into the same directory: the earlier builds describe other documents
+  other = tmp_path / "other.jsonl"
+  other.write_text("".join(json.dumps({"text": f"Other {i}. " + "text again " * 50}) + "\n"
+                           for i in range(10)))
+  argv[argv.index("--corpus") + 1] = str(other)
+  argv[argv.index("quest")] = "standard"
+  assert main(argv) == 0
+  assert IndexInfo.read(out).built == {"standard": (512,)}

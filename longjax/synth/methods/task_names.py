@@ -50,12 +50,21 @@ def parse_task_name(name: str) -> tuple[str, str, int, bool]:
 
 @dataclasses.dataclass(frozen=True)
 class IndexInfo:
-  """What an index directory's build manifest says about the Tasks it can serve."""
+  """What an index directory's build manifest says about the Tasks it can serve.
+
+  `lengths` are the last build command's; `built` maps every method with a finished build in the
+  index (that command's or an earlier one's over the same corpus store) to the lengths it was
+  built for, read from its own manifest's per-length budgets.
+  """
   index_dir: Path
   corpus: str
   tokenizer: str
   lengths: tuple[int, ...]
-  methods: tuple[str, ...]
+  built: dict[str, tuple[int, ...]]
+
+  @property
+  def methods(self) -> tuple[str, ...]:
+    return tuple(self.built)
 
   @classmethod
   def read(cls, index_dir: str | os.PathLike) -> "IndexInfo":
@@ -65,10 +74,21 @@ class IndexInfo:
       raise FileNotFoundError(f"{index_dir}: no build manifest.json; run "
                               f"`python -m longjax.synth build --out {index_dir}` first")
     c = m["config"]
-    # every finished build the index holds (`stages`), not only the last command's methods
-    # (`methods_done`): building more methods into an index keeps the earlier ones
     return cls(index_dir, corpus_name(c["corpus"]), c["tokenizer"],
-               tuple(int(n) for n in c["lengths"]), tuple(m.get("stages", {})))
+               tuple(int(n) for n in c["lengths"]), _finished_builds(index_dir, m))
+
+
+def _finished_builds(index_dir: Path, top: dict) -> dict[str, tuple[int, ...]]:
+  """Each method whose build stage the top manifest records (not only the last command's
+  `methods_done`: building more methods into an index keeps the earlier ones) and whose own
+  manifest is complete, with the lengths of its budgets."""
+  built = {}
+  for method in top.get("stages", {}):
+    manifest = read_manifest(index_dir / method)
+    if manifest and manifest.get("complete"):
+      budgets = manifest.get("counts", {}).get("budget", {})
+      built[method] = tuple(sorted(int(k[1:]) for k in budgets if k.startswith("L")))
+  return built
 
 
 def index_dirs_from_env() -> list[Path]:
