@@ -28,6 +28,7 @@
 # Example (README "What the comparison shows" lists the exact sequence that was run):
 #   bash experiments/compare_methods/gpu_steps.sh train standard 0
 set -euo pipefail
+if [ $# -eq 0 ]; then sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; fi
 KEEP=/root/keep
 RUN=$KEEP/run
 PRESET=wiki_smollm2_16k
