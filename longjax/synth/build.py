@@ -273,8 +273,9 @@ def _code_key(method: Any, stages: Mapping[str, str]) -> dict[str, Any]:
   it `reads`, so that it is rebuilt when one of them is. A method without either adds nothing,
   so builds made before a method had a version keep their keys."""
   key: dict[str, Any] = {}
-  if _version(method) is not None:
-    key["version"] = _version(method)
+  version = _version(method)
+  if version is not None:
+    key["version"] = version
   reads = tuple(getattr(method, "reads", ()))
   if reads:
     key["reads"] = {m: stages.get(m) for m in reads}

@@ -62,10 +62,6 @@ class IndexInfo:
   lengths: tuple[int, ...]
   built: dict[str, tuple[int, ...]]
 
-  @property
-  def methods(self) -> tuple[str, ...]:
-    return tuple(self.built)
-
   @classmethod
   def read(cls, index_dir: str | os.PathLike) -> "IndexInfo":
     index_dir = Path(index_dir)
