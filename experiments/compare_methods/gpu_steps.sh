@@ -20,15 +20,17 @@
 #                     limit keeps the finished (task, length) pieces, so repeat it until done
 #   arm M K           train, then eval, in one command (~8.5 min on one H200, inside the
 #                     10-minute limit): no gap between them in which the machine could go back
-#   inspect MODEL     score the long-range dependency of the samples that `synth inspect
+#   inspect MODEL [PREFIX] score the long-range dependency of the samples that `synth inspect
 #                     --select-only` picked (.gpu/common/inspect_sel, via `common`) under MODEL:
 #                     `shipped` (SmolLM2 as packaged, trained to 8K) or an arm trained in this
-#                     machine's $RUN, e.g. standard_seed0 (16K positions, no method's structure)
+#                     machine's $RUN, e.g. standard_seed0 (16K positions, no method's structure);
+#                     an optional PREFIX scores each sample's first PREFIX tokens only
+#                     (`inspect shipped 8192`: the shipped model's window)
 #
 # Example (README "What the comparison shows" lists the exact sequence that was run):
 #   bash experiments/compare_methods/gpu_steps.sh train standard 0
 set -euo pipefail
-if [ $# -eq 0 ]; then sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; fi
+if [ $# -eq 0 ]; then awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 2; fi
 KEEP=/root/keep
 RUN=$KEEP/run
 PRESET=wiki_smollm2_16k
@@ -117,7 +119,7 @@ case "$1" in
     if [ "$2" != shipped ]; then model=$RUN/runs/$2/hf; fi
     contexts=$(cd experiments/compare_methods && python3 -c "import presets; print(presets.PRESETS['$PRESET'].inspect_contexts)")
     python3 -m longjax.synth inspect --score "$RUN/inspect_sel" --model "$model" \
-        --contexts "$contexts" --dtype bfloat16 --out "$RUN/inspect_$2"
-    mkdir -p "$OUT/inspect_$2" && cp "$RUN/inspect_$2"/inspect.* "$OUT/inspect_$2/" ;;
+        --contexts "$contexts" --dtype bfloat16 ${3:+--prefix "$3"} --out "$RUN/inspect_$2$3"
+    mkdir -p "$OUT/inspect_$2$3" && cp "$RUN/inspect_$2$3"/inspect.* "$OUT/inspect_$2$3/" ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac

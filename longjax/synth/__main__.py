@@ -155,6 +155,9 @@ def make_parser() -> argparse.ArgumentParser:
   i.add_argument("--methods", type=_methods_arg, default=None,
                  help="comma-separated methods (default: every method the index built)")
   i.add_argument("--seed", type=int, default=0)
+  i.add_argument("--prefix", type=_length_arg, default=None,
+                 help="score only each sample's first PREFIX tokens (e.g. 8k: samples longer "
+                 "than the reference model's window; the structure columns stay whole-sample)")
   i.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                  help="the reference model's dtype (bfloat16 on a GPU: fused attention)")
   i.add_argument("--out", type=Path, default=None,
@@ -245,7 +248,7 @@ def _inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
   result = inspect.score_samples(
       result, tokens, contexts=inspect.DEFAULT_CONTEXTS if args.contexts is None else args.contexts,
-      dtype=args.dtype, progress=console)
+      dtype=args.dtype, prefix=args.prefix, progress=console)
   result["command"] = "python -m longjax.synth " + shlex.join(argv)
   out = inspect.write_outputs(result, out)
   print(inspect.markdown_table(result))

@@ -353,10 +353,17 @@ def select_samples(index_dir: str | Path, *, length: int, model: str = "smollm2"
 
 def score_samples(result: dict[str, Any], tokens: dict[str, np.ndarray], *,
                   contexts: Sequence[int] = DEFAULT_CONTEXTS, dtype: str = "float32",
+                  prefix: int | None = None,
                   progress: Callable[..., Iterable[Any]] = silent) -> dict[str, Any]:
   """The model half: the LRD score of every method's samples (`select_samples`' output), the
-  summaries with intervals; returns `result`, completed."""
+  summaries with intervals; returns `result`, completed.
+
+  `prefix` scores only each sample's first `prefix` tokens: the way to score samples longer
+  than the reference was trained on (the structure columns still describe whole samples).
+  """
   start = time.perf_counter()
+  if prefix is not None:
+    tokens = _prefix(result, tokens, prefix)
   scored = result["scored_length"]
   q0 = scored - scored // 4
   kept = sorted(c for c in set(contexts) if 0 < c < q0)
@@ -370,7 +377,8 @@ def score_samples(result: dict[str, Any], tokens: dict[str, np.ndarray], *,
     raise ValueError(f"reference {result['model']} was trained to {trained} positions, but the "
                      f"samples are scored at {scored}: past its window the full-context NLL is "
                      f"meaningless (SmolLM2 at 16K: 6.6 nats/token against 3.3 within its "
-                     f"window); inspect a length <= {trained} or pass a longer-context --model")
+                     f"window); inspect a length <= {trained}, score a --prefix <= {trained} "
+                     f"or pass a longer-context --model")
   result["seconds"]["model_load"] = time.perf_counter() - start
   for name, entry in result["methods"].items():
     t, cpu = time.perf_counter(), time.process_time()
@@ -386,6 +394,19 @@ def score_samples(result: dict[str, Any], tokens: dict[str, np.ndarray], *,
                                              for c in kept}, entry["seconds"]["lrd"])
   result["seconds"]["total"] = result["seconds"]["select"] + time.perf_counter() - start
   return result
+
+
+def _prefix(result: dict[str, Any], tokens: dict[str, np.ndarray],
+            prefix: int) -> dict[str, np.ndarray]:
+  """Each sample's first `prefix` tokens; `result` records the cut in its notes."""
+  whole = result["scored_length"]
+  if not 0 < prefix <= whole:
+    raise ValueError(f"--prefix ({prefix}) must be in 1..{whole}, the selected samples' length")
+  if prefix < whole:
+    result["notes"].append(f"scored the first {prefix} of each sample's {whole} tokens "
+                           f"(--prefix); the structure columns describe whole samples")
+  result.update(scored_length=prefix, prefix=prefix)
+  return {name: t[:, :prefix] for name, t in tokens.items()}
 
 
 def inspect_index(index_dir: str | Path, *, length: int, model: str = "smollm2",

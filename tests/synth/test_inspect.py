@@ -178,6 +178,30 @@ def test_select_then_score_without_the_index_equals_one_run(built, tmp_path, cap
     assert mean is None or f"{mean:.3f}" in structure
 
 
+def test_prefix_scores_only_the_first_tokens(built, tmp_path):
+  """--prefix P scores each sample's first P tokens: the LRD of a sample cut to P, by hand."""
+  index, model_dir = built
+  out, p = tmp_path / "out", LENGTH // 2
+  assert main(["inspect", "--index-dir", str(index), "--length", str(LENGTH), "--model",
+               str(model_dir), "--samples", "1", "--methods", "standard", "--contexts", "16",
+               "--prefix", str(p), "--out", str(out)]) == 0
+  result = json.loads((out / "inspect.json").read_text())
+  q0 = p - p // 4
+  assert result["scored_length"] == p and result["scored_span"] == [q0, p]
+  assert "--prefix" in " ".join(result["notes"])
+  ex = next(iter(METHODS["standard"].examples(index, length=LENGTH, tokenizer=load_tokenizer(
+      model_dir), shard=0, num_shards=1, seed=0)))
+  x, model = np.asarray(ex["targets"][:p]), load_hf(model_dir, dtype="float32")
+  rec = result["methods"]["standard"]["per_sample"][0]
+  assert rec["nll_full"] == pytest.approx(_brute_force_nll(model, x, 0, range(q0, p)), abs=1e-4)
+  assert rec["nll_c16"] == pytest.approx(_brute_force_nll(model, x, q0 - 16, range(q0, p)),
+                                         abs=1e-4)
+  with pytest.raises(ValueError, match="--prefix"):
+    inspect.score_samples(*inspect.select_samples(index, length=LENGTH, model=str(model_dir),
+                                                  samples=1, methods=["standard"]),
+                          contexts=[16], prefix=LENGTH + 1)
+
+
 def test_cli_reencodes_for_a_model_with_another_tokenizer(built, tmp_path):
   index, model_dir = built
   other = tmp_path / "eot_model"
