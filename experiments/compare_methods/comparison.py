@@ -47,6 +47,7 @@ ONE_SEED_NOTE = ("one seed: these intervals cover the eval samples only, not tra
                  "difference between arms (the seed-level table, when present, borrows the "
                  "run-to-run variance of the arms that have two or more).")
 BOOTSTRAP_SEED = 0
+PRIMARY = "lite_avg"  # the column whose pairwise differences get a family-wise check
 NOTES = [
     "Cells: mean over seeds [95% interval]; the interval is a bootstrap ({resamples} resamples) "
     "that resamples the seeds, then the eval samples within each seed.",
@@ -155,7 +156,8 @@ def _cell_json(iv: stats.Interval, **flags: bool) -> dict[str, Any]:
 def _difference_json(diff: stats.Interval, per_sample: bool) -> dict[str, Any]:
   """A difference, flagged significant when its interval excludes 0, and per_sample False when
   some of its evals hold only means for the metric (no eval-sample noise in the interval)."""
-  return _cell_json(diff, significant=not stats.contains_zero(diff), per_sample=per_sample)
+  return {**_cell_json(diff, significant=not stats.contains_zero(diff), per_sample=per_sample),
+          **({} if diff.p is None else {"p": diff.p})}
 
 
 def _per_sample(evals: Sequence[results_lib.EvalSamples], metric: str) -> bool:
@@ -319,7 +321,20 @@ def _seed_level(arms: Mapping[str, Mapping[str, Any]],
         label = f"{a} ({len(runs[a])}) − {b} ({len(runs[b])})"
         tables[key].setdefault(label, {})[col.name] = _difference_json(
             diff, _per_sample([*samples[a], *samples[b]], col.metric))
-  return {"df": df, **tables}
+  return {"df": df, **tables, "family": _family(tables)}
+
+
+def _family(tables: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+  """Holm's adjustment over every seed-level difference of the primary column: with m pairs
+  of arms, about 0.05 m of them would read "significant" by chance at 95% each; the adjusted
+  p-values bound the chance of any such false reading in the whole table at 5%."""
+  cells = {label: row[PRIMARY] for table in tables.values() for label, row in table.items()
+           if PRIMARY in row}
+  adjusted = stats.holm({label: c["p"] for label, c in cells.items()})
+  return {"column": PRIMARY, "comparisons": len(cells), "rows": [
+      {"difference": label, "mean": c["mean"], "p": c["p"], "p_holm": adjusted[label],
+       "significant": adjusted[label] < 1 - stats.LEVEL}
+      for label, c in sorted(cells.items(), key=lambda kv: kv[1]["p"])]}
 
 
 def compare(records: Sequence[Mapping[str, Any]], title: str,
@@ -509,6 +524,26 @@ def _between_methods_markdown(cmp: Mapping[str, Any]) -> list[str]:
       "the earlier. *: the interval excludes 0.")
 
 
+def _family_markdown(cmp: Mapping[str, Any]) -> list[str]:
+  """The primary column's pairwise differences with their p-values, raw and Holm-adjusted."""
+  family = (cmp.get("seed_level") or {}).get("family")
+  if not family or not family["rows"]:
+    return []
+  lines = [f"## All pairs at once: {family['column']}, Holm-adjusted", "",
+           "| difference (runs) | mean | p | p, Holm | significant for the family |",
+           "|---|---:|---:|---:|---|"]
+  for r in family["rows"]:
+    lines.append(f"| {r['difference']} | {r['mean']:+.2f} | {r['p']:.4f} | {r['p_holm']:.4f} | "
+                 f"{'yes' if r['significant'] else 'no'} |")
+  return lines + ["", f"The {family['comparisons']} seed-level differences of "
+                  f"{family['column']} above (every arm against Standard and every other pair), "
+                  "sorted by p: the two-sided p-value of the t interval's test, and the same "
+                  "after Holm's step-down adjustment for the whole family, which keeps the "
+                  "chance of any false \"significant\" among them at 5% (stats.py, `holm`). "
+                  "At 95% each, about one in twenty differences with no effect reads as "
+                  "significant, so a * above whose Holm p is ≥ 0.05 is suggestive, not shown.", ""]
+
+
 def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
   """The diagnostics (if `out` has them), the comparison table (+ a verdict row), its notes and
   the budget table, from `compare`."""
@@ -537,7 +572,7 @@ def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:
   lines += [""] + [f"- {n}" for n in notes] + [""]
   return "\n".join(lines + _versus_markdown(cmp) + _seed_noise_markdown(cmp)
                    + _seed_level_markdown(cmp) + _between_methods_markdown(cmp)
-                   + _budget_markdown(cmp))
+                   + _family_markdown(cmp) + _budget_markdown(cmp))
 
 
 def _errorbar(cells: Sequence[Mapping[str, float]]) -> list[list[float]]:

@@ -31,10 +31,12 @@ Cell = Hashable  # e.g. (task, length) or ("loss", bucket index)
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
-  """A statistic's point estimate (mean over seeds) and its bootstrap interval [lo, hi]."""
+  """A statistic's point estimate (mean over seeds) and its interval [lo, hi]; `p`, the
+  two-sided p-value of "no difference", where the interval comes from a t test."""
   mean: float
   lo: float
   hi: float
+  p: float | None = None
 
 
 class Bootstrap:
@@ -281,6 +283,22 @@ def seed_level_difference(a: Sequence[float], b: Sequence[float], noise: RunNois
   runs = max(noise.between_runs, noise.interaction) * k
   samples = max(0.0, sample_variance - noise.interaction * k)
   effective_df = np.inf if runs == 0 else (runs + samples) ** 2 / (runs ** 2 / noise.df)
-  diff = float(np.mean(a) - np.mean(b))
-  half = scipy_stats.t.ppf(0.5 + LEVEL / 2, effective_df) * np.sqrt(runs + samples)
-  return Interval(diff, float(diff - half), float(diff + half))
+  diff, se = float(np.mean(a) - np.mean(b)), float(np.sqrt(runs + samples))
+  half = scipy_stats.t.ppf(0.5 + LEVEL / 2, effective_df) * se
+  p = float(2 * scipy_stats.t.sf(abs(diff) / se, effective_df)) if se > 0 else float(diff == 0)
+  return Interval(diff, float(diff - half), float(diff + half), p)
+
+
+def holm(p_values: Mapping[str, float]) -> dict[str, float]:
+  """Holm's step-down adjustment: p-values that keep the chance of any false "significant" in
+  the whole family at the nominal level, however the tests depend on each other.
+
+  The i-th smallest of m p-values is multiplied by m - i (i from 0), and each adjusted value
+  is at least the one before it, capped at 1; "significant" is adjusted p < 1 - LEVEL.
+  """
+  order = sorted(p_values, key=p_values.get)
+  adjusted, running = {}, 0.0
+  for i, key in enumerate(order):
+    running = max(running, min(1.0, (len(order) - i) * p_values[key]))
+    adjusted[key] = running
+  return adjusted

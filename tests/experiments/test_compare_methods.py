@@ -178,6 +178,27 @@ def test_seed_level_interval_by_hand():
   assert iv.hi == pytest.approx(2.101 * np.sqrt(3.0), abs=1e-3)
 
 
+def test_seed_level_p_value_matches_its_interval():
+  """p < 0.05 exactly when the 95% interval excludes 0; p by hand from the t table."""
+  noise = stats.RunNoise(2.0, 0.0, 2)
+  # t = 3 / sqrt(2) = 2.121 on 2 df: two-sided p = 0.168 (scipy-free: 1 - t / sqrt(2 + t^2)).
+  iv = stats.seed_level_difference([4.0, 6.0], [1.0, 3.0], noise)
+  t = 3 / np.sqrt(2)
+  assert iv.p == pytest.approx(1 - t / np.sqrt(2 + t * t), abs=1e-9) and iv.lo < 0 < iv.hi
+  iv = stats.seed_level_difference([8.0, 10.0], [1.0, 3.0], noise)
+  assert iv.p < 0.05 and iv.lo > 0
+  assert stats.seed_level_difference([1.0], [1.0], stats.RunNoise(0.0, 0.0, 2)).p == 1.0
+
+
+def test_holm_by_hand():
+  # Sorted 0.01, 0.02, 0.04, 0.30 times 4, 3, 2, 1: 0.04, 0.06, 0.08, 0.30 (running maximum).
+  adj = stats.holm({"a": 0.04, "b": 0.01, "c": 0.30, "d": 0.02})
+  assert adj == pytest.approx({"b": 0.04, "d": 0.06, "a": 0.08, "c": 0.30})
+  # The running maximum: 0.02 x 2 = 0.04 stays above the later 0.03 x 1.
+  assert stats.holm({"x": 0.02, "y": 0.03}) == pytest.approx({"x": 0.04, "y": 0.04})
+  assert stats.holm({"x": 0.6, "y": 0.7}) == pytest.approx({"x": 1.0, "y": 1.0})
+
+
 def test_paired_sample_variance_by_hand():
   w = {"c": 1.0}
   # One run each: differences 1, 2, 3, 4, variance 5/3, over 4 samples.
@@ -401,7 +422,7 @@ def test_two_seeds_of_one_arm_give_the_training_noise(tmp_path):
   # paired sample variance 0, and the interval is the training noise alone: 78.125 (1 + 1).
   between = _rows((tmp_path / "comparison.md").read_text()
                   .split("## Seed-level differences between the other methods")[1]
-                  .split("## Budgets")[0])
+                  .split("## ")[0])
   assert list(between)[1:] == ["quest (1) − knn (1)"]
   row = dict(zip(between["methods (runs)"], between["quest (1) − knn (1)"]))
   half = scipy_stats.t.ppf(0.975, 1) * np.sqrt(156.25)
@@ -409,6 +430,15 @@ def test_two_seeds_of_one_arm_give_the_training_noise(tmp_path):
   cmp = json.loads((tmp_path / "comparison.json").read_text())
   assert cmp["arms"]["standard"]["run_means"]["ruler 1k"] == [0.0, 12.5]
   assert cmp["seed_level"]["df"] == 1
+  # The family-wise check: every pair's lite_avg p-value, Holm-adjusted (3 pairs here).
+  family = cmp["seed_level"]["family"]
+  rows = family["rows"]
+  assert family["column"] == "lite_avg" and family["comparisons"] == len(rows) == 3
+  assert [r["p"] for r in rows] == sorted(r["p"] for r in rows)
+  holm = stats.holm({r["difference"]: r["p"] for r in rows})
+  assert [r["p_holm"] for r in rows] == pytest.approx([holm[r["difference"]] for r in rows])
+  assert all(r["p_holm"] >= r["p"] for r in rows)
+  assert "## All pairs at once: lite_avg, Holm-adjusted" in (tmp_path / "comparison.md").read_text()
 
 
 def test_budget_table(out):
