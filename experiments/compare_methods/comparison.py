@@ -316,11 +316,14 @@ def _seed_level(arms: Mapping[str, Mapping[str, Any]],
     runs = {m: r["run_means"][col.name] for m, r in arms.items()}
     for key, arm_pairs in pairs.items():
       for a, b in arm_pairs:
-        diff = stats.seed_level_difference(
-            runs[a], runs[b], noise, stats.paired_sample_variance(cells[a], cells[b], col.weights))
+        variance = stats.paired_sample_variance(cells[a], cells[b], col.weights)
+        diff = stats.seed_level_difference(runs[a], runs[b], noise, variance)
         label = f"{a} ({len(runs[a])}) − {b} ({len(runs[b])})"
-        tables[key].setdefault(label, {})[col.name] = _difference_json(
-            diff, _per_sample([*samples[a], *samples[b]], col.metric))
+        cell = _difference_json(diff, _per_sample([*samples[a], *samples[b]], col.metric))
+        own = stats.own_variance_difference(runs[a], runs[b], noise, variance)
+        if col.name == PRIMARY and own is not None:
+          cell["p_own_variance"] = own.p
+        tables[key].setdefault(label, {})[col.name] = cell
   return {"df": df, **tables, "family": _family(tables)}
 
 
@@ -333,7 +336,8 @@ def _family(tables: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, 
   adjusted = stats.holm({label: c["p"] for label, c in cells.items()})
   return {"column": PRIMARY, "comparisons": len(cells), "rows": [
       {"difference": label, "mean": c["mean"], "p": c["p"], "p_holm": adjusted[label],
-       "significant": adjusted[label] < 1 - stats.LEVEL}
+       "significant": adjusted[label] < 1 - stats.LEVEL,
+       "p_own_variance": c.get("p_own_variance")}
       for label, c in sorted(cells.items(), key=lambda kv: kv[1]["p"])]}
 
 
@@ -530,18 +534,24 @@ def _family_markdown(cmp: Mapping[str, Any]) -> list[str]:
   if not family or not family["rows"]:
     return []
   lines = [f"## All pairs at once: {family['column']}, Holm-adjusted", "",
-           "| difference (runs) | mean | p | p, Holm | significant for the family |",
-           "|---|---:|---:|---:|---|"]
+           "| difference (runs) | mean | p | p, Holm | significant for the family "
+           "| p, each arm's own variance |", "|---|---:|---:|---:|---|---:|"]
   for r in family["rows"]:
+    own = "–" if r.get("p_own_variance") is None else f"{r['p_own_variance']:.4f}"
     lines.append(f"| {r['difference']} | {r['mean']:+.2f} | {r['p']:.4f} | {r['p_holm']:.4f} | "
-                 f"{'yes' if r['significant'] else 'no'} |")
+                 f"{'yes' if r['significant'] else 'no'} | {own} |")
   return lines + ["", f"The {family['comparisons']} seed-level differences of "
                   f"{family['column']} above (every arm against Standard and every other pair), "
                   "sorted by p: the two-sided p-value of the t interval's test, and the same "
                   "after Holm's step-down adjustment for the whole family, which keeps the "
                   "chance of any false \"significant\" among them at 5% (stats.py, `holm`). "
                   "At 95% each, about one in twenty differences with no effect reads as "
-                  "significant, so a * above whose Holm p is ≥ 0.05 is suggestive, not shown.", ""]
+                  "significant, so a * above whose Holm p is ≥ 0.05 is suggestive, not shown. "
+                  "Both p-values assume every arm's training noise has the same variance (the "
+                  "pool); the last column drops that assumption and uses each arm's own runs "
+                  "(Welch, n − 1 degrees of freedom per arm: with two runs a weak test, so it "
+                  "says how much the result leans on the pool, not whether it is true). The "
+                  "per-column * marks in the tables above are not adjusted for the family.", ""]
 
 
 def markdown(cmp: Mapping[str, Any], out: Path | None = None) -> str:

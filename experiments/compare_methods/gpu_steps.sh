@@ -118,8 +118,9 @@ case "$1" in
     model=smollm2
     if [ "$2" != shipped ]; then model=$RUN/runs/$2/hf; fi
     contexts=$(cd experiments/compare_methods && python3 -c "import presets; print(presets.PRESETS['$PRESET'].inspect_contexts)")
+    name=inspect_$2${3:+_prefix$3}
     python3 -m longjax.synth inspect --score "$RUN/inspect_sel" --model "$model" \
-        --contexts "$contexts" --dtype bfloat16 ${3:+--prefix "$3"} --out "$RUN/inspect_$2$3"
-    mkdir -p "$OUT/inspect_$2$3" && cp "$RUN/inspect_$2$3"/inspect.* "$OUT/inspect_$2$3/" ;;
+        --contexts "$contexts" --dtype bfloat16 ${3:+--prefix "$3"} --out "$RUN/$name"
+    mkdir -p "$OUT/$name" && cp "$RUN/$name"/inspect.* "$OUT/$name/" ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac

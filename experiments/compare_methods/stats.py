@@ -289,6 +289,25 @@ def seed_level_difference(a: Sequence[float], b: Sequence[float], noise: RunNois
   return Interval(diff, float(diff - half), float(diff + half), p)
 
 
+def own_variance_difference(a: Sequence[float], b: Sequence[float], noise: RunNoise,
+                            sample_variance: float = 0.0) -> Interval | None:
+  """As `seed_level_difference`, but each arm's training noise is its own runs' variance
+  (Welch), not the pool: the check of the equal-variance assumption, with n - 1 degrees of
+  freedom per arm (so weak with two runs); None unless both arms have two or more runs."""
+  if min(len(a), len(b)) < 2:
+    return None
+  va, vb = (max(float(np.var(x, ddof=1)), noise.interaction) / len(x) for x in (a, b))
+  k = 1 / len(a) + 1 / len(b)
+  samples = max(0.0, sample_variance - noise.interaction * k)
+  diff, se = float(np.mean(a) - np.mean(b)), float(np.sqrt(va + vb + samples))
+  if se == 0:
+    return Interval(diff, diff, diff, float(diff == 0))
+  runs_part = va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)
+  df = np.inf if runs_part == 0 else (va + vb + samples) ** 2 / runs_part
+  half = scipy_stats.t.ppf(0.5 + LEVEL / 2, df) * se
+  return Interval(diff, diff - half, diff + half, float(2 * scipy_stats.t.sf(abs(diff) / se, df)))
+
+
 def holm(p_values: Mapping[str, float]) -> dict[str, float]:
   """Holm's step-down adjustment: p-values that keep the chance of any false "significant" in
   the whole family at the nominal level, however the tests depend on each other.

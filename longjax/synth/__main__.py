@@ -232,6 +232,9 @@ def _inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
   build.default_log_setup()
   if args.score is None and (args.index_dir is None or args.length is None):
     raise ValueError("inspect needs --index-dir and --length (or --score DIR)")
+  if args.select_only and args.prefix is not None:
+    raise ValueError("--prefix cuts the samples when they are scored; pass it with --score, "
+                     "not with --select-only")
   if args.score is not None:
     result, tokens = inspect.read_selection(args.score)
   else:

@@ -405,7 +405,7 @@ def _prefix(result: dict[str, Any], tokens: dict[str, np.ndarray],
   if prefix < whole:
     result["notes"].append(f"scored the first {prefix} of each sample's {whole} tokens "
                            f"(--prefix); the structure columns describe whole samples")
-  result.update(scored_length=prefix, prefix=prefix)
+  result.update(scored_length=prefix, prefix=prefix, selected_length=whole)
   return {name: t[:, :prefix] for name, t in tokens.items()}
 
 
@@ -528,7 +528,8 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> Path:
   plot(result, out / "inspect.png")
   write_manifest(
       out, kind="inspect", config={k: result[k] for k in (
-          "index_dir", "length", "model", "samples_requested", "contexts", "seed")},
+          "index_dir", "length", "model", "samples_requested", "contexts", "seed")}
+      | {"prefix": result.get("prefix")},
       inputs={"index": result["index_inputs"]},
       counts={n: m["samples"] for n, m in result["methods"].items()},
       extra={"command": result.get("command")})

@@ -190,6 +190,18 @@ def test_seed_level_p_value_matches_its_interval():
   assert stats.seed_level_difference([1.0], [1.0], stats.RunNoise(0.0, 0.0, 2)).p == 1.0
 
 
+def test_own_variance_difference_by_hand():
+  """Each arm's own variance: a (4, 6) var 2, b (1, 1) var 0 floored by the interaction 0.5:
+  SE^2 = 2/2 + 0.5/2 = 1.25; df = 1.25^2 / (1^2 / 1 + 0.25^2 / 1) = 1.470588."""
+  noise = stats.RunNoise(99.0, 0.5, 2)  # the pool's s^2 is not used
+  iv = stats.own_variance_difference([4.0, 6.0], [1.0, 1.0], noise)
+  df = 1.25 ** 2 / (1 + 0.25 ** 2)
+  assert iv.mean == 4.0
+  assert iv.hi - iv.mean == pytest.approx(scipy_stats.t.ppf(0.975, df) * np.sqrt(1.25))
+  assert iv.p == pytest.approx(2 * scipy_stats.t.sf(4.0 / np.sqrt(1.25), df))
+  assert stats.own_variance_difference([1.0], [0.0, 2.0], noise) is None
+
+
 def test_holm_by_hand():
   # Sorted 0.01, 0.02, 0.04, 0.30 times 4, 3, 2, 1: 0.04, 0.06, 0.08, 0.30 (running maximum).
   adj = stats.holm({"a": 0.04, "b": 0.01, "c": 0.30, "d": 0.02})
@@ -438,6 +450,7 @@ def test_two_seeds_of_one_arm_give_the_training_noise(tmp_path):
   holm = stats.holm({r["difference"]: r["p"] for r in rows})
   assert [r["p_holm"] for r in rows] == pytest.approx([holm[r["difference"]] for r in rows])
   assert all(r["p_holm"] >= r["p"] for r in rows)
+  assert [r["p_own_variance"] for r in rows] == [None] * 3  # knn and quest have one run each
   assert "## All pairs at once: lite_avg, Holm-adjusted" in (tmp_path / "comparison.md").read_text()
 
 

@@ -193,6 +193,7 @@ def test_prefix_scores_only_the_first_tokens(built, tmp_path):
       model_dir), shard=0, num_shards=1, seed=0)))
   x, model = np.asarray(ex["targets"][:p]), load_hf(model_dir, dtype="float32")
   rec = result["methods"]["standard"]["per_sample"][0]
+  assert rec["tokens"] == LENGTH and result["selected_length"] == LENGTH  # structure: whole
   assert rec["nll_full"] == pytest.approx(_brute_force_nll(model, x, 0, range(q0, p)), abs=1e-4)
   assert rec["nll_c16"] == pytest.approx(_brute_force_nll(model, x, q0 - 16, range(q0, p)),
                                          abs=1e-4)
