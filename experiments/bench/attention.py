@@ -11,7 +11,9 @@ their FLOPs are still counted as unmasked causal attention, so a kernel that ski
 tiles can pass 100% of cuDNN, which runs without documents.
 Re-plot a saved run on any machine: python experiments/bench/attention.py --plot results.json
 
-Shapes: B=1, 32 query heads, 8 kv heads (GQA), head dim 128, bf16, causal, S in {8K, 32K, 128K}.
+Shapes: B=1, 32 query heads, 8 kv heads (GQA), head dim 128, bf16, causal, S in {8K, 32K, 128K};
+`--shape B,N,K,H` sets batch, query heads, kv heads and head dim (e.g. 1,32,8,64 for the
+Llama-3.2-1B shape, 1,9,3,64 for SmolLM2-135M).
 FLOP convention (stated in every output): forward = 4·B·S²·N·H / 2 (causal counted at half),
 backward = 2.5 × forward, so forward+backward = 3.5 × 4·B·S²·N·H / 2. Memory is XLA's compiled
 memory analysis of the forward+backward program (temporaries + arguments + outputs).
@@ -27,6 +29,7 @@ import os
 import statistics
 import sys
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,30 +43,41 @@ from longjax.ops.reference import reference_attention
 
 FLOP_CONVENTION = ("fwd = 4*B*S^2*N*H/2 (causal at half); fwd+bwd = 3.5 x fwd "
                    "(backward = 2.5 x forward)")
-B, N, K, H = 1, 32, 8, 128
 
 
-def fwd_bwd_flops(s: int, b: int = B, n: int = N, h: int = H) -> float:
+class Shape(NamedTuple):
+  """Batch, query heads, kv heads, head dim of every benchmarked attention."""
+  b: int = 1
+  n: int = 32
+  k: int = 8
+  h: int = 128
+
+
+def fwd_bwd_flops(s: int, shape: Shape) -> float:
   """Causal attention FLOPs of one forward+backward at length s (FLOP_CONVENTION)."""
-  return 3.5 * 4 * b * s * s * n * h / 2
+  return 3.5 * 4 * shape.b * s * s * shape.n * shape.h / 2
 
 
-def _inputs(s, n=N, kh=K, seed=0):
+def _inputs(s, shape: Shape, seed=0):
   ks = jax.random.split(jax.random.key(seed), 4)
-  q = jax.random.normal(ks[0], (B, s, n, H), jnp.bfloat16)
-  k = jax.random.normal(ks[1], (B, s, kh, H), jnp.bfloat16)
-  v = jax.random.normal(ks[2], (B, s, kh, H), jnp.bfloat16)
-  do = jax.random.normal(ks[3], (B, s, n, H), jnp.bfloat16)
+  q = jax.random.normal(ks[0], (shape.b, s, shape.n, shape.h), jnp.bfloat16)
+  k = jax.random.normal(ks[1], (shape.b, s, shape.k, shape.h), jnp.bfloat16)
+  v = jax.random.normal(ks[2], (shape.b, s, shape.k, shape.h), jnp.bfloat16)
+  do = jax.random.normal(ks[3], (shape.b, s, shape.n, shape.h), jnp.bfloat16)
   return q, k, v, do
 
 
-def documents(s, n_docs, seed=0):
-  """([1, s] segment ids of n_docs documents at random cuts, [1, s] positions per document)."""
+def documents(batch, s, n_docs, seed=0):
+  """([batch, s] segment ids of n_docs documents at random cuts, [batch, s] positions per
+  document); each row cut differently."""
   rng = np.random.default_rng(seed)
-  cuts = np.sort(rng.choice(np.arange(1, s), n_docs - 1, replace=False))
-  seg = np.searchsorted(cuts, np.arange(s), side="right")
-  starts = np.concatenate([[0], cuts])[seg]
-  return jnp.asarray(seg[None] + 1, jnp.int32), jnp.asarray(np.arange(s) - starts, jnp.int32)[None]
+  segs, poss = [], []
+  for _ in range(batch):
+    cuts = np.sort(rng.choice(np.arange(1, s), n_docs - 1, replace=False))
+    seg = np.searchsorted(cuts, np.arange(s), side="right")
+    segs.append(seg + 1)
+    poss.append(np.arange(s) - np.concatenate([[0], cuts])[seg])
+  return jnp.asarray(np.stack(segs), jnp.int32), jnp.asarray(np.stack(poss), jnp.int32)
 
 
 def _docs_of(name):
@@ -76,13 +90,13 @@ def _fns():
   mesh1 = jax.make_mesh((1,), ("sequence",), axis_types=(jax.sharding.AxisType.Auto,))
 
   def ring1(q, k, v, kernel=gpu.CUDNN, docs=None):
-    seg, pos = documents(q.shape[1], docs) if docs else (None, None)
+    seg, pos = documents(q.shape[0], q.shape[1], docs) if docs else (None, None)
     return ring.ring_attention(q, k, v, kernel=kernel, options=ring.RingOptions(layout="zigzag"),
                                segment_ids=seg, positions=pos)
 
   def packed(implementation, docs):
     def fn(q, k, v):
-      seg, pos = documents(q.shape[1], docs)
+      seg, pos = documents(q.shape[0], q.shape[1], docs)
       return ops.attention(q, k, v, segment_ids=seg, positions=pos, implementation=implementation)
     return fn
 
@@ -115,17 +129,18 @@ def _rel(a, b):
   return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def parity(fns, mesh1, s=2048):
+def parity(fns, mesh1, shape: Shape, s=2048):
   """Relative errors of o, dq, dk, dv vs the f32 dense reference (with the row's documents, if
   any), plus the 2-block combine."""
-  q, k, v, do = _inputs(s, seed=1)
+  q, k, v, do = _inputs(s, shape, seed=1)
+  scale = shape.h ** -0.5
   f32 = lambda *xs: [x.astype(jnp.float32) for x in xs]
   refs = {}
   out = {}
   for name, fn in fns.items():
     docs = _docs_of(name)
     if docs not in refs:
-      seg, pos = documents(s, docs) if docs else (None, None)
+      seg, pos = documents(shape.b, s, docs) if docs else (None, None)
       ref = lambda q, k, v: ops.attention(q, k, v, segment_ids=seg, positions=pos,
                                           implementation="reference")
       o_ref, vjp = jax.vjp(ref, *f32(q, k, v))
@@ -145,11 +160,11 @@ def parity(fns, mesh1, s=2048):
   # cuDNN backward fed the global (o, lse). Autodiff through this merge would be wrong (T2).
   half = s // 2
   parts = [(k[:, :half], v[:, :half]), (k[:, half:], v[:, half:])]
-  res = [gpu.cudnn_fwd(q, kk, vv, BlockMask(causal=False), H ** -0.5) for kk, vv in parts]
+  res = [gpu.cudnn_fwd(q, kk, vv, BlockMask(causal=False), scale) for kk, vv in parts]
   lse = jnp.logaddexp(res[0][1], res[1][1])
   o = sum(jnp.exp(l - lse)[..., None] * oo.astype(jnp.float32) for oo, l in res)
   o = o.astype(jnp.bfloat16)
-  grads = [gpu.cudnn_bwd(q, kk, vv, o, lse, do, BlockMask(causal=False), H ** -0.5)
+  grads = [gpu.cudnn_bwd(q, kk, vv, o, lse, do, BlockMask(causal=False), scale)
            for kk, vv in parts]
   dq = sum(g[0].astype(jnp.float32) for g in grads)
   dk = jnp.concatenate([g[1] for g in grads], 1)
@@ -157,22 +172,22 @@ def parity(fns, mesh1, s=2048):
   full = lambda q, k, v: ops.attention(q, k, v, causal=False, implementation="reference")
   o_full, vjp = jax.vjp(full, *f32(q, k, v))
   g_full = vjp(do.astype(jnp.float32))
-  _, lse_full = reference_attention(*f32(q, k, v), segment_ids=jnp.ones((B, s), jnp.int32),
-                                    positions=jnp.zeros((B, s), jnp.int32), causal=False,
-                                    scale=H ** -0.5, return_lse=True)
+  _, lse_full = reference_attention(*f32(q, k, v), segment_ids=jnp.ones((shape.b, s), jnp.int32),
+                                    positions=jnp.zeros((shape.b, s), jnp.int32), causal=False,
+                                    scale=scale, return_lse=True)
   out["cudnn 2-block combine"] = {"o": _rel(o, o_full), "lse": _rel(lse, lse_full),
                                   **{d: _rel(a, b) for d, a, b in zip(("dq", "dk", "dv"),
                                                                       (dq, dk, dv), g_full)}}
   return out
 
 
-def bench_one(fn, mesh, s, budget_s):
+def bench_one(fn, mesh, s, budget_s, shape: Shape):
   """Median time, TFLOP/s (all devices together) and compiled memory of fn's fwd+bwd at length s.
 
   Inputs are split along the sequence over the mesh's `sequence` axis when it has one.
   """
   seq = "sequence" if "sequence" in mesh.axis_names else None
-  q, k, v, do = jax.device_put(_inputs(s), NamedSharding(mesh, P(None, seq)))
+  q, k, v, do = jax.device_put(_inputs(s, shape), NamedSharding(mesh, P(None, seq)))
   step = _fwd_bwd(fn)
   with jax.set_mesh(mesh):
     compiled = step.lower(q, k, v, do).compile()
@@ -187,7 +202,7 @@ def bench_one(fn, mesh, s, budget_s):
       jax.block_until_ready(compiled(q, k, v, do))
       times.append(time.perf_counter() - t0)
   t = statistics.median(times)
-  return {"seconds": t, "tflops": fwd_bwd_flops(s) / t / 1e12, "memory_bytes": mem_bytes,
+  return {"seconds": t, "tflops": fwd_bwd_flops(s, shape) / t / 1e12, "memory_bytes": mem_bytes,
           "temp_bytes": None if mem is None else int(mem.temp_size_in_bytes), "reps": len(times)}
 
 
@@ -218,7 +233,9 @@ def plot(results, path):
     ax.set_xlabel("sequence length")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-  fig.suptitle(f"attention B={B} N={N} K={K} H={H} bf16 causal on {results['device']}")
+  shape = results.get("shape", {"B": 1, "N": 32, "K": 8, "H": 128})
+  fig.suptitle("attention " + " ".join(f"{k}={v}" for k, v in shape.items())
+               + f" bf16 causal on {results['device']}")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   print("wrote", path)
@@ -239,14 +256,29 @@ def table(results):
   return "\n".join(lines)
 
 
+def _shape_arg(ap: argparse.ArgumentParser, text: str) -> Shape:
+  """--shape B,N,K,H as a Shape, or an argparse error that says what was expected."""
+  parts = text.split(",")
+  if len(parts) != 4 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+    ap.error(f"--shape {text!r}: expected four positive integers B,N,K,H, e.g. 1,32,8,64")
+  shape = Shape(*(int(p) for p in parts))
+  if shape.n % shape.k:
+    ap.error(f"--shape {text!r}: query heads N={shape.n} must be a multiple of kv heads "
+             f"K={shape.k}")
+  return shape
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--out", default="bench_out")
   ap.add_argument("--sizes", default="8192,32768,131072")
   ap.add_argument("--impls", default="cudnn,gpu,gpu(positions),ring1(gpu),blockwise")
   ap.add_argument("--budget", type=float, default=4.0, help="seconds of timing per cell")
+  ap.add_argument("--shape", default="1,32,8,128",
+                  help="batch, query heads, kv heads, head dim (default 1,32,8,128)")
   ap.add_argument("--plot", help="re-plot a results JSON and exit")
   args = ap.parse_args(argv)
+  shape = _shape_arg(ap, args.shape)
   if args.plot:
     results = json.load(open(args.plot))
     print(table(results))
@@ -256,10 +288,11 @@ def main(argv=None):
   fns, mesh1 = _fns()
   names = args.impls.split(",")
   results = {"device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
-             "flop_convention": FLOP_CONVENTION, "shape": {"B": B, "N": N, "K": K, "H": H},
+             "flop_convention": FLOP_CONVENTION,
+             "shape": {"B": shape.b, "N": shape.n, "K": shape.k, "H": shape.h},
              "implementations": names, "rows": []}
   try:
-    results["parity"] = parity({n: fns[n] for n in names}, mesh1)
+    results["parity"] = parity({n: fns[n] for n in names}, mesh1, shape)
   except Exception as e:
     results["parity"] = {"combine": {"error": f"{type(e).__name__}: {str(e)[:300]}"}}
   print("parity (relative error vs f32 reference):", flush=True)
@@ -270,7 +303,7 @@ def main(argv=None):
     for name in names:
       t0 = time.perf_counter()
       try:
-        row = {"impl": name, "seq": s, **bench_one(fns[name], mesh1, s, args.budget)}
+        row = {"impl": name, "seq": s, **bench_one(fns[name], mesh1, s, args.budget, shape)}
       except Exception as e:  # report OOM / unsupported cells in the table instead of dying
         row = {"impl": name, "seq": s, "error": f"{type(e).__name__}: {e}"}
       results["rows"].append(row)

@@ -23,9 +23,12 @@ import time
 
 import jax
 
-from attention import B, FLOP_CONVENTION, H, K, N, bench_one, pyplot  # this folder's script
+from attention import FLOP_CONVENTION, Shape, bench_one, pyplot  # this folder's script
 from longjax import ops
 from longjax.train.mesh import MeshConfig, make_mesh
+
+SHAPE = Shape()  # attention.py's default shape
+SHAPE_JSON = {k.upper(): v for k, v in SHAPE._asdict().items()}
 
 
 def _mesh(n: int) -> jax.sharding.Mesh:
@@ -42,7 +45,7 @@ def measure(n: int, s: int, budget_s: float) -> dict:
   """One cell: ring of n GPUs (the fused kernel itself when n = 1) at total length s."""
   t0 = time.perf_counter()
   try:
-    row = bench_one(_attention, _mesh(n), s, budget_s)
+    row = bench_one(_attention, _mesh(n), s, budget_s, SHAPE)
     row["tflops_per_gpu"] = row.pop("tflops") / n
   except Exception as e:  # an OOM or unsupported size is a table entry, not the end of the run
     row = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
@@ -65,7 +68,7 @@ def run(shards: list[int], chunk: int, total: int, budget_s: float) -> dict:
         r[key] = r["tflops_per_gpu"] / ref(s) if ref(s) else None
   return {"device": jax.devices()[0].device_kind, "devices": jax.device_count(),
           "jax": jax.__version__, "flop_convention": FLOP_CONVENTION,
-          "shape": {"B": B, "N": N, "K": K, "H": H}, "chunk": chunk, "total": total,
+          "shape": SHAPE_JSON, "chunk": chunk, "total": total,
           "weak": weak, "strong": strong,
           "single_gpu": sorted(singles.values(), key=lambda r: r["seq"])}
 
@@ -111,7 +114,8 @@ def plot(res: dict, path: str) -> None:
     ax.set_ylabel("fwd+bwd TFLOP/s per GPU")
     ax.set_title(f"{kind} scaling: {what}", fontsize=10)
     ax.legend(fontsize=8)
-  fig.suptitle(f"ring attention (zigzag, cuDNN blocks), B={B} N={N} K={K} H={H} bf16 causal, "
+  fig.suptitle("ring attention (zigzag, cuDNN blocks), "
+               + " ".join(f"{k}={v}" for k, v in SHAPE_JSON.items()) + " bf16 causal, "
                f"{res['device']}", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
