@@ -15,7 +15,9 @@ With two or three seeds per arm, redrawing seeds with replacement says little ab
 noise (two seeds give only three distinct draws). `seed_level_difference` is the check that
 treats each training run as one observation instead: a t interval on the difference of the arms'
 run means, with the between-run variance pooled over every arm that has two or more runs
-(`run_noise`) and the eval samples' variance, each variance component counted once.
+(`run_noise`) and the eval samples' variance, each variance component counted once. Its p-values
+feed `holm`, the family-wise check over every pair of arms; `own_variance_difference` is the
+same test without the pooled (equal) training noise, the check of that assumption.
 """
 
 import dataclasses
