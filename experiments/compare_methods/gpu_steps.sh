@@ -26,6 +26,9 @@
 #                     machine's $RUN, e.g. standard_seed0 (16K positions, no method's structure);
 #                     an optional PREFIX scores each sample's first PREFIX tokens only
 #                     (`inspect shipped 8192`: the shipped model's window)
+#   lrd               the LRD scores of every arm's 16K data in one command (~8.5 min, no gap
+#                     in which the machine could go back): `inspect shipped 8192`, then
+#                     `train standard 0` and `inspect standard_seed0` (carry .gpu/arms/standard_seed0)
 #
 # Example (README "What the comparison shows" lists the exact sequence that was run):
 #   bash experiments/compare_methods/gpu_steps.sh train standard 0
@@ -52,7 +55,7 @@ need_setup() {
     exit 3
   fi
 }
-case "$1" in reference|train|eval|arm|inspect) need_setup "$1" ;; esac
+case "$1" in reference|train|eval|arm|inspect|lrd) need_setup "$1" ;; esac
 
 case "$1" in
   wheels)
@@ -122,5 +125,8 @@ case "$1" in
     python3 -m longjax.synth inspect --score "$RUN/inspect_sel" --model "$model" \
         --contexts "$contexts" --dtype bfloat16 ${3:+--prefix "$3"} --out "$RUN/$name"
     mkdir -p "$OUT/$name" && cp "$RUN/$name"/inspect.* "$OUT/$name/" ;;
+  lrd)
+    bash "$0" inspect shipped 8192 && bash "$0" train standard 0 && \
+        bash "$0" inspect standard_seed0 ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac
