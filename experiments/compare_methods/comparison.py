@@ -320,8 +320,9 @@ def _seed_level(arms: Mapping[str, Mapping[str, Any]],
         diff = stats.seed_level_difference(runs[a], runs[b], noise, variance)
         label = f"{a} ({len(runs[a])}) − {b} ({len(runs[b])})"
         cell = _difference_json(diff, _per_sample([*samples[a], *samples[b]], col.metric))
-        own = stats.own_variance_difference(runs[a], runs[b], noise, variance)
-        if col.name == PRIMARY and own is not None:
+        own = (stats.own_variance_difference(runs[a], runs[b], noise, variance)
+               if col.name == PRIMARY else None)
+        if own is not None:
           cell["p_own_variance"] = own.p
         tables[key].setdefault(label, {})[col.name] = cell
   return {"df": df, **tables, "family": _family(tables)}

@@ -285,10 +285,17 @@ def seed_level_difference(a: Sequence[float], b: Sequence[float], noise: RunNois
   runs = max(noise.between_runs, noise.interaction) * k
   samples = max(0.0, sample_variance - noise.interaction * k)
   effective_df = np.inf if runs == 0 else (runs + samples) ** 2 / (runs ** 2 / noise.df)
-  diff, se = float(np.mean(a) - np.mean(b)), float(np.sqrt(runs + samples))
-  half = scipy_stats.t.ppf(0.5 + LEVEL / 2, effective_df) * se
-  p = float(2 * scipy_stats.t.sf(abs(diff) / se, effective_df)) if se > 0 else float(diff == 0)
-  return Interval(diff, float(diff - half), float(diff + half), p)
+  return _t_interval(float(np.mean(a) - np.mean(b)), runs + samples, effective_df)
+
+
+def _t_interval(diff: float, variance: float, df: float) -> Interval:
+  """diff with its LEVEL t interval and two-sided p-value, given its variance and degrees of
+  freedom (variance 0: a point, p 1 when diff is 0 else 0)."""
+  se = float(np.sqrt(variance))
+  if se == 0:
+    return Interval(diff, diff, diff, float(diff == 0))
+  half = float(scipy_stats.t.ppf(0.5 + LEVEL / 2, df)) * se
+  return Interval(diff, diff - half, diff + half, float(2 * scipy_stats.t.sf(abs(diff) / se, df)))
 
 
 def own_variance_difference(a: Sequence[float], b: Sequence[float], noise: RunNoise,
@@ -301,13 +308,9 @@ def own_variance_difference(a: Sequence[float], b: Sequence[float], noise: RunNo
   va, vb = (max(float(np.var(x, ddof=1)), noise.interaction) / len(x) for x in (a, b))
   k = 1 / len(a) + 1 / len(b)
   samples = max(0.0, sample_variance - noise.interaction * k)
-  diff, se = float(np.mean(a) - np.mean(b)), float(np.sqrt(va + vb + samples))
-  if se == 0:
-    return Interval(diff, diff, diff, float(diff == 0))
   runs_part = va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)
   df = np.inf if runs_part == 0 else (va + vb + samples) ** 2 / runs_part
-  half = scipy_stats.t.ppf(0.5 + LEVEL / 2, df) * se
-  return Interval(diff, diff - half, diff + half, float(2 * scipy_stats.t.sf(abs(diff) / se, df)))
+  return _t_interval(float(np.mean(a) - np.mean(b)), va + vb + samples, df)
 
 
 def holm(p_values: Mapping[str, float]) -> dict[str, float]:
