@@ -26,9 +26,10 @@
 #                     machine's $RUN, e.g. standard_seed0 (16K positions, no method's structure);
 #                     an optional PREFIX scores each sample's first PREFIX tokens only
 #                     (`inspect shipped 8192`: the shipped model's window)
-#   lrd               the LRD scores of every arm's 16K data in one command (~8.5 min, no gap
-#                     in which the machine could go back): `inspect shipped 8192`, then
-#                     `train standard 0` and `inspect standard_seed0` (carry .gpu/arms/standard_seed0)
+#   lrd K             the LRD scores of every arm's 16K data in one command (~6 min, no gap in
+#                     which the machine could go back): `inspect shipped 8192`, then `train
+#                     standard K` and `inspect standard_seedK` (carry .gpu/arms/standard_seedK);
+#                     `eval standard K` next, on the same machine, makes K a Standard seed too
 #
 # Example (README "What the comparison shows" lists the exact sequence that was run):
 #   bash experiments/compare_methods/gpu_steps.sh train standard 0
@@ -126,7 +127,7 @@ case "$1" in
         --contexts "$contexts" --dtype bfloat16 ${3:+--prefix "$3"} --out "$RUN/$name"
     mkdir -p "$OUT/$name" && cp "$RUN/$name"/inspect.* "$OUT/$name/" ;;
   lrd)
-    bash "$0" inspect shipped 8192 && bash "$0" train standard 0 && \
-        bash "$0" inspect standard_seed0 ;;
+    bash "$0" inspect shipped 8192 && bash "$0" train standard "$2" && \
+        bash "$0" inspect "standard_seed$2" ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac
