@@ -145,9 +145,10 @@ def make_parser() -> argparse.ArgumentParser:
                  "OUT/samples.npz, and stop (score them with --score where the model fits)")
   i.add_argument("--score", type=Path, default=None, metavar="DIR",
                  help="score the samples a --select-only run wrote to DIR (no index needed)")
-  i.add_argument("--model", default="smollm2",
+  i.add_argument("--model", default=None,
                  help="reference LM: smollm2 (bundled SmolLM2-135M) or an HF Llama checkpoint "
-                 "directory with its tokenizer (default: smollm2)")
+                 "directory with its tokenizer (default: smollm2; with --score, the selection's, "
+                 "or another model with the same tokenizer)")
   i.add_argument("--samples", type=int, default=None,
                  help="samples per method (default 3: ~35 s per method at 2k on 2 idle CPU cores)")
   i.add_argument("--contexts", type=_ints_arg, default=None,
@@ -237,9 +238,11 @@ def _inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
                      "not with --select-only")
   if args.score is not None:
     result, tokens = inspect.read_selection(args.score)
+    if args.model is not None:
+      inspect.score_under(result, args.model)
   else:
     result, tokens = inspect.select_samples(
-        args.index_dir, length=args.length, model=args.model,
+        args.index_dir, length=args.length, model=args.model or "smollm2",
         samples=inspect.DEFAULT_SAMPLES if args.samples is None else args.samples,
         methods=args.methods, seed=args.seed)
   out = args.out or args.score or Path(f"inspect_{format_length(result['length'])}")

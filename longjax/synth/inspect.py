@@ -250,6 +250,23 @@ def load_reference(spec: str, dtype: str = "float32"):
   return load_hf(path, dtype=dtype, attention_impl=impl), load_tokenizer_spec(spec)
 
 
+def score_under(result: dict[str, Any], model: str) -> None:
+  """Makes `model` the reference that scores a selection (`--score DIR --model M`): a model
+  trained from the selection's reference, e.g. at a longer context. The samples are token ids,
+  so both tokenizers must map every id to the same text."""
+  if _same_tokenizer(model, result["model"]):
+    return
+  chosen, selected = (load_tokenizer_spec(s) for s in (model, result["tokenizer"]))
+  ids = list(range(selected.vocab_size))
+  if chosen.vocab_size != selected.vocab_size or chosen.decode(ids) != selected.decode(ids):
+    raise ValueError(f"--model {model}: its tokenizer ({chosen.vocab_size} ids) is not the one "
+                     f"the samples were selected with ({result['tokenizer']}, "
+                     f"{selected.vocab_size} ids); select them again with --model {model}")
+  result["notes"].append(f"selected with {result['model']}, scored under {model} "
+                         "(the same tokenizer)")
+  result["model"] = model
+
+
 def _same_tokenizer(a: str, b: str) -> bool:
   return a == b or (Path(a).exists() and Path(a).resolve() == Path(b).resolve())
 

@@ -178,6 +178,39 @@ def test_select_then_score_without_the_index_equals_one_run(built, tmp_path, cap
     assert mean is None or f"{mean:.3f}" in structure
 
 
+def test_score_under_another_model_with_the_same_tokenizer(built, tmp_path, capsys):
+  """`--score DIR --model M` scores the selection under M (a model trained from the selection's
+  reference, e.g. at 16K): the NLL is M's own, by hand; a model with another tokenizer is
+  refused, since the samples are token ids."""
+  index, model_dir = built
+  split, trained = tmp_path / "split", tmp_path / "trained"
+  assert main(["inspect", "--index-dir", str(index), "--length", str(LENGTH), "--model",
+               str(model_dir), "--samples", "1", "--methods", "standard", "--select-only",
+               "--out", str(split)]) == 0
+  cfg = LlamaConfig.preset("tiny", vocab_size=259, dtype="float32", param_dtype="float32")
+  save_hf(Llama(cfg, rngs=nnx.Rngs(1)), trained)  # other weights, the same tokenizer
+  byte_tokenizer()._impl.save_pretrained(str(trained))
+  out = tmp_path / "out"
+  assert main(["inspect", "--score", str(split), "--model", str(trained), "--contexts", "32",
+               "--out", str(out)]) == 0
+  result = json.loads((out / "inspect.json").read_text())
+  assert result["model"] == str(trained) and "scored under" in " ".join(result["notes"])
+  _, tokens = inspect.read_selection(split)
+  x, q0 = tokens["standard"][0], LENGTH - LENGTH // 4
+  for name, model in (("trained", load_hf(trained, dtype="float32")),
+                      ("selection's", load_hf(model_dir, dtype="float32"))):
+    want = _brute_force_nll(model, x, 0, range(q0, LENGTH))
+    got = result["methods"]["standard"]["per_sample"][0]["nll_full"]
+    assert (got == pytest.approx(want, abs=1e-4)) == (name == "trained")
+  other = tmp_path / "eot_model"
+  save_hf(_tiny_llama(vocab=258), other)
+  _endoftext_byte_tokenizer()._impl.save_pretrained(str(other))
+  capsys.readouterr()
+  assert main(["inspect", "--score", str(split), "--model", str(other), "--contexts", "32",
+               "--out", str(tmp_path / "o")]) == 2
+  assert "select them again with --model" in capsys.readouterr().err
+
+
 def test_prefix_scores_only_the_first_tokens(built, tmp_path):
   """--prefix P scores each sample's first P tokens: the LRD of a sample cut to P, by hand."""
   index, model_dir = built
