@@ -6,7 +6,8 @@
 Reads only the raw records OUT/results/*.json (records.py), and first checks that every trained
 arm shares tokenizer, RoPE theta, hyper-parameters and training tokens; reference records (a
 model evaluated without training) become reference rows, outside that check and the verdicts.
-The data diagnostics of OUT/inspect lead the table when present. The table has the shape of the
+The data diagnostics of OUT/inspect*/ (`synth inspect`, one per reference model) lead the table
+when present, each method's LRD against Standard's. The table has the shape of the
 papers' Table 1 (NExtLong arXiv 2501.12766): one row per method, a column per category and
 length, and the categories' average; here `lite_avg` (specs/evaluation.md), never comparable
 with a published Avg. Every cell is a mean over seeds with a 95% bootstrap interval over seeds
@@ -427,20 +428,49 @@ def _budget_markdown(cmp: Mapping[str, Any]) -> list[str]:
 
 
 def _inspect_markdown(out: Path) -> list[str]:
-  """The data diagnostics that `synth inspect` wrote before training (OUT/inspect), if any."""
-  path = out / "inspect" / "inspect.json"
-  if not path.exists():
+  """The data diagnostics that `synth inspect` wrote (OUT/inspect*/inspect.json: one per
+  reference model or scored span), if any, each with every method's LRD minus Standard's."""
+  paths = sorted(out.glob("inspect*/inspect.json"))
+  if not paths:
     return []
   from longjax.synth import inspect  # pylint: disable=import-outside-toplevel
-  result = json.loads(path.read_text())
-  cs = result["contexts"]
-  return ["## Data diagnostics before training (`synth inspect`)", "",
-          inspect.markdown_table(result), "",
-          f"- LRD c = NLL of the last quarter of each sample with only the c tokens before it "
-          f"as context, minus its NLL with the full sample ({result['model']}, nats/token): "
-          "> 0 means the method's data rewards long context. An interval that contains 0 is "
-          f"no evidence either way. Contexts: {cs}; plot: inspect/inspect.png.", "",
-          "## Trained arms", ""]
+  lines = ["## Data diagnostics before training (`synth inspect`)", ""]
+  for path in paths:
+    result = json.loads(path.read_text())
+    lo, hi = result["scored_span"]
+    lines += [f"### {path.parent.name}: reference {result['model']}, scored tokens {lo}–{hi}",
+              "", inspect.markdown_table(result), "", *_lrd_differences(result),
+              f"- LRD c = NLL of the last quarter of each sample with only the c tokens before "
+              f"it as context, minus its NLL with the full sample (nats/token): > 0 means the "
+              "method's data rewards long context. An interval that contains 0 is no evidence "
+              f"either way. Contexts: {result['contexts']}; plot: {path.parent.name}/inspect.png."
+              + "".join(f" {n}." for n in result.get("notes", [])), ""]
+  return lines + ["## Trained arms", ""]
+
+
+def _lrd_differences(result: Mapping[str, Any]) -> list[str]:
+  """Each method's LRD minus Standard's, per context, with a bootstrap interval over the two
+  methods' samples (drawn independently); [] without Standard or per-sample scores."""
+  methods = result["methods"]
+  base = methods.get("standard", {}).get("per_sample")
+  if not base or "lrd_c" + str(result["contexts"][0]) not in base[0]:
+    return []
+  cols = [f"lrd_c{c}" for c in result["contexts"]]
+  rng = np.random.default_rng(0)
+  lines = ["| LRD − Standard's | " + " | ".join(f"c={c}" for c in result["contexts"]) + " |",
+           "|---|" + "---:|" * len(cols)]
+  for name, entry in methods.items():
+    if name == "standard":
+      continue
+    cells = []
+    for col in cols:
+      d = stats.independent_difference([r[col] for r in entry["per_sample"]],
+                                       [r[col] for r in base], rng)
+      mark = "" if stats.contains_zero(d) else " *"
+      cells.append(f"{d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}]{mark}")
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return lines + ["", "(* the 95% interval excludes 0; samples differ between methods, so the "
+                  "difference is unpaired)", ""]
 
 
 def _difference_table(cmp: Mapping[str, Any], title: str, label: str,

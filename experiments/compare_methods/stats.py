@@ -137,6 +137,18 @@ class Paired:
     return Interval(float(point[0] - point[1]), float(lo), float(hi))
 
 
+def independent_difference(a: Sequence[float], b: Sequence[float], rng: np.random.Generator,
+                           resamples: int = RESAMPLES) -> Interval:
+  """mean(a) − mean(b) of two independent samples (e.g. two methods' own data samples) with
+  its percentile-bootstrap interval, each sample redrawn on its own."""
+  a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+  draws = (a[rng.integers(0, a.size, (resamples, a.size))].mean(axis=1)
+           - b[rng.integers(0, b.size, (resamples, b.size))].mean(axis=1))
+  tail = 100 * (1 - LEVEL) / 2
+  lo, hi = np.percentile(draws, [tail, 100 - tail])
+  return Interval(float(a.mean() - b.mean()), float(lo), float(hi))
+
+
 def best_arm(means: Mapping[str, float], higher_is_better: bool) -> str:
   """The arm with the best mean (the first one on a tie)."""
   sign = 1 if higher_is_better else -1

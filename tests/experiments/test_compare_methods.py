@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -649,6 +650,45 @@ def test_data_diagnostics_lead_the_table(out):
   assert rows["standard"][-1] == "0.0010 [-0.0200, 0.0200]"
   assert "ruler 1k" in trained
   assert "one seed:" not in table  # the fixture's arms have two seeds each
+
+
+def test_every_inspect_run_leads_with_lrd_against_standard(out):
+  """One section per OUT/inspect*/ run (e.g. two reference models), each with every method's
+  LRD minus Standard's: a constant offset by hand, and a difference whose interval spans the
+  resampled range [0.08, 0.10]."""
+  stat = lambda mean: {"mean": mean, "ci95": [mean, mean]}
+  def method(values):
+    return {"samples": len(values), "per_sample": [{"tokens": 2048, "lrd_c512": v}
+                                                   for v in values],
+            **{k: stat(0.0) for k in ("documents", "tokens_per_document", "boundary_start",
+                                      "boundary_end", "nll_full", "lrd_c512")}}
+  for name, model, standard in (("inspect_a", "smollm2", [0.0, 0.0, 0.0, 0.0]),
+                                ("inspect_b", "trained16k", [0.0, 0.02, 0.0, 0.02])):
+    (out / name).mkdir()
+    (out / name / "inspect.json").write_text(json.dumps({
+        "corpus": "c", "length": 2048, "model": model, "contexts": [512],
+        "scored_span": [1536, 2048], "notes": [f"note of {name}"], "methods": {
+            "standard": method(standard), "nextlong": method([0.1, 0.1, 0.1, 0.1])}}))
+  assert comparison.main([str(out), "--title", "t"]) == 0
+  diagnostics = (out / "comparison.md").read_text().split("## Trained arms")[0]
+  a, b = diagnostics.split("### inspect_b")
+  assert "### inspect_a: reference smollm2, scored tokens 1536–2048" in a
+  assert "| nextlong | +0.1000 [+0.1000, +0.1000] * |" in a and "note of inspect_a" in a
+  row = next(line for line in b.splitlines() if line.startswith("| nextlong | +"))
+  mean, lo, hi = (float(x) for x in re.findall(r"[+-]\d\.\d+", row))
+  assert mean == pytest.approx(0.09) and 0.08 <= lo < mean < hi <= 0.10 and row.endswith("* |")
+
+
+def test_independent_difference_matches_the_normal_interval():
+  """With many samples the bootstrap interval of a difference of two independent means is
+  the normal one: diff ± 1.96 sqrt(var_a / n_a + var_b / n_b)."""
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(1.0, 2.0, 4000), rng.normal(0.5, 1.0, 1000)
+  d = stats.independent_difference(a, b, np.random.default_rng(0), resamples=4000)
+  half = 1.96 * np.sqrt(a.var() / a.size + b.var() / b.size)
+  assert d.mean == pytest.approx(a.mean() - b.mean())
+  assert d.lo == pytest.approx(d.mean - half, abs=0.1 * half)
+  assert d.hi == pytest.approx(d.mean + half, abs=0.1 * half)
 
 
 def test_one_seed_says_its_intervals_miss_training_noise(out):
