@@ -23,7 +23,7 @@
 #   inspect MODEL [PREFIX] score the long-range dependency of the samples that `synth inspect
 #                     --select-only` picked (.gpu/common/inspect_sel, via `common`) under MODEL:
 #                     `shipped` (SmolLM2 as packaged, trained to 8K) or an arm trained in this
-#                     machine's $RUN, e.g. standard_seed0 (16K positions, no method's structure);
+#                     machine's $RUN, e.g. standard_seed2 (16K positions, no method's structure);
 #                     an optional PREFIX scores each sample's first PREFIX tokens only
 #                     (`inspect shipped 8192`: the shipped model's window)
 #   lrd K             the LRD scores of every arm's 16K data in one command (~6 min, no gap in
