@@ -92,6 +92,14 @@ class Tokenizer:
       return self._impl.decode(ids, skip_special_tokens=True)
     return self._impl.decode(ids)
 
+  def pieces(self) -> list[str]:
+    """Every id's vocabulary piece, special tokens included: two tokenizers that agree here
+    read the same token ids the same way."""
+    ids = range(self.vocab_size)
+    if self._kind == "hf":
+      return list(self._impl.convert_ids_to_tokens(list(ids)))
+    return [self._impl.id_to_piece(i) for i in ids]
+
   @functools.cached_property
   def special_ids(self) -> frozenset[int]:
     """Control tokens that text never encodes to (BOS, EOS, PAD, chat markers; not UNK)."""

@@ -252,15 +252,16 @@ def load_reference(spec: str, dtype: str = "float32"):
 
 def score_under(result: dict[str, Any], model: str) -> None:
   """Makes `model` the reference that scores a selection (`--score DIR --model M`): a model
-  trained from the selection's reference, e.g. at a longer context. The samples are token ids,
-  so both tokenizers must map every id to the same text."""
+  trained from the selection's reference, e.g. at a longer context. The samples are token ids
+  in the selection's reference tokenizer (re-encoded to it or not), so M's tokenizer must have
+  the same piece at every id and the same document boundaries."""
   if _same_tokenizer(model, result["model"]):
     return
-  chosen, selected = (load_tokenizer_spec(s) for s in (model, result["tokenizer"]))
-  ids = list(range(selected.vocab_size))
-  if chosen.vocab_size != selected.vocab_size or chosen.decode(ids) != selected.decode(ids):
+  chosen, selected = (load_tokenizer_spec(s) for s in (model, result["model"]))
+  if (chosen.pieces() != selected.pieces()
+      or chosen.boundaries.signature() != selected.boundaries.signature()):
     raise ValueError(f"--model {model}: its tokenizer ({chosen.vocab_size} ids) is not the one "
-                     f"the samples were selected with ({result['tokenizer']}, "
+                     f"the samples were encoded with ({result['model']}'s, "
                      f"{selected.vocab_size} ids); select them again with --model {model}")
   result["notes"].append(f"selected with {result['model']}, scored under {model} "
                          "(the same tokenizer)")

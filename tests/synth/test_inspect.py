@@ -211,6 +211,27 @@ def test_score_under_another_model_with_the_same_tokenizer(built, tmp_path, caps
   assert "select them again with --model" in capsys.readouterr().err
 
 
+def test_score_under_checks_the_tokenizer_the_ids_are_in(built, tmp_path, capsys):
+  """Samples re-encoded to the reference's tokenizer hold its ids, not the index's: a model with
+  the reference's tokenizer may score them, one with the index's tokenizer may not."""
+  index, model_dir = built
+  eot, eot_trained, split = tmp_path / "eot", tmp_path / "eot_trained", tmp_path / "split"
+  for path, seed in ((eot, 0), (eot_trained, 1)):
+    cfg = LlamaConfig.preset("tiny", vocab_size=258, dtype="float32", param_dtype="float32")
+    save_hf(Llama(cfg, rngs=nnx.Rngs(seed)), path)
+    _endoftext_byte_tokenizer()._impl.save_pretrained(str(path))
+  assert main(["inspect", "--index-dir", str(index), "--length", str(LENGTH), "--model",
+               str(eot), "--samples", "1", "--methods", "standard", "--select-only",
+               "--out", str(split)]) == 0
+  result, _ = inspect.read_selection(split)
+  assert result["reencoded"]
+  inspect.score_under(result, str(eot_trained))
+  assert result["model"] == str(eot_trained)
+  result, _ = inspect.read_selection(split)
+  with pytest.raises(ValueError, match="select them again"):
+    inspect.score_under(result, str(model_dir))  # the index's tokenizer: other ids
+
+
 def test_prefix_scores_only_the_first_tokens(built, tmp_path):
   """--prefix P scores each sample's first P tokens: the LRD of a sample cut to P, by hand."""
   index, model_dir = built
