@@ -21,11 +21,13 @@ attention is cuDNN's fused kernel, which needs plain causal masking (StepConfig.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +43,9 @@ from longjax.train.sharding import activate, global_batch
 from longjax.train.step import StepConfig
 from longjax.train.remat import LADDER, RematConfig, program_gib
 from longjax.train.trainer import TrainConfig, fit_remat, prepare
+
+sys.path.insert(0, str(Path(__file__).parent))
+import step_profile  # pylint: disable=wrong-import-position
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,12 +110,13 @@ def _prepare(case: Case, fit: float):
 
 
 def bench(name: str, case: Case, fit: float = 0.9, hlo_dir: str | None = None,
-          warmup: int = 1) -> dict:
+          warmup: int = 1, profile: bool = False) -> dict:
   """Compiles and times one case; returns the record (also when a step could not run).
 
   `fit`: the share of the device's memory a program may plan for (the rest: fragmentation,
   NCCL and cuDNN workspaces outside XLA's pool). `warmup`: untimed first steps (they also
-  autotune kernels and set up NCCL).
+  autotune kernels and set up NCCL). `profile`: the last timed step runs under the profiler
+  (its overhead is in that step's time) and the record gets its kernel-time breakdown.
   """
   run, choice, host = _prepare(case, fit)
   compiled = choice.compiled
@@ -132,15 +138,25 @@ def bench(name: str, case: Case, fit: float = 0.9, hlo_dir: str | None = None,
   if case.steps == 0:
     return record
   times, losses = [], []
+  trace_dir = Path(tempfile.mkdtemp(prefix=f"trace_{name}_"))
   with activate(run.mesh, run.rules):
     for i in range(warmup + case.steps):
-      t0 = time.perf_counter()
-      state, metrics = compiled(state, batch)
-      losses.append(float(metrics["loss"]))  # blocks until the step is done
-      dt = time.perf_counter() - t0
+      last = i == warmup + case.steps - 1
+      traced = step_profile.trace(trace_dir) if profile and last else contextlib.nullcontext()
+      with traced:
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        losses.append(float(metrics["loss"]))  # blocks until the step is done
+        dt = time.perf_counter() - t0
       print(f"[{name}] step {i + 1}: {dt:.3f} s, loss {losses[-1]:.4f}", flush=True)
       if i >= warmup:
         times.append(dt)
+  if profile:
+    kernels, lines = step_profile.device_kernels(step_profile.latest_xplane(trace_dir))
+    record["profile"] = step_profile.breakdown(kernels, dt) | {
+        "profiled_step": warmup + case.steps, "trace_lines": lines[:40]}
+    print(f"[{name}] profile of step {warmup + case.steps}: "
+          f"{step_profile.summary(record['profile'])}", flush=True)
   step_s = statistics.median(times)
   n = jax.device_count()
   peak = peak_flops(jax.devices()[0].device_kind)
@@ -173,6 +189,9 @@ def main() -> int:
   parser.add_argument("--each-remat", action="store_true",
                       help="time every candidate of each case that fits, not only the first, "
                            "and report each one's step time against save_context's in this run")
+  parser.add_argument("--profile", action="store_true",
+                      help="run each case's last timed step under the profiler and record "
+                           "its GPU time by kind (attention / matmul / other; step_profile.py)")
   parser.add_argument("--dump-hlo", action="store_true",
                       help="also write each case's compiled HLO to OUT/<case>.hlo.txt")
   args = parser.parse_args()
@@ -195,7 +214,7 @@ def main() -> int:
   for name, case in runs:
     try:
       records.append(bench(name, case, args.fit, args.out if args.dump_hlo else None,
-                           args.warmup))
+                           args.warmup, args.profile))
     except Exception as e:  # pylint: disable=broad-except  (report it, go on to the next case)
       print(f"[{name}] FAILED: {type(e).__name__}: {str(e)[:2000]}", flush=True)
       continue
