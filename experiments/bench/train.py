@@ -61,6 +61,7 @@ class Case:
   scan_layers: bool = True
   # Ring size: mesh `sequence` axis (-1 = every device; weights FSDP-sharded over it, batch 1).
   sequence: int = 1
+  logits_grad: str = "compute"    # StepConfig.logits_grad_dtype
 
 
 SAVE, OFFLOAD, FULL = "save_context", "offload_context", "full"
@@ -98,7 +99,8 @@ def _prepare(case: Case, fit: float):
   rows = 1 if ring else jax.device_count()
   config = TrainConfig(model_dir="/tmp/longjax_bench_unused", train_steps=1000, batch_size=rows,
                        task_feature_lengths={"targets": case.seq_len}, mesh=mesh,
-                       step=StepConfig(loss_chunk=case.loss_chunk, document_masking=False),
+                       step=StepConfig(loss_chunk=case.loss_chunk, document_masking=False,
+                                       logits_grad_dtype=case.logits_grad),
                        remat=RematConfig(policy="auto", ladder=case.remats, fit=fit))
   run, choice = fit_remat(prepare(config, model), config.remat, strict=case.steps > 0)
   raw = next(SyntheticSource(model.vocab_size, case.seq_len).batches(
@@ -129,6 +131,7 @@ def bench(name: str, case: Case, fit: float = 0.9, hlo_dir: str | None = None,
   batch_rows = batch["decoder_target_tokens"].shape[0]
   record = {"case": name, "preset": case.preset, "seq_len": case.seq_len,
             "remat": choice.policy, "remats_tried_gib": choice.tried, "batch_size": batch_rows,
+            "logits_grad_dtype": case.logits_grad,
             "warmup_steps": warmup, "scan_layers": case.scan_layers,
             "mlp_chunk": case.mlp_chunk, "compile_s": round(choice.compile_s, 1),
             "compiled_memory_gib": program_gib(compiled),
@@ -189,6 +192,9 @@ def main() -> int:
   parser.add_argument("--each-remat", action="store_true",
                       help="time every candidate of each case that fits, not only the first, "
                            "and report each one's step time against save_context's in this run")
+  parser.add_argument("--logits-grad", default="compute",
+                      help="comma-separated StepConfig.logits_grad_dtype values; each one is "
+                           "a run of every case (compute,float32: both in one run)")
   parser.add_argument("--profile", action="store_true",
                       help="run each case's last timed step under the profiler and record "
                            "its GPU time by kind (attention / matmul / other; step_profile.py)")
@@ -209,7 +215,8 @@ def main() -> int:
     if remats:
       case = dataclasses.replace(case, remats=remats)
     policies = [(p,) for p in case.remats] if args.each_remat else [case.remats]
-    runs += [(name, dataclasses.replace(case, remats=p)) for p in policies]
+    runs += [(name, dataclasses.replace(case, remats=p, logits_grad=g)) for p in policies
+             for g in args.logits_grad.split(",")]
   records = []
   for name, case in runs:
     try:
@@ -223,8 +230,8 @@ def main() -> int:
       Path(args.out).mkdir(parents=True, exist_ok=True)
       (Path(args.out) / "train_bench.json").write_text(json.dumps(records, indent=1))
   print("MFU: 6*matmul params + 6*L*S*N*H per token (causal attention at half, bwd = 2x fwd)")
-  print(f"{'case':14} {'S':>8} {'remat':>16} {'step s':>8} {'tok/s':>9} {'TF/s/dev':>8} "
-        f"{'MFU':>6} {'peak GiB':>8}")
+  print(f"{'case':14} {'S':>8} {'remat':>16} {'logits grad':>11} {'step s':>8} {'tok/s':>9} "
+        f"{'TF/s/dev':>8} {'MFU':>6} {'peak GiB':>8}")
   for r in records:
     if "step_s" not in r:
       print(f"{r['case']:14} {r['seq_len']:>8} {r['remat']:>16} compiled only: program memory "
@@ -232,7 +239,8 @@ def main() -> int:
       continue
     mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
     peak = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] else "n/a"
-    print(f"{r['case']:14} {r['seq_len']:>8} {r['remat']:>16} {r['step_s']:>8.3f} "
+    print(f"{r['case']:14} {r['seq_len']:>8} {r['remat']:>16} {r['logits_grad_dtype']:>11} "
+          f"{r['step_s']:>8.3f} "
           f"{r['tokens_per_s']:>9.0f} {r['model_tflops_per_s']:>8.1f} {mfu:>6} {peak:>8}"
           + _against_save_context(r, records))
   return 0
@@ -241,7 +249,7 @@ def main() -> int:
 def _against_save_context(record: dict, records: list[dict]) -> str:
   """' (x.xx× save_context's time)' when this run also timed the case under save_context."""
   ref = [r for r in records if r["case"] == record["case"] and r["remat"] == SAVE
-         and "step_s" in r]
+         and r["logits_grad_dtype"] == record["logits_grad_dtype"] and "step_s" in r]
   if not ref or record["remat"] == SAVE:
     return ""
   return f"  ({record['step_s'] / ref[0]['step_s']:.3f}x save_context's step time)"

@@ -15,7 +15,7 @@ import optax
 from flax import nnx
 
 from longjax.ops import RingOptions
-from longjax.train.loss import chunked_cross_entropy
+from longjax.train.loss import GRAD_DTYPES, chunked_cross_entropy
 
 FEATURES = ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
             "decoder_segment_ids", "decoder_positions")
@@ -47,6 +47,9 @@ class StepConfig:
   # document. False: plain causal attention over the whole row with global positions, the
   # mask cuDNN's fused kernel supports (packed documents then see earlier ones in the row).
   document_masking: bool = True
+  # The logits' gradient in the compute dtype ('compute': bf16 GEMMs in the loss's backward) or
+  # in f32 ('float32', as autodiff gives it; what runs before this option trained with).
+  logits_grad_dtype: str = "compute"
 
   def __post_init__(self):
     if self.microbatches < 1:
@@ -55,6 +58,9 @@ class StepConfig:
       raise ValueError(f"loss_chunk must be >= 1, got {self.loss_chunk}")
     if self.z_loss < 0:
       raise ValueError(f"z_loss must be >= 0, got {self.z_loss}")
+    if self.logits_grad_dtype not in GRAD_DTYPES:
+      raise ValueError(f"StepConfig.logits_grad_dtype must be one of {GRAD_DTYPES}, got "
+                       f"{self.logits_grad_dtype!r}")
 
 
 def make_loss_fn(graphdef: nnx.GraphDef, rest: Any, config: StepConfig) -> Callable:
@@ -67,7 +73,8 @@ def make_loss_fn(graphdef: nnx.GraphDef, rest: Any, config: StepConfig) -> Calla
                                  ring=config.ring)
     ce, zz, w = chunked_cross_entropy(
         hidden, model.unembedding(), batch["decoder_target_tokens"],
-        batch["decoder_loss_weights"], shards=config.sequence_shards, chunk=config.loss_chunk)
+        batch["decoder_loss_weights"], shards=config.sequence_shards, chunk=config.loss_chunk,
+        grad_dtype=config.logits_grad_dtype)
     return ce + config.z_loss * zz, (ce, w)
   return loss_fn
 

@@ -43,3 +43,15 @@ def test_remat_list_picks_the_rungs_to_time(tmp_path, monkeypatch):
   monkeypatch.setattr(sys, "argv", argv + ["save_dotz"])
   with pytest.raises(SystemExit, match="2"):
     bench_train.main()
+
+
+def test_logits_grad_list_runs_each_setting(tmp_path, monkeypatch):
+  """--logits-grad compute,float32 times the case once per setting, in that order, and records
+  which one each run used."""
+  monkeypatch.setitem(bench_train.CASES, "tiny_grad", bench_train.Case(
+      "tiny", 256, (bench_train.SAVE,), steps=1, loss_chunk=128))
+  monkeypatch.setattr(sys, "argv", ["train.py", "--cases", "tiny_grad", "--warmup", "0",
+                                    "--logits-grad", "compute,float32", "--out", str(tmp_path)])
+  assert bench_train.main() == 0
+  records = json.loads((tmp_path / "train_bench.json").read_text())
+  assert [r["logits_grad_dtype"] for r in records] == ["compute", "float32"]
