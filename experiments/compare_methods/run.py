@@ -21,7 +21,8 @@ OUT/results back and run `--stages comparison` (docs/training.md, "Exported data
 Every stage runs the project's own entry points in this process and skips an arm whose output
 exists, so an interrupted comparison resumes. Seed k sets the data order (the export's seqio
 seed and the Grain shuffle seed) and the initial parameters of a model trained from scratch (a
-continued-pretraining arm keeps its loaded weights); `--seeds N` runs seeds 0..N-1, `--seed K`
+continued-pretraining arm keeps its loaded weights), not the synthesized samples (the Task's
+synthesis seed is 0): two seeds' exports share most rows (seed_rows.py); `--seeds N` runs seeds 0..N-1, `--seed K`
 the listed ones. Outputs: OUT/index, OUT/inspect, OUT/data/<arm>, OUT/runs/<arm> (MODEL_DIR),
 OUT/eval/<arm>, OUT/results/<arm>.json, OUT/comparison.{md,json,png}: methods x task categories
 x lengths, plus loss by position, each a mean over seeds with a 95% interval, and each arm's token

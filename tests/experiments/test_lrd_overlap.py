@@ -37,18 +37,29 @@ def test_overlap_is_the_share_of_seen_windows_after_start():
   sample[80:130] = train[300:350]
   seen = np.unique(lrd_overlap.span_hashes(train))
   train_windows = set(_windows(train.tolist()))
-  for start in (0, 60, 100):
-    windows = _windows(sample.tolist())[start:]
-    want = sum(w in train_windows for w in windows) / len(windows)
-    assert lrd_overlap.overlap(sample, seen, start) == want
+  for start in (0, 60, 100, 150):
+    # the tokens from `start` on, each judged by the span that ends at it
+    ends = [t for t in range(max(start, SPAN - 1), 200)]
+    want = sum(tuple(sample[t - SPAN + 1:t + 1].tolist()) in train_windows for t in ends)
+    assert lrd_overlap.overlap(sample, seen, start) == want / len(ends)
   assert lrd_overlap.overlap(sample, seen, 0) == (50 - SPAN + 1) / (200 - SPAN + 1)
+  assert lrd_overlap.overlap(sample, seen, 150) == 0.0
 
 
 def test_markdown_lists_every_method_with_its_interval():
   out = {"span": SPAN, "train": "runs/x", "methods": {
       "standard": {"samples": 2, "scored": {"mean": 0.25, "ci95": [0.1, 0.4]},
-                   "whole": {"mean": 0.3, "ci95": [0.2, 0.4]}}},
+                   "whole": {"mean": 0.3, "ci95": [0.2, 0.4]},
+                   "corr_scored_overlap_lrd_c4096": None}},
          "corr_scored_overlap_lrd_c4096": -0.125}
   text = lrd_overlap.markdown(out)
-  assert "| standard | 2 | 0.250 [0.100, 0.400] | 0.300 [0.200, 0.400] |" in text
+  assert "| standard | 2 | 0.250 [0.100, 0.400] | 0.300 [0.200, 0.400] | – |" in text
   assert "-0.125" in text
+
+
+def test_seed_rows_compare_counts_shared_and_repeated_rows():
+  import seed_rows  # pylint: disable=import-outside-toplevel
+  a = ["r1", "r2", "r3", "r3"]
+  b = ["r1", "r4", "r3", "r5"]
+  assert seed_rows.compare(a, b) == {"rows_a": 4, "rows_b": 4, "distinct_a": 3,
+                                     "distinct_b": 4, "shared_distinct": 2, "same_position": 2}
