@@ -444,8 +444,19 @@ def _inspect_markdown(out: Path) -> list[str]:
               f"it as context, minus its NLL with the full sample (nats/token): > 0 means the "
               "method's data rewards long context. An interval that contains 0 is no evidence "
               f"either way. Contexts: {result['contexts']}; plot: {path.parent.name}/inspect.png."
-              + "".join(f" {n}." for n in result.get("notes", [])), ""]
+              + "".join(f" {n}." for n in result.get("notes", [])), "", *_overlap(path.parent)]
   return lines + ["## Trained arms", ""]
+
+
+def _overlap(directory: Path) -> list[str]:
+  """How much of the scored samples the reference trained on (`lrd_overlap.py` wrote
+  overlap.md beside the scores), if measured."""
+  path = directory / "overlap.md"
+  if not path.exists():
+    return []
+  return ["Training overlap (`experiments/compare_methods/lrd_overlap.py`): a method whose "
+          "samples the reference trained on is not compared on equal terms.", "",
+          path.read_text().strip(), ""]
 
 
 def _lrd_differences(result: Mapping[str, Any]) -> list[str]:

@@ -843,3 +843,18 @@ def test_rebuilt_embedding_table_must_have_the_committed_vectors(tmp_path, capsy
   (run / "embedding_table" / "vectors-00001.npy").write_text("x")
   assert verify_exports.main([str(run), str(results)]) == 1
   assert "missing or not matching their manifest (vectors-00001.npy)" in capsys.readouterr().out
+
+
+
+def test_inspect_section_carries_the_training_overlap_where_measured(tmp_path):
+  """The committed wiki16k inspect runs: the one with overlap.md beside its scores gets that
+  table under its own LRD rows, the other gets none."""
+  committed = REPO / "experiments" / "compare_methods" / "results" / "wiki16k"
+  for name in ("inspect_shipped_prefix8192", "inspect_standard_seed2"):
+    (tmp_path / name).mkdir()
+    shutil.copy(committed / name / "inspect.json", tmp_path / name / "inspect.json")
+  (tmp_path / "inspect_standard_seed2" / "overlap.md").write_text("| standard | 1.000 |\n")
+  text = "\n".join(comparison._inspect_markdown(tmp_path))  # pylint: disable=protected-access
+  assert text.count("| standard | 1.000 |") == 1
+  assert text.index("### inspect_standard_seed2") < text.index("| standard | 1.000 |")
+  assert text.index("### inspect_shipped_prefix8192") < text.index("### inspect_standard_seed2")
