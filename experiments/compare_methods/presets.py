@@ -53,6 +53,10 @@ class Comparison:
       OUT/data), and every arm is evaluated on that extract.
     eval_batch_size / eval_prefill_chunk: prompts generated together, and the prefill chunk
       (>= the longest eval length: the whole prompt at once, the accelerator setting).
+    fresh_samples: seed k also draws the synthesized samples (each arm's Tasks registered with
+      synthesis seed k for its export), so the seeds replicate over draws of data as well as
+      training order. False: every seed reads synthesis seed 0's samples in its own order (two
+      seeds' exports then share most rows, `seed_rows.py`), as the committed wiki16k runs did.
   """
   corpus: str
   length: int
@@ -78,6 +82,7 @@ class Comparison:
   eval_heldout_chars: int = 200_000
   eval_batch_size: int = 1
   eval_prefill_chunk: int = 512
+  fresh_samples: bool = False
 
   def __post_init__(self):
     unknown = set(self.methods) - set(ARMS)
@@ -118,7 +123,7 @@ PRESETS = {
         embedder="minilm", tokenizer="smollm2",
         synth_config={"quest": {"predictor": "causal_lm", "checkpoint": "smollm2"}},
         train_gin="gin/experiments/compare_smollm2_8k.gin", replay=False,
-        eval_lengths="2k,4k,8k,16k", eval_samples=100, loss_sequences=16),
+        eval_lengths="2k,4k,8k,16k", eval_samples=100, loss_sequences=16, fresh_samples=True),
     # The scaled-down replication on one GPU (README "What the comparison shows"): SmolLM2-135M
     # continued pretraining at 16K on the Wikipedia pool, each arm on its Task alone with the
     # same 20,971,520 tokens; MiniLM vectors computed on the GPU; Quest's queries from the

@@ -21,8 +21,9 @@ OUT/results back and run `--stages comparison` (docs/training.md, "Exported data
 Every stage runs the project's own entry points in this process and skips an arm whose output
 exists, so an interrupted comparison resumes. Seed k sets the data order (the export's seqio
 seed and the Grain shuffle seed) and the initial parameters of a model trained from scratch (a
-continued-pretraining arm keeps its loaded weights), not the synthesized samples (the Task's
-synthesis seed is 0): two seeds' exports share most rows (seed_rows.py); `--seeds N` runs seeds 0..N-1, `--seed K`
+continued-pretraining arm keeps its loaded weights), and the synthesized samples only with the
+preset's `fresh_samples` (else every seed reads synthesis seed 0's: two seeds' exports share
+most rows, seed_rows.py); `--seeds N` runs seeds 0..N-1, `--seed K`
 the listed ones. Outputs: OUT/index, OUT/inspect, OUT/data/<arm>, OUT/runs/<arm> (MODEL_DIR),
 OUT/eval/<arm>, OUT/results/<arm>.json, OUT/comparison.{md,json,png}: methods x task categories
 x lengths, plus loss by position, each a mean over seeds with a 95% interval, and each arm's token
@@ -194,9 +195,13 @@ def _vocab_size(tokenizer: str) -> int:
 def export_arm(cmp: Comparison, method: str, seed: int, tokenizer: str, out: Path) -> Path:
   """Exports the rows one seed of one arm trains on to OUT/data/<arm> (the method's Mixture
   `longjax_<corpus>_<method>_<length>_mix`, or its Task alone when the preset has no replay);
-  an export that exists is verified and kept. The Tasks must be registered."""
+  an export that exists is verified and kept. The Tasks must be registered; with
+  `fresh_samples` they are registered again with this seed as their synthesis seed."""
   from longjax.synth.methods.task_names import IndexInfo, task_name
   from longjax.tasks.__main__ import main as tasks_main
+  if cmp.fresh_samples:
+    import longjax.tasks
+    longjax.tasks.register(out / "index", replay_ratio=REPLAY_SHARE, seed=seed, methods=[method])
   arm = records.arm_name(method, seed)
   task = task_name(IndexInfo.read(out / "index").corpus, method, cmp.length)
   task += "_mix" if cmp.replay else ""

@@ -735,6 +735,38 @@ def test_export_stage_writes_each_arms_training_tokens(
     run.train_arm(longer, "standard", 1, tmp_path)
 
 
+def _export_provenance_seeds(data_dir: Path) -> set[int]:
+  """The synthesis seeds in the provenance of every example packed into an export's rows."""
+  import row_context  # pylint: disable=import-outside-toplevel
+  return {p["seed"] for _, provenance in row_context.export_rows(data_dir)
+          for p in provenance if p}
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_fresh_samples_draws_each_seeds_own_synthesis(
+    fresh, tmp_path, corpus_file, byte_tokenizer_dir):  # pylint: disable=redefined-outer-name
+  """With `fresh_samples`, seed k's export streams synthesis seed k (its rows' provenance says
+  so, and its rows are not seed 0's); without it both seeds stream synthesis seed 0."""
+  import seed_rows  # pylint: disable=import-outside-toplevel
+  from longjax.synth import build  # pylint: disable=import-outside-toplevel
+  build.run_build(build.BuildOptions(corpus=str(corpus_file), out=tmp_path / "index",
+                                     methods=("standard",), tokenizer=str(byte_tokenizer_dir),
+                                     lengths=(128,)),
+                  progress=lambda x, **_: x, log_fn=lambda _: None)
+  cmp = presets.Comparison(corpus="unused", length=128, embedder="unused",
+                           tokenizer=str(byte_tokenizer_dir), methods=("standard",),
+                           train_gin="gin/experiments/compare_demo.gin", replay=False,
+                           train_bindings=("TRAIN_STEPS=4", "BATCH_SIZE=2"), fresh_samples=fresh)
+  run.run_stages(cmp, "t", ["export"], [("standard", 0), ("standard", 1)], tmp_path)
+  data = tmp_path / "data"
+  assert _export_provenance_seeds(data / "standard_seed0") == {0}
+  assert _export_provenance_seeds(data / "standard_seed1") == ({1} if fresh else {0})
+  if fresh:  # another draw: the rows differ too (8 rows of 128 tokens each)
+    shared = seed_rows.compare(seed_rows.row_digests(data / "standard_seed0"),
+                               seed_rows.row_digests(data / "standard_seed1"))["shared_distinct"]
+    assert shared < 8
+
+
 def test_train_and_eval_stages_import_no_tensorflow_seqio_or_scann(tmp_path):
   """`--stages train,eval` on an accelerator machine without TensorFlow, seqio or ScaNN: run.py's
   path (here on finished outputs, which it turns into a record), then every module of the
