@@ -708,10 +708,10 @@ _spec.loader.exec_module(tasks_fixtures)
 byte_tokenizer_dir, corpus_file = tasks_fixtures.byte_tokenizer_dir, tasks_fixtures.corpus_file
 
 
-def test_export_stage_writes_each_arms_training_tokens(
-    tmp_path, corpus_file, byte_tokenizer_dir):  # pylint: disable=redefined-outer-name
-  """Each (method, seed) is exported to OUT/data/<arm> with exactly TRAIN_STEPS x BATCH_SIZE x L
-  tokens drawn with seed k; the train stage refuses an export of another budget."""
+def _export_standard(tmp_path, corpus_file, byte_tokenizer_dir,  # pylint: disable=redefined-outer-name
+                     **comparison) -> presets.Comparison:
+  """Builds a Standard index of the toy corpus at L=128 and runs the export stage for seeds 0
+  and 1 of a comparison with `comparison`'s fields; returns that comparison."""
   from longjax.synth import build  # pylint: disable=import-outside-toplevel
   build.run_build(build.BuildOptions(corpus=str(corpus_file), out=tmp_path / "index",
                                      methods=("standard",), tokenizer=str(byte_tokenizer_dir),
@@ -719,9 +719,17 @@ def test_export_stage_writes_each_arms_training_tokens(
                   progress=lambda x, **_: x, log_fn=lambda _: None)
   cmp = presets.Comparison(corpus="unused", length=128, embedder="unused",
                            tokenizer=str(byte_tokenizer_dir), methods=("standard",),
-                           train_gin="gin/experiments/compare_demo.gin",
-                           train_bindings=("TRAIN_STEPS=3", "BATCH_SIZE=2"))
+                           train_gin="gin/experiments/compare_demo.gin", **comparison)
   run.run_stages(cmp, "t", ["export"], [("standard", 0), ("standard", 1)], tmp_path)
+  return cmp
+
+
+def test_export_stage_writes_each_arms_training_tokens(
+    tmp_path, corpus_file, byte_tokenizer_dir):  # pylint: disable=redefined-outer-name
+  """Each (method, seed) is exported to OUT/data/<arm> with exactly TRAIN_STEPS x BATCH_SIZE x L
+  tokens drawn with seed k; the train stage refuses an export of another budget."""
+  cmp = _export_standard(tmp_path, corpus_file, byte_tokenizer_dir,
+                         train_bindings=("TRAIN_STEPS=3", "BATCH_SIZE=2"))
   for seed in (0, 1):
     manifest = json.loads((tmp_path / "data" / f"standard_seed{seed}" / MANIFEST).read_text())
     assert manifest["config"]["task"] == "longjax_toy_standard_128_mix"
@@ -748,16 +756,8 @@ def test_fresh_samples_draws_each_seeds_own_synthesis(
   """With `fresh_samples`, seed k's export streams synthesis seed k (its rows' provenance says
   so, and its rows are not seed 0's); without it both seeds stream synthesis seed 0."""
   import seed_rows  # pylint: disable=import-outside-toplevel
-  from longjax.synth import build  # pylint: disable=import-outside-toplevel
-  build.run_build(build.BuildOptions(corpus=str(corpus_file), out=tmp_path / "index",
-                                     methods=("standard",), tokenizer=str(byte_tokenizer_dir),
-                                     lengths=(128,)),
-                  progress=lambda x, **_: x, log_fn=lambda _: None)
-  cmp = presets.Comparison(corpus="unused", length=128, embedder="unused",
-                           tokenizer=str(byte_tokenizer_dir), methods=("standard",),
-                           train_gin="gin/experiments/compare_demo.gin", replay=False,
-                           train_bindings=("TRAIN_STEPS=4", "BATCH_SIZE=2"), fresh_samples=fresh)
-  run.run_stages(cmp, "t", ["export"], [("standard", 0), ("standard", 1)], tmp_path)
+  _export_standard(tmp_path, corpus_file, byte_tokenizer_dir, replay=False, fresh_samples=fresh,
+                   train_bindings=("TRAIN_STEPS=4", "BATCH_SIZE=2"))
   data = tmp_path / "data"
   assert _export_provenance_seeds(data / "standard_seed0") == {0}
   assert _export_provenance_seeds(data / "standard_seed1") == ({1} if fresh else {0})
