@@ -11,13 +11,10 @@ Used by `experiments/bench/train.py --profile`; on the CPU a trace holds no devi
 the breakdown says so.
 """
 
-import contextlib
 import dataclasses
 import re
 from pathlib import Path
-from typing import Iterable, Iterator
-
-import jax
+from typing import Iterable
 
 KINDS = (
     ("attention", re.compile(r"fmha|sdpa|flash|attention", re.I)),
@@ -90,14 +87,6 @@ def breakdown(kernels: list[Kernel], wall_s: float) -> dict:
           "share_of_wall": {k: v / wall_s for k, v in seconds.items()},
           "top": [{"name": n[:160], "calls": c, "seconds": s, "kind": kd}
                   for n, (c, s, kd) in top]}
-
-
-@contextlib.contextmanager
-def trace(directory: Path) -> Iterator[Path]:
-  """Traces the body with `jax.profiler`; yields the directory the `.xplane.pb` lands in."""
-  directory.mkdir(parents=True, exist_ok=True)
-  with jax.profiler.trace(str(directory)):
-    yield directory
 
 
 def latest_xplane(directory: Path) -> Path:

@@ -141,11 +141,11 @@ def bench(name: str, case: Case, fit: float = 0.9, hlo_dir: str | None = None,
   if case.steps == 0:
     return record
   times, losses = [], []
-  trace_dir = Path(tempfile.mkdtemp(prefix=f"trace_{name}_"))
+  trace_dir = tempfile.mkdtemp(prefix=f"trace_{name}_") if profile else None
   with activate(run.mesh, run.rules):
     for i in range(warmup + case.steps):
       last = i == warmup + case.steps - 1
-      traced = step_profile.trace(trace_dir) if profile and last else contextlib.nullcontext()
+      traced = jax.profiler.trace(trace_dir) if profile and last else contextlib.nullcontext()
       with traced:
         t0 = time.perf_counter()
         state, metrics = compiled(state, batch)
@@ -155,7 +155,7 @@ def bench(name: str, case: Case, fit: float = 0.9, hlo_dir: str | None = None,
       if i >= warmup:
         times.append(dt)
   if profile:
-    kernels, lines = step_profile.device_kernels(step_profile.latest_xplane(trace_dir))
+    kernels, lines = step_profile.device_kernels(step_profile.latest_xplane(Path(trace_dir)))
     record["profile"] = step_profile.breakdown(kernels, dt) | {
         "profiled_step": warmup + case.steps, "trace_lines": lines[:40]}
     print(f"[{name}] profile of step {warmup + case.steps}: "

@@ -90,8 +90,8 @@ def _corr(x: list[float], y: list[float]) -> float | None:
 
 def markdown(out: dict) -> str:
   cell = lambda s: f"{s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
-  lines = [f"Share of tokens whose {out['span']}-token span (ending at the token) occurs in {out['train']} "
-           "(mean [95% bootstrap CI] over samples)", "",
+  lines = [f"Share of tokens whose {out['span']}-token span (ending at the token) occurs in "
+           f"{out['train']} (mean [95% bootstrap CI] over samples)", "",
            "| method | samples | scored quarter | whole sample | r with LRD c=4096 |",
            "|---|---:|---:|---:|---:|"]
   r = lambda v: "–" if v is None else f"{v:+.3f}"

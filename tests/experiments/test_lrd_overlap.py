@@ -56,10 +56,3 @@ def test_markdown_lists_every_method_with_its_interval():
   assert "| standard | 2 | 0.250 [0.100, 0.400] | 0.300 [0.200, 0.400] | – |" in text
   assert "-0.125" in text
 
-
-def test_seed_rows_compare_counts_shared_and_repeated_rows():
-  import seed_rows  # pylint: disable=import-outside-toplevel
-  a = ["r1", "r2", "r3", "r3"]
-  b = ["r1", "r4", "r3", "r5"]
-  assert seed_rows.compare(a, b) == {"rows_a": 4, "rows_b": 4, "distinct_a": 3,
-                                     "distinct_b": 4, "shared_distinct": 2, "same_position": 2}
